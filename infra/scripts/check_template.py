@@ -1,0 +1,461 @@
+#!/usr/bin/env python3
+"""Repository invariants for the SAM template that cfn-lint does not enforce.
+
+cfn-lint checks that the template is valid CloudFormation; these rules check that it is safe to
+run this service on it (AWS guidance for SQS-triggered Lambdas, plus this project's rules on
+secrets and least privilege):
+
+  iam-wildcard     no Allow statement names "*" or "<service>:*" (or "...:*") as Action or Resource,
+                   or uses NotAction / NotResource
+  sqs-visibility   every queue feeding a function has VisibilityTimeout >= 6x that function's
+                   Timeout (Globals included); cfn-lint only enforces 1x
+  queue-dlq        every source queue redrives to a DLQ with maxReceiveCount >= 5, and a FIFO
+                   source to a FIFO DLQ
+  batch-failures   every SQS event source reports partial batch failures (ReportBatchItemFailures)
+  noecho           every parameter named like a token, secret or API key has NoEcho: true
+  access-log-path  no API access log format records $context.path (the webhook token is a path
+                   segment)
+
+Usage: check_template.py [TEMPLATE]   (default: template.yaml)
+Exit status: 0 all checks passed, 1 some check failed, 2 the template could not be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import yaml
+
+VISIBILITY_FACTOR = 6
+MIN_MAX_RECEIVE_COUNT = 5
+# CloudFormation / SAM defaults used when a property is absent.
+DEFAULT_LAMBDA_TIMEOUT = 3
+DEFAULT_VISIBILITY_TIMEOUT = 30
+
+SECRET_PARAM = re.compile(r"token|secret|api_?key", re.IGNORECASE)
+# Also matches "${!context.path}", which Fn::Sub renders as a literal "${context.path}".
+CONTEXT_PATH = re.compile(r"\$\{?!?context\.path(?![A-Za-z0-9_])")
+
+IAM_DOC_RESOURCES = {
+    "AWS::IAM::Policy",
+    "AWS::IAM::ManagedPolicy",
+    "AWS::IAM::RolePolicy",
+    "AWS::IAM::UserPolicy",
+    "AWS::IAM::GroupPolicy",
+}
+IAM_INLINE_RESOURCES = {"AWS::IAM::Role", "AWS::IAM::User", "AWS::IAM::Group"}
+SAM_POLICY_RESOURCES = {"AWS::Serverless::Function", "AWS::Serverless::StateMachine"}
+FUNCTION_TYPES = {"AWS::Serverless::Function", "AWS::Lambda::Function"}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading: CloudFormation short-form tags become their long form, so the rest of the script
+# sees one shape ({"Ref": x}, {"Fn::GetAtt": [id, attr]}, {"Fn::Sub": ...}, ...).
+# --------------------------------------------------------------------------------------------
+
+
+class CfnLoader(yaml.SafeLoader):
+    """SafeLoader that understands !Ref, !Sub, !GetAtt and the other intrinsic short forms."""
+
+
+def _construct_intrinsic(loader: CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if tag_suffix in ("Ref", "Condition"):
+        return {tag_suffix: value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{tag_suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _construct_intrinsic)
+
+
+def load_template(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        document = yaml.load(handle, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+    if not isinstance(document, dict):
+        raise ValueError("top level is not a mapping")
+    return document
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    rule: str
+    where: str
+    ok: bool
+    message: str
+
+
+class Checker:
+    def __init__(self, template: dict[str, Any]) -> None:
+        self.template = template
+        self.resources: dict[str, Any] = _mapping(template.get("Resources"))
+        self.parameters: dict[str, Any] = _mapping(template.get("Parameters"))
+        self.globals: dict[str, Any] = _mapping(template.get("Globals"))
+        self.results: list[Result] = []
+
+    def record(self, rule: str, where: str, ok: bool, message: str) -> None:
+        self.results.append(Result(rule, where, ok, message))
+
+    def run(self) -> list[Result]:
+        self.check_iam()
+        self.check_sqs_sources()
+        self.check_noecho()
+        self.check_access_logs()
+        return self.results
+
+    # ---- value helpers -----------------------------------------------------------------------
+
+    def props(self, logical_id: str) -> dict[str, Any]:
+        return _mapping(_mapping(self.resources.get(logical_id)).get("Properties"))
+
+    def rtype(self, logical_id: str) -> str | None:
+        resource = self.resources.get(logical_id)
+        return resource.get("Type") if isinstance(resource, dict) else None
+
+    def scalar(self, value: Any) -> Any:
+        """A literal value, or a Ref to a parameter resolved to its Default; None if unknown."""
+        if isinstance(value, dict) and set(value) == {"Ref"}:
+            param = self.parameters.get(value["Ref"])
+            if isinstance(param, dict) and "Default" in param:
+                return param["Default"]
+            return None
+        if isinstance(value, (str, int, float, bool)):
+            return value
+        return None
+
+    def target(self, value: Any) -> str | None:
+        """The logical id a Ref / GetAtt / Sub("${Id.Arn}") points at, if it is in Resources."""
+        candidate: Any = None
+        if isinstance(value, dict):
+            if "Ref" in value:
+                candidate = value["Ref"]
+            elif "Fn::GetAtt" in value and isinstance(value["Fn::GetAtt"], list):
+                candidate = value["Fn::GetAtt"][0] if value["Fn::GetAtt"] else None
+            elif "Fn::Sub" in value:
+                text = value["Fn::Sub"]
+                text = text[0] if isinstance(text, list) and text else text
+                match = re.fullmatch(r"\$\{([A-Za-z0-9]+)(\.[A-Za-z0-9.]+)?\}", str(text))
+                candidate = match.group(1) if match else None
+        return candidate if isinstance(candidate, str) and candidate in self.resources else None
+
+    def literal_strings(self, value: Any) -> Iterator[str]:
+        """Every string a value can evaluate to, as far as it is knowable from the template.
+
+        Sub templates are returned verbatim, Join parts that are not literal become "${?}", both
+        branches of an If are followed, and a Ref to a parameter yields its Default.
+        """
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, list):
+            for item in value:
+                yield from self.literal_strings(item)
+        elif isinstance(value, dict):
+            if "Fn::Sub" in value:
+                text = value["Fn::Sub"]
+                text = text[0] if isinstance(text, list) and text else text
+                if isinstance(text, str):
+                    yield text
+            elif "Fn::Join" in value and isinstance(value["Fn::Join"], list):
+                delimiter, parts = (value["Fn::Join"] + ["", []])[:2]
+                if isinstance(parts, list):
+                    rendered = [next(self.literal_strings(part), "${?}") for part in parts]
+                    yield str(delimiter).join(rendered)
+            elif "Fn::If" in value and isinstance(value["Fn::If"], list):
+                for branch in value["Fn::If"][1:]:
+                    yield from self.literal_strings(branch)
+            elif "Ref" in value:
+                default = self.scalar(value)
+                if isinstance(default, str):
+                    yield default
+
+    # ---- iam-wildcard -------------------------------------------------------------------------
+
+    def policy_documents(self) -> Iterator[tuple[str, Any]]:
+        for logical_id, resource in self.resources.items():
+            rtype = self.rtype(logical_id)
+            props = self.props(logical_id)
+            if rtype in SAM_POLICY_RESOURCES:
+                policies = props.get("Policies")
+                for item in policies if isinstance(policies, list) else [policies]:
+                    # Strings are managed policy names/ARNs and other dicts are SAM policy
+                    # templates: neither is written here, so neither is ours to check.
+                    if isinstance(item, dict) and "Statement" in item:
+                        yield logical_id, item
+            elif rtype in IAM_INLINE_RESOURCES:
+                for index, policy in enumerate(_list(props.get("Policies"))):
+                    name = _mapping(policy).get("PolicyName", index)
+                    yield f"{logical_id}.{name}", _mapping(policy).get("PolicyDocument")
+            elif rtype in IAM_DOC_RESOURCES:
+                yield logical_id, props.get("PolicyDocument")
+
+    def check_iam(self) -> None:
+        for where, document in self.policy_documents():
+            statements = _mapping(document).get("Statement")
+            for index, statement in enumerate(_list(statements)):
+                statement = _mapping(statement)
+                label = f"{where} statement {statement.get('Sid', index)}"
+                if statement.get("Effect", "Allow") != "Allow":
+                    continue  # a broad Deny only narrows access
+                problems = []
+                for key in ("NotAction", "NotResource"):
+                    if key in statement:
+                        problems.append(f"Allow with {key} grants everything not listed")
+                for key in ("Action", "Resource"):
+                    for text in self.literal_strings(statement.get(key)):
+                        if text.strip() == "*" or text.strip().endswith(":*"):
+                            problems.append(f"{key} {text!r} is a wildcard")
+                self.record(
+                    "iam-wildcard",
+                    label,
+                    not problems,
+                    "; ".join(problems) or "actions and resources are named",
+                )
+
+    # ---- sqs-visibility, queue-dlq, batch-failures --------------------------------------------
+
+    def function_timeout(self, function_id: str) -> Any:
+        props = self.props(function_id)
+        if "Timeout" in props:
+            return self.scalar(props["Timeout"])
+        if self.rtype(function_id) == "AWS::Serverless::Function":
+            global_timeout = _mapping(self.globals.get("Function")).get("Timeout")
+            if global_timeout is not None:
+                return self.scalar(global_timeout)
+        return DEFAULT_LAMBDA_TIMEOUT
+
+    def sqs_sources(self) -> Iterator[tuple[str, str | None, Any, str | None]]:
+        """(where, queue logical id, FunctionResponseTypes, function logical id) per SQS source."""
+        for logical_id in self.resources:
+            rtype = self.rtype(logical_id)
+            props = self.props(logical_id)
+            if rtype == "AWS::Serverless::Function":
+                for event_name, event in _mapping(props.get("Events")).items():
+                    event = _mapping(event)
+                    if event.get("Type") != "SQS":
+                        continue
+                    event_props = _mapping(event.get("Properties"))
+                    yield (
+                        f"{logical_id} event {event_name}",
+                        self.target(event_props.get("Queue")),
+                        event_props.get("FunctionResponseTypes"),
+                        logical_id,
+                    )
+            elif rtype == "AWS::Lambda::EventSourceMapping":
+                source = props.get("EventSourceArn")
+                queue_id = self.target(source)
+                is_sqs = (queue_id is not None and self.rtype(queue_id) == "AWS::SQS::Queue") or any(
+                    ":sqs:" in text for text in self.literal_strings(source)
+                )
+                if not is_sqs:
+                    continue
+                function_id = self.target(props.get("FunctionName"))
+                if function_id is not None and self.rtype(function_id) not in FUNCTION_TYPES:
+                    function_id = None
+                yield logical_id, queue_id, props.get("FunctionResponseTypes"), function_id
+
+    def check_sqs_sources(self) -> None:
+        source_queues: dict[str, str] = {}
+        for where, queue_id, response_types, function_id in self.sqs_sources():
+            types = response_types if isinstance(response_types, list) else [response_types]
+            self.record(
+                "batch-failures",
+                where,
+                "ReportBatchItemFailures" in types,
+                "FunctionResponseTypes includes ReportBatchItemFailures"
+                if "ReportBatchItemFailures" in types
+                else "FunctionResponseTypes lacks ReportBatchItemFailures: one failure retries the whole batch",
+            )
+
+            if queue_id is None or self.rtype(queue_id) != "AWS::SQS::Queue":
+                self.record(
+                    "sqs-visibility",
+                    where,
+                    False,
+                    "source queue is not an AWS::SQS::Queue in this template, so it cannot be checked",
+                )
+                continue
+            source_queues.setdefault(queue_id, where)
+
+            timeout = self.function_timeout(function_id) if function_id else None
+            visibility = self.scalar(
+                self.props(queue_id).get("VisibilityTimeout", DEFAULT_VISIBILITY_TIMEOUT)
+            )
+            timeout_n, visibility_n = _int(timeout), _int(visibility)
+            if timeout_n is None or visibility_n is None:
+                self.record(
+                    "sqs-visibility",
+                    where,
+                    False,
+                    f"cannot resolve function Timeout ({timeout!r}) or {queue_id} VisibilityTimeout "
+                    f"({visibility!r}) to a number",
+                )
+                continue
+            needed = VISIBILITY_FACTOR * timeout_n
+            self.record(
+                "sqs-visibility",
+                where,
+                visibility_n >= needed,
+                f"{queue_id} VisibilityTimeout {visibility_n} "
+                + (">=" if visibility_n >= needed else "<")
+                + f" {VISIBILITY_FACTOR} x function Timeout {timeout_n} = {needed}",
+            )
+
+        for queue_id, where in source_queues.items():
+            self.record("queue-dlq", f"{queue_id} (source of {where})", *self.dlq_problem(queue_id))
+
+    def dlq_problem(self, queue_id: str) -> tuple[bool, str]:
+        props = self.props(queue_id)
+        fifo = _truthy(self.scalar(props.get("FifoQueue")))
+        redrive = props.get("RedrivePolicy")
+        if isinstance(redrive, str):
+            try:
+                redrive = json.loads(redrive)
+            except json.JSONDecodeError:
+                return False, "RedrivePolicy is not valid JSON"
+        if not isinstance(redrive, dict):
+            return False, "no RedrivePolicy: failed messages are retried until retention drops them"
+        problems = []
+        count = _int(self.scalar(redrive.get("maxReceiveCount")))
+        if count is None or count < MIN_MAX_RECEIVE_COUNT:
+            problems.append(
+                f"maxReceiveCount {redrive.get('maxReceiveCount')!r} < {MIN_MAX_RECEIVE_COUNT} "
+                "(throttling alone can dead-letter messages)"
+            )
+        target = redrive.get("deadLetterTargetArn")
+        dlq_id = self.target(target)
+        if dlq_id is not None and self.rtype(dlq_id) == "AWS::SQS::Queue":
+            dlq_fifo = _truthy(self.scalar(self.props(dlq_id).get("FifoQueue")))
+            described = f"DLQ {dlq_id}"
+        else:
+            texts = list(self.literal_strings(target))
+            dlq_fifo = bool(texts) and all(t.endswith(".fifo") for t in texts)
+            described = f"DLQ {texts[0] if texts else target!r}"
+            if not texts:
+                problems.append("deadLetterTargetArn cannot be resolved")
+        if fifo and not dlq_fifo:
+            problems.append(f"FIFO source queue but {described} is not FIFO")
+        if problems:
+            return False, "; ".join(problems)
+        kind = "FIFO " if fifo else ""
+        return True, f"redrives to {kind}{described} after {count} receives"
+
+    # ---- noecho -------------------------------------------------------------------------------
+
+    def check_noecho(self) -> None:
+        for name, param in self.parameters.items():
+            if not SECRET_PARAM.search(name):
+                continue
+            ok = _truthy(_mapping(param).get("NoEcho"))
+            self.record(
+                "noecho",
+                f"parameter {name}",
+                ok,
+                "NoEcho: true" if ok else "looks like a secret but lacks NoEcho: true",
+            )
+
+    # ---- access-log-path ----------------------------------------------------------------------
+
+    def access_log_formats(self) -> Iterator[tuple[str, Any]]:
+        for section in ("HttpApi", "Api"):
+            settings = _mapping(_mapping(self.globals.get(section)).get("AccessLogSetting"))
+            settings = settings or _mapping(_mapping(self.globals.get(section)).get("AccessLogSettings"))
+            if "Format" in settings:
+                yield f"Globals.{section}", settings["Format"]
+        for logical_id in self.resources:
+            rtype = self.rtype(logical_id)
+            props = self.props(logical_id)
+            if rtype in ("AWS::Serverless::HttpApi", "AWS::ApiGatewayV2::Stage"):
+                settings = _mapping(props.get("AccessLogSettings"))
+            elif rtype in ("AWS::Serverless::Api", "AWS::ApiGateway::Stage"):
+                settings = _mapping(props.get("AccessLogSetting"))
+            else:
+                continue
+            if "Format" in settings:
+                yield logical_id, settings["Format"]
+
+    def check_access_logs(self) -> None:
+        for where, log_format in self.access_log_formats():
+            texts = list(self.literal_strings(log_format))
+            leaked = [t for t in texts if CONTEXT_PATH.search(t)]
+            self.record(
+                "access-log-path",
+                f"{where} access log",
+                not leaked,
+                "records $context.path, which contains the webhook token; log $context.routeKey"
+                if leaked
+                else "does not record $context.path",
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Small coercions (CloudFormation accepts numbers and booleans as strings)
+# --------------------------------------------------------------------------------------------
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("template", nargs="?", default="template.yaml")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also list passed checks")
+    args = parser.parse_args(argv)
+
+    try:
+        template = load_template(args.template)
+    except (OSError, yaml.YAMLError, ValueError) as error:
+        print(f"{args.template}: cannot read template: {error}", file=sys.stderr)
+        return 2
+
+    results = Checker(template).run()
+    failed = [r for r in results if not r.ok]
+    for result in results:
+        if not result.ok:
+            print(f"FAIL [{result.rule}] {result.where}: {result.message}")
+        elif args.verbose:
+            print(f"ok   [{result.rule}] {result.where}: {result.message}")
+    print(
+        f"{args.template}: template checks: {len(results) - len(failed)} passed, {len(failed)} failed"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

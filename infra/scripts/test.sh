@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Everything `make test` (and CI through .ci/run) checks, in order, failing on the first problem:
+# formatting, clippy, the test suite against a moto server this script starts and always stops,
+# cfn-lint, and the repository's own template rules (including a negative fixture that must fail).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+MOTO="$ROOT/infra/scripts/moto.sh"
+CHECK="$ROOT/infra/scripts/check_template.py"
+BAD_TEMPLATE="infra/scripts/bad-template.yaml"
+# One failure per rule is what the negative fixture promises (see its header).
+EXPECTED_RULES=(iam-wildcard sqs-visibility queue-dlq batch-failures noecho access-log-path)
+
+step() {
+  printf '\n==> %s\n' "$*"
+}
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "moto server"
+moto_started=0
+cleanup() {
+  if ((moto_started)); then
+    "$MOTO" stop || true
+  fi
+}
+trap cleanup EXIT
+# Turn Ctrl-C / TERM into a normal exit so the EXIT trap stops moto.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+moto_started=1
+"$MOTO" start
+MOTO_URL="$("$MOTO" url)"
+export MOTO_URL
+# Fake credentials: the adapter tests must never reach a real AWS account, whatever the caller's
+# profile or environment holds.
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
+export AWS_REGION="${AWS_REGION:-us-east-1}"
+unset AWS_SESSION_TOKEN AWS_PROFILE
+
+step "tests (MOTO_URL=$MOTO_URL)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  # nextest does not run doctests.
+  cargo test --workspace --locked --doc
+else
+  echo "cargo-nextest not found; falling back to cargo test"
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+"$MOTO" stop
+moto_started=0
+
+step "cfn-lint template.yaml"
+cfn-lint template.yaml
+
+step "template rules: template.yaml"
+python3 "$CHECK" template.yaml
+
+step "template rules: $BAD_TEMPLATE must fail"
+set +e
+bad_output="$(python3 "$CHECK" "$BAD_TEMPLATE" 2>&1)"
+bad_status=$?
+set -e
+printf '%s\n' "$bad_output"
+if ((bad_status != 1)); then
+  echo "FAIL: expected check_template.py to exit 1 on $BAD_TEMPLATE, got $bad_status" >&2
+  exit 1
+fi
+for rule in "${EXPECTED_RULES[@]}"; do
+  if ! grep -q "^FAIL \[$rule\]" <<<"$bad_output"; then
+    echo "FAIL: check_template.py did not report rule '$rule' on $BAD_TEMPLATE" >&2
+    exit 1
+  fi
+done
+echo "negative fixture rejected on all ${#EXPECTED_RULES[@]} rules, as expected"
+
+step "all checks passed"

@@ -1,0 +1,302 @@
+//! Enerflo REST client: `api-key` header (never a query parameter, never logged), timeouts,
+//! retries with backoff and jitter on timeouts, 429 and 5xx, `Retry-After` honoured, a client-side
+//! limit under Enerflo's 300 requests/minute per key, and error bodies read as text first (429s
+//! are HTML pages).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::error::SyncError;
+use crate::secret::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnerfloError {
+    #[error("Enerflo answered 404 for {path}")]
+    NotFound { path: String },
+    #[error("Enerflo is rate limiting (429); retry after {retry_after:?}")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("Enerflo unavailable ({detail})")]
+    Unavailable { status: Option<u16>, detail: String, retry_after: Option<Duration> },
+    #[error("Enerflo rejected the request with {status}: {message}")]
+    Rejected { status: u16, message: String },
+    #[error("Enerflo answered {status} with a body that is not JSON: {snippet}")]
+    BadBody { status: u16, snippet: String },
+}
+
+impl EnerfloError {
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after } | Self::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl From<EnerfloError> for SyncError {
+    fn from(e: EnerfloError) -> Self {
+        match &e {
+            EnerfloError::RateLimited { retry_after } | EnerfloError::Unavailable { retry_after, .. } => {
+                SyncError::Transient { reason: e.to_string(), retry_after: *retry_after, source: None }
+            }
+            EnerfloError::NotFound { .. } => SyncError::transient(e.to_string()),
+            EnerfloError::Rejected { .. } | EnerfloError::BadBody { .. } => SyncError::permanent(e.to_string()),
+        }
+    }
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiResponse {
+    pub status: u16,
+    /// The JSON body (`Null` when empty).
+    pub body: Value,
+}
+
+/// The one port over Enerflo's REST API. Typed calls are the helpers below, so a test double
+/// implements a single method.
+#[async_trait]
+pub trait EnerfloApi: Send + Sync {
+    /// Sends one request, retrying transient failures for at most `budget` in total.
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>, budget: Duration)
+    -> Result<ApiResponse, EnerfloError>;
+}
+
+/// Typed calls. Paths are from ENERFLO_API.md section 2.
+impl dyn EnerfloApi {
+    /// `GET /api/v3/installs/find/{v2 deal id}`: `None` while the install does not exist yet.
+    pub async fn find_install_by_deal(&self, deal_id: &str, budget: Duration) -> Result<Option<Value>, EnerfloError> {
+        let path = format!("/api/v3/installs/find/{}", encode_segment(deal_id));
+        match self.send(Method::GET, &path, None, budget).await {
+            Ok(r) => Ok(Some(r.body)),
+            Err(EnerfloError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /api/v3/installs/{id}`.
+    pub async fn get_install(&self, install_id: u64, budget: Duration) -> Result<Option<Value>, EnerfloError> {
+        match self.send(Method::GET, &format!("/api/v3/installs/{install_id}"), None, budget).await {
+            Ok(r) => Ok(Some(r.body)),
+            Err(EnerfloError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Percent-encodes one path segment (ids come from payloads: never let one add a path).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Sliding one-minute window shared by every call of this client (one per process: the limit
+/// is per key, so Lambda concurrency x this limit must stay under Enerflo's 300/min).
+struct RateWindow {
+    per_minute: usize,
+    sent: Mutex<VecDeque<Instant>>,
+}
+
+impl RateWindow {
+    /// Waits for a slot; gives up (returning how long it would take) when the wait exceeds `max_wait`.
+    async fn acquire(&self, max_wait: Duration) -> Result<(), Duration> {
+        loop {
+            let wait = {
+                let mut sent = self.sent.lock().await;
+                let now = Instant::now();
+                while sent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+                    sent.pop_front();
+                }
+                if sent.len() < self.per_minute {
+                    sent.push_back(now);
+                    return Ok(());
+                }
+                sent.front().map(|t| Duration::from_secs(60).saturating_sub(now.duration_since(*t))).unwrap_or_default()
+            };
+            if wait > max_wait {
+                return Err(wait);
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+pub struct HttpEnerfloClient {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: Secret,
+    window: RateWindow,
+}
+
+impl HttpEnerfloClient {
+    pub fn new(base_url: &str, api_key: Secret, timeout: Duration, per_minute: usize) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("enerflo-crm-sync/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key,
+            window: RateWindow { per_minute: per_minute.max(1), sent: Mutex::new(VecDeque::new()) },
+        })
+    }
+
+    async fn attempt(&self, method: &Method, path: &str, body: Option<&Value>) -> Result<ApiResponse, EnerfloError> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{}", self.base_url, path))
+            .header("api-key", self.api_key.expose())
+            .header("accept", "application/json");
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| EnerfloError::Unavailable {
+            status: None,
+            // reqwest's message can carry the URL; ours never carries the key (it is a header).
+            detail: if e.is_timeout() { "request timed out".into() } else { format!("request failed: {}", without_url(&e)) },
+            retry_after: None,
+        })?;
+        let status = resp.status().as_u16();
+        let retry_after = parse_retry_after(resp.headers());
+        let bytes = resp.bytes().await.map_err(|e| EnerfloError::Unavailable {
+            status: Some(status),
+            detail: format!("reading the body failed: {}", without_url(&e)),
+            retry_after,
+        })?;
+        match status {
+            200..=299 => {
+                if bytes.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(ApiResponse { status, body: Value::Null });
+                }
+                serde_json::from_slice(&bytes)
+                    .map(|body| ApiResponse { status, body })
+                    .map_err(|_| EnerfloError::BadBody { status, snippet: body_text(&bytes) })
+            }
+            404 => Err(EnerfloError::NotFound { path: path.to_owned() }),
+            429 => Err(EnerfloError::RateLimited { retry_after }),
+            408 | 500..=599 => Err(EnerfloError::Unavailable { status: Some(status), detail: format!("HTTP {status}: {}", body_text(&bytes)), retry_after }),
+            _ => Err(EnerfloError::Rejected { status, message: body_text(&bytes) }),
+        }
+    }
+}
+
+#[async_trait]
+impl EnerfloApi for HttpEnerfloClient {
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>, budget: Duration) -> Result<ApiResponse, EnerfloError> {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let remaining = budget.saturating_sub(started.elapsed());
+            if let Err(wait) = self.window.acquire(remaining).await {
+                return Err(EnerfloError::RateLimited { retry_after: Some(wait) });
+            }
+            let err = match self.attempt(&method, path, body).await {
+                Ok(r) => return Ok(r),
+                Err(e @ (EnerfloError::RateLimited { .. } | EnerfloError::Unavailable { .. })) => e,
+                Err(e) => return Err(e),
+            };
+            let backoff = Duration::from_millis(250u64 << attempt.min(5)).mul_f64(0.5 + fastrand::f64() * 0.5);
+            let wait = err.retry_after().map_or(backoff, |ra| ra.max(backoff));
+            let remaining = budget.saturating_sub(started.elapsed());
+            if attempt >= 4 || wait >= remaining {
+                tracing::warn!(path, attempt, error = %err, "enerflo call gave up within its budget");
+                return Err(err);
+            }
+            tracing::info!(path, attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying enerflo call");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(url) = e.url() {
+        s = s.replace(url.as_str(), "<enerflo>");
+    }
+    s
+}
+
+/// `Retry-After` in seconds or as an HTTP date; else `x-ratelimit-reset` (Unix seconds).
+pub fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(v) = text("retry-after") {
+        if let Ok(secs) = v.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        if let Ok(when) = httpdate::parse_http_date(v) {
+            return Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default());
+        }
+    }
+    let reset = text("x-ratelimit-reset")?.parse::<i64>().ok()?;
+    let delta = reset - crate::timefmt::now_unix();
+    (delta > 0).then(|| Duration::from_secs(delta as u64))
+}
+
+/// An error body as short plain text: HTML tags and whitespace runs collapsed, at most 300 chars.
+pub fn body_text(bytes: &[u8]) -> String {
+    let raw = String::from_utf8_lossy(bytes);
+    if let Ok(v) = serde_json::from_str::<Value>(&raw) {
+        let msg = v.get("message").or_else(|| v.get("error")).and_then(Value::as_str).map(str::to_owned);
+        let errors = v.get("errors").map(|e| e.to_string());
+        let text = match (msg, errors) {
+            (Some(m), Some(e)) => format!("{m} {e}"),
+            (Some(m), None) => m,
+            (None, Some(e)) => e,
+            (None, None) => v.to_string(),
+        };
+        return truncate(&text, 300);
+    }
+    let mut out = String::with_capacity(raw.len().min(1024));
+    let mut in_tag = false;
+    let lower = raw.to_ascii_lowercase();
+    // Drop <head>/<style>/<script> content wholesale: it is markup, not the message.
+    let cut = ["</head>", "</style>", "</script>"].iter().filter_map(|m| lower.rfind(m).map(|i| i + m.len())).max().unwrap_or(0);
+    for c in raw[cut..].chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    truncate(&out.split_whitespace().collect::<Vec<_>>().join(" "), 300)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max { s.to_owned() } else { format!("{}...", s.chars().take(max).collect::<String>()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_error_pages_reduce_to_their_text() {
+        let html = b"<!DOCTYPE html><html><head><title>x</title><style>body{}</style></head><body><h1>Too many requests</h1></body></html>";
+        assert_eq!(body_text(html), "Too many requests");
+        assert_eq!(body_text(br#"{"message":"The state field is invalid."}"#), "The state field is invalid.");
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(encode_segment("abc-123"), "abc-123");
+        assert_eq!(encode_segment("../x y"), "..%2Fx%20y");
+    }
+}

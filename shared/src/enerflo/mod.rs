@@ -1,0 +1,11 @@
+//! Everything about Enerflo: webhook envelopes, typed event models, the install object and the
+//! REST client.
+
+pub mod client;
+pub mod envelope;
+pub mod install;
+pub mod lenient;
+pub mod project;
+
+pub use client::{EnerfloApi, EnerfloError, HttpEnerfloClient};
+pub use envelope::{Envelope, EnvelopeError, Generation};

@@ -1,0 +1,189 @@
+//! `POST /enerflo/webhooks/{token}`: verify, classify, derive the dedupe key, log, enqueue,
+//! answer. It never calls Enerflo or the CRM (DESIGN 4: acknowledge fast).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::{HttpRequest, HttpResponse, Problem};
+use crate::classify::{Classification, Stage, classify};
+use crate::enerflo::envelope::Envelope;
+use crate::hashing::sha256_hex;
+use crate::queue::{ATTRIBUTE_ALLOWANCE, EventQueue, MAX_MESSAGE_BYTES, MessageMeta, QueueMessage};
+use crate::secret::SecretSet;
+use crate::store::{Claim, ClaimStore, EventLog, EventRecord};
+use crate::timefmt::{now_millis, now_rfc3339};
+
+pub const ROUTE_PREFIX: &str = "/enerflo/webhooks/";
+
+/// How long a webhook claim stays "in progress" before another delivery may take it over (a
+/// crashed ingest must not block the event for long).
+const CLAIM_LEASE_SECS: u64 = 30;
+
+pub struct WebhookIngest {
+    pub tokens: SecretSet,
+    pub max_body_bytes: usize,
+    pub install_id_paths: Vec<String>,
+    pub queue: Arc<dyn EventQueue>,
+    pub claims: Arc<dyn ClaimStore>,
+    pub log: Arc<dyn EventLog>,
+    pub dedupe_ttl: Duration,
+    pub log_ttl: Duration,
+}
+
+/// The dedupe key: event name + entity + a hash of the normalised body (object keys sorted), so
+/// a redelivery of the same content is recognised whatever its key order or whitespace.
+pub fn dedupe_key(event: &str, entity: Option<&str>, body: &Value) -> String {
+    let hash = sha256_hex(body.to_string().as_bytes());
+    format!("{event}:{}:{}", entity.unwrap_or("unidentified"), &hash[..24])
+}
+
+impl WebhookIngest {
+    pub async fn handle(&self, req: &HttpRequest, token: &str) -> HttpResponse {
+        if !self.tokens.matches(token.as_bytes()) {
+            // Indistinguishable from an unknown route: a wrong token learns nothing.
+            return Problem::not_found().into_response();
+        }
+        if req.body.len() > self.max_body_bytes {
+            return Problem::too_large(self.max_body_bytes).into_response();
+        }
+        let value: Value = match serde_json::from_slice(&req.body) {
+            Ok(v) => v,
+            Err(e) => return Problem::bad_request(format!("The body is not valid JSON ({}).", e.classify_name())).into_response(),
+        };
+        let hint = req.query_param("event");
+        let envelope = match Envelope::from_value(value.clone(), hint.as_deref()) {
+            Ok(env) => env,
+            Err(e) => return Problem::bad_request(e.to_string()).into_response(),
+        };
+        let raw_body = String::from_utf8_lossy(&req.body).into_owned();
+        let received_at = now_rfc3339();
+        let received_ms = now_millis();
+
+        let (stage, entity) = match classify(&envelope, &self.install_id_paths) {
+            Classification::Ignored => {
+                let key = dedupe_key(&envelope.event, None, &value);
+                let record = record(&key, &envelope.event, None, None, &received_at, received_ms, raw_body, "ignored");
+                if let Err(e) = self.log.record(&record, self.log_ttl.as_secs()).await {
+                    tracing::warn!(error = %e, event = %envelope.event, "ignored event not logged");
+                }
+                tracing::info!(event = %envelope.event, dedupe_key = %key, outcome = "ignored", "webhook");
+                return HttpResponse::json(StatusCode::ACCEPTED, &json!({"status": "ignored", "event": envelope.event}));
+            }
+            Classification::Routed { stage, entity } => (stage, entity),
+        };
+
+        let key = dedupe_key(&envelope.event, entity.as_deref(), &value);
+        let group = entity.clone().unwrap_or_else(|| format!("unidentified:{}", &key[key.len() - 24..]));
+        if req.body.len() > MAX_MESSAGE_BYTES - ATTRIBUTE_ALLOWANCE {
+            return Problem::too_large(MAX_MESSAGE_BYTES - ATTRIBUTE_ALLOWANCE).into_response();
+        }
+        let span = tracing::info_span!("webhook", event = %envelope.event, stage = stage.as_str(), dedupe_key = %key, entity = %group);
+        let _enter = span.enter();
+
+        let claim_key = format!("webhook#{key}");
+        match self.claims.claim(&claim_key, CLAIM_LEASE_SECS, self.dedupe_ttl.as_secs()).await {
+            Ok(Claim::Acquired) => {}
+            Ok(Claim::Completed { .. }) => {
+                let dup = record(&key, &envelope.event, Some(stage), Some(&group), &received_at, received_ms, String::new(), "duplicate");
+                if let Err(e) = self.log.record(&dup, self.log_ttl.as_secs()).await {
+                    tracing::warn!(error = %e, "duplicate delivery not counted");
+                }
+                tracing::info!(outcome = "duplicate", "webhook");
+                return HttpResponse::json(StatusCode::ACCEPTED, &json!({"status": "duplicate", "stage": stage, "dedupe_key": key}));
+            }
+            Ok(Claim::InProgress) => {
+                // Another delivery of the same event is being enqueued right now. Saying
+                // "duplicate" could lose it if that one fails; ask for a retry instead.
+                return Problem::unavailable("The same event is being accepted by a concurrent delivery.", Duration::from_secs(5))
+                    .into_response();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "claim failed");
+                return Problem::unavailable("State store unavailable; retry.", Duration::from_secs(10)).into_response();
+            }
+        }
+
+        let queued = self.queue.has_stage(stage);
+        let outcome = if queued { "queued" } else { "parked" };
+        let rec = record(&key, &envelope.event, Some(stage), Some(&group), &received_at, received_ms, raw_body.clone(), outcome);
+        if let Err(e) = self.log.record(&rec, self.log_ttl.as_secs()).await {
+            tracing::error!(error = %e, "event log write failed");
+            self.release(&claim_key).await;
+            return Problem::unavailable("State store unavailable; retry.", Duration::from_secs(10)).into_response();
+        }
+        if queued {
+            let msg = QueueMessage {
+                meta: MessageMeta { stage, event: envelope.event.clone(), dedupe_key: key.clone(), group, received_at },
+                body: raw_body,
+            };
+            if let Err(e) = self.queue.send(&msg).await {
+                tracing::error!(error = %e, "enqueue failed");
+                let _ = self.log.set_outcome(&key, "enqueue_failed", Some(&e.to_string())).await;
+                self.release(&claim_key).await;
+                return Problem::unavailable("Queue unavailable; retry.", Duration::from_secs(10)).into_response();
+            }
+        }
+        if let Err(e) = self.claims.complete(&claim_key, outcome, self.dedupe_ttl.as_secs()).await {
+            // The message is safely queued; a failed completion only weakens duplicate detection
+            // for this key (the queue's own dedupe window and the stage's state still apply).
+            tracing::warn!(error = %e, "claim not completed");
+        }
+        tracing::info!(outcome, "webhook");
+        let mut body = json!({"status": "queued", "stage": stage, "dedupe_key": key});
+        if !queued {
+            // No consumer for this stage in this deployment: kept in the event log for replay.
+            body["parked"] = json!(true);
+        }
+        HttpResponse::json(StatusCode::ACCEPTED, &body)
+    }
+
+    async fn release(&self, claim_key: &str) {
+        if let Err(e) = self.claims.release(claim_key).await {
+            tracing::error!(error = %e, "claim not released; a retry may be answered 503 until its lease ends");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    key: &str,
+    event: &str,
+    stage: Option<Stage>,
+    entity: Option<&str>,
+    received_at: &str,
+    received_ms: i64,
+    raw_body: String,
+    outcome: &str,
+) -> EventRecord {
+    EventRecord {
+        dedupe_key: key.to_owned(),
+        event: event.to_owned(),
+        stage: stage.map(|s| s.as_str().to_owned()),
+        entity: entity.map(str::to_owned),
+        received_at: received_at.to_owned(),
+        received_ms,
+        raw_body,
+        outcome: outcome.to_owned(),
+        detail: None,
+        deliveries: 1,
+        attempts: 0,
+    }
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "unexpected data",
+            serde_json::error::Category::Eof => "unexpected end of input",
+        }
+    }
+}

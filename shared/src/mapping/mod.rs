@@ -1,0 +1,3 @@
+//! Mapping from Enerflo payloads (plus hydrated records) to canonical records.
+
+pub mod project;

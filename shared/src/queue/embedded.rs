@@ -1,0 +1,241 @@
+//! A durable FIFO queue on redb, with SQS semantics that matter here: per-group ordering (a group
+//! with a message in flight delivers nothing else), visibility timeouts, receive counts, dedupe
+//! ids within a window, and a dead-letter table. A message that got a 202 is committed to disk
+//! before the answer, so it survives `kill -9`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::{DeadLetter, Delivery, EventQueue, MessageMeta, QueueError, QueueMessage};
+use crate::classify::Stage;
+use crate::store::embedded::db_err;
+use crate::timefmt::{now_millis, now_rfc3339};
+
+/// Keys: `q#{stage}#{seq:020}` for messages, `dlq#{stage}#{seq:020}` for dead letters,
+/// `dedupe#{stage}#{id}` for the dedupe window, `seq` for the sequence counter.
+pub(crate) const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("queue");
+
+const DEDUPE_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Stored {
+    seq: u64,
+    message: QueueMessage,
+    visible_at_ms: i64,
+    receive_count: u32,
+    /// Changes on every receive, so a stale receipt cannot ack a redelivered message.
+    receipt: String,
+}
+
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    db: Arc<Database>,
+    stages: HashSet<Stage>,
+}
+
+fn msg_key(stage: Stage, seq: u64) -> String {
+    format!("q#{}#{seq:020}", stage.as_str())
+}
+
+fn parse_receipt(receipt: &str) -> Option<(u64, &str)> {
+    let (seq, nonce) = receipt.split_once('.')?;
+    Some((seq.parse().ok()?, nonce))
+}
+
+impl EmbeddedQueue {
+    /// A queue serving `stages` (all stages in the local runner).
+    pub fn new(db: Arc<Database>, stages: impl IntoIterator<Item = Stage>) -> Self {
+        Self { db, stages: stages.into_iter().collect() }
+    }
+
+    fn with_table<R>(&self, f: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<R, QueueError>) -> Result<R, QueueError> {
+        let tx = self.db.begin_write().map_err(|e| db_err("begin write", e))?;
+        let out = {
+            let mut t = tx.open_table(MESSAGES).map_err(|e| db_err("open queue", e))?;
+            f(&mut t)?
+        };
+        tx.commit().map_err(|e| db_err("commit", e))?;
+        Ok(out)
+    }
+
+    /// Receives up to `max` visible messages, at most one in flight per group, oldest first, and
+    /// hides them for `visibility`.
+    pub fn receive(&self, stage: Stage, max: usize, visibility: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let now = now_millis();
+        self.with_table(|t| {
+            let prefix = format!("q#{}#", stage.as_str());
+            let end = format!("q#{}$", stage.as_str());
+            let mut blocked: HashSet<String> = HashSet::new();
+            let mut picked: Vec<Stored> = Vec::new();
+            {
+                let range = t.range(prefix.as_str()..end.as_str()).map_err(|e| db_err("range", e))?;
+                for item in range {
+                    let (_, v) = item.map_err(|e| db_err("range item", e))?;
+                    let stored: Stored = serde_json::from_slice(v.value())
+                        .map_err(|e| QueueError::Invalid(format!("queued message does not parse: {e}")))?;
+                    let group = stored.message.meta.group.clone();
+                    if blocked.contains(&group) {
+                        continue;
+                    }
+                    // Whatever happens to this message, later ones of its group wait behind it.
+                    blocked.insert(group);
+                    if stored.visible_at_ms <= now && picked.len() < max {
+                        picked.push(stored);
+                    }
+                }
+            }
+            let mut out = Vec::with_capacity(picked.len());
+            for mut stored in picked {
+                stored.receive_count += 1;
+                stored.visible_at_ms = now + visibility.as_millis() as i64;
+                stored.receipt = format!("{}.{:016x}", stored.seq, fastrand::u64(..));
+                let bytes = serde_json::to_vec(&stored).map_err(|e| QueueError::Invalid(e.to_string()))?;
+                t.insert(msg_key(stage, stored.seq).as_str(), bytes.as_slice()).map_err(|e| db_err("insert", e))?;
+                let attributes = stored.message.meta.to_attributes().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                out.push(Delivery {
+                    message_id: format!("{}-{}", stage.as_str(), stored.seq),
+                    receipt: stored.receipt.clone(),
+                    receive_count: stored.receive_count,
+                    meta: Ok(stored.message.meta.clone()),
+                    body: stored.message.body.clone(),
+                    attributes,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Deletes a received message; a stale receipt (the message was received again since) is a no-op.
+    pub fn ack(&self, stage: Stage, receipt: &str) -> Result<(), QueueError> {
+        let Some((seq, _)) = parse_receipt(receipt) else {
+            return Err(QueueError::Invalid(format!("receipt {receipt} is malformed")));
+        };
+        self.with_table(|t| {
+            let key = msg_key(stage, seq);
+            let current: Option<Stored> = match t.get(key.as_str()).map_err(|e| db_err("get", e))? {
+                Some(v) => serde_json::from_slice(v.value()).ok(),
+                None => None,
+            };
+            if current.is_some_and(|s| s.receipt == receipt) {
+                t.remove(key.as_str()).map_err(|e| db_err("remove", e))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Messages waiting (visible or in flight) in a stage.
+    pub fn depth(&self, stage: Stage) -> Result<usize, QueueError> {
+        self.count_prefix(&format!("q#{}#", stage.as_str()), &format!("q#{}$", stage.as_str()))
+    }
+
+    pub fn dead_letters(&self, stage: Stage) -> Result<Vec<DeadLetter>, QueueError> {
+        let tx = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
+        let t = tx.open_table(MESSAGES).map_err(|e| db_err("open queue", e))?;
+        let (start, end) = (format!("dlq#{}#", stage.as_str()), format!("dlq#{}$", stage.as_str()));
+        let mut out = Vec::new();
+        for item in t.range(start.as_str()..end.as_str()).map_err(|e| db_err("range", e))? {
+            let (_, v) = item.map_err(|e| db_err("range item", e))?;
+            out.push(serde_json::from_slice(v.value()).map_err(|e| QueueError::Invalid(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    fn count_prefix(&self, start: &str, end: &str) -> Result<usize, QueueError> {
+        let tx = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
+        let t = tx.open_table(MESSAGES).map_err(|e| db_err("open queue", e))?;
+        let range = t.range(start..end).map_err(|e| db_err("range", e))?;
+        Ok(range.count())
+    }
+
+    fn next_seq(t: &mut redb::Table<&str, &[u8]>) -> Result<u64, QueueError> {
+        let current = match t.get("seq").map_err(|e| db_err("get seq", e))? {
+            Some(v) => v.value().try_into().map(u64::from_be_bytes).unwrap_or(0),
+            None => 0,
+        };
+        let next = current + 1;
+        t.insert("seq", next.to_be_bytes().as_slice()).map_err(|e| db_err("put seq", e))?;
+        Ok(next)
+    }
+}
+
+#[async_trait]
+impl EventQueue for EmbeddedQueue {
+    async fn send(&self, msg: &QueueMessage) -> Result<(), QueueError> {
+        let stage = msg.meta.stage;
+        if !self.stages.contains(&stage) {
+            return Err(QueueError::Invalid(format!("no queue for stage {stage}")));
+        }
+        let now = now_millis();
+        self.with_table(|t| {
+            let dkey = format!("dedupe#{}#{}", stage.as_str(), msg.meta.dedupe_id());
+            if let Some(v) = t.get(dkey.as_str()).map_err(|e| db_err("get dedupe", e))? {
+                let seen_at = v.value().try_into().map(i64::from_be_bytes).unwrap_or(0);
+                if now - seen_at < DEDUPE_WINDOW_MS {
+                    return Ok(());
+                }
+            }
+            t.insert(dkey.as_str(), now.to_be_bytes().as_slice()).map_err(|e| db_err("put dedupe", e))?;
+            let seq = Self::next_seq(t)?;
+            let stored = Stored { seq, message: msg.clone(), visible_at_ms: 0, receive_count: 0, receipt: String::new() };
+            let bytes = serde_json::to_vec(&stored).map_err(|e| QueueError::Invalid(e.to_string()))?;
+            t.insert(msg_key(stage, seq).as_str(), bytes.as_slice()).map_err(|e| db_err("insert", e))?;
+            Ok(())
+        })
+    }
+
+    fn has_stage(&self, stage: Stage) -> bool {
+        self.stages.contains(&stage)
+    }
+
+    async fn defer(&self, stage: Stage, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        let Some((seq, _)) = parse_receipt(receipt) else {
+            return Err(QueueError::Invalid(format!("receipt {receipt} is malformed")));
+        };
+        self.with_table(|t| {
+            let key = msg_key(stage, seq);
+            let Some(mut stored) = (match t.get(key.as_str()).map_err(|e| db_err("get", e))? {
+                Some(v) => serde_json::from_slice::<Stored>(v.value()).ok(),
+                None => None,
+            }) else {
+                return Ok(());
+            };
+            if stored.receipt != receipt {
+                return Ok(());
+            }
+            stored.visible_at_ms = now_millis() + delay.as_millis() as i64;
+            let bytes = serde_json::to_vec(&stored).map_err(|e| QueueError::Invalid(e.to_string()))?;
+            t.insert(key.as_str(), bytes.as_slice()).map_err(|e| db_err("insert", e))?;
+            Ok(())
+        })
+    }
+
+    async fn dead_letter(&self, stage: Stage, delivery: &Delivery, reason: &str) -> Result<(), QueueError> {
+        self.with_table(|t| {
+            let seq = Self::next_seq(t)?;
+            let dead = DeadLetter {
+                message_id: delivery.message_id.clone(),
+                stage,
+                reason: reason.to_owned(),
+                attempts: delivery.receive_count,
+                failed_at: now_rfc3339(),
+                attributes: delivery.attributes.clone(),
+                body: delivery.body.clone(),
+            };
+            let bytes = serde_json::to_vec(&dead).map_err(|e| QueueError::Invalid(e.to_string()))?;
+            t.insert(format!("dlq#{}#{seq:020}", stage.as_str()).as_str(), bytes.as_slice())
+                .map_err(|e| db_err("insert dlq", e))?;
+            Ok(())
+        })
+    }
+}
+
+/// Rebuilds the attributes map of a dead letter into message metadata (for replays).
+pub fn meta_of(dead: &DeadLetter) -> Result<MessageMeta, String> {
+    let attrs: &BTreeMap<String, String> = &dead.attributes;
+    MessageMeta::from_attributes(|k| attrs.get(k).cloned())
+}

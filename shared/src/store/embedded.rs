@@ -1,0 +1,324 @@
+//! Embedded adapters over redb: an ACID, crash-safe file (or memory) database, for the local
+//! runner and unit tests. Same semantics as the DynamoDB adapters, proven by the contract suite.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Claim, ClaimStore, EntityKind, EntityLink, EventLog, EventRecord, IdForm, IdRef, StoreError, SyncState,
+    SyncStateStore, XrefStore, compress, decompress,
+};
+use crate::timefmt::{now_millis, now_unix};
+
+pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const EVENTS_BY_ENTITY: TableDefinition<&str, &str> = TableDefinition::new("events_by_entity");
+
+pub(crate) fn db_err(context: &str, e: impl Into<redb::Error>) -> StoreError {
+    StoreError::unavailable(context.to_owned(), Box::new(e.into()))
+}
+
+/// Opens (or creates) the database file under `dir`, or an in-memory one when `dir` is `None`.
+pub fn open_database(dir: Option<&Path>) -> Result<Arc<Database>, StoreError> {
+    let db = match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::unavailable(format!("create data dir {}", dir.display()), e))?;
+            Database::create(dir.join("sync.redb")).map_err(|e| db_err("open database", e))?
+        }
+        None => Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| db_err("open in-memory database", e))?,
+    };
+    // Create the tables up front so readers never see "table does not exist".
+    let tx = db.begin_write().map_err(|e| db_err("begin", e))?;
+    tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
+    tx.open_table(EVENTS_BY_ENTITY).map_err(|e| db_err("open index", e))?;
+    tx.open_table(crate::queue::embedded::MESSAGES).map_err(|e| db_err("open queue", e))?;
+    tx.commit().map_err(|e| db_err("commit", e))?;
+    Ok(Arc::new(db))
+}
+
+/// The embedded store: one redb database holding every port's records.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+impl EmbeddedStore {
+    pub fn new(db: Arc<Database>) -> Self {
+        Self { db }
+    }
+
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Ok(Self::new(open_database(None)?))
+    }
+
+    fn read<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
+        let table = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
+        let Some(guard) = table.get(key).map_err(|e| db_err("get", e))? else { return Ok(None) };
+        serde_json::from_slice(guard.value())
+            .map(Some)
+            .map_err(|e| StoreError::Invalid(format!("record {key} does not parse: {e}")))
+    }
+
+    /// Runs `f` on the kv table inside one serialisable write transaction.
+    fn write<R>(
+        &self,
+        f: impl FnOnce(&mut redb::Table<&str, &[u8]>, &mut redb::Table<&str, &str>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let tx = self.db.begin_write().map_err(|e| db_err("begin write", e))?;
+        let out = {
+            let mut kv = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
+            let mut idx = tx.open_table(EVENTS_BY_ENTITY).map_err(|e| db_err("open index", e))?;
+            f(&mut kv, &mut idx)?
+        };
+        tx.commit().map_err(|e| db_err("commit", e))?;
+        Ok(out)
+    }
+}
+
+fn get_json<T: for<'de> Deserialize<'de>>(
+    table: &redb::Table<&str, &[u8]>,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    let Some(guard) = table.get(key).map_err(|e| db_err("get", e))? else { return Ok(None) };
+    serde_json::from_slice(guard.value())
+        .map(Some)
+        .map_err(|e| StoreError::Invalid(format!("record {key} does not parse: {e}")))
+}
+
+fn put_json<T: Serialize>(table: &mut redb::Table<&str, &[u8]>, key: &str, value: &T) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    table.insert(key, bytes.as_slice()).map_err(|e| db_err("insert", e))?;
+    Ok(())
+}
+
+fn pointer_key(kind: EntityKind, id: &IdRef) -> String {
+    format!("xref#{}#{}", kind.as_str(), id.key())
+}
+
+fn entity_key(kind: EntityKind, key: &str) -> String {
+    format!("entity#{}#{}", kind.as_str(), key)
+}
+
+#[async_trait]
+impl XrefStore for EmbeddedStore {
+    async fn resolve(&self, kind: EntityKind, id: &IdRef) -> Result<Option<EntityLink>, StoreError> {
+        let Some(key): Option<String> = self.read(&pointer_key(kind, id))? else { return Ok(None) };
+        self.read(&entity_key(kind, &key))
+    }
+
+    async fn link(&self, kind: EntityKind, ids: &[IdRef]) -> Result<EntityLink, StoreError> {
+        if ids.is_empty() {
+            return Err(StoreError::Invalid("link needs at least one id".into()));
+        }
+        self.write(|kv, _| {
+            let mut key = None;
+            for id in ids {
+                if let Some(k) = get_json::<String>(kv, &pointer_key(kind, id))? {
+                    key = Some(k);
+                    break;
+                }
+            }
+            let key = key.unwrap_or_else(|| ids[0].key());
+            let mut link = get_json::<EntityLink>(kv, &entity_key(kind, &key))?.unwrap_or_else(|| EntityLink {
+                kind,
+                key: key.clone(),
+                ids: Default::default(),
+                crm_id: None,
+            });
+            for id in ids {
+                // First writer wins: an id already linked elsewhere stays where it is.
+                if get_json::<String>(kv, &pointer_key(kind, id))?.is_none() {
+                    put_json(kv, &pointer_key(kind, id), &key)?;
+                }
+                if get_json::<String>(kv, &pointer_key(kind, id))?.as_deref() == Some(key.as_str()) {
+                    link.ids.insert(id.key());
+                }
+                if id.form == IdForm::Crm && link.crm_id.is_none() {
+                    link.crm_id = Some(id.value.clone());
+                }
+            }
+            put_json(kv, &entity_key(kind, &key), &link)?;
+            Ok(link)
+        })
+    }
+
+    async fn set_crm_id(&self, kind: EntityKind, key: &str, crm_id: &str) -> Result<EntityLink, StoreError> {
+        let crm = IdRef::new(IdForm::Crm, crm_id);
+        self.write(|kv, _| {
+            let mut link = get_json::<EntityLink>(kv, &entity_key(kind, key))?
+                .ok_or_else(|| StoreError::Invalid(format!("no entity {key} to attach a CRM id to")))?;
+            if get_json::<String>(kv, &pointer_key(kind, &crm))?.is_none() {
+                put_json(kv, &pointer_key(kind, &crm), &key.to_owned())?;
+            }
+            link.ids.insert(crm.key());
+            link.crm_id = Some(crm_id.to_owned());
+            put_json(kv, &entity_key(kind, key), &link)?;
+            Ok(link)
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ClaimRecord {
+    status: String,
+    expires_at: i64,
+    lease_until_ms: i64,
+    outcome: Option<String>,
+}
+
+#[async_trait]
+impl ClaimStore for EmbeddedStore {
+    async fn claim(&self, key: &str, lease_secs: u64, ttl_secs: u64) -> Result<Claim, StoreError> {
+        let k = format!("claim#{key}");
+        self.write(|kv, _| {
+            let now = now_unix();
+            if let Some(existing) = get_json::<ClaimRecord>(kv, &k)?
+                && existing.expires_at >= now
+            {
+                if existing.status == "COMPLETED" {
+                    return Ok(Claim::Completed { outcome: existing.outcome.unwrap_or_default() });
+                }
+                if existing.lease_until_ms >= now_millis() {
+                    return Ok(Claim::InProgress);
+                }
+            }
+            let record = ClaimRecord {
+                status: "INPROGRESS".into(),
+                expires_at: now + ttl_secs as i64,
+                lease_until_ms: now_millis() + (lease_secs as i64) * 1000,
+                outcome: None,
+            };
+            put_json(kv, &k, &record)?;
+            Ok(Claim::Acquired)
+        })
+    }
+
+    async fn complete(&self, key: &str, outcome: &str, ttl_secs: u64) -> Result<(), StoreError> {
+        let k = format!("claim#{key}");
+        self.write(|kv, _| {
+            let record = ClaimRecord {
+                status: "COMPLETED".into(),
+                expires_at: now_unix() + ttl_secs as i64,
+                lease_until_ms: 0,
+                outcome: Some(outcome.to_owned()),
+            };
+            put_json(kv, &k, &record)
+        })
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        let k = format!("claim#{key}");
+        self.write(|kv, _| {
+            kv.remove(k.as_str()).map_err(|e| db_err("remove", e))?;
+            Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl SyncStateStore for EmbeddedStore {
+    async fn get_state(&self, scope: &str) -> Result<Option<SyncState>, StoreError> {
+        self.read(&format!("state#{scope}"))
+    }
+
+    async fn put_state(&self, scope: &str, state: &SyncState) -> Result<(), StoreError> {
+        let k = format!("state#{scope}");
+        self.write(|kv, _| put_json(kv, &k, state))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredEvent {
+    #[serde(flatten)]
+    meta: EventRecord,
+    body_gz: Vec<u8>,
+    expires_at: i64,
+}
+
+fn event_key(dedupe_key: &str) -> String {
+    format!("event#{dedupe_key}")
+}
+
+fn load_event(kv_value: StoredEvent) -> Result<EventRecord, StoreError> {
+    let mut record = kv_value.meta;
+    record.raw_body = decompress(&kv_value.body_gz)?;
+    Ok(record)
+}
+
+#[async_trait]
+impl EventLog for EmbeddedStore {
+    async fn record(&self, event: &EventRecord, ttl_secs: u64) -> Result<(), StoreError> {
+        let k = event_key(&event.dedupe_key);
+        self.write(|kv, idx| {
+            if let Some(mut existing) = get_json::<StoredEvent>(kv, &k)? {
+                existing.meta.deliveries += 1;
+                return put_json(kv, &k, &existing);
+            }
+            let mut meta = event.clone();
+            meta.raw_body = String::new();
+            meta.deliveries = meta.deliveries.max(1);
+            let stored = StoredEvent { body_gz: compress(&event.raw_body), meta, expires_at: now_unix() + ttl_secs as i64 };
+            put_json(kv, &k, &stored)?;
+            if let Some(entity) = &event.entity {
+                let ik = format!("{entity}\u{1}{:013}\u{1}{}", event.received_ms, event.dedupe_key);
+                idx.insert(ik.as_str(), event.dedupe_key.as_str()).map_err(|e| db_err("index", e))?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn set_outcome(&self, dedupe_key: &str, outcome: &str, detail: Option<&str>) -> Result<(), StoreError> {
+        let k = event_key(dedupe_key);
+        self.write(|kv, _| {
+            let Some(mut existing) = get_json::<StoredEvent>(kv, &k)? else {
+                return Err(StoreError::Invalid(format!("no event {dedupe_key} in the log")));
+            };
+            existing.meta.outcome = outcome.to_owned();
+            existing.meta.detail = detail.map(str::to_owned);
+            if matches!(outcome, "retrying" | "dead_lettered" | "delivered" | "unchanged" | "echo" | "linked") {
+                existing.meta.attempts += 1;
+            }
+            put_json(kv, &k, &existing)
+        })
+    }
+
+    async fn get(&self, dedupe_key: &str) -> Result<Option<EventRecord>, StoreError> {
+        match self.read::<StoredEvent>(&event_key(dedupe_key))? {
+            Some(stored) if stored.expires_at >= now_unix() => load_event(stored).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn for_entity(&self, entity: &str, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let keys: Vec<String> = {
+            let tx = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
+            let idx = tx.open_table(EVENTS_BY_ENTITY).map_err(|e| db_err("open index", e))?;
+            let start = format!("{entity}\u{1}");
+            let end = format!("{entity}\u{2}");
+            let range = idx.range(start.as_str()..end.as_str()).map_err(|e| db_err("range", e))?;
+            let mut keys = Vec::new();
+            for item in range.rev() {
+                let (_, v) = item.map_err(|e| db_err("range item", e))?;
+                keys.push(v.value().to_owned());
+                if keys.len() >= limit {
+                    break;
+                }
+            }
+            keys
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(e) = self.get(&k).await? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+}

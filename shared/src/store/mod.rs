@@ -1,0 +1,236 @@
+//! Ports for durable state: cross-references, idempotency claims, last-synced state and the event
+//! log. Each is a small trait so a function's IAM policy can grant exactly the actions it uses;
+//! each has a DynamoDB adapter ([`dynamo`]) and an embedded one ([`embedded`]) that pass the same
+//! contract suite.
+
+pub mod dynamo;
+pub mod embedded;
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use crate::error::StoreError;
+
+/// What a cross-reference links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityKind {
+    /// A person: Enerflo customer / lead, CRM contact.
+    Customer,
+    /// A deal and its install: the CRM project.
+    Project,
+    /// An install note: Enerflo note, CRM note.
+    Note,
+}
+
+impl EntityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::Project => "project",
+            Self::Note => "note",
+        }
+    }
+}
+
+/// One of the id forms an entity is known by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdForm {
+    /// v2 deal UUID.
+    Deal,
+    /// v2 deal short code.
+    ShortCode,
+    /// v1 install id.
+    Install,
+    /// v1 survey (deal) id.
+    Survey,
+    /// v2 customer UUID.
+    CustomerUuid,
+    /// v1 customer id.
+    CustomerId,
+    /// The CRM's id as Enerflo stores it (`integration_record_id` / `external_id`).
+    Integration,
+    /// Enerflo note id.
+    EnerfloNote,
+    /// The CRM record id.
+    Crm,
+}
+
+impl IdForm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deal => "deal",
+            Self::ShortCode => "short_code",
+            Self::Install => "install",
+            Self::Survey => "survey",
+            Self::CustomerUuid => "customer_uuid",
+            Self::CustomerId => "customer_id",
+            Self::Integration => "integration",
+            Self::EnerfloNote => "enerflo_note",
+            Self::Crm => "crm",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Deal,
+            Self::ShortCode,
+            Self::Install,
+            Self::Survey,
+            Self::CustomerUuid,
+            Self::CustomerId,
+            Self::Integration,
+            Self::EnerfloNote,
+            Self::Crm,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == s)
+    }
+}
+
+/// An id in one form: `install:700001`, `deal:<uuid>`, `crm:<id>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IdRef {
+    pub form: IdForm,
+    pub value: String,
+}
+
+impl IdRef {
+    pub fn new(form: IdForm, value: impl fmt::Display) -> Self {
+        Self { form, value: value.to_string() }
+    }
+
+    /// The `form:value` text used in keys and entity records.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.form.as_str(), self.value)
+    }
+
+    pub fn parse_key(key: &str) -> Option<Self> {
+        let (form, value) = key.split_once(':')?;
+        Some(Self { form: IdForm::parse(form)?, value: value.to_owned() })
+    }
+}
+
+impl fmt::Display for IdRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.form.as_str(), self.value)
+    }
+}
+
+/// An entity and every id it is known by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityLink {
+    pub kind: EntityKind,
+    /// Stable key: the first id the entity was linked by.
+    pub key: String,
+    pub ids: BTreeSet<String>,
+    pub crm_id: Option<String>,
+}
+
+impl EntityLink {
+    pub fn id(&self, form: IdForm) -> Option<String> {
+        self.ids.iter().filter_map(|k| IdRef::parse_key(k)).find(|r| r.form == form).map(|r| r.value)
+    }
+}
+
+/// Cross-references between every id form of an entity, forward (entity -> ids) and reverse
+/// (id -> entity). A lookup that fails is an error, never "not found".
+#[async_trait]
+pub trait XrefStore: Send + Sync {
+    /// The entity an id belongs to, or `None` when that id was never linked.
+    async fn resolve(&self, kind: EntityKind, id: &IdRef) -> Result<Option<EntityLink>, StoreError>;
+
+    /// Links all `ids` to one entity: the one any of them already belongs to, else a new one keyed
+    /// by the first. Idempotent and safe under concurrency (conditional writes).
+    async fn link(&self, kind: EntityKind, ids: &[IdRef]) -> Result<EntityLink, StoreError>;
+
+    /// Records the CRM id for an entity (and links it as an id form, for reverse lookups).
+    async fn set_crm_id(&self, kind: EntityKind, key: &str, crm_id: &str) -> Result<EntityLink, StoreError>;
+}
+
+/// The outcome of claiming an idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// We hold the key now; call `complete` or `release`.
+    Acquired,
+    /// Someone finished this work before; here is what they recorded.
+    Completed { outcome: String },
+    /// Someone else holds a live lease on it.
+    InProgress,
+}
+
+/// Idempotency claims: conditional puts with a TTL and an in-progress lease (Powertools semantics,
+/// ../shared/reference/RUST_LAMBDA_NOTES.md 4.4).
+#[async_trait]
+pub trait ClaimStore: Send + Sync {
+    /// Claims `key` for `lease_secs` (in progress); the record lives `ttl_secs` once completed.
+    async fn claim(&self, key: &str, lease_secs: u64, ttl_secs: u64) -> Result<Claim, StoreError>;
+    async fn complete(&self, key: &str, outcome: &str, ttl_secs: u64) -> Result<(), StoreError>;
+    /// Gives the key up after a failure so a retry can claim it.
+    async fn release(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// What we last synced for an entity in one stage: the basis of "changed?" decisions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncState {
+    pub hash: String,
+    pub data: serde_json::Value,
+    pub updated_at: String,
+}
+
+#[async_trait]
+pub trait SyncStateStore: Send + Sync {
+    async fn get_state(&self, scope: &str) -> Result<Option<SyncState>, StoreError>;
+    async fn put_state(&self, scope: &str, state: &SyncState) -> Result<(), StoreError>;
+}
+
+/// One event as received, with its processing outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub dedupe_key: String,
+    pub event: String,
+    pub stage: Option<String>,
+    pub entity: Option<String>,
+    pub received_at: String,
+    pub received_ms: i64,
+    /// The body exactly as Enerflo sent it (stored compressed).
+    pub raw_body: String,
+    /// `queued`, `parked`, `ignored`, `delivered`, `unchanged`, `echo`, `retrying`, `dead_lettered`...
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub deliveries: u64,
+    pub attempts: u64,
+}
+
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Records a received event; a repeat of the same dedupe key counts one more delivery and
+    /// keeps the first record.
+    async fn record(&self, event: &EventRecord, ttl_secs: u64) -> Result<(), StoreError>;
+    async fn set_outcome(&self, dedupe_key: &str, outcome: &str, detail: Option<&str>) -> Result<(), StoreError>;
+    async fn get(&self, dedupe_key: &str) -> Result<Option<EventRecord>, StoreError>;
+    /// Most recent first.
+    async fn for_entity(&self, entity: &str, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
+}
+
+/// Gzip for raw bodies: a 1 MiB webhook must fit a 400 KB DynamoDB item.
+pub fn compress(text: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(text.as_bytes());
+    enc.finish().unwrap_or_default()
+}
+
+pub fn decompress(bytes: &[u8]) -> Result<String, StoreError> {
+    use std::io::Read;
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut out)
+        .map_err(|e| StoreError::Invalid(format!("stored body does not decompress: {e}")))?;
+    Ok(out)
+}
