@@ -174,14 +174,16 @@ pub struct Project {
 
 /// Trims and drops blank text.
 pub fn clean(s: Option<&str>) -> Option<String> {
-    s.map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned)
+    s.map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
 }
 
 const US_STATES: &[&str] = &[
-    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL", "IN", "IA", "KS", "KY",
-    "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH", "NJ", "NM", "NY", "NC", "ND", "OH",
-    "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA", "WV", "WI", "WY", "PR", "GU", "VI",
-    "AS", "MP",
+    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL", "IN", "IA",
+    "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH", "NJ", "NM",
+    "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA",
+    "WV", "WI", "WY", "PR", "GU", "VI", "AS", "MP",
 ];
 
 pub fn is_us_state(code: &str) -> bool {
@@ -191,10 +193,18 @@ pub fn is_us_state(code: &str) -> bool {
 
 /// A zip as text; for a US address (US state or country), 5 digits zero-padded when it arrived as
 /// a number (`1234` -> `"01234"`, `75001.0` -> `"75001"`). ZIP+4 and foreign codes pass through.
-pub fn normalise_zip(raw: Option<&str>, state: Option<&str>, country: Option<&str>) -> Option<String> {
+pub fn normalise_zip(
+    raw: Option<&str>,
+    state: Option<&str>,
+    country: Option<&str>,
+) -> Option<String> {
     let zip = clean(raw)?;
-    let us = country.is_some_and(|c| matches!(c.trim().to_ascii_uppercase().as_str(), "US" | "USA" | "UNITED STATES"))
-        || (country.is_none_or(|c| c.trim().is_empty()) && state.is_some_and(is_us_state));
+    let us = country.is_some_and(|c| {
+        matches!(
+            c.trim().to_ascii_uppercase().as_str(),
+            "US" | "USA" | "UNITED STATES"
+        )
+    }) || (country.is_none_or(|c| c.trim().is_empty()) && state.is_some_and(is_us_state));
     if !us {
         return Some(zip);
     }
@@ -211,10 +221,22 @@ mod tests {
 
     #[test]
     fn us_zips_are_five_digit_strings() {
-        assert_eq!(normalise_zip(Some("1234"), Some("MA"), None).as_deref(), Some("01234"));
-        assert_eq!(normalise_zip(Some("75001.0"), None, Some("US")).as_deref(), Some("75001"));
-        assert_eq!(normalise_zip(Some("75001-1234"), Some("TX"), None).as_deref(), Some("75001-1234"));
-        assert_eq!(normalise_zip(Some("123"), Some("ON"), Some("CA")).as_deref(), Some("123"));
+        assert_eq!(
+            normalise_zip(Some("1234"), Some("MA"), None).as_deref(),
+            Some("01234")
+        );
+        assert_eq!(
+            normalise_zip(Some("75001.0"), None, Some("US")).as_deref(),
+            Some("75001")
+        );
+        assert_eq!(
+            normalise_zip(Some("75001-1234"), Some("TX"), None).as_deref(),
+            Some("75001-1234")
+        );
+        assert_eq!(
+            normalise_zip(Some("123"), Some("ON"), Some("CA")).as_deref(),
+            Some("123")
+        );
         assert_eq!(normalise_zip(Some(" "), Some("TX"), None), None);
     }
 }

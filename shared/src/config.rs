@@ -104,7 +104,11 @@ impl Config {
     /// Reads from any lookup (tests pass a map, so they never mutate the process environment).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
-        let var = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let var = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
 
         let url = |k: &str, problems: &mut Vec<String>| {
             let v = var(k)?;
@@ -115,18 +119,20 @@ impl Config {
                 None
             }
         };
-        let number = |k: &str, default: u64, min: u64, max: u64, problems: &mut Vec<String>| match var(k) {
-            None => default,
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if (min..=max).contains(&n) => n,
-                _ => {
-                    problems.push(format!("{k} must be a whole number from {min} to {max}"));
-                    default
-                }
-            },
-        };
+        let number =
+            |k: &str, default: u64, min: u64, max: u64, problems: &mut Vec<String>| match var(k) {
+                None => default,
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if (min..=max).contains(&n) => n,
+                    _ => {
+                        problems.push(format!("{k} must be a whole number from {min} to {max}"));
+                        default
+                    }
+                },
+            };
 
-        let enerflo_base_url = url("ENERFLO_BASE_URL", &mut problems).unwrap_or_else(|| "https://enerflo.io".into());
+        let enerflo_base_url =
+            url("ENERFLO_BASE_URL", &mut problems).unwrap_or_else(|| "https://enerflo.io".into());
         let crm_connector = match var("CRM_CONNECTOR").as_deref() {
             None | Some("webhook") => CrmConnectorKind::Webhook,
             Some(_) => {
@@ -134,14 +140,18 @@ impl Config {
                 CrmConnectorKind::Webhook
             }
         };
-        let crm_webhook_secret = var("CRM_WEBHOOK_SECRET").and_then(|s| match SigningSecret::parse(&s) {
-            Ok(s) => Some(s),
-            Err(why) => {
-                problems.push(format!("CRM_WEBHOOK_SECRET {why}"));
-                None
-            }
-        });
-        let crm_include_raw = match var("CRM_INCLUDE_RAW").map(|v| v.to_ascii_lowercase()).as_deref() {
+        let crm_webhook_secret =
+            var("CRM_WEBHOOK_SECRET").and_then(|s| match SigningSecret::parse(&s) {
+                Ok(s) => Some(s),
+                Err(why) => {
+                    problems.push(format!("CRM_WEBHOOK_SECRET {why}"));
+                    None
+                }
+            });
+        let crm_include_raw = match var("CRM_INCLUDE_RAW")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
             None | Some("false") | Some("0") => false,
             Some("true") | Some("1") => true,
             Some(_) => {
@@ -151,7 +161,10 @@ impl Config {
         };
         let mut queues = BTreeMap::new();
         for stage in Stage::ALL {
-            let (qk, dk) = (format!("{}_QUEUE_URL", stage.env_prefix()), format!("{}_DLQ_URL", stage.env_prefix()));
+            let (qk, dk) = (
+                format!("{}_QUEUE_URL", stage.env_prefix()),
+                format!("{}_DLQ_URL", stage.env_prefix()),
+            );
             match (url(&qk, &mut problems), url(&dk, &mut problems)) {
                 (Some(url), Some(dlq_url)) => {
                     queues.insert(stage, StageQueueUrls { url, dlq_url });
@@ -167,8 +180,20 @@ impl Config {
         let config = Self {
             enerflo_base_url,
             enerflo_api_key: var("ENERFLO_API_KEY").map(Secret::new),
-            enerflo_timeout: Duration::from_secs(number("ENERFLO_TIMEOUT_SECS", 10, 1, 120, &mut problems)),
-            inbound_wait_budget: Duration::from_secs(number("INBOUND_WAIT_SECS", 20, 1, 28, &mut problems)),
+            enerflo_timeout: Duration::from_secs(number(
+                "ENERFLO_TIMEOUT_SECS",
+                10,
+                1,
+                120,
+                &mut problems,
+            )),
+            inbound_wait_budget: Duration::from_secs(number(
+                "INBOUND_WAIT_SECS",
+                20,
+                1,
+                28,
+                &mut problems,
+            )),
             webhook_tokens,
             crm_connector,
             crm_webhook_url: url("CRM_WEBHOOK_URL", &mut problems),
@@ -179,17 +204,46 @@ impl Config {
             table_name: var("TABLE_NAME"),
             queues,
             aws_endpoint_url: url("AWS_ENDPOINT_URL", &mut problems),
-            max_body_bytes: number("MAX_BODY_BYTES", 1_048_576, 1024, 6 * 1_048_576, &mut problems) as usize,
-            retry: RetryPolicy { max_attempts, ..RetryPolicy::default() },
-            event_log_ttl: Duration::from_secs(86_400 * number("EVENT_LOG_TTL_DAYS", 30, 1, 365, &mut problems)),
-            idempotency_ttl: Duration::from_secs(86_400 * number("IDEMPOTENCY_TTL_DAYS", 14, 1, 365, &mut problems)),
+            max_body_bytes: number(
+                "MAX_BODY_BYTES",
+                1_048_576,
+                1024,
+                6 * 1_048_576,
+                &mut problems,
+            ) as usize,
+            retry: RetryPolicy {
+                max_attempts,
+                ..RetryPolicy::default()
+            },
+            event_log_ttl: Duration::from_secs(
+                86_400 * number("EVENT_LOG_TTL_DAYS", 30, 1, 365, &mut problems),
+            ),
+            idempotency_ttl: Duration::from_secs(
+                86_400 * number("IDEMPOTENCY_TTL_DAYS", 14, 1, 365, &mut problems),
+            ),
             install_id_paths: var("ENERFLO_INSTALL_ID_PATHS")
-                .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
-                .unwrap_or_else(|| DEFAULT_INSTALL_ID_PATHS.iter().map(|s| (*s).to_owned()).collect()),
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_else(|| {
+                    DEFAULT_INSTALL_ID_PATHS
+                        .iter()
+                        .map(|s| (*s).to_owned())
+                        .collect()
+                }),
             listen_addr: var("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:3000".into()),
-            data_dir: var("DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".local-data")),
+            data_dir: var("DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(".local-data")),
         };
-        if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
     }
 
     /// Checks that what a binary needs is present; names every missing variable at once.
@@ -220,7 +274,11 @@ impl Config {
                 _ => {}
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(ConfigError { problems }) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
     }
 }
 
@@ -230,7 +288,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -253,7 +314,12 @@ mod tests {
         ])
         .expect_err("rejects");
         let text = err.to_string();
-        for name in ["ENERFLO_BASE_URL", "MAX_BODY_BYTES", "CRM_WEBHOOK_SECRET", "PROJECT_DLQ_URL"] {
+        for name in [
+            "ENERFLO_BASE_URL",
+            "MAX_BODY_BYTES",
+            "CRM_WEBHOOK_SECRET",
+            "PROJECT_DLQ_URL",
+        ] {
             assert!(text.contains(name), "{name} not named in: {text}");
         }
     }
@@ -262,10 +328,22 @@ mod tests {
     fn require_names_every_missing_variable_and_never_prints_secrets() {
         let c = load(&[("ENERFLO_API_KEY", "fake-key-value")]).expect("loads");
         let err = c
-            .require(&[Need::WebhookToken, Need::EnerfloApi, Need::Table, Need::Queue(Stage::Project), Need::CrmWebhook])
+            .require(&[
+                Need::WebhookToken,
+                Need::EnerfloApi,
+                Need::Table,
+                Need::Queue(Stage::Project),
+                Need::CrmWebhook,
+            ])
             .expect_err("missing");
         let text = err.to_string();
-        for name in ["WEBHOOK_TOKEN", "TABLE_NAME", "PROJECT_QUEUE_URL", "CRM_WEBHOOK_URL", "CRM_WEBHOOK_SECRET"] {
+        for name in [
+            "WEBHOOK_TOKEN",
+            "TABLE_NAME",
+            "PROJECT_QUEUE_URL",
+            "CRM_WEBHOOK_URL",
+            "CRM_WEBHOOK_SECRET",
+        ] {
             assert!(text.contains(name), "{name} not named in: {text}");
         }
         assert!(!text.contains("ENERFLO_API_KEY"));

@@ -24,14 +24,22 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn new(status: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, detail: detail.into() }
+        Self {
+            status,
+            detail: detail.into(),
+        }
     }
 }
 
 /// One stage's logic for one message.
 #[async_trait]
 pub trait StageHandler: Send + Sync {
-    async fn handle(&self, meta: &MessageMeta, body: &str, attempt: u32) -> Result<Outcome, SyncError>;
+    async fn handle(
+        &self,
+        meta: &MessageMeta,
+        body: &str,
+        attempt: u32,
+    ) -> Result<Outcome, SyncError>;
 }
 
 /// The fate of one message in a batch.
@@ -56,7 +64,11 @@ impl Consumer {
         let mut failed_groups: HashSet<String> = HashSet::new();
         let mut out = Vec::with_capacity(batch.len());
         for delivery in batch {
-            let group = delivery.meta.as_ref().map(|m| m.group.clone()).unwrap_or_default();
+            let group = delivery
+                .meta
+                .as_ref()
+                .map(|m| m.group.clone())
+                .unwrap_or_default();
             if !group.is_empty() && failed_groups.contains(&group) {
                 // FIFO: a later message of a failed group must not overtake it.
                 out.push(Disposition::Retry);
@@ -91,7 +103,8 @@ impl Consumer {
         match self.handler.handle(meta, &delivery.body, attempt).await {
             Ok(outcome) => {
                 tracing::info!(outcome = outcome.status, detail = %outcome.detail, "processed");
-                self.log_outcome(meta, outcome.status, Some(&outcome.detail)).await;
+                self.log_outcome(meta, outcome.status, Some(&outcome.detail))
+                    .await;
                 Disposition::Done
             }
             Err(err) if err.is_transient() && !self.retry.exhausted(attempt) => {
@@ -101,12 +114,21 @@ impl Consumer {
                 if let Err(e) = self.queue.defer(meta.stage, &delivery.receipt, delay).await {
                     tracing::error!(error = %e, "could not defer; the queue's visibility timeout applies");
                 }
-                self.log_outcome(meta, "retrying", Some(&format!("attempt {attempt}: {reason}"))).await;
+                self.log_outcome(
+                    meta,
+                    "retrying",
+                    Some(&format!("attempt {attempt}: {reason}")),
+                )
+                .await;
                 Disposition::Retry
             }
             Err(err) => {
                 let reason = if err.is_transient() {
-                    format!("retry budget of {} attempts exhausted; last error: {}", self.retry.max_attempts, err.describe())
+                    format!(
+                        "retry budget of {} attempts exhausted; last error: {}",
+                        self.retry.max_attempts,
+                        err.describe()
+                    )
                 } else {
                     err.describe()
                 };
@@ -115,12 +137,23 @@ impl Consumer {
         }
     }
 
-    async fn dead_letter(&self, delivery: &Delivery, meta: Option<&MessageMeta>, reason: &str) -> Disposition {
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        meta: Option<&MessageMeta>,
+        reason: &str,
+    ) -> Disposition {
         let stage = meta.map(|m| m.stage).or_else(|| {
-            delivery.attributes.get("stage").and_then(|s| crate::classify::Stage::parse(s))
+            delivery
+                .attributes
+                .get("stage")
+                .and_then(|s| crate::classify::Stage::parse(s))
         });
         let Some(stage) = stage else {
-            tracing::error!(reason, "poison message names no stage; leaving it to the queue's redrive policy");
+            tracing::error!(
+                reason,
+                "poison message names no stage; leaving it to the queue's redrive policy"
+            );
             return Disposition::Retry;
         };
         match self.queue.dead_letter(stage, delivery, reason).await {
@@ -140,7 +173,11 @@ impl Consumer {
     }
 
     async fn log_outcome(&self, meta: &MessageMeta, outcome: &str, detail: Option<&str>) {
-        if let Err(e) = self.log.set_outcome(&meta.dedupe_key, outcome, detail).await {
+        if let Err(e) = self
+            .log
+            .set_outcome(&meta.dedupe_key, outcome, detail)
+            .await
+        {
             // The event log is for tracing; failing to write it must not fail the event.
             tracing::warn!(error = %e, outcome, "event log not updated");
         }

@@ -26,29 +26,47 @@ pub enum SyncError {
 
 impl SyncError {
     pub fn transient(reason: impl Into<String>) -> Self {
-        Self::Transient { reason: reason.into(), retry_after: None, source: None }
+        Self::Transient {
+            reason: reason.into(),
+            retry_after: None,
+            source: None,
+        }
     }
 
     pub fn transient_after(reason: impl Into<String>, retry_after: Option<Duration>) -> Self {
-        Self::Transient { reason: reason.into(), retry_after, source: None }
+        Self::Transient {
+            reason: reason.into(),
+            retry_after,
+            source: None,
+        }
     }
 
     pub fn transient_from(
         reason: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Self::Transient { reason: reason.into(), retry_after: None, source: Some(Box::new(source)) }
+        Self::Transient {
+            reason: reason.into(),
+            retry_after: None,
+            source: Some(Box::new(source)),
+        }
     }
 
     pub fn permanent(reason: impl Into<String>) -> Self {
-        Self::Permanent { reason: reason.into(), source: None }
+        Self::Permanent {
+            reason: reason.into(),
+            source: None,
+        }
     }
 
     pub fn permanent_from(
         reason: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Self::Permanent { reason: reason.into(), source: Some(Box::new(source)) }
+        Self::Permanent {
+            reason: reason.into(),
+            source: Some(Box::new(source)),
+        }
     }
 
     pub fn is_transient(&self) -> bool {
@@ -95,7 +113,10 @@ impl StoreError {
         context: impl Into<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
-        Self::Unavailable { context: context.into(), source: source.into() }
+        Self::Unavailable {
+            context: context.into(),
+            source: source.into(),
+        }
     }
 }
 
@@ -104,6 +125,10 @@ impl From<StoreError> for SyncError {
         // Every store failure is worth a retry: an invalid item is a bug we want to see in the DLQ
         // only after the retry budget, with the reason intact.
         let reason = format!("state store: {err}");
-        SyncError::Transient { reason, retry_after: None, source: Some(Box::new(err)) }
+        SyncError::Transient {
+            reason,
+            retry_after: None,
+            source: Some(Box::new(err)),
+        }
     }
 }

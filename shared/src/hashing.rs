@@ -20,9 +20,12 @@ mod tests {
 
     #[test]
     fn key_order_does_not_change_the_hash_but_values_do() {
-        let a: serde_json::Value = serde_json::from_str(r#"{"a":1,"b":{"c":2,"d":3}}"#).expect("json");
-        let b: serde_json::Value = serde_json::from_str(r#"{"b":{"d":3,"c":2},"a":1}"#).expect("json");
-        let c: serde_json::Value = serde_json::from_str(r#"{"b":{"d":3,"c":2},"a":2}"#).expect("json");
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"a":1,"b":{"c":2,"d":3}}"#).expect("json");
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"b":{"d":3,"c":2},"a":1}"#).expect("json");
+        let c: serde_json::Value =
+            serde_json::from_str(r#"{"b":{"d":3,"c":2},"a":2}"#).expect("json");
         assert_eq!(content_hash(&a), content_hash(&b));
         assert_ne!(content_hash(&a), content_hash(&c));
     }

@@ -110,8 +110,14 @@ mod tests {
 
     #[test]
     fn numeric_ids_accept_numbers_and_numeric_strings_only() {
-        assert_eq!(InstallId::from_json(&serde_json::json!(700001)), Some(InstallId::new(700001)));
-        assert_eq!(InstallId::from_json(&serde_json::json!(" 42 ")), Some(InstallId::new(42)));
+        assert_eq!(
+            InstallId::from_json(&serde_json::json!(700001)),
+            Some(InstallId::new(700001))
+        );
+        assert_eq!(
+            InstallId::from_json(&serde_json::json!(" 42 ")),
+            Some(InstallId::new(42))
+        );
         assert_eq!(InstallId::from_json(&serde_json::json!("4x")), None);
         assert_eq!(InstallId::from_json(&serde_json::json!(-1)), None);
         assert_eq!(InstallId::from_json(&serde_json::json!(null)), None);
@@ -121,6 +127,9 @@ mod tests {
     fn string_ids_reject_blank_and_control_characters() {
         assert!(DealId::parse("  ").is_none());
         assert!(DealId::parse("a\nb").is_none());
-        assert_eq!(DealId::parse(" abc ").map(|d| d.to_string()), Some("abc".into()));
+        assert_eq!(
+            DealId::parse(" abc ").map(|d| d.to_string()),
+            Some("abc".into())
+        );
     }
 }

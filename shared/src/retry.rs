@@ -12,7 +12,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 18, base: Duration::from_secs(2), cap: Duration::from_secs(300) }
+        Self {
+            max_attempts: 18,
+            base: Duration::from_secs(2),
+            cap: Duration::from_secs(300),
+        }
     }
 }
 
@@ -20,7 +24,10 @@ impl RetryPolicy {
     /// Delay before attempt `attempt + 1`, after `attempt` failed ones (1-based). Jitter keeps
     /// 50-100 % of the exponential step so a burst of failures does not retry in lockstep.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(self.cap);
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.cap);
         let jittered = exp.mul_f64(0.5 + fastrand::f64() * 0.5);
         match retry_after {
             Some(ra) if ra > jittered => ra,
@@ -34,7 +41,13 @@ impl RetryPolicy {
 
     /// Total worst-case time the budget spans, for docs and sanity checks.
     pub fn budget(&self) -> Duration {
-        (1..self.max_attempts).map(|a| self.base.saturating_mul(1u32 << (a - 1).min(20)).min(self.cap)).sum()
+        (1..self.max_attempts)
+            .map(|a| {
+                self.base
+                    .saturating_mul(1u32 << (a - 1).min(20))
+                    .min(self.cap)
+            })
+            .sum()
     }
 }
 
@@ -48,20 +61,29 @@ mod tests {
         for (attempt, full) in [(1, 2), (2, 4), (3, 8), (8, 256), (9, 300), (30, 300)] {
             let d = p.delay(attempt, None);
             assert!(d <= Duration::from_secs(full), "attempt {attempt}: {d:?}");
-            assert!(d >= Duration::from_secs(full) / 2, "attempt {attempt}: {d:?}");
+            assert!(
+                d >= Duration::from_secs(full) / 2,
+                "attempt {attempt}: {d:?}"
+            );
         }
     }
 
     #[test]
     fn longer_retry_after_wins_shorter_does_not() {
         let p = RetryPolicy::default();
-        assert_eq!(p.delay(1, Some(Duration::from_secs(41))), Duration::from_secs(41));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(41))),
+            Duration::from_secs(41)
+        );
         assert!(p.delay(9, Some(Duration::from_secs(1))) >= Duration::from_secs(150));
     }
 
     #[test]
     fn default_budget_is_about_an_hour() {
         let b = RetryPolicy::default().budget();
-        assert!(b >= Duration::from_secs(50 * 60) && b <= Duration::from_secs(80 * 60), "{b:?}");
+        assert!(
+            b >= Duration::from_secs(50 * 60) && b <= Duration::from_secs(80 * 60),
+            "{b:?}"
+        );
     }
 }

@@ -7,6 +7,8 @@ use crate::config::{Config, ConfigError};
 use crate::crm::{CrmConnector, WebhookCrmConnector};
 use crate::enerflo::{EnerfloApi, HttpEnerfloClient};
 use crate::queue::EventQueue;
+use crate::queue::sqs::{SqsEventQueue, SqsStageQueues};
+use crate::store::dynamo::DynamoStore;
 use crate::store::{ClaimStore, EventLog, SyncStateStore, XrefStore};
 
 /// Enerflo allows 300 requests per minute per key; stay under it with room for other callers.
@@ -23,19 +25,108 @@ pub struct Ports {
 }
 
 fn startup(what: &str, e: impl std::fmt::Display) -> ConfigError {
-    ConfigError { problems: vec![format!("{what}: {e}")] }
+    ConfigError {
+        problems: vec![format!("{what}: {e}")],
+    }
+}
+
+/// DynamoDB + SQS ports (Lambda). `AWS_ENDPOINT_URL` points both at moto or LocalStack.
+pub async fn aws_ports(config: &Config) -> Result<Ports, ConfigError> {
+    let sdk = aws_config::load_from_env().await;
+    let table = config
+        .table_name
+        .clone()
+        .ok_or_else(|| startup("TABLE_NAME", "is required"))?;
+    let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
+    let queues = config
+        .queues
+        .iter()
+        .map(|(stage, urls)| {
+            (
+                *stage,
+                SqsStageQueues {
+                    url: urls.url.clone(),
+                    dlq_url: urls.dlq_url.clone(),
+                },
+            )
+        })
+        .collect();
+    let queue = Arc::new(SqsEventQueue::new(aws_sdk_sqs::Client::new(&sdk), queues));
+    Ok(Ports {
+        xref: store.clone(),
+        claims: store.clone(),
+        state: store.clone(),
+        log: store,
+        queue,
+    })
 }
 
 pub fn enerflo_client(config: &Config) -> Result<Arc<dyn EnerfloApi>, ConfigError> {
-    let key = config.enerflo_api_key.clone().ok_or_else(|| startup("ENERFLO_API_KEY", "is required"))?;
-    let client = HttpEnerfloClient::new(&config.enerflo_base_url, key, config.enerflo_timeout, ENERFLO_REQUESTS_PER_MINUTE)
-        .map_err(|e| startup("Enerflo HTTP client", e))?;
+    let key = config
+        .enerflo_api_key
+        .clone()
+        .ok_or_else(|| startup("ENERFLO_API_KEY", "is required"))?;
+    let client = HttpEnerfloClient::new(
+        &config.enerflo_base_url,
+        key,
+        config.enerflo_timeout,
+        ENERFLO_REQUESTS_PER_MINUTE,
+    )
+    .map_err(|e| startup("Enerflo HTTP client", e))?;
     Ok(Arc::new(client))
 }
 
 pub fn crm_connector(config: &Config) -> Result<Arc<dyn CrmConnector>, ConfigError> {
-    let url = config.crm_webhook_url.clone().ok_or_else(|| startup("CRM_WEBHOOK_URL", "is required"))?;
-    let secret = config.crm_webhook_secret.clone().ok_or_else(|| startup("CRM_WEBHOOK_SECRET", "is required"))?;
-    let connector = WebhookCrmConnector::new(&url, secret, config.crm_timeout).map_err(|e| startup("CRM HTTP client", e))?;
+    let url = config
+        .crm_webhook_url
+        .clone()
+        .ok_or_else(|| startup("CRM_WEBHOOK_URL", "is required"))?;
+    let secret = config
+        .crm_webhook_secret
+        .clone()
+        .ok_or_else(|| startup("CRM_WEBHOOK_SECRET", "is required"))?;
+    let connector = WebhookCrmConnector::new(&url, secret, config.crm_timeout)
+        .map_err(|e| startup("CRM HTTP client", e))?;
     Ok(Arc::new(connector))
+}
+
+/// The webhook ingest handler, wired from configuration.
+pub fn webhook_ingest(config: &Config, ports: &Ports) -> crate::http::webhook::WebhookIngest {
+    crate::http::webhook::WebhookIngest {
+        tokens: config.webhook_tokens.clone(),
+        max_body_bytes: config.max_body_bytes,
+        install_id_paths: config.install_id_paths.clone(),
+        queue: ports.queue.clone(),
+        claims: ports.claims.clone(),
+        log: ports.log.clone(),
+        dedupe_ttl: config.idempotency_ttl,
+        log_ttl: config.event_log_ttl,
+    }
+}
+
+/// How long one Enerflo call may retry inside a consumer before the queue's backoff takes over.
+pub const CONSUMER_CALL_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The stage-2 consumer, wired from configuration.
+pub fn project_consumer(
+    config: &Config,
+    ports: &Ports,
+    enerflo: Arc<dyn EnerfloApi>,
+    crm: Arc<dyn CrmConnector>,
+) -> crate::consumer::Consumer {
+    let stage = crate::stages::ProjectStage {
+        enerflo,
+        crm,
+        xref: ports.xref.clone(),
+        claims: ports.claims.clone(),
+        state: ports.state.clone(),
+        include_raw: config.crm_include_raw,
+        call_budget: CONSUMER_CALL_BUDGET,
+    };
+    crate::consumer::Consumer {
+        handler: Arc::new(stage),
+        queue: ports.queue.clone(),
+        log: ports.log.clone(),
+        retry: config.retry,
+    }
 }

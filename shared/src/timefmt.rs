@@ -13,7 +13,8 @@ pub fn now_millis() -> i64 {
 }
 
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 pub fn now_rfc3339() -> String {
@@ -30,11 +31,15 @@ pub fn parse_enerflo_time(raw: &str) -> Option<String> {
     }
     let v1 = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     let head = s.get(..19).unwrap_or(s);
-    PrimitiveDateTime::parse(head, v1).ok().map(|t| rfc3339(t.assume_utc()))
+    PrimitiveDateTime::parse(head, v1)
+        .ok()
+        .map(|t| rfc3339(t.assume_utc()))
 }
 
 pub fn from_unix(secs: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(secs).map(rfc3339).unwrap_or_else(|_| secs.to_string())
+    OffsetDateTime::from_unix_timestamp(secs)
+        .map(rfc3339)
+        .unwrap_or_else(|_| secs.to_string())
 }
 
 #[cfg(test)]
@@ -43,9 +48,18 @@ mod tests {
 
     #[test]
     fn reads_all_enerflo_timestamp_styles() {
-        assert_eq!(parse_enerflo_time("2025-01-02 09:30:00").as_deref(), Some("2025-01-02T09:30:00Z"));
-        assert_eq!(parse_enerflo_time("2025-01-02 09:30:00.000000").as_deref(), Some("2025-01-02T09:30:00Z"));
-        assert_eq!(parse_enerflo_time("2025-01-01T00:00:00.000Z").as_deref(), Some("2025-01-01T00:00:00Z"));
+        assert_eq!(
+            parse_enerflo_time("2025-01-02 09:30:00").as_deref(),
+            Some("2025-01-02T09:30:00Z")
+        );
+        assert_eq!(
+            parse_enerflo_time("2025-01-02 09:30:00.000000").as_deref(),
+            Some("2025-01-02T09:30:00Z")
+        );
+        assert_eq!(
+            parse_enerflo_time("2025-01-01T00:00:00.000Z").as_deref(),
+            Some("2025-01-01T00:00:00Z")
+        );
         assert_eq!(parse_enerflo_time("yesterday"), None);
     }
 }

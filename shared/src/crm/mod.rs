@@ -26,7 +26,10 @@ pub struct CrmAck {
 #[derive(Debug, thiserror::Error)]
 pub enum CrmError {
     #[error("CRM unavailable: {detail}")]
-    Unavailable { detail: String, retry_after: Option<Duration> },
+    Unavailable {
+        detail: String,
+        retry_after: Option<Duration>,
+    },
     #[error("CRM rejected the event with {status}: {message}")]
     Rejected { status: u16, message: String },
 }
@@ -34,9 +37,11 @@ pub enum CrmError {
 impl From<CrmError> for SyncError {
     fn from(e: CrmError) -> Self {
         match &e {
-            CrmError::Unavailable { retry_after, .. } => {
-                SyncError::Transient { reason: e.to_string(), retry_after: *retry_after, source: None }
-            }
+            CrmError::Unavailable { retry_after, .. } => SyncError::Transient {
+                reason: e.to_string(),
+                retry_after: *retry_after,
+                source: None,
+            },
             CrmError::Rejected { .. } => SyncError::permanent(e.to_string()),
         }
     }

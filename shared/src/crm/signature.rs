@@ -10,13 +10,17 @@ use sha2::Sha256;
 pub const TOLERANCE_SECS: i64 = 300;
 
 pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
 }
 
 // HMAC accepts keys of any length; this cannot happen.
@@ -53,16 +57,26 @@ pub fn verify(
     }
     let expected = sign(key, id, ts, body);
     let expected_mac = expected.trim_start_matches("v1,");
-    let expected_bytes = base64::engine::general_purpose::STANDARD.decode(expected_mac).unwrap_or_default();
+    let expected_bytes = base64::engine::general_purpose::STANDARD
+        .decode(expected_mac)
+        .unwrap_or_default();
     let mut ok = subtle::Choice::from(0u8);
     for candidate in sigs.split_whitespace() {
-        let Some(b64) = candidate.strip_prefix("v1,") else { continue };
-        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) else { continue };
+        let Some(b64) = candidate.strip_prefix("v1,") else {
+            continue;
+        };
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) else {
+            continue;
+        };
         if bytes.len() == expected_bytes.len() {
             ok |= subtle::ConstantTimeEq::ct_eq(bytes.as_slice(), expected_bytes.as_slice());
         }
     }
-    if bool::from(ok) { Ok(()) } else { Err(VerifyError::Mismatch) }
+    if bool::from(ok) {
+        Ok(())
+    } else {
+        Err(VerifyError::Mismatch)
+    }
 }
 
 #[cfg(test)]
@@ -70,13 +84,20 @@ mod tests {
     use super::*;
 
     fn key() -> Vec<u8> {
-        base64::engine::general_purpose::STANDARD.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("b64")
+        base64::engine::general_purpose::STANDARD
+            .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .expect("b64")
     }
 
     /// The test vector published with the Standard Webhooks reference libraries.
     #[test]
     fn matches_the_standard_webhooks_reference_vector() {
-        let sig = sign(&key(), "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#);
+        let sig = sign(
+            &key(),
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
@@ -85,10 +106,46 @@ mod tests {
         let body = br#"{"a":1}"#;
         let good = sign(&key(), "evt_1", 1000, body);
         let header = format!("v1,AAAA {good}");
-        assert_eq!(verify(&key(), Some("evt_1"), Some("1000"), Some(&header), body, 1100), Ok(()));
-        assert_eq!(verify(&key(), Some("evt_1"), Some("1000"), Some(&good), br#"{"a":2}"#, 1100), Err(VerifyError::Mismatch));
-        assert_eq!(verify(&key(), Some("evt_2"), Some("1000"), Some(&good), body, 1100), Err(VerifyError::Mismatch));
-        assert_eq!(verify(&key(), Some("evt_1"), Some("1000"), Some(&good), body, 1000 + 301), Err(VerifyError::Timestamp));
-        assert_eq!(verify(&key(), None, Some("1000"), Some(&good), body, 1000), Err(VerifyError::MissingHeader("webhook-id")));
+        assert_eq!(
+            verify(
+                &key(),
+                Some("evt_1"),
+                Some("1000"),
+                Some(&header),
+                body,
+                1100
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify(
+                &key(),
+                Some("evt_1"),
+                Some("1000"),
+                Some(&good),
+                br#"{"a":2}"#,
+                1100
+            ),
+            Err(VerifyError::Mismatch)
+        );
+        assert_eq!(
+            verify(&key(), Some("evt_2"), Some("1000"), Some(&good), body, 1100),
+            Err(VerifyError::Mismatch)
+        );
+        assert_eq!(
+            verify(
+                &key(),
+                Some("evt_1"),
+                Some("1000"),
+                Some(&good),
+                body,
+                1000 + 301
+            ),
+            Err(VerifyError::Timestamp)
+        );
+        assert_eq!(
+            verify(&key(), None, Some("1000"), Some(&good), body, 1000),
+            Err(VerifyError::MissingHeader("webhook-id"))
+        );
     }
 }

@@ -20,20 +20,31 @@ pub struct WebhookCrmConnector {
 }
 
 impl WebhookCrmConnector {
-    pub fn new(url: &str, secret: SigningSecret, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        url: &str,
+        secret: SigningSecret,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("enerflo-crm-sync/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { http, url: url.to_owned(), secret })
+        Ok(Self {
+            http,
+            url: url.to_owned(),
+            secret,
+        })
     }
 }
 
 #[async_trait]
 impl CrmConnector for WebhookCrmConnector {
     async fn deliver(&self, event: &CrmEvent) -> Result<CrmAck, CrmError> {
-        let body = serde_json::to_vec(event).map_err(|e| CrmError::Rejected { status: 0, message: e.to_string() })?;
+        let body = serde_json::to_vec(event).map_err(|e| CrmError::Rejected {
+            status: 0,
+            message: e.to_string(),
+        })?;
         let ts = now_unix();
         let signature = sign(self.secret.key(), &event.id, ts, &body);
         let resp = self
@@ -47,7 +58,11 @@ impl CrmConnector for WebhookCrmConnector {
             .send()
             .await
             .map_err(|e| CrmError::Unavailable {
-                detail: if e.is_timeout() { "request timed out".into() } else { "connection failed".into() },
+                detail: if e.is_timeout() {
+                    "request timed out".into()
+                } else {
+                    "connection failed".into()
+                },
                 retry_after: None,
             })?;
         let status = resp.status().as_u16();
@@ -56,7 +71,8 @@ impl CrmConnector for WebhookCrmConnector {
         match status {
             200..=299 => {
                 let crm_id = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
-                    v.get("crm_id").and_then(crate::enerflo::lenient::value_to_string)
+                    v.get("crm_id")
+                        .and_then(crate::enerflo::lenient::value_to_string)
                 });
                 Ok(CrmAck { status, crm_id })
             }
@@ -64,7 +80,10 @@ impl CrmConnector for WebhookCrmConnector {
                 detail: format!("HTTP {status}: {}", body_text(&bytes)),
                 retry_after,
             }),
-            _ => Err(CrmError::Rejected { status, message: body_text(&bytes) }),
+            _ => Err(CrmError::Rejected {
+                status,
+                message: body_text(&bytes),
+            }),
         }
     }
 }

@@ -21,7 +21,11 @@ pub enum EnerfloError {
     #[error("Enerflo is rate limiting (429); retry after {retry_after:?}")]
     RateLimited { retry_after: Option<Duration> },
     #[error("Enerflo unavailable ({detail})")]
-    Unavailable { status: Option<u16>, detail: String, retry_after: Option<Duration> },
+    Unavailable {
+        status: Option<u16>,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
     #[error("Enerflo rejected the request with {status}: {message}")]
     Rejected { status: u16, message: String },
     #[error("Enerflo answered {status} with a body that is not JSON: {snippet}")]
@@ -31,7 +35,9 @@ pub enum EnerfloError {
 impl EnerfloError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after } | Self::Unavailable { retry_after, .. } => *retry_after,
+            Self::RateLimited { retry_after } | Self::Unavailable { retry_after, .. } => {
+                *retry_after
+            }
             _ => None,
         }
     }
@@ -40,11 +46,16 @@ impl EnerfloError {
 impl From<EnerfloError> for SyncError {
     fn from(e: EnerfloError) -> Self {
         match &e {
-            EnerfloError::RateLimited { retry_after } | EnerfloError::Unavailable { retry_after, .. } => {
-                SyncError::Transient { reason: e.to_string(), retry_after: *retry_after, source: None }
-            }
+            EnerfloError::RateLimited { retry_after }
+            | EnerfloError::Unavailable { retry_after, .. } => SyncError::Transient {
+                reason: e.to_string(),
+                retry_after: *retry_after,
+                source: None,
+            },
             EnerfloError::NotFound { .. } => SyncError::transient(e.to_string()),
-            EnerfloError::Rejected { .. } | EnerfloError::BadBody { .. } => SyncError::permanent(e.to_string()),
+            EnerfloError::Rejected { .. } | EnerfloError::BadBody { .. } => {
+                SyncError::permanent(e.to_string())
+            }
         }
     }
 }
@@ -62,14 +73,23 @@ pub struct ApiResponse {
 #[async_trait]
 pub trait EnerfloApi: Send + Sync {
     /// Sends one request, retrying transient failures for at most `budget` in total.
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>, budget: Duration)
-    -> Result<ApiResponse, EnerfloError>;
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        budget: Duration,
+    ) -> Result<ApiResponse, EnerfloError>;
 }
 
 /// Typed calls. Paths are from ENERFLO_API.md section 2.
 impl dyn EnerfloApi {
     /// `GET /api/v3/installs/find/{v2 deal id}`: `None` while the install does not exist yet.
-    pub async fn find_install_by_deal(&self, deal_id: &str, budget: Duration) -> Result<Option<Value>, EnerfloError> {
+    pub async fn find_install_by_deal(
+        &self,
+        deal_id: &str,
+        budget: Duration,
+    ) -> Result<Option<Value>, EnerfloError> {
         let path = format!("/api/v3/installs/find/{}", encode_segment(deal_id));
         match self.send(Method::GET, &path, None, budget).await {
             Ok(r) => Ok(Some(r.body)),
@@ -79,8 +99,20 @@ impl dyn EnerfloApi {
     }
 
     /// `GET /api/v3/installs/{id}`.
-    pub async fn get_install(&self, install_id: u64, budget: Duration) -> Result<Option<Value>, EnerfloError> {
-        match self.send(Method::GET, &format!("/api/v3/installs/{install_id}"), None, budget).await {
+    pub async fn get_install(
+        &self,
+        install_id: u64,
+        budget: Duration,
+    ) -> Result<Option<Value>, EnerfloError> {
+        match self
+            .send(
+                Method::GET,
+                &format!("/api/v3/installs/{install_id}"),
+                None,
+                budget,
+            )
+            .await
+        {
             Ok(r) => Ok(Some(r.body)),
             Err(EnerfloError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -115,14 +147,19 @@ impl RateWindow {
             let wait = {
                 let mut sent = self.sent.lock().await;
                 let now = Instant::now();
-                while sent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+                while sent
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+                {
                     sent.pop_front();
                 }
                 if sent.len() < self.per_minute {
                     sent.push_back(now);
                     return Ok(());
                 }
-                sent.front().map(|t| Duration::from_secs(60).saturating_sub(now.duration_since(*t))).unwrap_or_default()
+                sent.front()
+                    .map(|t| Duration::from_secs(60).saturating_sub(now.duration_since(*t)))
+                    .unwrap_or_default()
             };
             if wait > max_wait {
                 return Err(wait);
@@ -140,7 +177,12 @@ pub struct HttpEnerfloClient {
 }
 
 impl HttpEnerfloClient {
-    pub fn new(base_url: &str, api_key: Secret, timeout: Duration, per_minute: usize) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        base_url: &str,
+        api_key: Secret,
+        timeout: Duration,
+        per_minute: usize,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -150,11 +192,19 @@ impl HttpEnerfloClient {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
-            window: RateWindow { per_minute: per_minute.max(1), sent: Mutex::new(VecDeque::new()) },
+            window: RateWindow {
+                per_minute: per_minute.max(1),
+                sent: Mutex::new(VecDeque::new()),
+            },
         })
     }
 
-    async fn attempt(&self, method: &Method, path: &str, body: Option<&Value>) -> Result<ApiResponse, EnerfloError> {
+    async fn attempt(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<ApiResponse, EnerfloError> {
         let mut req = self
             .http
             .request(method.clone(), format!("{}{}", self.base_url, path))
@@ -166,7 +216,11 @@ impl HttpEnerfloClient {
         let resp = req.send().await.map_err(|e| EnerfloError::Unavailable {
             status: None,
             // reqwest's message can carry the URL; ours never carries the key (it is a header).
-            detail: if e.is_timeout() { "request timed out".into() } else { format!("request failed: {}", without_url(&e)) },
+            detail: if e.is_timeout() {
+                "request timed out".into()
+            } else {
+                format!("request failed: {}", without_url(&e))
+            },
             retry_after: None,
         })?;
         let status = resp.status().as_u16();
@@ -179,37 +233,61 @@ impl HttpEnerfloClient {
         match status {
             200..=299 => {
                 if bytes.iter().all(u8::is_ascii_whitespace) {
-                    return Ok(ApiResponse { status, body: Value::Null });
+                    return Ok(ApiResponse {
+                        status,
+                        body: Value::Null,
+                    });
                 }
                 serde_json::from_slice(&bytes)
                     .map(|body| ApiResponse { status, body })
-                    .map_err(|_| EnerfloError::BadBody { status, snippet: body_text(&bytes) })
+                    .map_err(|_| EnerfloError::BadBody {
+                        status,
+                        snippet: body_text(&bytes),
+                    })
             }
-            404 => Err(EnerfloError::NotFound { path: path.to_owned() }),
+            404 => Err(EnerfloError::NotFound {
+                path: path.to_owned(),
+            }),
             429 => Err(EnerfloError::RateLimited { retry_after }),
-            408 | 500..=599 => Err(EnerfloError::Unavailable { status: Some(status), detail: format!("HTTP {status}: {}", body_text(&bytes)), retry_after }),
-            _ => Err(EnerfloError::Rejected { status, message: body_text(&bytes) }),
+            408 | 500..=599 => Err(EnerfloError::Unavailable {
+                status: Some(status),
+                detail: format!("HTTP {status}: {}", body_text(&bytes)),
+                retry_after,
+            }),
+            _ => Err(EnerfloError::Rejected {
+                status,
+                message: body_text(&bytes),
+            }),
         }
     }
 }
 
 #[async_trait]
 impl EnerfloApi for HttpEnerfloClient {
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>, budget: Duration) -> Result<ApiResponse, EnerfloError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        budget: Duration,
+    ) -> Result<ApiResponse, EnerfloError> {
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let remaining = budget.saturating_sub(started.elapsed());
             if let Err(wait) = self.window.acquire(remaining).await {
-                return Err(EnerfloError::RateLimited { retry_after: Some(wait) });
+                return Err(EnerfloError::RateLimited {
+                    retry_after: Some(wait),
+                });
             }
             let err = match self.attempt(&method, path, body).await {
                 Ok(r) => return Ok(r),
                 Err(e @ (EnerfloError::RateLimited { .. } | EnerfloError::Unavailable { .. })) => e,
                 Err(e) => return Err(e),
             };
-            let backoff = Duration::from_millis(250u64 << attempt.min(5)).mul_f64(0.5 + fastrand::f64() * 0.5);
+            let backoff = Duration::from_millis(250u64 << attempt.min(5))
+                .mul_f64(0.5 + fastrand::f64() * 0.5);
             let wait = err.retry_after().map_or(backoff, |ra| ra.max(backoff));
             let remaining = budget.saturating_sub(started.elapsed());
             if attempt >= 4 || wait >= remaining {
@@ -232,13 +310,21 @@ fn without_url(e: &reqwest::Error) -> String {
 
 /// `Retry-After` in seconds or as an HTTP date; else `x-ratelimit-reset` (Unix seconds).
 pub fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(v) = text("retry-after") {
         if let Ok(secs) = v.parse::<u64>() {
             return Some(Duration::from_secs(secs));
         }
         if let Ok(when) = httpdate::parse_http_date(v) {
-            return Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default());
+            return Some(
+                when.duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default(),
+            );
         }
     }
     let reset = text("x-ratelimit-reset")?.parse::<i64>().ok()?;
@@ -250,7 +336,11 @@ pub fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duratio
 pub fn body_text(bytes: &[u8]) -> String {
     let raw = String::from_utf8_lossy(bytes);
     if let Ok(v) = serde_json::from_str::<Value>(&raw) {
-        let msg = v.get("message").or_else(|| v.get("error")).and_then(Value::as_str).map(str::to_owned);
+        let msg = v
+            .get("message")
+            .or_else(|| v.get("error"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let errors = v.get("errors").map(|e| e.to_string());
         let text = match (msg, errors) {
             (Some(m), Some(e)) => format!("{m} {e}"),
@@ -264,7 +354,11 @@ pub fn body_text(bytes: &[u8]) -> String {
     let mut in_tag = false;
     let lower = raw.to_ascii_lowercase();
     // Drop <head>/<style>/<script> content wholesale: it is markup, not the message.
-    let cut = ["</head>", "</style>", "</script>"].iter().filter_map(|m| lower.rfind(m).map(|i| i + m.len())).max().unwrap_or(0);
+    let cut = ["</head>", "</style>", "</script>"]
+        .iter()
+        .filter_map(|m| lower.rfind(m).map(|i| i + m.len()))
+        .max()
+        .unwrap_or(0);
     for c in raw[cut..].chars() {
         match c {
             '<' => in_tag = true,
@@ -280,7 +374,11 @@ pub fn body_text(bytes: &[u8]) -> String {
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max { s.to_owned() } else { format!("{}...", s.chars().take(max).collect::<String>()) }
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        format!("{}...", s.chars().take(max).collect::<String>())
+    }
 }
 
 #[cfg(test)]
@@ -291,7 +389,10 @@ mod tests {
     fn html_error_pages_reduce_to_their_text() {
         let html = b"<!DOCTYPE html><html><head><title>x</title><style>body{}</style></head><body><h1>Too many requests</h1></body></html>";
         assert_eq!(body_text(html), "Too many requests");
-        assert_eq!(body_text(br#"{"message":"The state field is invalid."}"#), "The state field is invalid.");
+        assert_eq!(
+            body_text(br#"{"message":"The state field is invalid."}"#),
+            "The state field is invalid."
+        );
     }
 
     #[test]

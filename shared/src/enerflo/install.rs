@@ -74,7 +74,9 @@ impl Install {
 fn unwrap_envelope(body: &Value) -> &Value {
     for key in ["data", "install", "result"] {
         if let Some(v @ Value::Object(_)) = body.get(key)
-            && (v.get("id").and_then(value_to_u64).is_some() || v.get("install").is_some() || v.get("data").is_some())
+            && (v.get("id").and_then(value_to_u64).is_some()
+                || v.get("install").is_some()
+                || v.get("data").is_some())
         {
             return unwrap_envelope(v);
         }
@@ -94,13 +96,17 @@ mod tests {
 
     #[test]
     fn install_reads_flat_and_wrapped_responses() {
-        let flat = json!({"id": 700001, "survey_id": "4000001", "customer": {"email": "a@example.com"}});
+        let flat =
+            json!({"id": 700001, "survey_id": "4000001", "customer": {"email": "a@example.com"}});
         let i = Install::from_response(&flat);
         assert_eq!((i.id, i.survey_id), (Some(700001), Some(4000001)));
         let wrapped = json!({"data": {"id": "700002"}});
         assert_eq!(Install::from_response(&wrapped).id, Some(700002));
         let odd = json!({"id": "x", "customer": [], "solarData": []});
         let i = Install::from_response(&odd);
-        assert_eq!((i.id, i.customer.is_none(), i.solar_data.is_none()), (None, true, true));
+        assert_eq!(
+            (i.id, i.customer.is_none(), i.solar_data.is_none()),
+            (None, true, true)
+        );
     }
 }

@@ -42,7 +42,10 @@ where
     T: DeserializeOwned,
 {
     Ok(match Value::deserialize(d)? {
-        Value::Array(items) => items.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect(),
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect(),
         _ => Vec::new(),
     })
 }
@@ -82,12 +85,17 @@ pub fn value_to_f64(v: &Value) -> Option<f64> {
 pub fn value_to_u64(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < 9.0e15).map(|f| f as u64)
+            n.as_f64()
+                .filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < 9.0e15)
+                .map(|f| f as u64)
         }),
         Value::String(s) => {
             let t = s.trim();
             t.parse::<u64>().ok().or_else(|| {
-                t.parse::<f64>().ok().filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < 9.0e15).map(|f| f as u64)
+                t.parse::<f64>()
+                    .ok()
+                    .filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < 9.0e15)
+                    .map(|f| f as u64)
             })
         }
         _ => None,
@@ -96,17 +104,22 @@ pub fn value_to_u64(v: &Value) -> Option<u64> {
 
 /// Walks a dotted path (`"a.b.0.c"`) through objects and arrays.
 pub fn path<'a>(root: &'a Value, dotted: &str) -> Option<&'a Value> {
-    dotted.split('.').try_fold(root, |cur, key| match cur {
-        Value::Object(map) => map.get(key),
-        Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
-        _ => None,
-    })
-    .filter(|v| !v.is_null())
+    dotted
+        .split('.')
+        .try_fold(root, |cur, key| match cur {
+            Value::Object(map) => map.get(key),
+            Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        })
+        .filter(|v| !v.is_null())
 }
 
 /// The first of several candidate paths that holds a non-null value. Used where Enerflo's field
 /// names are unknown or vary between payload shapes; the candidates are configuration.
-pub fn first_path<'a, S: AsRef<str>>(root: &'a Value, candidates: &[S]) -> Option<(&'a Value, String)> {
+pub fn first_path<'a, S: AsRef<str>>(
+    root: &'a Value,
+    candidates: &[S],
+) -> Option<(&'a Value, String)> {
     candidates
         .iter()
         .find_map(|c| path(root, c.as_ref()).map(|v| (v, c.as_ref().to_owned())))
@@ -131,7 +144,10 @@ mod tests {
 
     #[test]
     fn drifted_types_read_as_values_not_errors() {
-        let p: Probe = serde_json::from_value(json!({"s": 75001, "f": "41.81174380", "u": "20", "list": [1, "x", 3]})).expect("parses");
+        let p: Probe = serde_json::from_value(
+            json!({"s": 75001, "f": "41.81174380", "u": "20", "list": [1, "x", 3]}),
+        )
+        .expect("parses");
         assert_eq!(p.s.as_deref(), Some("75001"));
         assert_eq!(p.f, Some(41.8117438));
         assert_eq!(p.u, Some(20));
@@ -140,7 +156,8 @@ mod tests {
 
     #[test]
     fn wrong_shapes_read_as_none_or_empty() {
-        let p: Probe = serde_json::from_value(json!({"s": "  ", "f": {}, "u": -3, "list": {}})).expect("parses");
+        let p: Probe = serde_json::from_value(json!({"s": "  ", "f": {}, "u": -3, "list": {}}))
+            .expect("parses");
         assert_eq!(p.s, None);
         assert_eq!(p.f, None);
         assert_eq!(p.u, None);

@@ -43,25 +43,50 @@ impl Problem {
     }
 
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", "Not Found", "No such route.")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not Found",
+            "No such route.",
+        )
     }
 
     pub fn method_not_allowed(allow: &'static str) -> Self {
-        let mut p = Self::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method Not Allowed", format!("Use {allow}."));
+        let mut p = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method Not Allowed",
+            format!("Use {allow}."),
+        );
         p.allow = Some(allow);
         p
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "malformed-request", "Bad Request", detail)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "Bad Request",
+            detail,
+        )
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", "Missing or invalid bearer token.")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            "Missing or invalid bearer token.",
+        )
     }
 
     pub fn too_large(limit: usize) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Payload Too Large", format!("The body exceeds {limit} bytes."))
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Payload Too Large",
+            format!("The body exceeds {limit} bytes."),
+        )
     }
 
     pub fn validation(errors: Vec<FieldError>) -> Self {
@@ -76,7 +101,12 @@ impl Problem {
     }
 
     pub fn unavailable(detail: impl Into<String>, retry_after: Duration) -> Self {
-        let mut p = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service Unavailable", detail);
+        let mut p = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service Unavailable",
+            detail,
+        );
         p.retry_after = Some(retry_after);
         p
     }
@@ -89,7 +119,10 @@ impl Problem {
     pub fn into_response(self) -> HttpResponse {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = HttpResponse::json(status, &self);
-        resp.headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        resp.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(ra) = self.retry_after {
             let secs = ra.as_secs().max(1);
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
@@ -97,7 +130,8 @@ impl Problem {
             }
         }
         if let Some(allow) = self.allow {
-            resp.headers.insert(http::header::ALLOW, HeaderValue::from_static(allow));
+            resp.headers
+                .insert(http::header::ALLOW, HeaderValue::from_static(allow));
         }
         resp
     }

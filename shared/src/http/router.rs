@@ -16,8 +16,13 @@ pub struct Router {
 impl Router {
     pub async fn handle(&self, req: HttpRequest) -> HttpResponse {
         let path = req.path.trim_end_matches('/');
-        if let Some(token) = path.strip_prefix(ROUTE_PREFIX).filter(|t| !t.is_empty() && !t.contains('/')) {
-            let Some(ingest) = &self.webhook else { return Problem::not_found().into_response() };
+        if let Some(token) = path
+            .strip_prefix(ROUTE_PREFIX)
+            .filter(|t| !t.is_empty() && !t.contains('/'))
+        {
+            let Some(ingest) = &self.webhook else {
+                return Problem::not_found().into_response();
+            };
             if req.method != Method::POST {
                 return Problem::method_not_allowed("POST").into_response();
             }

@@ -37,7 +37,11 @@ pub struct WebhookIngest {
 /// a redelivery of the same content is recognised whatever its key order or whitespace.
 pub fn dedupe_key(event: &str, entity: Option<&str>, body: &Value) -> String {
     let hash = sha256_hex(body.to_string().as_bytes());
-    format!("{event}:{}:{}", entity.unwrap_or("unidentified"), &hash[..24])
+    format!(
+        "{event}:{}:{}",
+        entity.unwrap_or("unidentified"),
+        &hash[..24]
+    )
 }
 
 impl WebhookIngest {
@@ -51,7 +55,13 @@ impl WebhookIngest {
         }
         let value: Value = match serde_json::from_slice(&req.body) {
             Ok(v) => v,
-            Err(e) => return Problem::bad_request(format!("The body is not valid JSON ({}).", e.classify_name())).into_response(),
+            Err(e) => {
+                return Problem::bad_request(format!(
+                    "The body is not valid JSON ({}).",
+                    e.classify_name()
+                ))
+                .into_response();
+            }
         };
         let hint = req.query_param("event");
         let envelope = match Envelope::from_value(value.clone(), hint.as_deref()) {
@@ -65,18 +75,32 @@ impl WebhookIngest {
         let (stage, entity) = match classify(&envelope, &self.install_id_paths) {
             Classification::Ignored => {
                 let key = dedupe_key(&envelope.event, None, &value);
-                let record = record(&key, &envelope.event, None, None, &received_at, received_ms, raw_body, "ignored");
+                let record = record(
+                    &key,
+                    &envelope.event,
+                    None,
+                    None,
+                    &received_at,
+                    received_ms,
+                    raw_body,
+                    "ignored",
+                );
                 if let Err(e) = self.log.record(&record, self.log_ttl.as_secs()).await {
                     tracing::warn!(error = %e, event = %envelope.event, "ignored event not logged");
                 }
                 tracing::info!(event = %envelope.event, dedupe_key = %key, outcome = "ignored", "webhook");
-                return HttpResponse::json(StatusCode::ACCEPTED, &json!({"status": "ignored", "event": envelope.event}));
+                return HttpResponse::json(
+                    StatusCode::ACCEPTED,
+                    &json!({"status": "ignored", "event": envelope.event}),
+                );
             }
             Classification::Routed { stage, entity } => (stage, entity),
         };
 
         let key = dedupe_key(&envelope.event, entity.as_deref(), &value);
-        let group = entity.clone().unwrap_or_else(|| format!("unidentified:{}", &key[key.len() - 24..]));
+        let group = entity
+            .clone()
+            .unwrap_or_else(|| format!("unidentified:{}", &key[key.len() - 24..]));
         if req.body.len() > MAX_MESSAGE_BYTES - ATTRIBUTE_ALLOWANCE {
             return Problem::too_large(MAX_MESSAGE_BYTES - ATTRIBUTE_ALLOWANCE).into_response();
         }
@@ -84,49 +108,99 @@ impl WebhookIngest {
         let _enter = span.enter();
 
         let claim_key = format!("webhook#{key}");
-        match self.claims.claim(&claim_key, CLAIM_LEASE_SECS, self.dedupe_ttl.as_secs()).await {
+        match self
+            .claims
+            .claim(&claim_key, CLAIM_LEASE_SECS, self.dedupe_ttl.as_secs())
+            .await
+        {
             Ok(Claim::Acquired) => {}
             Ok(Claim::Completed { .. }) => {
-                let dup = record(&key, &envelope.event, Some(stage), Some(&group), &received_at, received_ms, String::new(), "duplicate");
+                let dup = record(
+                    &key,
+                    &envelope.event,
+                    Some(stage),
+                    Some(&group),
+                    &received_at,
+                    received_ms,
+                    String::new(),
+                    "duplicate",
+                );
                 if let Err(e) = self.log.record(&dup, self.log_ttl.as_secs()).await {
                     tracing::warn!(error = %e, "duplicate delivery not counted");
                 }
                 tracing::info!(outcome = "duplicate", "webhook");
-                return HttpResponse::json(StatusCode::ACCEPTED, &json!({"status": "duplicate", "stage": stage, "dedupe_key": key}));
+                return HttpResponse::json(
+                    StatusCode::ACCEPTED,
+                    &json!({"status": "duplicate", "stage": stage, "dedupe_key": key}),
+                );
             }
             Ok(Claim::InProgress) => {
                 // Another delivery of the same event is being enqueued right now. Saying
                 // "duplicate" could lose it if that one fails; ask for a retry instead.
-                return Problem::unavailable("The same event is being accepted by a concurrent delivery.", Duration::from_secs(5))
-                    .into_response();
+                return Problem::unavailable(
+                    "The same event is being accepted by a concurrent delivery.",
+                    Duration::from_secs(5),
+                )
+                .into_response();
             }
             Err(e) => {
                 tracing::error!(error = %e, "claim failed");
-                return Problem::unavailable("State store unavailable; retry.", Duration::from_secs(10)).into_response();
+                return Problem::unavailable(
+                    "State store unavailable; retry.",
+                    Duration::from_secs(10),
+                )
+                .into_response();
             }
         }
 
         let queued = self.queue.has_stage(stage);
         let outcome = if queued { "queued" } else { "parked" };
-        let rec = record(&key, &envelope.event, Some(stage), Some(&group), &received_at, received_ms, raw_body.clone(), outcome);
+        let rec = record(
+            &key,
+            &envelope.event,
+            Some(stage),
+            Some(&group),
+            &received_at,
+            received_ms,
+            raw_body.clone(),
+            outcome,
+        );
         if let Err(e) = self.log.record(&rec, self.log_ttl.as_secs()).await {
             tracing::error!(error = %e, "event log write failed");
             self.release(&claim_key).await;
-            return Problem::unavailable("State store unavailable; retry.", Duration::from_secs(10)).into_response();
+            return Problem::unavailable(
+                "State store unavailable; retry.",
+                Duration::from_secs(10),
+            )
+            .into_response();
         }
         if queued {
             let msg = QueueMessage {
-                meta: MessageMeta { stage, event: envelope.event.clone(), dedupe_key: key.clone(), group, received_at },
+                meta: MessageMeta {
+                    stage,
+                    event: envelope.event.clone(),
+                    dedupe_key: key.clone(),
+                    group,
+                    received_at,
+                },
                 body: raw_body,
             };
             if let Err(e) = self.queue.send(&msg).await {
                 tracing::error!(error = %e, "enqueue failed");
-                let _ = self.log.set_outcome(&key, "enqueue_failed", Some(&e.to_string())).await;
+                let _ = self
+                    .log
+                    .set_outcome(&key, "enqueue_failed", Some(&e.to_string()))
+                    .await;
                 self.release(&claim_key).await;
-                return Problem::unavailable("Queue unavailable; retry.", Duration::from_secs(10)).into_response();
+                return Problem::unavailable("Queue unavailable; retry.", Duration::from_secs(10))
+                    .into_response();
             }
         }
-        if let Err(e) = self.claims.complete(&claim_key, outcome, self.dedupe_ttl.as_secs()).await {
+        if let Err(e) = self
+            .claims
+            .complete(&claim_key, outcome, self.dedupe_ttl.as_secs())
+            .await
+        {
             // The message is safely queued; a failed completion only weakens duplicate detection
             // for this key (the queue's own dedupe window and the stage's state still apply).
             tracing::warn!(error = %e, "claim not completed");

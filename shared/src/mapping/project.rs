@@ -5,16 +5,21 @@
 //! lacks (customer email and phone, timezone, v1 ids, and panel data when the design is absent).
 
 use crate::canonical::{
-    Adder, AdderKind, Address, Batteries, EnerfloRefs, FileRef, Finance, Inverter, Lead, Panel, Pricing, Project,
-    System, clean, normalise_zip,
+    Adder, AdderKind, Address, Batteries, EnerfloRefs, FileRef, Finance, Inverter, Lead, Panel,
+    Pricing, Project, System, clean, normalise_zip,
 };
 use crate::enerflo::install::Install;
 use crate::enerflo::lenient::{value_to_f64, value_to_string};
 use crate::enerflo::project::{self as ev, ProjectPayload};
 
 pub fn map_project(p: &ProjectPayload, install: Option<&Install>, resubmission: bool) -> Project {
-    let pricing = p.proposal.as_ref().and_then(|pr| pr.pricing_outputs.as_ref());
-    let design = pricing.and_then(|po| po.design.as_ref()).or(p.design.as_ref());
+    let pricing = p
+        .proposal
+        .as_ref()
+        .and_then(|pr| pr.pricing_outputs.as_ref());
+    let design = pricing
+        .and_then(|po| po.design.as_ref())
+        .or(p.design.as_ref());
     let address = pricing
         .and_then(|po| po.deal.as_ref())
         .and_then(|d| d.project_address.as_ref())
@@ -42,12 +47,17 @@ pub fn map_project(p: &ProjectPayload, install: Option<&Install>, resubmission: 
             .as_ref()
             .and_then(|c| clean(c.mobile.as_deref()).or_else(|| clean(c.phone.as_deref())))
             .or_else(|| {
-                inst_customer.and_then(|c| clean(c.mobile.as_deref()).or_else(|| clean(c.phone.as_deref())))
+                inst_customer
+                    .and_then(|c| clean(c.mobile.as_deref()).or_else(|| clean(c.phone.as_deref())))
             }),
         address: address.clone(),
         lead_source: inst_customer.and_then(|c| clean(c.lead_source.as_deref())),
         timezone: inst_customer.and_then(|c| clean(c.customer_timezone.as_deref())),
-        owner: p.deal.as_ref().and_then(|d| d.sales_rep.as_ref()).and_then(|r| clean(r.id.as_deref())),
+        owner: p
+            .deal
+            .as_ref()
+            .and_then(|d| d.sales_rep.as_ref())
+            .and_then(|r| clean(r.id.as_deref())),
     };
 
     Project {
@@ -68,7 +78,10 @@ pub fn map_project(p: &ProjectPayload, install: Option<&Install>, resubmission: 
             .map(|d| {
                 d.files
                     .iter()
-                    .map(|f| FileRef { name: clean(f.name.as_deref()), source: clean(f.source.as_deref()) })
+                    .map(|f| FileRef {
+                        name: clean(f.name.as_deref()),
+                        source: clean(f.source.as_deref()),
+                    })
                     .collect()
             })
             .unwrap_or_default(),
@@ -78,7 +91,10 @@ pub fn map_project(p: &ProjectPayload, install: Option<&Install>, resubmission: 
 
 pub fn project_refs(p: &ProjectPayload, install: Option<&Install>) -> EnerfloRefs {
     EnerfloRefs {
-        customer_id: install.and_then(|i| i.customer_id.or_else(|| i.customer.as_ref().and_then(|c| c.id))),
+        customer_id: install.and_then(|i| {
+            i.customer_id
+                .or_else(|| i.customer.as_ref().and_then(|c| c.id))
+        }),
         customer_uuid: p.customer.as_ref().and_then(|c| clean(c.id.as_deref())),
         deal_id: p.deal_id().map(str::to_owned),
         install_id: install.and_then(|i| i.id),
@@ -94,18 +110,30 @@ fn map_address(a: &ev::Address) -> Address {
         },
         city: clean(a.city.as_deref()),
         state: clean(a.state.as_deref()),
-        zip: normalise_zip(a.postal_code.as_deref(), a.state.as_deref(), a.country.as_deref()),
+        zip: normalise_zip(
+            a.postal_code.as_deref(),
+            a.state.as_deref(),
+            a.country.as_deref(),
+        ),
         country: clean(a.country.as_deref()),
         lat: a.lat,
         lng: a.lng,
     }
 }
 
-fn map_system(design: Option<&ev::Design>, pricing: Option<&ev::PricingOutputs>, install: Option<&Install>) -> System {
+fn map_system(
+    design: Option<&ev::Design>,
+    pricing: Option<&ev::PricingOutputs>,
+    install: Option<&Install>,
+) -> System {
     let solar = install.and_then(|i| i.solar_data.as_ref());
     let arrays = design.map(|d| d.arrays.as_slice()).unwrap_or_default();
     let counted: Vec<u64> = arrays.iter().filter_map(|a| a.module_count).collect();
-    let panel_count = if counted.is_empty() { solar.and_then(|s| s.panel_count) } else { Some(counted.iter().sum()) };
+    let panel_count = if counted.is_empty() {
+        solar.and_then(|s| s.panel_count)
+    } else {
+        Some(counted.iter().sum())
+    };
 
     // The panel type is the module on the most panels (arrays normally share one module).
     let panel = arrays
@@ -118,12 +146,20 @@ fn map_system(design: Option<&ev::Design>, pricing: Option<&ev::PricingOutputs>,
             model: clean(m.model.as_deref()),
             capacity_watts: m.capacity,
         })
-        .or_else(|| solar.and_then(|s| s.panel.as_ref()).and_then(panel_from_solar_data));
+        .or_else(|| {
+            solar
+                .and_then(|s| s.panel.as_ref())
+                .and_then(panel_from_solar_data)
+        });
 
     let size_watts = design
         .and_then(|d| d.total_system_size_watts)
         .or_else(|| pricing.and_then(|po| po.system_size_watts))
-        .or_else(|| solar.and_then(|s| s.system_size).map(|kw| (kw * 1000.0).round()));
+        .or_else(|| {
+            solar
+                .and_then(|s| s.system_size)
+                .map(|kw| (kw * 1000.0).round())
+        });
 
     let inverters = design
         .map(|d| {
@@ -143,29 +179,51 @@ fn map_system(design: Option<&ev::Design>, pricing: Option<&ev::PricingOutputs>,
 
     let batteries = design
         .map(|d| {
-            let items = if d.batteries.is_empty() { d.battery.clone() } else { d.batteries.clone() };
+            let items = if d.batteries.is_empty() {
+                d.battery.clone()
+            } else {
+                d.batteries.clone()
+            };
             let item_count: u64 = items
                 .iter()
-                .map(|b| b.get("count").or_else(|| b.get("quantity")).and_then(value_to_f64).map_or(1, |c| c as u64))
+                .map(|b| {
+                    b.get("count")
+                        .or_else(|| b.get("quantity"))
+                        .and_then(value_to_f64)
+                        .map_or(1, |c| c as u64)
+                })
                 .sum();
             Batteries {
-                count: d.battery_count.or((!items.is_empty()).then_some(item_count)),
+                count: d
+                    .battery_count
+                    .or((!items.is_empty()).then_some(item_count)),
                 purpose: clean(d.battery_purpose.as_deref()),
                 items,
             }
         })
         .unwrap_or_default();
 
-    System { size_watts, panel, panel_count, inverters, batteries }
+    System {
+        size_watts,
+        panel,
+        panel_count,
+        inverters,
+        batteries,
+    }
 }
 
 fn panel_from_solar_data(v: &serde_json::Value) -> Option<Panel> {
-    let text = |keys: &[&str]| keys.iter().find_map(|k| v.get(*k).and_then(value_to_string));
+    let text = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| v.get(*k).and_then(value_to_string))
+    };
     let panel = Panel {
         name: text(&["name", "title", "panel_name"]),
         manufacturer: text(&["manufacturer", "make", "brand"]),
         model: text(&["model"]),
-        capacity_watts: ["capacity", "watts", "wattage", "output"].iter().find_map(|k| v.get(*k).and_then(value_to_f64)),
+        capacity_watts: ["capacity", "watts", "wattage", "output"]
+            .iter()
+            .find_map(|k| v.get(*k).and_then(value_to_f64)),
     };
     (panel != Panel::default()).then_some(panel)
 }
@@ -180,19 +238,29 @@ fn map_adders(pricing: Option<&ev::PricingOutputs>) -> Vec<Adder> {
     po.calculated_system_adders
         .iter()
         .map(|a| map(a, AdderKind::System))
-        .chain(po.calculated_value_adders.iter().map(|a| map(a, AdderKind::Value)))
+        .chain(
+            po.calculated_value_adders
+                .iter()
+                .map(|a| map(a, AdderKind::Value)),
+        )
         .collect()
 }
 
 fn map_finance(p: &ProjectPayload) -> Finance {
     let proposal = p.proposal.as_ref();
     let pricing = proposal.and_then(|pr| pr.pricing_outputs.as_ref());
-    let product = proposal.and_then(|pr| pr.finance_product.as_ref()).or(pricing.and_then(|po| po.finance_product.as_ref()));
+    let product = proposal
+        .and_then(|pr| pr.finance_product.as_ref())
+        .or(pricing.and_then(|po| po.finance_product.as_ref()));
     Finance {
         product: product.and_then(|f| clean(f.name.as_deref())),
         method: product
             .and_then(|f| clean(f.finance_method_name.as_deref()))
-            .or_else(|| pricing.and_then(|po| po.finance_method.as_ref()).and_then(|m| clean(m.plugin_name.as_deref())))
+            .or_else(|| {
+                pricing
+                    .and_then(|po| po.finance_method.as_ref())
+                    .and_then(|m| clean(m.plugin_name.as_deref()))
+            })
             .or_else(|| product.and_then(|f| clean(f.method_id.as_deref()))),
         term_months: product.and_then(|f| f.term_months),
     }

@@ -30,6 +30,9 @@ struct Stored {
     receive_count: u32,
     /// Changes on every receive, so a stale receipt cannot ack a redelivered message.
     receipt: String,
+    /// Received and not yet acknowledged or deferred.
+    #[serde(default)]
+    in_flight: bool,
 }
 
 #[derive(Clone)]
@@ -50,13 +53,24 @@ fn parse_receipt(receipt: &str) -> Option<(u64, &str)> {
 impl EmbeddedQueue {
     /// A queue serving `stages` (all stages in the local runner).
     pub fn new(db: Arc<Database>, stages: impl IntoIterator<Item = Stage>) -> Self {
-        Self { db, stages: stages.into_iter().collect() }
+        Self {
+            db,
+            stages: stages.into_iter().collect(),
+        }
     }
 
-    fn with_table<R>(&self, f: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<R, QueueError>) -> Result<R, QueueError> {
-        let tx = self.db.begin_write().map_err(|e| db_err("begin write", e))?;
+    fn with_table<R>(
+        &self,
+        f: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<R, QueueError>,
+    ) -> Result<R, QueueError> {
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| db_err("begin write", e))?;
         let out = {
-            let mut t = tx.open_table(MESSAGES).map_err(|e| db_err("open queue", e))?;
+            let mut t = tx
+                .open_table(MESSAGES)
+                .map_err(|e| db_err("open queue", e))?;
             f(&mut t)?
         };
         tx.commit().map_err(|e| db_err("commit", e))?;
@@ -65,7 +79,12 @@ impl EmbeddedQueue {
 
     /// Receives up to `max` visible messages, at most one in flight per group, oldest first, and
     /// hides them for `visibility`.
-    pub fn receive(&self, stage: Stage, max: usize, visibility: Duration) -> Result<Vec<Delivery>, QueueError> {
+    pub fn receive(
+        &self,
+        stage: Stage,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
         let now = now_millis();
         self.with_table(|t| {
             let prefix = format!("q#{}#", stage.as_str());
@@ -73,11 +92,14 @@ impl EmbeddedQueue {
             let mut blocked: HashSet<String> = HashSet::new();
             let mut picked: Vec<Stored> = Vec::new();
             {
-                let range = t.range(prefix.as_str()..end.as_str()).map_err(|e| db_err("range", e))?;
+                let range = t
+                    .range(prefix.as_str()..end.as_str())
+                    .map_err(|e| db_err("range", e))?;
                 for item in range {
                     let (_, v) = item.map_err(|e| db_err("range item", e))?;
-                    let stored: Stored = serde_json::from_slice(v.value())
-                        .map_err(|e| QueueError::Invalid(format!("queued message does not parse: {e}")))?;
+                    let stored: Stored = serde_json::from_slice(v.value()).map_err(|e| {
+                        QueueError::Invalid(format!("queued message does not parse: {e}"))
+                    })?;
                     let group = stored.message.meta.group.clone();
                     if blocked.contains(&group) {
                         continue;
@@ -94,9 +116,18 @@ impl EmbeddedQueue {
                 stored.receive_count += 1;
                 stored.visible_at_ms = now + visibility.as_millis() as i64;
                 stored.receipt = format!("{}.{:016x}", stored.seq, fastrand::u64(..));
-                let bytes = serde_json::to_vec(&stored).map_err(|e| QueueError::Invalid(e.to_string()))?;
-                t.insert(msg_key(stage, stored.seq).as_str(), bytes.as_slice()).map_err(|e| db_err("insert", e))?;
-                let attributes = stored.message.meta.to_attributes().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                stored.in_flight = true;
+                let bytes =
+                    serde_json::to_vec(&stored).map_err(|e| QueueError::Invalid(e.to_string()))?;
+                t.insert(msg_key(stage, stored.seq).as_str(), bytes.as_slice())
+                    .map_err(|e| db_err("insert", e))?;
+                let attributes = stored
+                    .message
+                    .meta
+                    .to_attributes()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect();
                 out.push(Delivery {
                     message_id: format!("{}-{}", stage.as_str(), stored.seq),
                     receipt: stored.receipt.clone(),
@@ -113,7 +144,9 @@ impl EmbeddedQueue {
     /// Deletes a received message; a stale receipt (the message was received again since) is a no-op.
     pub fn ack(&self, stage: Stage, receipt: &str) -> Result<(), QueueError> {
         let Some((seq, _)) = parse_receipt(receipt) else {
-            return Err(QueueError::Invalid(format!("receipt {receipt} is malformed")));
+            return Err(QueueError::Invalid(format!(
+                "receipt {receipt} is malformed"
+            )));
         };
         self.with_table(|t| {
             let key = msg_key(stage, seq);
@@ -128,26 +161,67 @@ impl EmbeddedQueue {
         })
     }
 
+    /// Makes every message that was received but never acknowledged or deferred visible again.
+    /// Only for start-up of a single-process runner, when no worker can hold one.
+    pub fn recover_in_flight(&self) -> Result<usize, QueueError> {
+        self.with_table(|t| {
+            let mut fixed = Vec::new();
+            for item in t.range("q#".."q$").map_err(|e| db_err("range", e))? {
+                let (k, v) = item.map_err(|e| db_err("range item", e))?;
+                if let Ok(mut stored) = serde_json::from_slice::<Stored>(v.value())
+                    && stored.in_flight
+                {
+                    stored.in_flight = false;
+                    stored.visible_at_ms = 0;
+                    fixed.push((k.value().to_owned(), stored));
+                }
+            }
+            for (k, stored) in &fixed {
+                let bytes =
+                    serde_json::to_vec(stored).map_err(|e| QueueError::Invalid(e.to_string()))?;
+                t.insert(k.as_str(), bytes.as_slice())
+                    .map_err(|e| db_err("insert", e))?;
+            }
+            Ok(fixed.len())
+        })
+    }
+
     /// Messages waiting (visible or in flight) in a stage.
     pub fn depth(&self, stage: Stage) -> Result<usize, QueueError> {
-        self.count_prefix(&format!("q#{}#", stage.as_str()), &format!("q#{}$", stage.as_str()))
+        self.count_prefix(
+            &format!("q#{}#", stage.as_str()),
+            &format!("q#{}$", stage.as_str()),
+        )
     }
 
     pub fn dead_letters(&self, stage: Stage) -> Result<Vec<DeadLetter>, QueueError> {
         let tx = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
-        let t = tx.open_table(MESSAGES).map_err(|e| db_err("open queue", e))?;
-        let (start, end) = (format!("dlq#{}#", stage.as_str()), format!("dlq#{}$", stage.as_str()));
+        let t = tx
+            .open_table(MESSAGES)
+            .map_err(|e| db_err("open queue", e))?;
+        let (start, end) = (
+            format!("dlq#{}#", stage.as_str()),
+            format!("dlq#{}$", stage.as_str()),
+        );
         let mut out = Vec::new();
-        for item in t.range(start.as_str()..end.as_str()).map_err(|e| db_err("range", e))? {
+        for item in t
+            .range(start.as_str()..end.as_str())
+            .map_err(|e| db_err("range", e))?
+        {
             let (_, v) = item.map_err(|e| db_err("range item", e))?;
-            out.push(serde_json::from_slice(v.value()).map_err(|e| QueueError::Invalid(e.to_string()))?);
+            out.push(
+                serde_json::from_slice(v.value())
+                    .map_err(|e| QueueError::Invalid(e.to_string()))?,
+            );
         }
         Ok(out)
     }
 
     fn count_prefix(&self, start: &str, end: &str) -> Result<usize, QueueError> {
         let tx = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
-        let t = tx.open_table(MESSAGES).map_err(|e| db_err("open queue", e))?;
+        let t = tx
+            .open_table(MESSAGES)
+            .map_err(|e| db_err("open queue", e))?;
         let range = t.range(start..end).map_err(|e| db_err("range", e))?;
         Ok(range.count())
     }
@@ -158,7 +232,8 @@ impl EmbeddedQueue {
             None => 0,
         };
         let next = current + 1;
-        t.insert("seq", next.to_be_bytes().as_slice()).map_err(|e| db_err("put seq", e))?;
+        t.insert("seq", next.to_be_bytes().as_slice())
+            .map_err(|e| db_err("put seq", e))?;
         Ok(next)
     }
 }
@@ -166,6 +241,7 @@ impl EmbeddedQueue {
 #[async_trait]
 impl EventQueue for EmbeddedQueue {
     async fn send(&self, msg: &QueueMessage) -> Result<(), QueueError> {
+        super::check_size(&msg.body)?;
         let stage = msg.meta.stage;
         if !self.stages.contains(&stage) {
             return Err(QueueError::Invalid(format!("no queue for stage {stage}")));
@@ -179,11 +255,21 @@ impl EventQueue for EmbeddedQueue {
                     return Ok(());
                 }
             }
-            t.insert(dkey.as_str(), now.to_be_bytes().as_slice()).map_err(|e| db_err("put dedupe", e))?;
+            t.insert(dkey.as_str(), now.to_be_bytes().as_slice())
+                .map_err(|e| db_err("put dedupe", e))?;
             let seq = Self::next_seq(t)?;
-            let stored = Stored { seq, message: msg.clone(), visible_at_ms: 0, receive_count: 0, receipt: String::new() };
-            let bytes = serde_json::to_vec(&stored).map_err(|e| QueueError::Invalid(e.to_string()))?;
-            t.insert(msg_key(stage, seq).as_str(), bytes.as_slice()).map_err(|e| db_err("insert", e))?;
+            let stored = Stored {
+                seq,
+                message: msg.clone(),
+                visible_at_ms: 0,
+                receive_count: 0,
+                receipt: String::new(),
+                in_flight: false,
+            };
+            let bytes =
+                serde_json::to_vec(&stored).map_err(|e| QueueError::Invalid(e.to_string()))?;
+            t.insert(msg_key(stage, seq).as_str(), bytes.as_slice())
+                .map_err(|e| db_err("insert", e))?;
             Ok(())
         })
     }
@@ -194,7 +280,9 @@ impl EventQueue for EmbeddedQueue {
 
     async fn defer(&self, stage: Stage, receipt: &str, delay: Duration) -> Result<(), QueueError> {
         let Some((seq, _)) = parse_receipt(receipt) else {
-            return Err(QueueError::Invalid(format!("receipt {receipt} is malformed")));
+            return Err(QueueError::Invalid(format!(
+                "receipt {receipt} is malformed"
+            )));
         };
         self.with_table(|t| {
             let key = msg_key(stage, seq);
@@ -208,13 +296,21 @@ impl EventQueue for EmbeddedQueue {
                 return Ok(());
             }
             stored.visible_at_ms = now_millis() + delay.as_millis() as i64;
-            let bytes = serde_json::to_vec(&stored).map_err(|e| QueueError::Invalid(e.to_string()))?;
-            t.insert(key.as_str(), bytes.as_slice()).map_err(|e| db_err("insert", e))?;
+            stored.in_flight = false;
+            let bytes =
+                serde_json::to_vec(&stored).map_err(|e| QueueError::Invalid(e.to_string()))?;
+            t.insert(key.as_str(), bytes.as_slice())
+                .map_err(|e| db_err("insert", e))?;
             Ok(())
         })
     }
 
-    async fn dead_letter(&self, stage: Stage, delivery: &Delivery, reason: &str) -> Result<(), QueueError> {
+    async fn dead_letter(
+        &self,
+        stage: Stage,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<(), QueueError> {
         self.with_table(|t| {
             let seq = Self::next_seq(t)?;
             let dead = DeadLetter {
@@ -226,9 +322,25 @@ impl EventQueue for EmbeddedQueue {
                 attributes: delivery.attributes.clone(),
                 body: delivery.body.clone(),
             };
-            let bytes = serde_json::to_vec(&dead).map_err(|e| QueueError::Invalid(e.to_string()))?;
-            t.insert(format!("dlq#{}#{seq:020}", stage.as_str()).as_str(), bytes.as_slice())
-                .map_err(|e| db_err("insert dlq", e))?;
+            let bytes =
+                serde_json::to_vec(&dead).map_err(|e| QueueError::Invalid(e.to_string()))?;
+            t.insert(
+                format!("dlq#{}#{seq:020}", stage.as_str()).as_str(),
+                bytes.as_slice(),
+            )
+            .map_err(|e| db_err("insert dlq", e))?;
+            // Move, not copy: the original goes in the same transaction.
+            if let Some((orig, _)) = parse_receipt(&delivery.receipt) {
+                let key = msg_key(stage, orig);
+                let matches = match t.get(key.as_str()).map_err(|e| db_err("get", e))? {
+                    Some(v) => serde_json::from_slice::<Stored>(v.value())
+                        .is_ok_and(|s| s.receipt == delivery.receipt),
+                    None => false,
+                };
+                if matches {
+                    t.remove(key.as_str()).map_err(|e| db_err("remove", e))?;
+                }
+            }
             Ok(())
         })
     }

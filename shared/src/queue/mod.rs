@@ -38,9 +38,14 @@ impl MessageMeta {
     }
 
     pub fn from_attributes(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let need = |k: &str| get(k).filter(|v| !v.is_empty()).ok_or_else(|| format!("message attribute `{k}` missing"));
+        let need = |k: &str| {
+            get(k)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("message attribute `{k}` missing"))
+        };
         Ok(Self {
-            stage: Stage::parse(&need("stage")?).ok_or("message attribute `stage` names no stage")?,
+            stage: Stage::parse(&need("stage")?)
+                .ok_or("message attribute `stage` names no stage")?,
             event: need("event")?,
             dedupe_key: need("dedupe_key")?,
             group: need("group")?,
@@ -56,7 +61,11 @@ impl MessageMeta {
     /// SQS `MessageGroupId` (128 characters max): the group itself, or a hash when too long.
     pub fn group_id(&self) -> String {
         let ok = self.group.len() <= 128 && self.group.bytes().all(|b| b.is_ascii_graphic());
-        if ok { self.group.clone() } else { crate::hashing::sha256_hex(self.group.as_bytes()) }
+        if ok {
+            self.group.clone()
+        } else {
+            crate::hashing::sha256_hex(self.group.as_bytes())
+        }
     }
 }
 
@@ -97,6 +106,19 @@ pub struct DeadLetter {
 pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
 pub const ATTRIBUTE_ALLOWANCE: usize = 2_048;
 
+/// Refuses a body the queue could not take once its attributes are added. Every adapter calls
+/// this first, so the embedded queue refuses exactly what SQS would.
+pub fn check_size(body: &str) -> Result<(), QueueError> {
+    let max = MAX_MESSAGE_BYTES - ATTRIBUTE_ALLOWANCE;
+    if body.len() > max {
+        return Err(QueueError::Invalid(format!(
+            "message body is {} bytes; the queue takes at most {max} bytes",
+            body.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Producer and consumer-side operations the handlers need.
 #[async_trait]
 pub trait EventQueue: Send + Sync {
@@ -110,5 +132,10 @@ pub trait EventQueue: Send + Sync {
     async fn defer(&self, stage: Stage, receipt: &str, delay: Duration) -> Result<(), QueueError>;
 
     /// Moves a message to the stage's DLQ with a reason. The caller then acknowledges the original.
-    async fn dead_letter(&self, stage: Stage, delivery: &Delivery, reason: &str) -> Result<(), QueueError>;
+    async fn dead_letter(
+        &self,
+        stage: Stage,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<(), QueueError>;
 }

@@ -13,10 +13,20 @@ pub struct EntityLock {
 }
 
 impl EntityLock {
-    pub async fn acquire(claims: &Arc<dyn ClaimStore>, scope: &str, lease: Duration) -> Result<Self, SyncError> {
+    pub async fn acquire(
+        claims: &Arc<dyn ClaimStore>,
+        scope: &str,
+        lease: Duration,
+    ) -> Result<Self, SyncError> {
         let key = format!("lock#{scope}");
-        match claims.claim(&key, lease.as_secs().max(1), lease.as_secs().max(1)).await? {
-            Claim::Acquired | Claim::Completed { .. } => Ok(Self { claims: claims.clone(), key }),
+        match claims
+            .claim(&key, lease.as_secs().max(1), lease.as_secs().max(1))
+            .await?
+        {
+            Claim::Acquired | Claim::Completed { .. } => Ok(Self {
+                claims: claims.clone(),
+                key,
+            }),
             Claim::InProgress => Err(SyncError::transient_after(
                 format!("{scope} is being synced by another worker"),
                 Some(Duration::from_secs(5)),

@@ -19,8 +19,8 @@ use crate::error::SyncError;
 use crate::hashing::{content_hash, sha256_hex};
 use crate::mapping::project::{map_project, project_refs};
 use crate::queue::MessageMeta;
-use crate::store::{EntityKind, IdForm, IdRef, SyncState, SyncStateStore, XrefStore};
 use crate::store::ClaimStore;
+use crate::store::{EntityKind, IdForm, IdRef, SyncState, SyncStateStore, XrefStore};
 use crate::timefmt::{now_rfc3339, parse_enerflo_time};
 
 pub struct ProjectStage {
@@ -36,22 +36,37 @@ pub struct ProjectStage {
 
 #[async_trait]
 impl StageHandler for ProjectStage {
-    async fn handle(&self, meta: &MessageMeta, body: &str, _attempt: u32) -> Result<Outcome, SyncError> {
+    async fn handle(
+        &self,
+        meta: &MessageMeta,
+        body: &str,
+        _attempt: u32,
+    ) -> Result<Outcome, SyncError> {
         let envelope = Envelope::parse(body.as_bytes(), Some(&meta.event))
             .map_err(|e| SyncError::permanent(format!("{} body unreadable: {e}", meta.event)))?;
         let event_type = match envelope.event.as_str() {
             "deal.projectSubmitted" => CrmEventType::ProjectSubmitted,
             "deal.projectReceived" => CrmEventType::ProjectReceived,
-            other => return Err(SyncError::permanent(format!("the project stage does not handle `{other}`"))),
+            other => {
+                return Err(SyncError::permanent(format!(
+                    "the project stage does not handle `{other}`"
+                )));
+            }
         };
         let payload = ProjectPayload::from_record(&envelope.record);
-        let deal_id = payload
-            .deal_id()
-            .map(str::to_owned)
-            .ok_or_else(|| SyncError::permanent(format!("{}: payload.deal.id is missing", envelope.event)))?;
+        let deal_id = payload.deal_id().map(str::to_owned).ok_or_else(|| {
+            SyncError::permanent(format!("{}: payload.deal.id is missing", envelope.event))
+        })?;
 
-        let lock = EntityLock::acquire(&self.claims, &format!("project#{deal_id}"), Duration::from_secs(60)).await?;
-        let result = self.sync(&envelope, event_type, &payload, &deal_id, meta).await;
+        let lock = EntityLock::acquire(
+            &self.claims,
+            &format!("project#{deal_id}"),
+            Duration::from_secs(60),
+        )
+        .await?;
+        let result = self
+            .sync(&envelope, event_type, &payload, &deal_id, meta)
+            .await;
         lock.release().await;
         result
     }
@@ -70,7 +85,11 @@ impl ProjectStage {
             .enerflo
             .find_install_by_deal(deal_id, self.call_budget)
             .await?
-            .ok_or_else(|| SyncError::transient(format!("install for deal {deal_id} not created yet (installs/find answered 404)")))?;
+            .ok_or_else(|| {
+                SyncError::transient(format!(
+                    "install for deal {deal_id} not created yet (installs/find answered 404)"
+                ))
+            })?;
         let install = Install::from_response(&install_body);
         let refs = project_refs(payload, Some(&install));
 
@@ -104,7 +123,10 @@ impl ProjectStage {
         if let Some(last) = &last
             && last.hash == hash
         {
-            return Ok(Outcome::new("unchanged", format!("deal {deal_id}: same content as last synced")));
+            return Ok(Outcome::new(
+                "unchanged",
+                format!("deal {deal_id}: same content as last synced"),
+            ));
         }
         let resubmission = last.is_some();
         let project = map_project(payload, Some(&install), resubmission);
@@ -130,14 +152,23 @@ impl ProjectStage {
         let ack = self.crm.deliver(&event).await?;
         let crm_id = match &ack.crm_id {
             Some(id) if link.crm_id.as_deref() != Some(id.as_str()) => {
-                self.xref.set_crm_id(EntityKind::Project, &link.key, id).await?;
+                self.xref
+                    .set_crm_id(EntityKind::Project, &link.key, id)
+                    .await?;
                 Some(id.clone())
             }
             Some(id) => Some(id.clone()),
             None => link.crm_id.clone(),
         };
         self.state
-            .put_state(&scope, &SyncState { hash, data: event.data.clone(), updated_at: now_rfc3339() })
+            .put_state(
+                &scope,
+                &SyncState {
+                    hash,
+                    data: event.data.clone(),
+                    updated_at: now_rfc3339(),
+                },
+            )
             .await?;
         Ok(Outcome::new(
             "delivered",
@@ -154,7 +185,9 @@ impl ProjectStage {
 /// The webhook body as Enerflo framed it, for `raw`.
 fn meta_body(envelope: &Envelope) -> String {
     match envelope.generation {
-        crate::enerflo::envelope::Generation::V2 => json!({"event": envelope.event, "payload": envelope.record}).to_string(),
+        crate::enerflo::envelope::Generation::V2 => {
+            json!({"event": envelope.event, "payload": envelope.record}).to_string()
+        }
         crate::enerflo::envelope::Generation::V1 => envelope.record.to_string(),
     }
 }

@@ -1,1 +1,771 @@
-//! DynamoDB adapters (being written).
+//! DynamoDB adapters: every store port over ONE table (`pk`/`sk` strings, TTL attribute
+//! `expires_at`, GSI `gsi1` on `gsi1pk`/`gsi1sk` projecting ALL), as `template.yaml` creates it.
+//! Same semantics as the embedded adapter, proven by `tests/store_contract.rs`.
+//!
+//! Item layout (key naming shared with [`super::embedded`]):
+//!
+//! | record | pk | sk | attributes |
+//! |---|---|---|---|
+//! | xref pointer | `xref#{kind}#{form}:{value}` | `ptr` | `entity` (entity key), `updated_at` |
+//! | entity | `entity#{kind}#{key}` | `entity` | `ids` (SS), `crm_id`, `updated_at` |
+//! | claim | `claim#{key}` | `claim` | `status`, `expires_at`, `lease_until_ms`, `outcome` |
+//! | sync state | `state#{scope}` | `state` | `hash`, `data` (JSON text), `updated_at` |
+//! | event | `event#{dedupe_key}` | `event` | the record's fields, `body_gz` (B), `expires_at`, `gsi1pk`/`gsi1sk` |
+//!
+//! Every SDK or network failure is [`StoreError::Unavailable`]; a failed lookup is never "not
+//! found". TTL deletion is lazy, so reads filter on `expires_at` themselves.
+
+use std::collections::{BTreeSet, HashMap};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::create_table::CreateTableError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+};
+
+use super::{
+    Claim, ClaimStore, EntityKind, EntityLink, EventLog, EventRecord, IdForm, IdRef, StoreError,
+    SyncState, SyncStateStore, XrefStore, compress, decompress,
+};
+use crate::timefmt::{now_millis, now_rfc3339, now_unix};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The GSI serving "events of an entity, newest first".
+pub const GSI1: &str = "gsi1";
+
+const POINTER_SK: &str = "ptr";
+const ENTITY_SK: &str = "entity";
+const CLAIM_SK: &str = "claim";
+const STATE_SK: &str = "state";
+const EVENT_SK: &str = "event";
+
+const IN_PROGRESS: &str = "INPROGRESS";
+const COMPLETED: &str = "COMPLETED";
+
+/// Outcomes that count as one more processing attempt (same list as the embedded adapter).
+const ATTEMPT_OUTCOMES: [&str; 6] = [
+    "retrying",
+    "dead_lettered",
+    "delivered",
+    "unchanged",
+    "echo",
+    "linked",
+];
+
+/// Every store port over one DynamoDB table.
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+// ----- keys ---------------------------------------------------------------------------------------
+
+fn pointer_pk(kind: EntityKind, id: &IdRef) -> String {
+    format!("xref#{}#{}", kind.as_str(), id.key())
+}
+
+fn entity_prefix(kind: EntityKind) -> String {
+    format!("entity#{}#", kind.as_str())
+}
+
+fn entity_pk(kind: EntityKind, key: &str) -> String {
+    format!("{}{key}", entity_prefix(kind))
+}
+
+fn claim_pk(key: &str) -> String {
+    format!("claim#{key}")
+}
+
+fn state_pk(scope: &str) -> String {
+    format!("state#{scope}")
+}
+
+fn event_pk(dedupe_key: &str) -> String {
+    format!("event#{dedupe_key}")
+}
+
+// ----- attribute values ---------------------------------------------------------------------------
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn key_of(pk: impl Into<String>, sk: &str) -> Item {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)?.as_s().ok().map(String::as_str)
+}
+
+fn get_n<T: FromStr>(item: &Item, name: &str) -> Option<T> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+fn need_s(item: &Item, name: &str) -> Result<String, StoreError> {
+    get_s(item, name)
+        .map(str::to_owned)
+        .ok_or_else(|| malformed(item, name))
+}
+
+fn need_n<T: FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
+    get_n(item, name).ok_or_else(|| malformed(item, name))
+}
+
+fn malformed(item: &Item, name: &str) -> StoreError {
+    let pk = get_s(item, "pk").unwrap_or("?");
+    StoreError::Invalid(format!("item {pk} lacks a valid `{name}` attribute"))
+}
+
+/// `now + secs`, saturating (a TTL of `u64::MAX` means "never").
+fn after_secs(now: i64, secs: u64) -> i64 {
+    now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+fn unavailable(
+    context: impl Into<String>,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    StoreError::unavailable(context, e)
+}
+
+fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Invalid(format!("DynamoDB request does not build: {e}"))
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Strongly consistent GetItem.
+    async fn get_item(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("get {pk}"), e))?;
+        Ok(out.item)
+    }
+
+    /// The entity key an id points to.
+    async fn pointer(&self, kind: EntityKind, id: &IdRef) -> Result<Option<String>, StoreError> {
+        let pk = pointer_pk(kind, id);
+        match self.get_item(&pk, POINTER_SK).await? {
+            Some(item) => need_s(&item, "entity").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates the pointer `id -> key` unless the id already points somewhere (first writer
+    /// wins). Returns whether the id now points to `key`.
+    async fn put_pointer(
+        &self,
+        kind: EntityKind,
+        id: &IdRef,
+        key: &str,
+    ) -> Result<bool, StoreError> {
+        let pk = pointer_pk(kind, id);
+        let mut item = key_of(pk.as_str(), POINTER_SK);
+        item.insert("entity".into(), s(key));
+        item.insert("updated_at".into(), s(now_rfc3339()));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let existing = match put {
+            Ok(_) => return Ok(true),
+            Err(e) => match e.into_service_error() {
+                PutItemError::ConditionalCheckFailedException(ccf) => ccf.item,
+                other => return Err(unavailable(format!("put {pk}"), other)),
+            },
+        };
+        let owner = match existing {
+            Some(item) => Some(need_s(&item, "entity")?),
+            None => self.pointer(kind, id).await?,
+        };
+        Ok(owner.as_deref() == Some(key))
+    }
+
+    /// Adds `ids` to the entity record (creating it), sets `crm_id` from a CRM id if it has none,
+    /// and returns the record as written.
+    async fn add_ids(
+        &self,
+        kind: EntityKind,
+        key: &str,
+        ids: &[&IdRef],
+    ) -> Result<EntityLink, StoreError> {
+        let pk = entity_pk(kind, key);
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(pk.as_str(), ENTITY_SK)))
+            .expression_attribute_names("#updated_at", "updated_at")
+            .expression_attribute_values(":now", s(now_rfc3339()))
+            .return_values(ReturnValue::AllNew);
+        let mut set = vec!["#updated_at = :now"];
+        if let Some(crm) = ids.iter().find(|id| id.form == IdForm::Crm) {
+            set.push("#crm_id = if_not_exists(#crm_id, :crm)");
+            update = update
+                .expression_attribute_names("#crm_id", "crm_id")
+                .expression_attribute_values(":crm", s(&crm.value));
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        // A string set may not hold duplicates, nor be empty.
+        let keys: BTreeSet<String> = ids.iter().map(|id| id.key()).collect();
+        if !keys.is_empty() {
+            expression.push_str(" ADD #ids :ids");
+            update = update
+                .expression_attribute_names("#ids", "ids")
+                .expression_attribute_values(
+                    ":ids",
+                    AttributeValue::Ss(keys.into_iter().collect()),
+                );
+        }
+        let out = update
+            .update_expression(expression)
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("update {pk}"), e))?;
+        entity_of(kind, &out.attributes.unwrap_or_default())
+    }
+}
+
+fn entity_of(kind: EntityKind, item: &Item) -> Result<EntityLink, StoreError> {
+    let pk = need_s(item, "pk")?;
+    let key = pk.strip_prefix(&entity_prefix(kind)).ok_or_else(|| {
+        StoreError::Invalid(format!("item {pk} is not a {} entity", kind.as_str()))
+    })?;
+    let ids: BTreeSet<String> = match item.get("ids") {
+        Some(AttributeValue::Ss(ids)) => ids.iter().cloned().collect(),
+        None => BTreeSet::new(),
+        Some(_) => return Err(malformed(item, "ids")),
+    };
+    Ok(EntityLink {
+        kind,
+        key: key.to_owned(),
+        ids,
+        crm_id: get_s(item, "crm_id").map(str::to_owned),
+    })
+}
+
+#[async_trait]
+impl XrefStore for DynamoStore {
+    async fn resolve(
+        &self,
+        kind: EntityKind,
+        id: &IdRef,
+    ) -> Result<Option<EntityLink>, StoreError> {
+        let Some(key) = self.pointer(kind, id).await? else {
+            return Ok(None);
+        };
+        match self.get_item(&entity_pk(kind, &key), ENTITY_SK).await? {
+            Some(item) => entity_of(kind, &item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn link(&self, kind: EntityKind, ids: &[IdRef]) -> Result<EntityLink, StoreError> {
+        if ids.is_empty() {
+            return Err(StoreError::Invalid("link needs at least one id".into()));
+        }
+        let mut owners = Vec::with_capacity(ids.len());
+        for id in ids {
+            owners.push(self.pointer(kind, id).await?);
+        }
+        let key = owners
+            .iter()
+            .flatten()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| ids[0].key());
+
+        // The entity record exists before any new pointer to it, so a resolve never follows a
+        // pointer to nothing.
+        let known: Vec<&IdRef> = ids
+            .iter()
+            .zip(&owners)
+            .filter(|(_, owner)| owner.as_deref() == Some(key.as_str()))
+            .map(|(id, _)| id)
+            .collect();
+        let mut link = self.add_ids(kind, &key, &known).await?;
+
+        let mut won = Vec::new();
+        for (id, owner) in ids.iter().zip(&owners) {
+            if owner.is_none() && self.put_pointer(kind, id, &key).await? {
+                won.push(id);
+            }
+        }
+        if !won.is_empty() {
+            link = self.add_ids(kind, &key, &won).await?;
+        }
+        Ok(link)
+    }
+
+    async fn set_crm_id(
+        &self,
+        kind: EntityKind,
+        key: &str,
+        crm_id: &str,
+    ) -> Result<EntityLink, StoreError> {
+        let crm = IdRef::new(IdForm::Crm, crm_id);
+        let pk = entity_pk(kind, key);
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(pk.as_str(), ENTITY_SK)))
+            .update_expression("SET #crm_id = :crm, #updated_at = :now ADD #ids :ids")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#crm_id", "crm_id")
+            .expression_attribute_names("#updated_at", "updated_at")
+            .expression_attribute_names("#ids", "ids")
+            .expression_attribute_values(":crm", s(crm_id))
+            .expression_attribute_values(":now", s(now_rfc3339()))
+            .expression_attribute_values(":ids", AttributeValue::Ss(vec![crm.key()]))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        let out = match update {
+            Ok(out) => out,
+            Err(e) => match e.into_service_error() {
+                UpdateItemError::ConditionalCheckFailedException(_) => {
+                    return Err(StoreError::Invalid(format!(
+                        "no entity {key} to attach a CRM id to"
+                    )));
+                }
+                other => return Err(unavailable(format!("update {pk}"), other)),
+            },
+        };
+        // First writer wins: a CRM id already linked elsewhere keeps its pointer.
+        self.put_pointer(kind, &crm, key).await?;
+        entity_of(kind, &out.attributes.unwrap_or_default())
+    }
+}
+
+fn claim_of(item: &Item) -> Claim {
+    if get_s(item, "status") == Some(COMPLETED) {
+        Claim::Completed {
+            outcome: get_s(item, "outcome").unwrap_or_default().to_owned(),
+        }
+    } else {
+        Claim::InProgress
+    }
+}
+
+#[async_trait]
+impl ClaimStore for DynamoStore {
+    async fn claim(&self, key: &str, lease_secs: u64, ttl_secs: u64) -> Result<Claim, StoreError> {
+        let pk = claim_pk(key);
+        // A record that vanishes between the failed put and the read is retried.
+        for _ in 0..3 {
+            let (now, now_ms) = (now_unix(), now_millis());
+            let mut item = key_of(pk.as_str(), CLAIM_SK);
+            item.insert("status".into(), s(IN_PROGRESS));
+            item.insert("expires_at".into(), n(after_secs(now, ttl_secs)));
+            item.insert(
+                "lease_until_ms".into(),
+                n(now_ms.saturating_add(after_secs(0, lease_secs).saturating_mul(1000))),
+            );
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(
+                    "attribute_not_exists(pk) OR #expires_at < :now OR (#status = :inprogress AND #lease < :now_ms)",
+                )
+                .expression_attribute_names("#expires_at", "expires_at")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#lease", "lease_until_ms")
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":now_ms", n(now_ms))
+                .expression_attribute_values(":inprogress", s(IN_PROGRESS))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+                .await;
+            let existing = match put {
+                Ok(_) => return Ok(Claim::Acquired),
+                Err(e) => match e.into_service_error() {
+                    PutItemError::ConditionalCheckFailedException(ccf) => ccf.item,
+                    other => return Err(unavailable(format!("claim {pk}"), other)),
+                },
+            };
+            let existing = match existing {
+                Some(item) => Some(item),
+                None => self.get_item(&pk, CLAIM_SK).await?,
+            };
+            if let Some(item) = existing {
+                return Ok(claim_of(&item));
+            }
+        }
+        Err(StoreError::Conflict(pk))
+    }
+
+    async fn complete(&self, key: &str, outcome: &str, ttl_secs: u64) -> Result<(), StoreError> {
+        let pk = claim_pk(key);
+        let mut item = key_of(pk.as_str(), CLAIM_SK);
+        item.insert("status".into(), s(COMPLETED));
+        item.insert("expires_at".into(), n(after_secs(now_unix(), ttl_secs)));
+        item.insert("lease_until_ms".into(), n(0));
+        item.insert("outcome".into(), s(outcome));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("complete {pk}"), e))?;
+        Ok(())
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        let pk = claim_pk(key);
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(pk.as_str(), CLAIM_SK)))
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("release {pk}"), e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SyncStateStore for DynamoStore {
+    async fn get_state(&self, scope: &str) -> Result<Option<SyncState>, StoreError> {
+        let pk = state_pk(scope);
+        let Some(item) = self.get_item(&pk, STATE_SK).await? else {
+            return Ok(None);
+        };
+        let data = serde_json::from_str(&need_s(&item, "data")?).map_err(|e| {
+            StoreError::Invalid(format!("item {pk} holds data that does not parse: {e}"))
+        })?;
+        Ok(Some(SyncState {
+            hash: need_s(&item, "hash")?,
+            data,
+            updated_at: need_s(&item, "updated_at")?,
+        }))
+    }
+
+    async fn put_state(&self, scope: &str, state: &SyncState) -> Result<(), StoreError> {
+        let pk = state_pk(scope);
+        let data =
+            serde_json::to_string(&state.data).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut item = key_of(pk.as_str(), STATE_SK);
+        item.insert("hash".into(), s(&state.hash));
+        item.insert("data".into(), s(data));
+        item.insert("updated_at".into(), s(&state.updated_at));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("put {pk}"), e))?;
+        Ok(())
+    }
+}
+
+fn event_item(event: &EventRecord, ttl_secs: u64) -> Item {
+    let mut item = key_of(event_pk(&event.dedupe_key), EVENT_SK);
+    let mut put = |name: &str, value: AttributeValue| {
+        item.insert(name.to_owned(), value);
+    };
+    put("dedupe_key", s(&event.dedupe_key));
+    put("event", s(&event.event));
+    put("received_at", s(&event.received_at));
+    put("received_ms", n(event.received_ms));
+    put("outcome", s(&event.outcome));
+    put("deliveries", n(event.deliveries.max(1)));
+    put("attempts", n(event.attempts));
+    put(
+        "body_gz",
+        AttributeValue::B(Blob::new(compress(&event.raw_body))),
+    );
+    put("expires_at", n(after_secs(now_unix(), ttl_secs)));
+    if let Some(stage) = &event.stage {
+        put("stage", s(stage));
+    }
+    if let Some(detail) = &event.detail {
+        put("detail", s(detail));
+    }
+    if let Some(entity) = &event.entity {
+        put("entity", s(entity));
+        put("gsi1pk", s(format!("entity#{entity}")));
+        put(
+            "gsi1sk",
+            s(format!("{:013}#{}", event.received_ms, event.dedupe_key)),
+        );
+    }
+    item
+}
+
+/// The event in `item`, or `None` when it has expired (TTL deletion lags).
+fn event_of(item: &Item) -> Result<Option<EventRecord>, StoreError> {
+    if need_n::<i64>(item, "expires_at")? < now_unix() {
+        return Ok(None);
+    }
+    let body = item
+        .get("body_gz")
+        .and_then(|v| v.as_b().ok())
+        .ok_or_else(|| malformed(item, "body_gz"))?;
+    let opt = |name: &str| get_s(item, name).map(str::to_owned);
+    Ok(Some(EventRecord {
+        dedupe_key: need_s(item, "dedupe_key")?,
+        event: need_s(item, "event")?,
+        stage: opt("stage"),
+        entity: opt("entity"),
+        received_at: need_s(item, "received_at")?,
+        received_ms: need_n(item, "received_ms")?,
+        raw_body: decompress(body.as_ref())?,
+        outcome: need_s(item, "outcome")?,
+        detail: opt("detail"),
+        deliveries: need_n(item, "deliveries")?,
+        attempts: need_n(item, "attempts")?,
+    }))
+}
+
+#[async_trait]
+impl EventLog for DynamoStore {
+    async fn record(&self, event: &EventRecord, ttl_secs: u64) -> Result<(), StoreError> {
+        let pk = event_pk(&event.dedupe_key);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(event_item(event, ttl_secs)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => return Ok(()),
+            Err(e) => match e.into_service_error() {
+                PutItemError::ConditionalCheckFailedException(_) => {}
+                other => return Err(unavailable(format!("put {pk}"), other)),
+            },
+        }
+        // A repeat delivery: count it, keep the first record.
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(pk.as_str(), EVENT_SK)))
+            .update_expression("ADD #deliveries :one")
+            .expression_attribute_names("#deliveries", "deliveries")
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("count delivery of {pk}"), e))?;
+        Ok(())
+    }
+
+    async fn set_outcome(
+        &self,
+        dedupe_key: &str,
+        outcome: &str,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let pk = event_pk(dedupe_key);
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(pk.as_str(), EVENT_SK)))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#outcome", "outcome")
+            .expression_attribute_names("#detail", "detail")
+            .expression_attribute_values(":outcome", s(outcome));
+        let mut expression = match detail {
+            Some(detail) => {
+                update = update.expression_attribute_values(":detail", s(detail));
+                "SET #outcome = :outcome, #detail = :detail".to_owned()
+            }
+            None => "SET #outcome = :outcome REMOVE #detail".to_owned(),
+        };
+        if ATTEMPT_OUTCOMES.contains(&outcome) {
+            expression.push_str(" ADD #attempts :one");
+            update = update
+                .expression_attribute_names("#attempts", "attempts")
+                .expression_attribute_values(":one", n(1));
+        }
+        match update.update_expression(expression).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.into_service_error() {
+                UpdateItemError::ConditionalCheckFailedException(_) => Err(StoreError::Invalid(
+                    format!("no event {dedupe_key} in the log"),
+                )),
+                other => Err(unavailable(format!("set outcome of {pk}"), other)),
+            },
+        }
+    }
+
+    async fn get(&self, dedupe_key: &str) -> Result<Option<EventRecord>, StoreError> {
+        match self.get_item(&event_pk(dedupe_key), EVENT_SK).await? {
+            Some(item) => event_of(&item),
+            None => Ok(None),
+        }
+    }
+
+    async fn for_entity(&self, entity: &str, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let gsi1pk = format!("entity#{entity}");
+        let mut out = Vec::new();
+        let mut remaining = limit;
+        let mut start: Option<Item> = None;
+        // A 1 MB page may hold fewer than `limit` events (bodies are large), so page until done.
+        while remaining > 0 {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI1)
+                .key_condition_expression("#g = :g")
+                .expression_attribute_names("#g", "gsi1pk")
+                .expression_attribute_values(":g", s(gsi1pk.as_str()))
+                .scan_index_forward(false)
+                .limit(i32::try_from(remaining).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| unavailable(format!("query events of {entity}"), e))?;
+            remaining = remaining.saturating_sub(page.items().len());
+            for item in page.items() {
+                if let Some(event) = event_of(item)? {
+                    out.push(event);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Creates the table exactly as `template.yaml` does (on-demand, `pk`/`sk`, `gsi1` projecting
+/// ALL, TTL on `expires_at`); an existing table is fine. For tests and the local runner (moto).
+pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(build_err)
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(build_err)
+    };
+    let gsi = GlobalSecondaryIndex::builder()
+        .index_name(GSI1)
+        .key_schema(key("gsi1pk", KeyType::Hash)?)
+        .key_schema(key("gsi1sk", KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .map_err(build_err)?;
+    let created = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk")?)
+        .attribute_definitions(attr("sk")?)
+        .attribute_definitions(attr("gsi1pk")?)
+        .attribute_definitions(attr("gsi1sk")?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .global_secondary_indexes(gsi)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(e) => match e.into_service_error() {
+            CreateTableError::ResourceInUseException(_) => {}
+            other => return Err(unavailable(format!("create table {table}"), other)),
+        },
+    }
+    wait_active(client, table).await?;
+
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| unavailable(format!("describe TTL of {table}"), e))?;
+    let enabled = ttl
+        .time_to_live_description()
+        .and_then(|d| d.attribute_name())
+        == Some("expires_at");
+    if !enabled {
+        let spec = TimeToLiveSpecification::builder()
+            .attribute_name("expires_at")
+            .enabled(true)
+            .build()
+            .map_err(build_err)?;
+        client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(spec)
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("enable TTL on {table}"), e))?;
+    }
+    Ok(())
+}
+
+/// Polls until the table is ACTIVE (moto: at once; AWS: seconds).
+async fn wait_active(client: &Client, table: &str) -> Result<(), StoreError> {
+    for _ in 0..240 {
+        let out = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("describe table {table}"), e))?;
+        if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(StoreError::Invalid(format!(
+        "table {table} did not become ACTIVE within 60 s"
+    )))
+}

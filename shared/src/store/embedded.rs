@@ -9,8 +9,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Claim, ClaimStore, EntityKind, EntityLink, EventLog, EventRecord, IdForm, IdRef, StoreError, SyncState,
-    SyncStateStore, XrefStore, compress, decompress,
+    Claim, ClaimStore, EntityKind, EntityLink, EventLog, EventRecord, IdForm, IdRef, StoreError,
+    SyncState, SyncStateStore, XrefStore, compress, decompress,
 };
 use crate::timefmt::{now_millis, now_unix};
 
@@ -25,8 +25,9 @@ pub(crate) fn db_err(context: &str, e: impl Into<redb::Error>) -> StoreError {
 pub fn open_database(dir: Option<&Path>) -> Result<Arc<Database>, StoreError> {
     let db = match dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::unavailable(format!("create data dir {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::unavailable(format!("create data dir {}", dir.display()), e)
+            })?;
             Database::create(dir.join("sync.redb")).map_err(|e| db_err("open database", e))?
         }
         None => Database::builder()
@@ -36,8 +37,10 @@ pub fn open_database(dir: Option<&Path>) -> Result<Arc<Database>, StoreError> {
     // Create the tables up front so readers never see "table does not exist".
     let tx = db.begin_write().map_err(|e| db_err("begin", e))?;
     tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
-    tx.open_table(EVENTS_BY_ENTITY).map_err(|e| db_err("open index", e))?;
-    tx.open_table(crate::queue::embedded::MESSAGES).map_err(|e| db_err("open queue", e))?;
+    tx.open_table(EVENTS_BY_ENTITY)
+        .map_err(|e| db_err("open index", e))?;
+    tx.open_table(crate::queue::embedded::MESSAGES)
+        .map_err(|e| db_err("open queue", e))?;
     tx.commit().map_err(|e| db_err("commit", e))?;
     Ok(Arc::new(db))
 }
@@ -60,7 +63,9 @@ impl EmbeddedStore {
     fn read<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
         let table = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
-        let Some(guard) = table.get(key).map_err(|e| db_err("get", e))? else { return Ok(None) };
+        let Some(guard) = table.get(key).map_err(|e| db_err("get", e))? else {
+            return Ok(None);
+        };
         serde_json::from_slice(guard.value())
             .map(Some)
             .map_err(|e| StoreError::Invalid(format!("record {key} does not parse: {e}")))
@@ -69,12 +74,20 @@ impl EmbeddedStore {
     /// Runs `f` on the kv table inside one serialisable write transaction.
     fn write<R>(
         &self,
-        f: impl FnOnce(&mut redb::Table<&str, &[u8]>, &mut redb::Table<&str, &str>) -> Result<R, StoreError>,
+        f: impl FnOnce(
+            &mut redb::Table<&str, &[u8]>,
+            &mut redb::Table<&str, &str>,
+        ) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let tx = self.db.begin_write().map_err(|e| db_err("begin write", e))?;
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| db_err("begin write", e))?;
         let out = {
             let mut kv = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
-            let mut idx = tx.open_table(EVENTS_BY_ENTITY).map_err(|e| db_err("open index", e))?;
+            let mut idx = tx
+                .open_table(EVENTS_BY_ENTITY)
+                .map_err(|e| db_err("open index", e))?;
             f(&mut kv, &mut idx)?
         };
         tx.commit().map_err(|e| db_err("commit", e))?;
@@ -86,15 +99,23 @@ fn get_json<T: for<'de> Deserialize<'de>>(
     table: &redb::Table<&str, &[u8]>,
     key: &str,
 ) -> Result<Option<T>, StoreError> {
-    let Some(guard) = table.get(key).map_err(|e| db_err("get", e))? else { return Ok(None) };
+    let Some(guard) = table.get(key).map_err(|e| db_err("get", e))? else {
+        return Ok(None);
+    };
     serde_json::from_slice(guard.value())
         .map(Some)
         .map_err(|e| StoreError::Invalid(format!("record {key} does not parse: {e}")))
 }
 
-fn put_json<T: Serialize>(table: &mut redb::Table<&str, &[u8]>, key: &str, value: &T) -> Result<(), StoreError> {
+fn put_json<T: Serialize>(
+    table: &mut redb::Table<&str, &[u8]>,
+    key: &str,
+    value: &T,
+) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    table.insert(key, bytes.as_slice()).map_err(|e| db_err("insert", e))?;
+    table
+        .insert(key, bytes.as_slice())
+        .map_err(|e| db_err("insert", e))?;
     Ok(())
 }
 
@@ -108,8 +129,14 @@ fn entity_key(kind: EntityKind, key: &str) -> String {
 
 #[async_trait]
 impl XrefStore for EmbeddedStore {
-    async fn resolve(&self, kind: EntityKind, id: &IdRef) -> Result<Option<EntityLink>, StoreError> {
-        let Some(key): Option<String> = self.read(&pointer_key(kind, id))? else { return Ok(None) };
+    async fn resolve(
+        &self,
+        kind: EntityKind,
+        id: &IdRef,
+    ) -> Result<Option<EntityLink>, StoreError> {
+        let Some(key): Option<String> = self.read(&pointer_key(kind, id))? else {
+            return Ok(None);
+        };
         self.read(&entity_key(kind, &key))
     }
 
@@ -126,18 +153,22 @@ impl XrefStore for EmbeddedStore {
                 }
             }
             let key = key.unwrap_or_else(|| ids[0].key());
-            let mut link = get_json::<EntityLink>(kv, &entity_key(kind, &key))?.unwrap_or_else(|| EntityLink {
-                kind,
-                key: key.clone(),
-                ids: Default::default(),
-                crm_id: None,
-            });
+            let mut link =
+                get_json::<EntityLink>(kv, &entity_key(kind, &key))?.unwrap_or_else(|| {
+                    EntityLink {
+                        kind,
+                        key: key.clone(),
+                        ids: Default::default(),
+                        crm_id: None,
+                    }
+                });
             for id in ids {
                 // First writer wins: an id already linked elsewhere stays where it is.
                 if get_json::<String>(kv, &pointer_key(kind, id))?.is_none() {
                     put_json(kv, &pointer_key(kind, id), &key)?;
                 }
-                if get_json::<String>(kv, &pointer_key(kind, id))?.as_deref() == Some(key.as_str()) {
+                if get_json::<String>(kv, &pointer_key(kind, id))?.as_deref() == Some(key.as_str())
+                {
                     link.ids.insert(id.key());
                 }
                 if id.form == IdForm::Crm && link.crm_id.is_none() {
@@ -149,11 +180,18 @@ impl XrefStore for EmbeddedStore {
         })
     }
 
-    async fn set_crm_id(&self, kind: EntityKind, key: &str, crm_id: &str) -> Result<EntityLink, StoreError> {
+    async fn set_crm_id(
+        &self,
+        kind: EntityKind,
+        key: &str,
+        crm_id: &str,
+    ) -> Result<EntityLink, StoreError> {
         let crm = IdRef::new(IdForm::Crm, crm_id);
         self.write(|kv, _| {
-            let mut link = get_json::<EntityLink>(kv, &entity_key(kind, key))?
-                .ok_or_else(|| StoreError::Invalid(format!("no entity {key} to attach a CRM id to")))?;
+            let mut link =
+                get_json::<EntityLink>(kv, &entity_key(kind, key))?.ok_or_else(|| {
+                    StoreError::Invalid(format!("no entity {key} to attach a CRM id to"))
+                })?;
             if get_json::<String>(kv, &pointer_key(kind, &crm))?.is_none() {
                 put_json(kv, &pointer_key(kind, &crm), &key.to_owned())?;
             }
@@ -183,7 +221,9 @@ impl ClaimStore for EmbeddedStore {
                 && existing.expires_at >= now
             {
                 if existing.status == "COMPLETED" {
-                    return Ok(Claim::Completed { outcome: existing.outcome.unwrap_or_default() });
+                    return Ok(Claim::Completed {
+                        outcome: existing.outcome.unwrap_or_default(),
+                    });
                 }
                 if existing.lease_until_ms >= now_millis() {
                     return Ok(Claim::InProgress);
@@ -264,25 +304,43 @@ impl EventLog for EmbeddedStore {
             let mut meta = event.clone();
             meta.raw_body = String::new();
             meta.deliveries = meta.deliveries.max(1);
-            let stored = StoredEvent { body_gz: compress(&event.raw_body), meta, expires_at: now_unix() + ttl_secs as i64 };
+            let stored = StoredEvent {
+                body_gz: compress(&event.raw_body),
+                meta,
+                expires_at: now_unix() + ttl_secs as i64,
+            };
             put_json(kv, &k, &stored)?;
             if let Some(entity) = &event.entity {
-                let ik = format!("{entity}\u{1}{:013}\u{1}{}", event.received_ms, event.dedupe_key);
-                idx.insert(ik.as_str(), event.dedupe_key.as_str()).map_err(|e| db_err("index", e))?;
+                let ik = format!(
+                    "{entity}\u{1}{:013}\u{1}{}",
+                    event.received_ms, event.dedupe_key
+                );
+                idx.insert(ik.as_str(), event.dedupe_key.as_str())
+                    .map_err(|e| db_err("index", e))?;
             }
             Ok(())
         })
     }
 
-    async fn set_outcome(&self, dedupe_key: &str, outcome: &str, detail: Option<&str>) -> Result<(), StoreError> {
+    async fn set_outcome(
+        &self,
+        dedupe_key: &str,
+        outcome: &str,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
         let k = event_key(dedupe_key);
         self.write(|kv, _| {
             let Some(mut existing) = get_json::<StoredEvent>(kv, &k)? else {
-                return Err(StoreError::Invalid(format!("no event {dedupe_key} in the log")));
+                return Err(StoreError::Invalid(format!(
+                    "no event {dedupe_key} in the log"
+                )));
             };
             existing.meta.outcome = outcome.to_owned();
             existing.meta.detail = detail.map(str::to_owned);
-            if matches!(outcome, "retrying" | "dead_lettered" | "delivered" | "unchanged" | "echo" | "linked") {
+            if matches!(
+                outcome,
+                "retrying" | "dead_lettered" | "delivered" | "unchanged" | "echo" | "linked"
+            ) {
                 existing.meta.attempts += 1;
             }
             put_json(kv, &k, &existing)
@@ -299,10 +357,14 @@ impl EventLog for EmbeddedStore {
     async fn for_entity(&self, entity: &str, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
         let keys: Vec<String> = {
             let tx = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
-            let idx = tx.open_table(EVENTS_BY_ENTITY).map_err(|e| db_err("open index", e))?;
+            let idx = tx
+                .open_table(EVENTS_BY_ENTITY)
+                .map_err(|e| db_err("open index", e))?;
             let start = format!("{entity}\u{1}");
             let end = format!("{entity}\u{2}");
-            let range = idx.range(start.as_str()..end.as_str()).map_err(|e| db_err("range", e))?;
+            let range = idx
+                .range(start.as_str()..end.as_str())
+                .map_err(|e| db_err("range", e))?;
             let mut keys = Vec::new();
             for item in range.rev() {
                 let (_, v) = item.map_err(|e| db_err("range item", e))?;

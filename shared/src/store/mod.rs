@@ -101,7 +101,10 @@ pub struct IdRef {
 
 impl IdRef {
     pub fn new(form: IdForm, value: impl fmt::Display) -> Self {
-        Self { form, value: value.to_string() }
+        Self {
+            form,
+            value: value.to_string(),
+        }
     }
 
     /// The `form:value` text used in keys and entity records.
@@ -111,7 +114,10 @@ impl IdRef {
 
     pub fn parse_key(key: &str) -> Option<Self> {
         let (form, value) = key.split_once(':')?;
-        Some(Self { form: IdForm::parse(form)?, value: value.to_owned() })
+        Some(Self {
+            form: IdForm::parse(form)?,
+            value: value.to_owned(),
+        })
     }
 }
 
@@ -133,7 +139,11 @@ pub struct EntityLink {
 
 impl EntityLink {
     pub fn id(&self, form: IdForm) -> Option<String> {
-        self.ids.iter().filter_map(|k| IdRef::parse_key(k)).find(|r| r.form == form).map(|r| r.value)
+        self.ids
+            .iter()
+            .filter_map(|k| IdRef::parse_key(k))
+            .find(|r| r.form == form)
+            .map(|r| r.value)
     }
 }
 
@@ -142,14 +152,20 @@ impl EntityLink {
 #[async_trait]
 pub trait XrefStore: Send + Sync {
     /// The entity an id belongs to, or `None` when that id was never linked.
-    async fn resolve(&self, kind: EntityKind, id: &IdRef) -> Result<Option<EntityLink>, StoreError>;
+    async fn resolve(&self, kind: EntityKind, id: &IdRef)
+    -> Result<Option<EntityLink>, StoreError>;
 
     /// Links all `ids` to one entity: the one any of them already belongs to, else a new one keyed
     /// by the first. Idempotent and safe under concurrency (conditional writes).
     async fn link(&self, kind: EntityKind, ids: &[IdRef]) -> Result<EntityLink, StoreError>;
 
     /// Records the CRM id for an entity (and links it as an id form, for reverse lookups).
-    async fn set_crm_id(&self, kind: EntityKind, key: &str, crm_id: &str) -> Result<EntityLink, StoreError>;
+    async fn set_crm_id(
+        &self,
+        kind: EntityKind,
+        key: &str,
+        crm_id: &str,
+    ) -> Result<EntityLink, StoreError>;
 }
 
 /// The outcome of claiming an idempotency key.
@@ -211,7 +227,12 @@ pub trait EventLog: Send + Sync {
     /// Records a received event; a repeat of the same dedupe key counts one more delivery and
     /// keeps the first record.
     async fn record(&self, event: &EventRecord, ttl_secs: u64) -> Result<(), StoreError>;
-    async fn set_outcome(&self, dedupe_key: &str, outcome: &str, detail: Option<&str>) -> Result<(), StoreError>;
+    async fn set_outcome(
+        &self,
+        dedupe_key: &str,
+        outcome: &str,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError>;
     async fn get(&self, dedupe_key: &str) -> Result<Option<EventRecord>, StoreError>;
     /// Most recent first.
     async fn for_entity(&self, entity: &str, limit: usize) -> Result<Vec<EventRecord>, StoreError>;

@@ -1,0 +1,284 @@
+//! The local runner: the same routes and handlers as the Lambdas, in one process, on an embedded
+//! durable store and queue (redb under `DATA_DIR`). With no Enerflo credentials it serves an
+//! Enerflo sandbox at `/sandbox/enerflo`; with no CRM URL a CRM inbox at `/crm-inbox`.
+
+pub mod inbox;
+pub mod sandbox;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use enerflo_sync::classify::Stage;
+use enerflo_sync::config::{Config, SigningSecret};
+use enerflo_sync::consumer::{Consumer, Disposition};
+use enerflo_sync::crm::CrmConnector;
+use enerflo_sync::enerflo::EnerfloApi;
+use enerflo_sync::http::{HttpRequest, Problem, Router};
+use enerflo_sync::queue::embedded::EmbeddedQueue;
+use enerflo_sync::runtime::{self, Ports};
+use enerflo_sync::secret::{Secret, SecretSet};
+use enerflo_sync::store::embedded::{EmbeddedStore, open_database};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use inbox::Inbox;
+pub use sandbox::Sandbox;
+
+/// Used when `WEBHOOK_TOKEN` / `CRM_INBOUND_TOKEN` are unset locally (never in Lambda, where they
+/// are required).
+pub const LOCAL_WEBHOOK_TOKEN: &str = "local-webhook-token";
+pub const LOCAL_CRM_TOKEN: &str = "local-crm-token";
+const SANDBOX_API_KEY: &str = "sandbox-api-key";
+
+/// Stages with a consumer in this build; events of other stages are parked in the event log.
+pub const CONSUMER_STAGES: &[Stage] = &[Stage::Project];
+
+pub struct Runner {
+    pub addr: SocketAddr,
+    pub config: Config,
+    pub ports: Ports,
+    pub queue: Arc<EmbeddedQueue>,
+    pub sandbox: Option<Arc<Sandbox>>,
+    pub inbox: Option<Arc<Inbox>>,
+    pub webhook_token: String,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    router: Arc<Router>,
+    max_body: usize,
+}
+
+pub async fn start(mut config: Config) -> anyhow::Result<Runner> {
+    let listener = tokio::net::TcpListener::bind(&config.listen_addr)
+        .await
+        .with_context(|| format!("LISTEN_ADDR {} cannot be bound", config.listen_addr))?;
+    let addr = listener.local_addr()?;
+    let base = format!("http://{addr}");
+
+    let webhook_token = if config.webhook_tokens.is_empty() {
+        config.webhook_tokens = SecretSet::parse(LOCAL_WEBHOOK_TOKEN);
+        LOCAL_WEBHOOK_TOKEN.to_owned()
+    } else {
+        "<your WEBHOOK_TOKEN>".to_owned()
+    };
+    if config.crm_inbound_tokens.is_empty() {
+        config.crm_inbound_tokens = SecretSet::parse(LOCAL_CRM_TOKEN);
+    }
+
+    let sandbox = if config.enerflo_api_key.is_none() {
+        config.enerflo_base_url = format!("{base}/sandbox/enerflo");
+        config.enerflo_api_key = Some(Secret::new(SANDBOX_API_KEY));
+        Some(Sandbox::new(SANDBOX_API_KEY))
+    } else {
+        None
+    };
+    let inbox = if config.crm_webhook_url.is_none() {
+        let secret = match config.crm_webhook_secret.clone() {
+            Some(s) => s,
+            None => {
+                let key: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
+                let text = format!(
+                    "whsec_{}",
+                    base64::engine::general_purpose::STANDARD.encode(key)
+                );
+                SigningSecret::parse(&text).map_err(anyhow::Error::msg)?
+            }
+        };
+        config.crm_webhook_url = Some(format!("{base}/crm-inbox/events"));
+        config.crm_webhook_secret = Some(secret.clone());
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("DATA_DIR {}", config.data_dir.display()))?;
+        Some(Inbox::new(
+            secret,
+            Some(config.data_dir.join("crm-inbox.jsonl")),
+        ))
+    } else {
+        None
+    };
+
+    let db = open_database(Some(&config.data_dir))
+        .map_err(|e| anyhow::anyhow!("DATA_DIR {}: {e}", config.data_dir.display()))?;
+    let store = Arc::new(EmbeddedStore::new(db.clone()));
+    let queue = Arc::new(EmbeddedQueue::new(db, CONSUMER_STAGES.iter().copied()));
+    // Nothing is in flight at start: whatever a killed process had received is visible again.
+    queue
+        .recover_in_flight()
+        .map_err(|e| anyhow::anyhow!("queue recovery: {e}"))?;
+    let ports = Ports {
+        xref: store.clone(),
+        claims: store.clone(),
+        state: store.clone(),
+        log: store,
+        queue: queue.clone(),
+    };
+
+    let enerflo: Arc<dyn EnerfloApi> = runtime::enerflo_client(&config)?;
+    let crm: Arc<dyn CrmConnector> = runtime::crm_connector(&config)?;
+    let router = Router {
+        webhook: Some(Arc::new(runtime::webhook_ingest(&config, &ports))),
+        ..Router::default()
+    };
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for &stage in CONSUMER_STAGES {
+        let consumer = match stage {
+            Stage::Project => {
+                runtime::project_consumer(&config, &ports, enerflo.clone(), crm.clone())
+            }
+            other => anyhow::bail!("no consumer for stage {other}"),
+        };
+        tasks.push(tokio::spawn(worker(
+            stage,
+            consumer,
+            queue.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
+
+    let state = AppState {
+        router: Arc::new(router),
+        max_body: config.max_body_bytes,
+    };
+    let mut app = axum::Router::new();
+    if let Some(sb) = &sandbox {
+        app = app.nest("/sandbox/enerflo", sb.router());
+    }
+    if let Some(ib) = &inbox {
+        app = app.nest("/crm-inbox", ib.router());
+    }
+    let app = app
+        .fallback(move |req: axum::extract::Request| serve(state.clone(), req))
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    let mut rx = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        });
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "http server stopped");
+        }
+    }));
+
+    Ok(Runner {
+        addr,
+        config,
+        ports,
+        queue,
+        sandbox,
+        inbox,
+        webhook_token,
+        shutdown,
+        tasks,
+    })
+}
+
+impl Runner {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn print_banner(&self) {
+        println!(
+            "enerflo-crm-sync local runner listening on http://{}",
+            self.addr
+        );
+        println!("  data dir:        {}", self.config.data_dir.display());
+        println!(
+            "  Enerflo webhook: POST {}",
+            self.url(&format!("/enerflo/webhooks/{}", self.webhook_token))
+        );
+        match &self.sandbox {
+            Some(_) => println!(
+                "  Enerflo:         local sandbox at {} (calls: GET {})",
+                self.url("/sandbox/enerflo"),
+                self.url("/sandbox/enerflo/calls")
+            ),
+            None => println!("  Enerflo:         {}", self.config.enerflo_base_url),
+        }
+        match &self.inbox {
+            Some(_) => println!(
+                "  CRM:             local inbox; see what arrived: GET {}",
+                self.url("/crm-inbox/events")
+            ),
+            None => println!(
+                "  CRM:             webhook connector -> {}",
+                self.config.crm_webhook_url.as_deref().unwrap_or("")
+            ),
+        }
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+/// Polls one stage's queue and runs its consumer, acknowledging what is done.
+async fn worker(
+    stage: Stage,
+    consumer: Consumer,
+    queue: Arc<EmbeddedQueue>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let batch = match queue.receive(stage, 10, Duration::from_secs(120)) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, stage = stage.as_str(), "queue receive failed");
+                Vec::new()
+            }
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let dispositions = consumer.process_batch(&batch).await;
+        for (delivery, disposition) in batch.iter().zip(dispositions) {
+            if disposition == Disposition::Done
+                && let Err(e) = queue.ack(stage, &delivery.receipt)
+            {
+                tracing::error!(error = %e, "ack failed; the message will be redelivered and found unchanged");
+            }
+        }
+    }
+}
+
+async fn serve(state: AppState, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, state.max_body + 1).await {
+        Ok(b) if b.len() <= state.max_body => b,
+        _ => return to_axum(Problem::too_large(state.max_body).into_response()),
+    };
+    let req = HttpRequest {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        body: bytes,
+    };
+    to_axum(state.router.handle(req).await)
+}
+
+fn to_axum(resp: enerflo_sync::http::HttpResponse) -> Response {
+    let mut out = Body::from(resp.body).into_response();
+    *out.status_mut() = resp.status;
+    *out.headers_mut() = resp.headers;
+    out
+}

@@ -1,0 +1,77 @@
+//! Lambda glue shared by every binary: API Gateway requests to [`HttpRequest`] and back, and the
+//! SQS event to [`Consumer`] batches with partial batch failures.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_http::{Body, RequestExt};
+use lambda_runtime::LambdaEvent;
+
+use crate::consumer::{Consumer, Disposition};
+use crate::http::{HttpRequest, HttpResponse, Router};
+use crate::queue::sqs::delivery_from_lambda;
+
+pub fn from_lambda(req: lambda_http::Request) -> HttpRequest {
+    let path = req.raw_http_path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let (parts, body) = req.into_parts();
+    let body = match body {
+        Body::Empty => bytes::Bytes::new(),
+        Body::Text(t) => bytes::Bytes::from(t),
+        Body::Binary(b) => bytes::Bytes::from(b),
+        _ => bytes::Bytes::new(),
+    };
+    HttpRequest {
+        method: parts.method,
+        path,
+        query,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub fn to_lambda(resp: HttpResponse) -> lambda_http::Response<Body> {
+    let mut out = lambda_http::Response::new(Body::Binary(resp.body.to_vec()));
+    *out.status_mut() = resp.status;
+    *out.headers_mut() = resp.headers;
+    out
+}
+
+/// Serves `router` as an API Gateway (HTTP API) Lambda.
+pub async fn serve_http(router: Router) -> Result<(), lambda_http::Error> {
+    let router = Arc::new(router);
+    lambda_http::run(lambda_http::service_fn(move |req: lambda_http::Request| {
+        let router = router.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(to_lambda(router.handle(from_lambda(req)).await))
+        }
+    }))
+    .await
+}
+
+/// One SQS batch: every message that is not done is reported as a batch item failure.
+pub async fn handle_sqs_batch(consumer: &Consumer, event: SqsEvent) -> SqsBatchResponse {
+    let deliveries: Vec<_> = event.records.iter().map(delivery_from_lambda).collect();
+    let dispositions = consumer.process_batch(&deliveries).await;
+    let mut response = SqsBatchResponse::default();
+    for (delivery, disposition) in deliveries.iter().zip(dispositions) {
+        if disposition == Disposition::Retry {
+            response.add_failure(delivery.message_id.clone());
+        }
+    }
+    response
+}
+
+/// Serves `consumer` as an SQS-triggered Lambda with `ReportBatchItemFailures`.
+pub async fn serve_sqs(consumer: Consumer) -> Result<(), lambda_runtime::Error> {
+    let consumer = Arc::new(consumer);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<SqsEvent>| {
+            let consumer = consumer.clone();
+            async move {
+                Ok::<_, lambda_runtime::Error>(handle_sqs_batch(&consumer, event.payload).await)
+            }
+        },
+    ))
+    .await
+}

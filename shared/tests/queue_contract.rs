@@ -1,0 +1,344 @@
+//! The queue contract: one suite, run against the embedded (redb) queue and the SQS FIFO adapter
+//! (against moto: `MOTO_URL`, which `make test` exports). Without `MOTO_URL` the SQS runs skip
+//! with a note, except in CI (`CI=true`), where they fail.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::{BehaviorVersion, Region};
+use enerflo_sync::classify::Stage;
+use enerflo_sync::queue::embedded::EmbeddedQueue;
+use enerflo_sync::queue::sqs::{SqsEventQueue, create_queues};
+use enerflo_sync::queue::{
+    ATTRIBUTE_ALLOWANCE, DeadLetter, Delivery, EventQueue, MAX_MESSAGE_BYTES, MessageMeta,
+    QueueError, QueueMessage,
+};
+use enerflo_sync::store::embedded::open_database;
+
+const STAGE: Stage = Stage::Project;
+const VISIBILITY: Duration = Duration::from_secs(30);
+
+// ----- harness ------------------------------------------------------------------------------------
+
+/// What the tests need besides the port: receiving, acknowledging and reading dead letters, which
+/// each adapter offers as inherent methods (SQS: async, embedded: sync).
+#[async_trait]
+trait TestQueue: EventQueue {
+    async fn receive(&self, max: usize, visibility: Duration) -> Vec<Delivery>;
+    async fn ack(&self, receipt: &str);
+    async fn dead_letters(&self) -> Vec<DeadLetter>;
+}
+
+#[async_trait]
+impl TestQueue for EmbeddedQueue {
+    async fn receive(&self, max: usize, visibility: Duration) -> Vec<Delivery> {
+        EmbeddedQueue::receive(self, STAGE, max, visibility).expect("receive")
+    }
+
+    async fn ack(&self, receipt: &str) {
+        EmbeddedQueue::ack(self, STAGE, receipt).expect("ack");
+    }
+
+    async fn dead_letters(&self) -> Vec<DeadLetter> {
+        EmbeddedQueue::dead_letters(self, STAGE).expect("dead letters")
+    }
+}
+
+#[async_trait]
+impl TestQueue for SqsEventQueue {
+    async fn receive(&self, max: usize, visibility: Duration) -> Vec<Delivery> {
+        let secs = u32::try_from(visibility.as_secs()).expect("visibility fits");
+        SqsEventQueue::receive(self, STAGE, max, 0, secs)
+            .await
+            .expect("receive")
+    }
+
+    async fn ack(&self, receipt: &str) {
+        SqsEventQueue::ack(self, STAGE, receipt).await.expect("ack");
+    }
+
+    async fn dead_letters(&self) -> Vec<DeadLetter> {
+        SqsEventQueue::dead_letters(self, STAGE, 10)
+            .await
+            .expect("dead letters")
+    }
+}
+
+/// The moto endpoint, or `None` (skip) when it is not configured outside CI.
+fn moto_url(test: &str) -> Option<String> {
+    match std::env::var("MOTO_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!(
+                "{test}: MOTO_URL is not set, and CI=true requires the SQS contract to run (start moto_server and export MOTO_URL)"
+            )
+        }
+        _ => {
+            eprintln!(
+                "note: {test} skipped: MOTO_URL is not set (`make test` starts moto and sets it)"
+            );
+            None
+        }
+    }
+}
+
+/// A queue name prefix no other test (or test process) uses; SQS names are at most 80 characters
+/// with `-dlq.fifo`.
+fn unique_name(test: &str) -> String {
+    let test: String = test.chars().take(50).collect();
+    format!(
+        "{test}-{}-{:06x}",
+        std::process::id(),
+        fastrand::u32(..0x00ff_ffff)
+    )
+}
+
+fn embedded() -> EmbeddedQueue {
+    EmbeddedQueue::new(open_database(None).expect("in-memory database"), [STAGE])
+}
+
+async fn sqs(test: &str) -> Option<SqsEventQueue> {
+    let url = moto_url(test)?;
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(Region::new("us-east-1"))
+        .test_credentials()
+        .load()
+        .await;
+    let client = aws_sdk_sqs::Client::new(&sdk);
+    let queues = create_queues(&client, &unique_name(test))
+        .await
+        .expect("create queues in moto");
+    Some(SqsEventQueue::new(
+        client,
+        BTreeMap::from([(STAGE, queues)]),
+    ))
+}
+
+/// Two tests per contract: the embedded queue and the SQS adapter.
+macro_rules! contract {
+    ($contract:ident: $embedded:ident, $sqs:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $embedded() {
+            $contract(&embedded()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqs() {
+            let Some(queue) = sqs(stringify!($sqs)).await else {
+                return;
+            };
+            $contract(&queue).await;
+        }
+    };
+}
+
+fn message(dedupe_key: &str, group: &str, body: &str) -> QueueMessage {
+    QueueMessage {
+        meta: MessageMeta {
+            stage: STAGE,
+            event: "install.updated".into(),
+            dedupe_key: dedupe_key.to_owned(),
+            group: group.to_owned(),
+            received_at: "2025-01-02T03:04:05Z".into(),
+        },
+        body: body.to_owned(),
+    }
+}
+
+fn bodies(deliveries: &[Delivery]) -> Vec<&str> {
+    deliveries.iter().map(|d| d.body.as_str()).collect()
+}
+
+// ----- contracts ----------------------------------------------------------------------------------
+
+contract!(queue_send_then_receive_yields_body_and_meta:
+    embedded_queue_send_then_receive_yields_body_and_meta,
+    sqs_queue_send_then_receive_yields_body_and_meta);
+
+async fn queue_send_then_receive_yields_body_and_meta(queue: &dyn TestQueue) {
+    assert!(queue.has_stage(STAGE));
+    assert!(!queue.has_stage(Stage::Note));
+
+    let body = "{\"customer\":\"O'Brien \\\"Sunny\\\"\",\"note\":\"naïve ☀ 日本\"}";
+    let msg = message("evt-1", "install:700001", body);
+    queue.send(&msg).await.expect("send");
+
+    let got = queue.receive(10, VISIBILITY).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let delivery = &got[0];
+    assert_eq!(delivery.body, body);
+    assert_eq!(delivery.meta.as_ref().expect("meta reads"), &msg.meta);
+    assert_eq!(delivery.receive_count, 1);
+    assert_eq!(
+        delivery.attributes.get("dedupe_key").map(String::as_str),
+        Some("evt-1")
+    );
+    assert!(!delivery.message_id.is_empty() && !delivery.receipt.is_empty());
+
+    queue.ack(&delivery.receipt).await;
+    assert!(
+        queue.receive(10, VISIBILITY).await.is_empty(),
+        "acknowledged messages are gone"
+    );
+
+    let other_stage = QueueMessage {
+        meta: MessageMeta {
+            stage: Stage::Note,
+            ..msg.meta.clone()
+        },
+        body: "{}".into(),
+    };
+    assert!(
+        matches!(queue.send(&other_stage).await, Err(QueueError::Invalid(_))),
+        "no queue for that stage"
+    );
+}
+
+contract!(queue_same_dedupe_id_twice_within_the_window_yields_one_message:
+    embedded_queue_same_dedupe_id_twice_within_the_window_yields_one_message,
+    sqs_queue_same_dedupe_id_twice_within_the_window_yields_one_message);
+
+async fn queue_same_dedupe_id_twice_within_the_window_yields_one_message(queue: &dyn TestQueue) {
+    queue
+        .send(&message("evt-dup", "install:2", "{\"v\":1}"))
+        .await
+        .expect("send");
+    queue
+        .send(&message("evt-dup", "install:2", "{\"v\":2}"))
+        .await
+        .expect("send the repeat");
+
+    let got = queue.receive(10, VISIBILITY).await;
+    assert_eq!(bodies(&got), ["{\"v\":1}"]);
+    queue.ack(&got[0].receipt).await;
+    assert!(
+        queue.receive(10, VISIBILITY).await.is_empty(),
+        "the repeat was dropped"
+    );
+}
+
+contract!(queue_group_waits_while_its_head_is_in_flight_other_groups_do_not:
+    embedded_queue_group_waits_while_its_head_is_in_flight_other_groups_do_not,
+    sqs_queue_group_waits_while_its_head_is_in_flight_other_groups_do_not);
+
+/// FIFO per group. One receive of SQS may return several messages of a group (in order), so the
+/// head is received alone first; then its group is locked while the other group flows.
+async fn queue_group_waits_while_its_head_is_in_flight_other_groups_do_not(queue: &dyn TestQueue) {
+    for (key, group) in [
+        ("A1", "install:A"),
+        ("A2", "install:A"),
+        ("B1", "install:B"),
+    ] {
+        queue.send(&message(key, group, key)).await.expect("send");
+    }
+
+    let head = queue.receive(1, VISIBILITY).await;
+    assert_eq!(bodies(&head), ["A1"]);
+    let next = queue.receive(10, VISIBILITY).await;
+    assert_eq!(
+        bodies(&next),
+        ["B1"],
+        "A2 waits behind the in-flight A1; group B is not blocked"
+    );
+    assert!(queue.receive(10, VISIBILITY).await.is_empty());
+
+    queue.ack(&head[0].receipt).await;
+    let after = queue.receive(10, VISIBILITY).await;
+    assert_eq!(
+        bodies(&after),
+        ["A2"],
+        "after A1 is acknowledged, A2 arrives"
+    );
+}
+
+contract!(queue_defer_hides_the_message_for_the_delay_then_redelivers_it:
+    embedded_queue_defer_hides_the_message_for_the_delay_then_redelivers_it,
+    sqs_queue_defer_hides_the_message_for_the_delay_then_redelivers_it);
+
+async fn queue_defer_hides_the_message_for_the_delay_then_redelivers_it(queue: &dyn TestQueue) {
+    queue
+        .send(&message("evt-defer", "install:3", "{\"retry\":true}"))
+        .await
+        .expect("send");
+    let first = queue.receive(10, VISIBILITY).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].receive_count, 1);
+
+    queue
+        .defer(STAGE, &first[0].receipt, Duration::from_secs(2))
+        .await
+        .expect("defer");
+    assert!(
+        queue.receive(10, VISIBILITY).await.is_empty(),
+        "hidden during the delay"
+    );
+
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let again = queue.receive(10, VISIBILITY).await;
+    assert_eq!(again.len(), 1, "redelivered after the delay");
+    assert_eq!(again[0].message_id, first[0].message_id);
+    assert_eq!(again[0].body, first[0].body);
+    assert_eq!(again[0].receive_count, 2);
+}
+
+contract!(queue_dead_letter_keeps_the_reason_attributes_and_body:
+    embedded_queue_dead_letter_keeps_the_reason_attributes_and_body,
+    sqs_queue_dead_letter_keeps_the_reason_attributes_and_body);
+
+async fn queue_dead_letter_keeps_the_reason_attributes_and_body(queue: &dyn TestQueue) {
+    let msg = message("evt-dead", "install:4", "{\"bad\":\"it's \\\"bad\\\"\"}");
+    queue.send(&msg).await.expect("send");
+    let got = queue.receive(10, VISIBILITY).await;
+    assert_eq!(got.len(), 1);
+    let reason = "permanent: CRM rejected the project (422): \"address\" is required";
+    queue
+        .dead_letter(STAGE, &got[0], reason)
+        .await
+        .expect("dead letter");
+    queue.ack(&got[0].receipt).await;
+
+    let dead = queue.dead_letters().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let dead = &dead[0];
+    assert_eq!(dead.reason, reason);
+    assert_eq!(dead.stage, STAGE);
+    assert_eq!(dead.body, msg.body);
+    assert_eq!(dead.attempts, 1);
+    assert_eq!(dead.message_id, got[0].message_id);
+    assert!(!dead.failed_at.is_empty());
+    let meta =
+        MessageMeta::from_attributes(|k| dead.attributes.get(k).cloned()).expect("attributes kept");
+    assert_eq!(meta, msg.meta, "a replay can rebuild the message");
+
+    assert!(
+        queue.receive(10, VISIBILITY).await.is_empty(),
+        "the original is gone from the queue"
+    );
+}
+
+contract!(queue_oversized_body_is_refused_naming_its_size:
+    embedded_queue_oversized_body_is_refused_naming_its_size,
+    sqs_queue_oversized_body_is_refused_naming_its_size);
+
+async fn queue_oversized_body_is_refused_naming_its_size(queue: &dyn TestQueue) {
+    let huge = "x".repeat(1024 * 1024);
+    let refused = queue.send(&message("evt-huge", "install:5", &huge)).await;
+    match refused {
+        Err(QueueError::Invalid(why)) => assert!(why.contains("1048576"), "names the size: {why}"),
+        other => panic!("a 1 MiB body must be refused, got {other:?}"),
+    }
+    assert!(queue.receive(10, VISIBILITY).await.is_empty());
+
+    // The largest body accepted goes through intact, attributes and all.
+    let largest = "y".repeat(MAX_MESSAGE_BYTES - ATTRIBUTE_ALLOWANCE);
+    queue
+        .send(&message("evt-largest", "install:5", &largest))
+        .await
+        .expect("largest body is accepted");
+    let got = queue.receive(10, VISIBILITY).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body.len(), largest.len());
+    assert!(got[0].meta.is_ok());
+}
