@@ -199,6 +199,59 @@ async fn xref_concurrent_link_of_the_same_ids_yields_one_entity(xref: Arc<dyn Xr
     }
 }
 
+contract!(xref_concurrent_links_naming_the_ids_in_different_orders_yield_one_entity:
+    embedded_xref_concurrent_links_naming_the_ids_in_different_orders_yield_one_entity,
+    dynamo_xref_concurrent_links_naming_the_ids_in_different_orders_yield_one_entity);
+
+/// A v1 install event (grouped by install id) and a v2 deal event (grouped by deal) for the same
+/// project can be consumed at the same time, each naming its own id first.
+async fn xref_concurrent_links_naming_the_ids_in_different_orders_yield_one_entity(
+    xref: Arc<dyn XrefStore>,
+) {
+    for round in 0..3 {
+        let deal = IdRef::new(IdForm::Deal, format!("deal-uuid-race-{round}"));
+        let install = IdRef::new(IdForm::Install, format!("80000{round}"));
+        let mut tasks = JoinSet::new();
+        for i in 0..8 {
+            let xref = xref.clone();
+            let ids = if i % 2 == 0 {
+                vec![deal.clone(), install.clone()]
+            } else {
+                vec![install.clone(), deal.clone()]
+            };
+            tasks.spawn(async move { xref.link(EntityKind::Project, &ids).await });
+        }
+        let links: Vec<_> = tasks
+            .join_all()
+            .await
+            .into_iter()
+            .map(|r| r.expect("concurrent link"))
+            .collect();
+        let by_deal = xref
+            .resolve(EntityKind::Project, &deal)
+            .await
+            .expect("resolve")
+            .expect("deal linked");
+        let by_install = xref
+            .resolve(EntityKind::Project, &install)
+            .await
+            .expect("resolve")
+            .expect("install linked");
+        assert_eq!(
+            by_deal, by_install,
+            "round {round}: both ids lead to one entity"
+        );
+        assert_eq!(
+            by_deal.ids,
+            [deal.key(), install.key()].into_iter().collect()
+        );
+        assert!(
+            links.iter().all(|l| l.key == by_deal.key),
+            "round {round}: every link returned that entity: {links:?}"
+        );
+    }
+}
+
 contract!(xref_set_crm_id_makes_the_crm_id_resolvable_and_sets_crm_id:
     embedded_xref_set_crm_id_makes_the_crm_id_resolvable_and_sets_crm_id,
     dynamo_xref_set_crm_id_makes_the_crm_id_resolvable_and_sets_crm_id);
