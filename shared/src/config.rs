@@ -57,6 +57,105 @@ pub struct StageQueueUrls {
     pub dlq_url: String,
 }
 
+/// Enerflo field names that are undocumented (ENERFLO_API.md section 6): the request bodies we
+/// send for milestones, statuses and notes, and the candidate paths we read from events whose
+/// shape is unknown. Kept in one place and overridable by environment, each a comma-separated
+/// list where several candidates are tried in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnerfloFields {
+    /// `ENERFLO_MILESTONE_START_FIELD`: body field of `PUT .../milestones/{id}` for the start date.
+    pub milestone_start_field: String,
+    /// `ENERFLO_MILESTONE_COMPLETED_FIELD`: body field for the completion date.
+    pub milestone_completed_field: String,
+    /// `ENERFLO_STATUS_FIELD`: body field of `PUT /api/v3/installs/{id}` carrying the status id.
+    pub status_field: String,
+    /// `ENERFLO_NOTE_FIELD`: body field of `POST /api/v3/installs/{id}/notes` carrying the text.
+    pub note_field: String,
+    /// `ENERFLO_NOTE_AUTHOR_FIELD`: body field for the author's name; empty sends none.
+    pub note_author_field: String,
+    /// `ENERFLO_MILESTONE_ID_PATHS`: where `project_milestone_updated` carries the milestone id.
+    pub milestone_id_paths: Vec<String>,
+    /// `ENERFLO_MILESTONE_COMPLETED_PATHS` / `ENERFLO_MILESTONE_START_PATHS`: where it carries dates.
+    pub milestone_completed_paths: Vec<String>,
+    pub milestone_start_paths: Vec<String>,
+    /// `ENERFLO_NOTE_TEXT_PATHS`, `ENERFLO_NOTE_ID_PATHS`, `ENERFLO_NOTE_AUTHOR_PATHS`,
+    /// `ENERFLO_NOTE_CREATED_PATHS`: where `new_install_note` carries its parts.
+    pub note_text_paths: Vec<String>,
+    pub note_id_paths: Vec<String>,
+    pub note_author_paths: Vec<String>,
+    pub note_created_paths: Vec<String>,
+    /// `STATUS_ON_HOLD_NAMES`, `STATUS_VOIDED_NAMES`, `STATUS_COMPLETED_NAMES`: status names
+    /// (case-insensitive) that set the `on_hold`, `voided`, `completed` flags.
+    pub on_hold_names: Vec<String>,
+    pub voided_names: Vec<String>,
+    pub completed_names: Vec<String>,
+    /// `MILESTONE_KEY_MAP`: `crm-key=enerflo-milestone-id` pairs, comma-separated, so a CRM can
+    /// address milestones by its own keys in `PUT /crm/installs/{install}/milestones/{milestone}`.
+    pub milestone_keys: BTreeMap<String, u64>,
+}
+
+fn list(defaults: &[&str]) -> Vec<String> {
+    defaults.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl Default for EnerfloFields {
+    fn default() -> Self {
+        Self {
+            milestone_start_field: "start_date".into(),
+            milestone_completed_field: "completed_date".into(),
+            status_field: "status_id".into(),
+            note_field: "note".into(),
+            note_author_field: String::new(),
+            milestone_id_paths: list(&[
+                "milestone_id",
+                "milestone.id",
+                "install_milestone.milestone_id",
+                "current_milestone.id",
+            ]),
+            milestone_completed_paths: list(&[
+                "completed_date",
+                "completed_at",
+                "date_completed",
+                "milestone.completed_date",
+                "milestone.completed_at",
+                "install_milestone.completed_date",
+                "install_milestone.completed_at",
+            ]),
+            milestone_start_paths: list(&[
+                "start_date",
+                "started_at",
+                "milestone.start_date",
+                "install_milestone.start_date",
+            ]),
+            note_text_paths: list(&[
+                "note",
+                "body",
+                "content",
+                "text",
+                "note.note",
+                "note.body",
+                "note.content",
+                "note.text",
+            ]),
+            note_id_paths: list(&["note_id", "note.id", "id"]),
+            note_author_paths: list(&[
+                "author",
+                "author_name",
+                "user.full_name",
+                "user.name",
+                "note.user.full_name",
+                "author_id",
+                "user_id",
+            ]),
+            note_created_paths: list(&["created_at", "note.created_at", "timestamps.created_at"]),
+            on_hold_names: list(&["On Hold"]),
+            voided_names: list(&["Voided", "Void", "Cancelled", "Canceled"]),
+            completed_names: list(&["Completed", "Complete"]),
+            milestone_keys: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub enerflo_base_url: String,
@@ -80,6 +179,7 @@ pub struct Config {
     pub event_log_ttl: Duration,
     pub idempotency_ttl: Duration,
     pub install_id_paths: Vec<String>,
+    pub fields: EnerfloFields,
     pub listen_addr: String,
     pub data_dir: PathBuf,
 }
@@ -177,7 +277,83 @@ impl Config {
         let crm_inbound_tokens = SecretSet::parse(&var("CRM_INBOUND_TOKEN").unwrap_or_default());
         let max_attempts = number("RETRY_MAX_ATTEMPTS", 18, 1, 1000, &mut problems) as u32;
 
+        let mut fields = EnerfloFields::default();
+        let text = |k: &str, slot: &mut String| {
+            if let Some(v) = get(k) {
+                *slot = v.trim().to_owned();
+            }
+        };
+        text(
+            "ENERFLO_MILESTONE_START_FIELD",
+            &mut fields.milestone_start_field,
+        );
+        text(
+            "ENERFLO_MILESTONE_COMPLETED_FIELD",
+            &mut fields.milestone_completed_field,
+        );
+        text("ENERFLO_STATUS_FIELD", &mut fields.status_field);
+        text("ENERFLO_NOTE_FIELD", &mut fields.note_field);
+        text("ENERFLO_NOTE_AUTHOR_FIELD", &mut fields.note_author_field);
+        for (k, slot) in [
+            ("ENERFLO_MILESTONE_ID_PATHS", &mut fields.milestone_id_paths),
+            (
+                "ENERFLO_MILESTONE_COMPLETED_PATHS",
+                &mut fields.milestone_completed_paths,
+            ),
+            (
+                "ENERFLO_MILESTONE_START_PATHS",
+                &mut fields.milestone_start_paths,
+            ),
+            ("ENERFLO_NOTE_TEXT_PATHS", &mut fields.note_text_paths),
+            ("ENERFLO_NOTE_ID_PATHS", &mut fields.note_id_paths),
+            ("ENERFLO_NOTE_AUTHOR_PATHS", &mut fields.note_author_paths),
+            ("ENERFLO_NOTE_CREATED_PATHS", &mut fields.note_created_paths),
+            ("STATUS_ON_HOLD_NAMES", &mut fields.on_hold_names),
+            ("STATUS_VOIDED_NAMES", &mut fields.voided_names),
+            ("STATUS_COMPLETED_NAMES", &mut fields.completed_names),
+        ] {
+            if let Some(v) = var(k) {
+                *slot = v
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+            }
+        }
+        for (name, value) in [
+            (
+                "ENERFLO_MILESTONE_START_FIELD",
+                &fields.milestone_start_field,
+            ),
+            (
+                "ENERFLO_MILESTONE_COMPLETED_FIELD",
+                &fields.milestone_completed_field,
+            ),
+            ("ENERFLO_STATUS_FIELD", &fields.status_field),
+            ("ENERFLO_NOTE_FIELD", &fields.note_field),
+        ] {
+            if value.is_empty() {
+                problems.push(format!("{name} must not be empty"));
+            }
+        }
+        if let Some(map) = var("MILESTONE_KEY_MAP") {
+            for pair in map.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                match pair
+                    .split_once('=')
+                    .map(|(k, v)| (k.trim(), v.trim().parse::<u64>()))
+                {
+                    Some((k, Ok(id))) if !k.is_empty() => {
+                        fields.milestone_keys.insert(k.to_owned(), id);
+                    }
+                    _ => problems.push(format!(
+                        "MILESTONE_KEY_MAP entry `{pair}` must be crm-key=<enerflo milestone id>"
+                    )),
+                }
+            }
+        }
+
         let config = Self {
+            fields,
             enerflo_base_url,
             enerflo_api_key: var("ENERFLO_API_KEY").map(Secret::new),
             enerflo_timeout: Duration::from_secs(number(

@@ -3,13 +3,15 @@
 
 use std::sync::Arc;
 
+use crate::classify::Stage;
 use crate::config::{Config, ConfigError};
+use crate::consumer::{Consumer, StageHandler};
 use crate::crm::{CrmConnector, WebhookCrmConnector};
 use crate::enerflo::{EnerfloApi, HttpEnerfloClient};
 use crate::queue::EventQueue;
 use crate::queue::sqs::{SqsEventQueue, SqsStageQueues};
 use crate::store::dynamo::DynamoStore;
-use crate::store::{ClaimStore, EventLog, SyncStateStore, XrefStore};
+use crate::store::{ClaimStore, EchoStore, EventLog, SyncStateStore, XrefStore};
 
 /// Enerflo allows 300 requests per minute per key; stay under it with room for other callers.
 pub const ENERFLO_REQUESTS_PER_MINUTE: usize = 240;
@@ -21,6 +23,7 @@ pub struct Ports {
     pub claims: Arc<dyn ClaimStore>,
     pub state: Arc<dyn SyncStateStore>,
     pub log: Arc<dyn EventLog>,
+    pub echo: Arc<dyn EchoStore>,
     pub queue: Arc<dyn EventQueue>,
 }
 
@@ -56,7 +59,8 @@ pub async fn aws_ports(config: &Config) -> Result<Ports, ConfigError> {
         xref: store.clone(),
         claims: store.clone(),
         state: store.clone(),
-        log: store,
+        log: store.clone(),
+        echo: store,
         queue,
     })
 }
@@ -107,26 +111,34 @@ pub fn webhook_ingest(config: &Config, ports: &Ports) -> crate::http::webhook::W
 /// How long one Enerflo call may retry inside a consumer before the queue's backoff takes over.
 pub const CONSUMER_CALL_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// The stage-2 consumer, wired from configuration.
-pub fn project_consumer(
+/// Stages that have a consumer in this build. Events of other stages are acknowledged and parked
+/// in the event log (for replay once their consumer is deployed).
+pub const CONSUMER_STAGES: &[Stage] = &[Stage::Project];
+
+/// The consumer of one stage, wired from configuration; `None` for a stage without one.
+pub fn consumer_for(
+    stage: Stage,
     config: &Config,
     ports: &Ports,
     enerflo: Arc<dyn EnerfloApi>,
     crm: Arc<dyn CrmConnector>,
-) -> crate::consumer::Consumer {
-    let stage = crate::stages::ProjectStage {
-        enerflo,
-        crm,
-        xref: ports.xref.clone(),
-        claims: ports.claims.clone(),
-        state: ports.state.clone(),
-        include_raw: config.crm_include_raw,
-        call_budget: CONSUMER_CALL_BUDGET,
+) -> Option<Consumer> {
+    let handler: Arc<dyn StageHandler> = match stage {
+        Stage::Project => Arc::new(crate::stages::ProjectStage {
+            enerflo,
+            crm,
+            xref: ports.xref.clone(),
+            claims: ports.claims.clone(),
+            state: ports.state.clone(),
+            include_raw: config.crm_include_raw,
+            call_budget: CONSUMER_CALL_BUDGET,
+        }),
+        _ => return None,
     };
-    crate::consumer::Consumer {
-        handler: Arc::new(stage),
+    Some(Consumer {
+        handler,
         queue: ports.queue.clone(),
         log: ports.log.clone(),
         retry: config.retry,
-    }
+    })
 }

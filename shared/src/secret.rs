@@ -60,6 +60,12 @@ impl SecretSet {
         self.0.len()
     }
 
+    /// The first (current) value, for a process that must present the credential itself (the
+    /// local sandbox calling the runner's own webhook route).
+    pub fn first(&self) -> Option<&Secret> {
+        self.0.first()
+    }
+
     /// Constant-time membership: every candidate is compared in full, whatever matches, so
     /// the timing says nothing about which value (or how much of it) was right.
     pub fn matches(&self, candidate: &[u8]) -> bool {

@@ -15,11 +15,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Need::CrmWebhook,
     ])?;
     let ports = runtime::aws_ports(&config).await?;
-    let consumer = runtime::project_consumer(
-        &config,
-        &ports,
+    let (enerflo, crm) = (
         runtime::enerflo_client(&config)?,
         runtime::crm_connector(&config)?,
     );
+    let consumer = runtime::consumer_for(Stage::Project, &config, &ports, enerflo, crm)
+        .ok_or("no project consumer")?;
     lambda::serve_sqs(consumer).await
 }

@@ -35,8 +35,7 @@ pub const LOCAL_WEBHOOK_TOKEN: &str = "local-webhook-token";
 pub const LOCAL_CRM_TOKEN: &str = "local-crm-token";
 const SANDBOX_API_KEY: &str = "sandbox-api-key";
 
-/// Stages with a consumer in this build; events of other stages are parked in the event log.
-pub const CONSUMER_STAGES: &[Stage] = &[Stage::Project];
+pub use enerflo_sync::runtime::CONSUMER_STAGES;
 
 pub struct Runner {
     pub addr: SocketAddr,
@@ -76,7 +75,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Runner> {
     let sandbox = if config.enerflo_api_key.is_none() {
         config.enerflo_base_url = format!("{base}/sandbox/enerflo");
         config.enerflo_api_key = Some(Secret::new(SANDBOX_API_KEY));
-        Some(Sandbox::new(SANDBOX_API_KEY))
+        Some(Sandbox::new(SANDBOX_API_KEY, config.fields.clone()))
     } else {
         None
     };
@@ -116,7 +115,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Runner> {
         xref: store.clone(),
         claims: store.clone(),
         state: store.clone(),
-        log: store,
+        log: store.clone(),
+        echo: store,
         queue: queue.clone(),
     };
 
@@ -124,18 +124,15 @@ pub async fn start(mut config: Config) -> anyhow::Result<Runner> {
     let crm: Arc<dyn CrmConnector> = runtime::crm_connector(&config)?;
     let router = Router {
         webhook: Some(Arc::new(runtime::webhook_ingest(&config, &ports))),
+        crm_tokens: config.crm_inbound_tokens.clone(),
         ..Router::default()
     };
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for &stage in CONSUMER_STAGES {
-        let consumer = match stage {
-            Stage::Project => {
-                runtime::project_consumer(&config, &ports, enerflo.clone(), crm.clone())
-            }
-            other => anyhow::bail!("no consumer for stage {other}"),
-        };
+        let consumer = runtime::consumer_for(stage, &config, &ports, enerflo.clone(), crm.clone())
+            .ok_or_else(|| anyhow::anyhow!("no consumer for stage {stage}"))?;
         tasks.push(tokio::spawn(worker(
             stage,
             consumer,
@@ -158,6 +155,15 @@ pub async fn start(mut config: Config) -> anyhow::Result<Runner> {
     let app = app
         .fallback(move |req: axum::extract::Request| serve(state.clone(), req))
         .layer(axum::extract::DefaultBodyLimit::disable());
+    if let Some(sb) = &sandbox {
+        // Like the real platform, the sandbox fires webhooks after writes, back into this runner.
+        let token = config
+            .webhook_tokens
+            .first()
+            .map_or(LOCAL_WEBHOOK_TOKEN, |s| s.expose())
+            .to_owned();
+        sb.set_webhook_url(format!("{base}/enerflo/webhooks/{token}"));
+    }
     let mut rx = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -15,7 +15,7 @@
 //! Every SDK or network failure is [`StoreError::Unavailable`]; a failed lookup is never "not
 //! found". TTL deletion is lazy, so reads filter on `expires_at` themselves.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -23,12 +23,15 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::builders::UpdateBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    KeyType, Projection, ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 
 use super::{
@@ -47,6 +50,10 @@ const ENTITY_SK: &str = "entity";
 const CLAIM_SK: &str = "claim";
 const STATE_SK: &str = "state";
 const EVENT_SK: &str = "event";
+
+/// `link` attempts before giving up with [`StoreError::Conflict`]. A lost race is followed by
+/// fresh reads, which find the winner's entity, so two attempts are the norm under contention.
+const LINK_ATTEMPTS: u32 = 6;
 
 const IN_PROGRESS: &str = "INPROGRESS";
 const COMPLETED: &str = "COMPLETED";
@@ -217,48 +224,149 @@ impl DynamoStore {
         Ok(owner.as_deref() == Some(key))
     }
 
-    /// Adds `ids` to the entity record (creating it), sets `crm_id` from a CRM id if it has none,
-    /// and returns the record as written.
-    async fn add_ids(
+    /// One attempt at `link`: reads every pointer, then writes the missing ones together with the
+    /// entity record in one transaction, so concurrent links of overlapping ids cannot split an
+    /// entity. `None` means another writer got in between: read again.
+    async fn try_link(
         &self,
         kind: EntityKind,
-        key: &str,
-        ids: &[&IdRef],
-    ) -> Result<EntityLink, StoreError> {
-        let pk = entity_pk(kind, key);
-        let mut update = self
+        ids: &[IdRef],
+    ) -> Result<Option<EntityLink>, StoreError> {
+        let mut owners: BTreeMap<String, (&IdRef, Option<String>)> = BTreeMap::new();
+        for id in ids {
+            if !owners.contains_key(&id.key()) {
+                owners.insert(id.key(), (id, self.pointer(kind, id).await?));
+            }
+        }
+        let key = ids
+            .iter()
+            .find_map(|id| owners.get(&id.key()).and_then(|(_, owner)| owner.clone()))
+            .unwrap_or_else(|| ids[0].key());
+        // First writer wins: an id already linked to another entity stays where it is.
+        let joined: Vec<&IdRef> = owners
+            .values()
+            .filter(|(_, owner)| owner.as_ref().is_none_or(|o| *o == key))
+            .map(|(id, _)| *id)
+            .collect();
+        let new: Vec<&IdRef> = owners
+            .values()
+            .filter(|(_, owner)| owner.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        let entity = EntityUpdate::new(kind, &key, &joined);
+
+        if new.is_empty() {
+            let out = entity
+                .apply(self.client.update_item().table_name(&self.table))
+                .return_values(ReturnValue::AllNew)
+                .send()
+                .await
+                .map_err(|e| unavailable(format!("update {}", entity.pk), e))?;
+            return entity_of(kind, &out.attributes.unwrap_or_default()).map(Some);
+        }
+
+        let now = now_rfc3339();
+        let mut items = Vec::with_capacity(new.len() + 1);
+        for id in &new {
+            let mut item = key_of(pointer_pk(kind, id), POINTER_SK);
+            item.insert("entity".into(), s(key.as_str()));
+            item.insert("updated_at".into(), s(now.as_str()));
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(build_err)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        let update = entity
+            .apply_in_transaction(Update::builder().table_name(&self.table))
+            .build()
+            .map_err(build_err)?;
+        items.push(TransactWriteItem::builder().update(update).build());
+
+        let written = self
             .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key_of(pk.as_str(), ENTITY_SK)))
-            .expression_attribute_names("#updated_at", "updated_at")
-            .expression_attribute_values(":now", s(now_rfc3339()))
-            .return_values(ReturnValue::AllNew);
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        if let Err(e) = written {
+            return match e.into_service_error() {
+                // A pointer written meanwhile (ConditionalCheckFailed) or a concurrent transaction
+                // on the same items (TransactionConflict).
+                TransactWriteItemsError::TransactionCanceledException(cancelled)
+                    if cancelled.cancellation_reasons().iter().any(|r| {
+                        matches!(
+                            r.code(),
+                            Some("ConditionalCheckFailed" | "TransactionConflict")
+                        )
+                    }) =>
+                {
+                    Ok(None)
+                }
+                TransactWriteItemsError::TransactionInProgressException(_) => Ok(None),
+                other => Err(unavailable(format!("link {}", entity.pk), other)),
+            };
+        }
+        match self.get_item(&entity.pk, ENTITY_SK).await? {
+            Some(item) => entity_of(kind, &item).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The entity record's part of a `link`: touch `updated_at`, add the ids (a string set: never
+/// empty, no duplicates), and set `crm_id` from a CRM id unless it has one. Creates the record.
+struct EntityUpdate {
+    pk: String,
+    expression: String,
+    names: HashMap<String, String>,
+    values: Item,
+}
+
+impl EntityUpdate {
+    fn new(kind: EntityKind, key: &str, ids: &[&IdRef]) -> Self {
+        let mut names = HashMap::from([("#updated_at".to_owned(), "updated_at".to_owned())]);
+        let mut values = HashMap::from([(":now".to_owned(), s(now_rfc3339()))]);
         let mut set = vec!["#updated_at = :now"];
         if let Some(crm) = ids.iter().find(|id| id.form == IdForm::Crm) {
             set.push("#crm_id = if_not_exists(#crm_id, :crm)");
-            update = update
-                .expression_attribute_names("#crm_id", "crm_id")
-                .expression_attribute_values(":crm", s(&crm.value));
+            names.insert("#crm_id".into(), "crm_id".into());
+            values.insert(":crm".into(), s(&crm.value));
         }
         let mut expression = format!("SET {}", set.join(", "));
-        // A string set may not hold duplicates, nor be empty.
         let keys: BTreeSet<String> = ids.iter().map(|id| id.key()).collect();
         if !keys.is_empty() {
             expression.push_str(" ADD #ids :ids");
-            update = update
-                .expression_attribute_names("#ids", "ids")
-                .expression_attribute_values(
-                    ":ids",
-                    AttributeValue::Ss(keys.into_iter().collect()),
-                );
+            names.insert("#ids".into(), "ids".into());
+            values.insert(
+                ":ids".into(),
+                AttributeValue::Ss(keys.into_iter().collect()),
+            );
         }
-        let out = update
-            .update_expression(expression)
-            .send()
-            .await
-            .map_err(|e| unavailable(format!("update {pk}"), e))?;
-        entity_of(kind, &out.attributes.unwrap_or_default())
+        Self {
+            pk: entity_pk(kind, key),
+            expression,
+            names,
+            values,
+        }
+    }
+
+    fn apply(&self, update: UpdateItemFluentBuilder) -> UpdateItemFluentBuilder {
+        update
+            .set_key(Some(key_of(self.pk.as_str(), ENTITY_SK)))
+            .update_expression(&self.expression)
+            .set_expression_attribute_names(Some(self.names.clone()))
+            .set_expression_attribute_values(Some(self.values.clone()))
+    }
+
+    fn apply_in_transaction(&self, update: UpdateBuilder) -> UpdateBuilder {
+        update
+            .set_key(Some(key_of(self.pk.as_str(), ENTITY_SK)))
+            .update_expression(&self.expression)
+            .set_expression_attribute_names(Some(self.names.clone()))
+            .set_expression_attribute_values(Some(self.values.clone()))
     }
 }
 
@@ -300,37 +408,19 @@ impl XrefStore for DynamoStore {
         if ids.is_empty() {
             return Err(StoreError::Invalid("link needs at least one id".into()));
         }
-        let mut owners = Vec::with_capacity(ids.len());
-        for id in ids {
-            owners.push(self.pointer(kind, id).await?);
-        }
-        let key = owners
-            .iter()
-            .flatten()
-            .next()
-            .cloned()
-            .unwrap_or_else(|| ids[0].key());
-
-        // The entity record exists before any new pointer to it, so a resolve never follows a
-        // pointer to nothing.
-        let known: Vec<&IdRef> = ids
-            .iter()
-            .zip(&owners)
-            .filter(|(_, owner)| owner.as_deref() == Some(key.as_str()))
-            .map(|(id, _)| id)
-            .collect();
-        let mut link = self.add_ids(kind, &key, &known).await?;
-
-        let mut won = Vec::new();
-        for (id, owner) in ids.iter().zip(&owners) {
-            if owner.is_none() && self.put_pointer(kind, id, &key).await? {
-                won.push(id);
+        for attempt in 1..=LINK_ATTEMPTS {
+            if let Some(link) = self.try_link(kind, ids).await? {
+                return Ok(link);
             }
+            // Jittered, so racing writers do not collide again in lockstep.
+            let backoff = fastrand::u64(10..=40) * u64::from(attempt);
+            tokio::time::sleep(Duration::from_millis(backoff)).await;
         }
-        if !won.is_empty() {
-            link = self.add_ids(kind, &key, &won).await?;
-        }
-        Ok(link)
+        Err(StoreError::Conflict(format!(
+            "link of {} ({} ids)",
+            ids[0],
+            ids.len()
+        )))
     }
 
     async fn set_crm_id(
@@ -768,4 +858,43 @@ async fn wait_active(client: &Client, table: &str) -> Result<(), StoreError> {
     Err(StoreError::Invalid(format!(
         "table {table} did not become ACTIVE within 60 s"
     )))
+}
+
+// ----- echo fingerprints --------------------------------------------------------------------------
+
+const ECHO_SK: &str = "echo";
+
+fn echo_pk(target: &str, hash: &str) -> String {
+    format!("echo#{target}#{hash}")
+}
+
+#[async_trait]
+impl super::EchoStore for DynamoStore {
+    async fn record_write(
+        &self,
+        target: &str,
+        hash: &str,
+        ttl_secs: u64,
+    ) -> Result<(), StoreError> {
+        let pk = echo_pk(target, hash);
+        let mut item = key_of(pk.as_str(), ECHO_SK);
+        item.insert("expires_at".into(), n(now_unix() + ttl_secs as i64));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("put {pk}"), e))?;
+        Ok(())
+    }
+
+    async fn is_echo(&self, target: &str, hash: &str) -> Result<bool, StoreError> {
+        let pk = echo_pk(target, hash);
+        // TTL deletion is lazy (days): expiry is checked here, not trusted to the table.
+        Ok(self
+            .get_item(&pk, ECHO_SK)
+            .await?
+            .is_some_and(|item| get_n::<i64>(&item, "expires_at").is_some_and(|e| e >= now_unix())))
+    }
 }

@@ -384,3 +384,34 @@ impl EventLog for EmbeddedStore {
         Ok(out)
     }
 }
+
+#[derive(Serialize, Deserialize)]
+struct EchoRecord {
+    expires_at: i64,
+}
+
+#[async_trait]
+impl super::EchoStore for EmbeddedStore {
+    async fn record_write(
+        &self,
+        target: &str,
+        hash: &str,
+        ttl_secs: u64,
+    ) -> Result<(), StoreError> {
+        let k = format!("echo#{target}#{hash}");
+        self.write(|kv, _| {
+            put_json(
+                kv,
+                &k,
+                &EchoRecord {
+                    expires_at: now_unix() + ttl_secs as i64,
+                },
+            )
+        })
+    }
+
+    async fn is_echo(&self, target: &str, hash: &str) -> Result<bool, StoreError> {
+        let record: Option<EchoRecord> = self.read(&format!("echo#{target}#{hash}"))?;
+        Ok(record.is_some_and(|r| r.expires_at >= now_unix()))
+    }
+}

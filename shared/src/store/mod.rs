@@ -255,3 +255,16 @@ pub fn decompress(bytes: &[u8]) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Invalid(format!("stored body does not decompress: {e}")))?;
     Ok(out)
 }
+
+/// Echo fingerprints: every write we make into either system is recorded as (target, content
+/// hash) with a TTL. An event coming back with a recorded fingerprint is our own write echoing,
+/// not a change to propagate. A set of recent writes (not only the latest), so A -> B -> A is
+/// recognised.
+#[async_trait]
+pub trait EchoStore: Send + Sync {
+    /// Records that we wrote `hash` to `target` (e.g. `enerflo:status:install:700001`).
+    async fn record_write(&self, target: &str, hash: &str, ttl_secs: u64)
+    -> Result<(), StoreError>;
+    /// Whether `hash` was written to `target` by us within its TTL.
+    async fn is_echo(&self, target: &str, hash: &str) -> Result<bool, StoreError>;
+}

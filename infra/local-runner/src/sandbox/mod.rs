@@ -1,0 +1,117 @@
+//! A local stand-in for Enerflo's REST API, serving the endpoints the flows call with realistic
+//! data, so a new user sees events flow end to end without credentials. Like the real API it
+//! checks the `api-key` header, and like the real platform it fires webhooks after writes (to the
+//! runner's own webhook route), so the echo protection can be watched working. Every call is
+//! recorded (`GET /sandbox/enerflo/calls`).
+//!
+//! One file per stage adds its routes (`projects.rs` for installs/find, ...); they share
+//! [`Sandbox`] state.
+
+mod projects;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+pub use projects::install_object;
+
+/// What the sandbox remembers between calls.
+#[derive(Default)]
+pub struct Model {
+    /// v1 install objects by install id (created on first `installs/find` of a deal).
+    pub installs: BTreeMap<u64, Value>,
+    /// Free-form per-stage state (customers, notes, statuses, ...), keyed by the stage's files.
+    pub extra: BTreeMap<String, Value>,
+}
+
+pub struct Sandbox {
+    pub api_key: String,
+    pub model: Mutex<Model>,
+    calls: Mutex<Vec<String>>,
+    /// Where to send the webhooks Enerflo would fire after a write (`None`: fire nothing).
+    webhook_url: Mutex<Option<String>>,
+    http: reqwest::Client,
+    pub fields: enerflo_sync::config::EnerfloFields,
+}
+
+impl Sandbox {
+    pub fn new(
+        api_key: impl Into<String>,
+        fields: enerflo_sync::config::EnerfloFields,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            api_key: api_key.into(),
+            model: Mutex::new(Model::default()),
+            calls: Mutex::new(Vec::new()),
+            webhook_url: Mutex::new(None),
+            http: reqwest::Client::new(),
+            fields,
+        })
+    }
+
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        axum::Router::new()
+            .route("/calls", get(calls))
+            .merge(projects::routes())
+            .with_state(self.clone())
+    }
+
+    /// Makes the sandbox fire Enerflo-style webhooks after writes, to `url`.
+    pub fn set_webhook_url(&self, url: String) {
+        if let Ok(mut slot) = self.webhook_url.lock() {
+            *slot = Some(url);
+        }
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Records the call; `Some(401 response)` when the `api-key` header is wrong.
+    pub fn reject(&self, headers: &HeaderMap, call: String) -> Option<Response> {
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.push(call);
+        }
+        match headers.get("api-key").and_then(|v| v.to_str().ok()) {
+            Some(k) if k == self.api_key => None,
+            _ => Some(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    Json(json!({"message": "Unauthenticated."})),
+                )
+                    .into_response(),
+            ),
+        }
+    }
+
+    /// Fires a webhook the way Enerflo does after a write: asynchronously, a moment later.
+    pub fn emit(self: &Arc<Self>, body: Value) {
+        let Some(url) = self.webhook_url.lock().ok().and_then(|u| u.clone()) else {
+            return;
+        };
+        let http = self.http.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if let Err(e) = http.post(&url).json(&body).send().await {
+                tracing::warn!(error = %e, "sandbox webhook not delivered");
+            }
+        });
+    }
+}
+
+async fn calls(State(sb): State<Arc<Sandbox>>) -> Json<Value> {
+    Json(json!({"calls": sb.calls()}))
+}
+
+/// A stable small number derived from an id, so the same deal always maps to the same install.
+pub fn stable_number(s: &str) -> u64 {
+    s.bytes().fold(1469598103934665603u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(1099511628211)
+    }) % 90_000
+}
