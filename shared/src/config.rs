@@ -178,6 +178,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     pub event_log_ttl: Duration,
     pub idempotency_ttl: Duration,
+    /// How long a write we made is remembered as ours (echo fingerprints).
+    pub echo_ttl: Duration,
     pub install_id_paths: Vec<String>,
     pub fields: EnerfloFields,
     pub listen_addr: String,
@@ -397,6 +399,7 @@ impl Config {
             idempotency_ttl: Duration::from_secs(
                 86_400 * number("IDEMPOTENCY_TTL_DAYS", 14, 1, 365, &mut problems),
             ),
+            echo_ttl: Duration::from_secs(number("ECHO_TTL_SECS", 3600, 60, 30 * 86_400, &mut problems)),
             install_id_paths: var("ENERFLO_INSTALL_ID_PATHS")
                 .map(|v| {
                     v.split(',')
