@@ -12,9 +12,15 @@
 //! | sync state | `state#{scope}` | `state` | `hash`, `data` (JSON text), `updated_at` |
 //! | event | `event#{dedupe_key}` | `event` | the record's fields, `body_gz` (B), `expires_at`, `gsi1pk`/`gsi1sk` |
 //!
+//! `link` writes an entity's new pointers and its record in one `TransactWriteItems` (pointers
+//! conditional on `attribute_not_exists`); a cancelled transaction means another writer linked
+//! one of the ids meanwhile, so it reads again and joins that entity. Like the embedded adapter's
+//! serialised write, concurrent links of overlapping ids therefore never split an entity.
+//!
 //! Every SDK or network failure is [`StoreError::Unavailable`]; a failed lookup is never "not
 //! found". TTL deletion is lazy, so reads filter on `expires_at` themselves.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
@@ -234,8 +240,8 @@ impl DynamoStore {
     ) -> Result<Option<EntityLink>, StoreError> {
         let mut owners: BTreeMap<String, (&IdRef, Option<String>)> = BTreeMap::new();
         for id in ids {
-            if !owners.contains_key(&id.key()) {
-                owners.insert(id.key(), (id, self.pointer(kind, id).await?));
+            if let Entry::Vacant(slot) = owners.entry(id.key()) {
+                slot.insert((id, self.pointer(kind, id).await?));
             }
         }
         let key = ids
