@@ -1,6 +1,10 @@
 //! Helpers every inbound (CRM -> Enerflo) route shares: JSON body parsing, `{install}`
 //! resolution through the cross-reference table, and Enerflo failures as problem+json.
 
+// A `Problem` is the whole answer of a failed request, built once per request: its size is not
+// worth boxing for.
+#![allow(clippy::result_large_err)]
+
 use std::time::Duration;
 
 use http::StatusCode;

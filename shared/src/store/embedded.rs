@@ -170,9 +170,9 @@ impl XrefStore for EmbeddedStore {
                 if get_json::<String>(kv, &pointer_key(kind, id))?.as_deref() == Some(key.as_str())
                 {
                     link.ids.insert(id.key());
-                }
-                if id.form == IdForm::Crm && link.crm_id.is_none() {
-                    link.crm_id = Some(id.value.clone());
+                    if id.form == IdForm::Crm && link.crm_id.is_none() {
+                        link.crm_id = Some(id.value.clone());
+                    }
                 }
             }
             put_json(kv, &entity_key(kind, &key), &link)?;
@@ -367,11 +367,11 @@ impl EventLog for EmbeddedStore {
                 .map_err(|e| db_err("range", e))?;
             let mut keys = Vec::new();
             for item in range.rev() {
-                let (_, v) = item.map_err(|e| db_err("range item", e))?;
-                keys.push(v.value().to_owned());
                 if keys.len() >= limit {
                     break;
                 }
+                let (_, v) = item.map_err(|e| db_err("range item", e))?;
+                keys.push(v.value().to_owned());
             }
             keys
         };
