@@ -33,9 +33,20 @@ fn startup(what: &str, e: impl std::fmt::Display) -> ConfigError {
     }
 }
 
+/// The AWS SDK configuration from the environment, with timeouts: an unreachable table or queue
+/// must fail the request in seconds (and be retried), not hang until the Lambda times out.
+pub async fn aws_sdk_config() -> aws_config::SdkConfig {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .operation_attempt_timeout(std::time::Duration::from_secs(3))
+        .operation_timeout(std::time::Duration::from_secs(8))
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await
+}
+
 /// DynamoDB + SQS ports (Lambda). `AWS_ENDPOINT_URL` points both at moto or LocalStack.
 pub async fn aws_ports(config: &Config) -> Result<Ports, ConfigError> {
-    let sdk = aws_config::load_from_env().await;
+    let sdk = aws_sdk_config().await;
     let table = config
         .table_name
         .clone()

@@ -139,3 +139,40 @@ pub trait EventQueue: Send + Sync {
         reason: &str,
     ) -> Result<(), QueueError>;
 }
+
+/// A dead letter and the handle that removes it from its DLQ.
+#[derive(Clone, Debug)]
+pub struct HeldDeadLetter {
+    pub dead: DeadLetter,
+    pub handle: String,
+}
+
+/// Operator access to the dead-letter queues (the `enerflo-sync-ops` tool): read them, and remove
+/// what was replayed. SQS has no redrive-with-reason API we can rely on (and moto lacks
+/// `StartMessageMoveTask`), so replay is receive -> send -> delete.
+#[async_trait]
+pub trait DeadLetterAdmin: Send + Sync {
+    /// Up to `max` dead letters of a stage. On SQS they stay hidden from other readers for
+    /// `hold_secs`, so a replay can remove them before anyone else sees them.
+    async fn hold_dead_letters(&self, stage: Stage, max: usize, hold_secs: u32) -> Result<Vec<HeldDeadLetter>, QueueError>;
+    async fn remove_dead_letter(&self, stage: Stage, handle: &str) -> Result<(), QueueError>;
+    /// Makes a held dead letter visible again at once (it was only looked at).
+    async fn release_dead_letter(&self, stage: Stage, handle: &str) -> Result<(), QueueError>;
+}
+
+/// Suffix that marks a replayed message: a fresh queue dedupe id, the same event log entry.
+pub const REPLAY_MARK: &str = "#replay-";
+
+impl MessageMeta {
+    /// The event log key: the dedupe key without a replay mark.
+    pub fn log_key(&self) -> &str {
+        self.dedupe_key.split(REPLAY_MARK).next().unwrap_or(&self.dedupe_key)
+    }
+
+    /// The same message marked as a replay, so the queues' dedupe windows do not drop it.
+    pub fn for_replay(&self) -> Self {
+        let mut meta = self.clone();
+        meta.dedupe_key = format!("{}{REPLAY_MARK}{:016x}", self.log_key(), fastrand::u64(..));
+        meta
+    }
+}

@@ -470,3 +470,53 @@ mod tests {
         assert!(delivery.meta.is_err());
     }
 }
+
+#[async_trait]
+impl super::DeadLetterAdmin for SqsEventQueue {
+    async fn hold_dead_letters(&self, stage: Stage, max: usize, hold_secs: u32) -> Result<Vec<super::HeldDeadLetter>, QueueError> {
+        let url = self.queues(stage)?.dlq_url.clone();
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        while out.len() < max {
+            let batch = self.receive_from(&url, (max - out.len()).min(10), 0, hold_secs).await?;
+            let before = out.len();
+            for msg in &batch {
+                if seen.insert(msg.message_id().unwrap_or_default().to_owned()) {
+                    out.push(super::HeldDeadLetter {
+                        dead: dead_letter_from_sdk(stage, msg),
+                        handle: msg.receipt_handle().unwrap_or_default().to_owned(),
+                    });
+                }
+            }
+            if out.len() == before {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn release_dead_letter(&self, stage: Stage, handle: &str) -> Result<(), QueueError> {
+        let url = &self.queues(stage)?.dlq_url;
+        self.client
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(handle)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map_err(|e| QueueError::unavailable(format!("release dead letter in {url}"), e))?;
+        Ok(())
+    }
+
+    async fn remove_dead_letter(&self, stage: Stage, handle: &str) -> Result<(), QueueError> {
+        let url = &self.queues(stage)?.dlq_url;
+        self.client
+            .delete_message()
+            .queue_url(url)
+            .receipt_handle(handle)
+            .send()
+            .await
+            .map_err(|e| QueueError::unavailable(format!("delete dead letter from {url}"), e))?;
+        Ok(())
+    }
+}

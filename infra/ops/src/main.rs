@@ -1,0 +1,171 @@
+//! `enerflo-sync-ops`: see the README's "Operating it".
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use enerflo_sync::classify::Stage;
+use enerflo_sync::config::Config;
+use enerflo_sync_ops::{Backend, Filter, entity_report, event_rerun, event_show, event_summary, list_dead_letters, parse_time, replay};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "enerflo-sync-ops", about = "Dead letters, replays, cross-references and the event log of the Enerflo <-> CRM sync")]
+struct Cli {
+    /// A stopped local runner's DATA_DIR; without it, AWS from TABLE_NAME, <STAGE>_QUEUE_URL, <STAGE>_DLQ_URL, AWS_ENDPOINT_URL.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Dead-letter queues.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// An entity's cross-references and recent events: deal:<uuid>, install:<id>, customer:<id>, crm:<id>.
+    Entity {
+        reference: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One event in the event log.
+    Event {
+        #[command(subcommand)]
+        action: EventAction,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct FilterArgs {
+    /// leads, project, milestone, status, note, change_order
+    #[arg(long)]
+    stage: Option<String>,
+    /// Only dead letters that failed at or after this RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only dead letters that failed at or before this RFC 3339 time.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this entity's (FIFO group's) dead letters, e.g. install:700001.
+    #[arg(long)]
+    entity: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// List dead letters with their reasons.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Include bodies.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Send dead letters back to their queue.
+    Replay {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Show what would be replayed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventAction {
+    /// Show an event, with its raw body.
+    Show { dedupe_key: String },
+    /// Enqueue an event again from its stored raw body.
+    Rerun { dedupe_key: String },
+}
+
+fn filter_of(args: &FilterArgs) -> anyhow::Result<Filter> {
+    Ok(Filter {
+        stage: args.stage.as_deref().map(|s| Stage::parse(s).ok_or_else(|| anyhow::anyhow!("unknown stage `{s}`"))).transpose()?,
+        since: args.since.as_deref().map(parse_time).transpose()?,
+        until: args.until.as_deref().map(parse_time).transpose()?,
+        entity: args.entity.clone(),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let backend = match &cli.data_dir {
+        Some(dir) => Backend::local(dir)?,
+        None => Backend::aws(&Config::from_env()?).await?,
+    };
+    match cli.command {
+        Command::Dlq { action: DlqAction::List { filter, full } } => {
+            let dead = list_dead_letters(&backend, &filter_of(&filter)?).await?;
+            if cli.json {
+                let items: Vec<_> = dead
+                    .iter()
+                    .map(|d| {
+                        let mut v = serde_json::to_value(d).unwrap_or_default();
+                        if !full && let Some(o) = v.as_object_mut() {
+                            o.remove("body");
+                        }
+                        v
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                for d in &dead {
+                    let group = d.attributes.get("group").map(String::as_str).unwrap_or("-");
+                    let event = d.attributes.get("event").map(String::as_str).unwrap_or("-");
+                    println!("{}  {}  {}  {}  attempts={}  {}", d.failed_at, d.stage, event, group, d.attempts, d.reason);
+                    if full {
+                        println!("    {}", d.body);
+                    }
+                }
+                println!("{} dead letter(s)", dead.len());
+            }
+        }
+        Command::Dlq { action: DlqAction::Replay { filter, dry_run } } => {
+            let bar = ProgressBar::new(0);
+            bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} replayed ({eta} left)").unwrap_or_else(|_| ProgressStyle::default_bar()));
+            let (listed, report) = replay(&backend, &filter_of(&filter)?, dry_run, |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })
+            .await?;
+            bar.finish_and_clear();
+            if dry_run {
+                for d in &listed {
+                    println!("would replay {} ({}): {}", d.message_id, d.stage, d.reason);
+                }
+                println!("{} dead letter(s) match", listed.len());
+            } else {
+                println!("replayed {} of {} dead letter(s)", report.replayed, listed.len());
+                for f in &report.failed {
+                    eprintln!("failed: {f}");
+                }
+                if !report.failed.is_empty() {
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Entity { reference, limit } => {
+            let report = entity_report(&backend, &reference, limit).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Event { action: EventAction::Show { dedupe_key } } => {
+            let e = event_show(&backend, &dedupe_key).await?;
+            let mut v = event_summary(&e);
+            v["raw_body"] = serde_json::Value::String(e.raw_body);
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Command::Event { action: EventAction::Rerun { dedupe_key } } => {
+            let meta = event_rerun(&backend, &dedupe_key).await?;
+            println!("re-enqueued {} to stage {} (group {})", meta.log_key(), meta.stage, meta.group);
+        }
+    }
+    Ok(())
+}
