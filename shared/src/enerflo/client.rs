@@ -4,12 +4,14 @@
 //! are HTML pages).
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::Mutex;
+// Tokio's clock: identical in production, pausable in tests.
+use tokio::time::Instant;
 
 use crate::error::SyncError;
 use crate::secret::Secret;
@@ -384,6 +386,32 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_window_never_allows_more_than_the_limit_in_any_minute() {
+        let window = RateWindow { per_minute: 240, sent: Mutex::new(VecDeque::new()) };
+        let start = tokio::time::Instant::now();
+        let mut granted = Vec::new();
+        for _ in 0..600 {
+            window.acquire(Duration::from_secs(600)).await.expect("waits, never refuses within budget");
+            granted.push(tokio::time::Instant::now() - start);
+        }
+        // Any 60 s span holds at most 240 grants.
+        for (i, t) in granted.iter().enumerate() {
+            let in_minute = granted[i..].iter().take_while(|u| **u < *t + Duration::from_secs(60)).count();
+            assert!(in_minute <= 240, "{in_minute} grants in the minute from {t:?}");
+        }
+        assert!(granted[599] >= Duration::from_secs(120), "600 calls at 240/min take over two minutes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_window_refuses_a_wait_longer_than_the_budget() {
+        let window = RateWindow { per_minute: 2, sent: Mutex::new(VecDeque::new()) };
+        window.acquire(Duration::ZERO).await.expect("first");
+        window.acquire(Duration::ZERO).await.expect("second");
+        let wait = window.acquire(Duration::from_secs(5)).await.expect_err("third must wait a minute");
+        assert!(wait > Duration::from_secs(55));
+    }
 
     #[test]
     fn html_error_pages_reduce_to_their_text() {
