@@ -43,6 +43,8 @@ fn spawn(data_dir: &std::path::Path, port: u16, enerflo_key: Option<&str>) -> Ch
             return child;
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("runner did not start");
 }
 

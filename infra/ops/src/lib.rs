@@ -229,7 +229,7 @@ pub async fn entity_report(backend: &Backend, reference: &str, limit: usize) -> 
     for g in &groups {
         events.extend(backend.log.for_entity(g, limit).await?);
     }
-    events.sort_by(|a, b| b.received_ms.cmp(&a.received_ms));
+    events.sort_by_key(|e| std::cmp::Reverse(e.received_ms));
     events.truncate(limit);
     Ok(json!({
         "reference": reference,

@@ -436,41 +436,6 @@ pub async fn create_queues(client: &Client, prefix: &str) -> Result<SqsStageQueu
     Ok(SqsStageQueues { url, dlq_url })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reason_is_cut_on_a_character_boundary() {
-        let long = "é".repeat(800); // 1600 bytes
-        let cut = truncate_reason(&long);
-        assert!(cut.len() <= MAX_REASON_BYTES);
-        assert_eq!(cut.chars().count(), 500);
-        assert_eq!(truncate_reason("short"), "short");
-    }
-
-    #[test]
-    fn lambda_record_becomes_a_delivery() {
-        let mut msg = SqsMessage::default();
-        msg.message_id = Some("m-1".into());
-        msg.receipt_handle = Some("r-1".into());
-        msg.body = Some("{}".into());
-        msg.attributes
-            .insert("ApproximateReceiveCount".into(), "3".into());
-        let delivery = delivery_from_lambda(&msg);
-        assert_eq!(
-            (
-                delivery.message_id.as_str(),
-                delivery.receipt.as_str(),
-                delivery.receive_count
-            ),
-            ("m-1", "r-1", 3)
-        );
-        // No attributes: a poison message, not a panic.
-        assert!(delivery.meta.is_err());
-    }
-}
-
 #[async_trait]
 impl super::DeadLetterAdmin for SqsEventQueue {
     async fn hold_dead_letters(&self, stage: Stage, max: usize, hold_secs: u32) -> Result<Vec<super::HeldDeadLetter>, QueueError> {
@@ -518,5 +483,40 @@ impl super::DeadLetterAdmin for SqsEventQueue {
             .await
             .map_err(|e| QueueError::unavailable(format!("delete dead letter from {url}"), e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_is_cut_on_a_character_boundary() {
+        let long = "é".repeat(800); // 1600 bytes
+        let cut = truncate_reason(&long);
+        assert!(cut.len() <= MAX_REASON_BYTES);
+        assert_eq!(cut.chars().count(), 500);
+        assert_eq!(truncate_reason("short"), "short");
+    }
+
+    #[test]
+    fn lambda_record_becomes_a_delivery() {
+        let mut msg = SqsMessage::default();
+        msg.message_id = Some("m-1".into());
+        msg.receipt_handle = Some("r-1".into());
+        msg.body = Some("{}".into());
+        msg.attributes
+            .insert("ApproximateReceiveCount".into(), "3".into());
+        let delivery = delivery_from_lambda(&msg);
+        assert_eq!(
+            (
+                delivery.message_id.as_str(),
+                delivery.receipt.as_str(),
+                delivery.receive_count
+            ),
+            ("m-1", "r-1", 3)
+        );
+        // No attributes: a poison message, not a panic.
+        assert!(delivery.meta.is_err());
     }
 }
