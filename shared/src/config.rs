@@ -92,6 +92,8 @@ pub struct EnerfloFields {
     /// `MILESTONE_KEY_MAP`: `crm-key=enerflo-milestone-id` pairs, comma-separated, so a CRM can
     /// address milestones by its own keys in `PUT /crm/installs/{install}/milestones/{milestone}`.
     pub milestone_keys: BTreeMap<String, u64>,
+    /// Lead field names and paths (stages 1.1 and 1.2), see [`LeadFields`].
+    pub lead: LeadFields,
 }
 
 fn list(defaults: &[&str]) -> Vec<String> {
@@ -152,7 +154,87 @@ impl Default for EnerfloFields {
             voided_names: list(&["Voided", "Void", "Cancelled", "Canceled"]),
             completed_names: list(&["Completed", "Complete"]),
             milestone_keys: BTreeMap::new(),
+            lead: LeadFields::default(),
         }
+    }
+}
+
+/// The undocumented parts of `POST /api/v1/partner/action/lead/add` and of the customer events
+/// (ENERFLO_API.md 2.1, 3.7): names of the optional lead/add fields, where its answer carries the
+/// customer id, and where customer events carry the lead owner. Empty names send nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeadFields {
+    /// `ENERFLO_LEAD_NOTES_FIELD` (inside `lead`): the note text.
+    pub notes_field: String,
+    /// `ENERFLO_LEAD_CREATE_DEAL_FIELD` (inside `lead`): the deal type id that creates a deal.
+    pub create_deal_field: String,
+    /// `ENERFLO_LEAD_APPOINTMENT_TYPE_FIELD` (inside `lead`): the appointment type id.
+    pub appointment_type_field: String,
+    /// `ENERFLO_LEAD_OFFICE_MATCH`: value of `lead.office_match` (every known integration sends
+    /// `manual`); empty sends none.
+    pub office_match: String,
+    /// `ENERFLO_LEAD_CUSTOMER_ID_PATHS`: where lead/add's answer carries the v1 customer id.
+    pub customer_id_paths: Vec<String>,
+    /// `ENERFLO_LEAD_OWNER_PATHS`: where a customer (then its event) carries the lead owner.
+    pub owner_paths: Vec<String>,
+}
+
+impl Default for LeadFields {
+    fn default() -> Self {
+        Self {
+            notes_field: "notes".into(),
+            create_deal_field: "createDeal".into(),
+            appointment_type_field: "appointment_type_id".into(),
+            office_match: "manual".into(),
+            customer_id_paths: list(&[
+                "customer_id",
+                "data.lead.id",
+                "data.customer_id",
+                "data.customer.id",
+                "lead.id",
+                "customer.id",
+            ]),
+            owner_paths: list(&[
+                "leadOwner",
+                "lead_owner",
+                "salesRep",
+                "sales_rep",
+                "agent_user",
+                "agent_user_id",
+            ]),
+        }
+    }
+}
+
+impl LeadFields {
+    fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Self {
+        let mut out = Self::default();
+        for (k, slot) in [
+            ("ENERFLO_LEAD_NOTES_FIELD", &mut out.notes_field),
+            ("ENERFLO_LEAD_CREATE_DEAL_FIELD", &mut out.create_deal_field),
+            (
+                "ENERFLO_LEAD_APPOINTMENT_TYPE_FIELD",
+                &mut out.appointment_type_field,
+            ),
+            ("ENERFLO_LEAD_OFFICE_MATCH", &mut out.office_match),
+        ] {
+            if let Some(v) = get(k) {
+                *slot = v.trim().to_owned();
+            }
+        }
+        for (k, slot) in [
+            ("ENERFLO_LEAD_CUSTOMER_ID_PATHS", &mut out.customer_id_paths),
+            ("ENERFLO_LEAD_OWNER_PATHS", &mut out.owner_paths),
+        ] {
+            if let Some(v) = get(k).filter(|v| !v.trim().is_empty()) {
+                *slot = v
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+            }
+        }
+        out
     }
 }
 
@@ -338,6 +420,7 @@ impl Config {
                 problems.push(format!("{name} must not be empty"));
             }
         }
+        fields.lead = LeadFields::from_lookup(&get);
         if let Some(map) = var("MILESTONE_KEY_MAP") {
             for pair in map.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 match pair
@@ -399,7 +482,13 @@ impl Config {
             idempotency_ttl: Duration::from_secs(
                 86_400 * number("IDEMPOTENCY_TTL_DAYS", 14, 1, 365, &mut problems),
             ),
-            echo_ttl: Duration::from_secs(number("ECHO_TTL_SECS", 3600, 60, 30 * 86_400, &mut problems)),
+            echo_ttl: Duration::from_secs(number(
+                "ECHO_TTL_SECS",
+                3600,
+                60,
+                30 * 86_400,
+                &mut problems,
+            )),
             install_id_paths: var("ENERFLO_INSTALL_ID_PATHS")
                 .map(|v| {
                     v.split(',')

@@ -173,11 +173,7 @@ impl Consumer {
     }
 
     async fn log_outcome(&self, meta: &MessageMeta, outcome: &str, detail: Option<&str>) {
-        if let Err(e) = self
-            .log
-            .set_outcome(meta.log_key(), outcome, detail)
-            .await
-        {
+        if let Err(e) = self.log.set_outcome(meta.log_key(), outcome, detail).await {
             // The event log is for tracing; failing to write it must not fail the event.
             tracing::warn!(error = %e, outcome, "event log not updated");
         }

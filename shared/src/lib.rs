@@ -14,6 +14,7 @@ pub mod error;
 pub mod hashing;
 pub mod http;
 pub mod ids;
+pub mod inbound;
 pub mod lambda;
 pub mod mapping;
 pub mod queue;

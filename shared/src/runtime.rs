@@ -41,7 +41,10 @@ pub async fn aws_sdk_config() -> aws_config::SdkConfig {
         .operation_attempt_timeout(std::time::Duration::from_secs(3))
         .operation_timeout(std::time::Duration::from_secs(8))
         .build();
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await
 }
 
 /// DynamoDB + SQS ports (Lambda). `AWS_ENDPOINT_URL` points both at moto or LocalStack.
@@ -124,7 +127,14 @@ pub const CONSUMER_CALL_BUDGET: std::time::Duration = std::time::Duration::from_
 
 /// Stages that have a consumer in this build. Events of other stages are acknowledged and parked
 /// in the event log (for replay once their consumer is deployed).
-pub const CONSUMER_STAGES: &[Stage] = &[Stage::Project];
+pub const CONSUMER_STAGES: &[Stage] = &[
+    Stage::Leads,
+    Stage::Project,
+    Stage::Note,
+    Stage::ChangeOrder,
+    Stage::Milestone,
+    Stage::Status,
+];
 
 /// The consumer of one stage, wired from configuration; `None` for a stage without one.
 pub fn consumer_for(
@@ -135,6 +145,16 @@ pub fn consumer_for(
     crm: Arc<dyn CrmConnector>,
 ) -> Option<Consumer> {
     let handler: Arc<dyn StageHandler> = match stage {
+        Stage::Leads => Arc::new(crate::stages::leads::LeadsStage {
+            crm,
+            xref: ports.xref.clone(),
+            claims: ports.claims.clone(),
+            state: ports.state.clone(),
+            echo: ports.echo.clone(),
+            fields: config.fields.lead.clone(),
+            include_raw: config.crm_include_raw,
+            echo_ttl: config.echo_ttl,
+        }),
         Stage::Project => Arc::new(crate::stages::ProjectStage {
             enerflo,
             crm,
@@ -144,12 +164,131 @@ pub fn consumer_for(
             include_raw: config.crm_include_raw,
             call_budget: CONSUMER_CALL_BUDGET,
         }),
-        _ => return None,
+        Stage::Note => Arc::new(crate::stages::note::NoteStage {
+            crm,
+            xref: ports.xref.clone(),
+            claims: ports.claims.clone(),
+            state: ports.state.clone(),
+            echo: ports.echo.clone(),
+            fields: config.fields.clone(),
+            install_id_paths: config.install_id_paths.clone(),
+            include_raw: config.crm_include_raw,
+            echo_ttl: config.echo_ttl,
+        }),
+        Stage::ChangeOrder => Arc::new(crate::stages::change_order::ChangeOrderStage {
+            crm,
+            xref: ports.xref.clone(),
+            claims: ports.claims.clone(),
+            state: ports.state.clone(),
+            include_raw: config.crm_include_raw,
+        }),
+        Stage::Milestone => Arc::new(crate::stages::milestone::MilestoneStage {
+            enerflo,
+            crm,
+            xref: ports.xref.clone(),
+            claims: ports.claims.clone(),
+            state: ports.state.clone(),
+            echo: ports.echo.clone(),
+            fields: config.fields.clone(),
+            install_id_paths: config.install_id_paths.clone(),
+            include_raw: config.crm_include_raw,
+            echo_ttl: config.echo_ttl,
+            call_budget: CONSUMER_CALL_BUDGET,
+        }),
+        Stage::Status => Arc::new(crate::stages::status::StatusStage {
+            enerflo,
+            crm,
+            xref: ports.xref.clone(),
+            claims: ports.claims.clone(),
+            state: ports.state.clone(),
+            echo: ports.echo.clone(),
+            catalog: Arc::new(crate::enerflo::api_status::StatusCatalog::default()),
+            fields: config.fields.clone(),
+            install_id_paths: config.install_id_paths.clone(),
+            include_raw: config.crm_include_raw,
+            echo_ttl: config.echo_ttl,
+            call_budget: CONSUMER_CALL_BUDGET,
+        }),
     };
     Some(Consumer {
         handler,
         queue: ports.queue.clone(),
         log: ports.log.clone(),
         retry: config.retry,
+    })
+}
+
+/// `POST /crm/leads` (stage 1.1), wired from configuration.
+pub fn leads_route(
+    config: &Config,
+    ports: &Ports,
+    enerflo: Arc<dyn EnerfloApi>,
+) -> Arc<dyn crate::http::router::InboundRoute> {
+    Arc::new(crate::inbound::leads::LeadsRoute {
+        enerflo,
+        xref: ports.xref.clone(),
+        claims: ports.claims.clone(),
+        state: ports.state.clone(),
+        echo: ports.echo.clone(),
+        fields: config.fields.lead.clone(),
+        budget: config.inbound_wait_budget,
+        echo_ttl: config.echo_ttl,
+        peer_wait: crate::inbound::leads::PEER_WAIT,
+    })
+}
+
+/// `POST /crm/installs/{install}/notes` (stage 5.1), wired from configuration.
+pub fn notes_route(
+    config: &Config,
+    ports: &Ports,
+    enerflo: Arc<dyn EnerfloApi>,
+) -> Arc<dyn crate::http::router::InboundRoute> {
+    Arc::new(crate::inbound::notes::NotesRoute {
+        enerflo,
+        xref: ports.xref.clone(),
+        claims: ports.claims.clone(),
+        state: ports.state.clone(),
+        echo: ports.echo.clone(),
+        fields: config.fields.clone(),
+        budget: config.inbound_wait_budget,
+        echo_ttl: config.echo_ttl,
+        idempotency_ttl: config.idempotency_ttl,
+    })
+}
+
+/// `PUT /crm/installs/{install}/milestones/{milestone}` (stage 3.1), wired from configuration.
+pub fn milestone_route(
+    config: &Config,
+    ports: &Ports,
+    enerflo: Arc<dyn EnerfloApi>,
+) -> Arc<dyn crate::http::router::InboundRoute> {
+    Arc::new(crate::inbound::milestone::MilestoneRoute {
+        enerflo,
+        xref: ports.xref.clone(),
+        claims: ports.claims.clone(),
+        state: ports.state.clone(),
+        echo: ports.echo.clone(),
+        fields: config.fields.clone(),
+        echo_ttl: config.echo_ttl,
+        budget: config.inbound_wait_budget,
+    })
+}
+
+/// `PUT /crm/installs/{install}/status` (stage 4.1), wired from configuration.
+pub fn status_route(
+    config: &Config,
+    ports: &Ports,
+    enerflo: Arc<dyn EnerfloApi>,
+) -> Arc<dyn crate::http::router::InboundRoute> {
+    Arc::new(crate::inbound::status::StatusRoute {
+        enerflo,
+        xref: ports.xref.clone(),
+        claims: ports.claims.clone(),
+        state: ports.state.clone(),
+        echo: ports.echo.clone(),
+        catalog: Arc::new(crate::enerflo::api_status::StatusCatalog::default()),
+        status_field: config.fields.status_field.clone(),
+        echo_ttl: config.echo_ttl,
+        budget: config.inbound_wait_budget,
     })
 }

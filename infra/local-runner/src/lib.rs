@@ -125,7 +125,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Runner> {
     let router = Router {
         webhook: Some(Arc::new(runtime::webhook_ingest(&config, &ports))),
         crm_tokens: config.crm_inbound_tokens.clone(),
-        ..Router::default()
+        leads: Some(runtime::leads_route(&config, &ports, enerflo.clone())),
+        notes: Some(runtime::notes_route(&config, &ports, enerflo.clone())),
+        milestones: Some(runtime::milestone_route(&config, &ports, enerflo.clone())),
+        status: Some(runtime::status_route(&config, &ports, enerflo.clone())),
     };
 
     let (shutdown, shutdown_rx) = watch::channel(false);

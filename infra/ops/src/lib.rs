@@ -15,7 +15,9 @@ use enerflo_sync::queue::{DeadLetter, DeadLetterAdmin, EventQueue, MessageMeta, 
 use enerflo_sync::runtime::CONSUMER_STAGES;
 use enerflo_sync::store::dynamo::DynamoStore;
 use enerflo_sync::store::embedded::{EmbeddedStore, open_database};
-use enerflo_sync::store::{EntityKind, EntityLink, EventLog, EventRecord, IdForm, IdRef, XrefStore};
+use enerflo_sync::store::{
+    EntityKind, EntityLink, EventLog, EventRecord, IdForm, IdRef, XrefStore,
+};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -34,35 +36,69 @@ impl Backend {
     /// A local runner's state. The runner must be stopped: its database is single-process.
     pub fn local(data_dir: &Path) -> anyhow::Result<Self> {
         if !data_dir.join("sync.redb").exists() {
-            return Err(anyhow!("{} holds no local runner state (no sync.redb)", data_dir.display()));
+            return Err(anyhow!(
+                "{} holds no local runner state (no sync.redb)",
+                data_dir.display()
+            ));
         }
-        let db = open_database(Some(data_dir))
-            .map_err(|e| anyhow!("cannot open {} ({e}); stop the local runner first", data_dir.display()))?;
+        let db = open_database(Some(data_dir)).map_err(|e| {
+            anyhow!(
+                "cannot open {} ({e}); stop the local runner first",
+                data_dir.display()
+            )
+        })?;
         let store = Arc::new(EmbeddedStore::new(db.clone()));
         let queue = Arc::new(EmbeddedQueue::new(db, CONSUMER_STAGES.iter().copied()));
-        Ok(Self { xref: store.clone(), log: store, queue: queue.clone(), dlq: queue, stages: CONSUMER_STAGES.to_vec() })
+        Ok(Self {
+            xref: store.clone(),
+            log: store,
+            queue: queue.clone(),
+            dlq: queue,
+            stages: CONSUMER_STAGES.to_vec(),
+        })
     }
 
     /// DynamoDB + SQS from the same variables the Lambdas use (`TABLE_NAME`, `<STAGE>_QUEUE_URL`,
     /// `<STAGE>_DLQ_URL`, `AWS_ENDPOINT_URL`, the usual AWS credentials).
     pub async fn aws(config: &Config) -> anyhow::Result<Self> {
-        let table = config.table_name.clone().context("TABLE_NAME is required (or pass --data-dir for a local runner)")?;
+        let table = config
+            .table_name
+            .clone()
+            .context("TABLE_NAME is required (or pass --data-dir for a local runner)")?;
         let sdk = enerflo_sync::runtime::aws_sdk_config().await;
         let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
         let queues = config
             .queues
             .iter()
-            .map(|(s, u)| (*s, SqsStageQueues { url: u.url.clone(), dlq_url: u.dlq_url.clone() }))
+            .map(|(s, u)| {
+                (
+                    *s,
+                    SqsStageQueues {
+                        url: u.url.clone(),
+                        dlq_url: u.dlq_url.clone(),
+                    },
+                )
+            })
             .collect();
         let stages = config.queues.keys().copied().collect();
         let queue = Arc::new(SqsEventQueue::new(aws_sdk_sqs::Client::new(&sdk), queues));
-        Ok(Self { xref: store.clone(), log: store, queue: queue.clone(), dlq: queue, stages })
+        Ok(Self {
+            xref: store.clone(),
+            log: store,
+            queue: queue.clone(),
+            dlq: queue,
+            stages,
+        })
     }
 
     fn stages_for(&self, stage: Option<Stage>) -> anyhow::Result<Vec<Stage>> {
         match stage {
             Some(s) if self.stages.contains(&s) => Ok(vec![s]),
-            Some(s) => Err(anyhow!("stage {s} has no queue here (set {}_QUEUE_URL and {}_DLQ_URL)", s.env_prefix(), s.env_prefix())),
+            Some(s) => Err(anyhow!(
+                "stage {s} has no queue here (set {}_QUEUE_URL and {}_DLQ_URL)",
+                s.env_prefix(),
+                s.env_prefix()
+            )),
             None => Ok(self.stages.clone()),
         }
     }
@@ -86,13 +122,17 @@ impl Filter {
             (None, _, _) => false,
             (Some(t), since, until) => since.is_none_or(|s| t >= s) && until.is_none_or(|u| t <= u),
         };
-        let entity_ok = self.entity.as_deref().is_none_or(|e| dead.attributes.get("group").map(String::as_str) == Some(e));
+        let entity_ok = self
+            .entity
+            .as_deref()
+            .is_none_or(|e| dead.attributes.get("group").map(String::as_str) == Some(e));
         in_range(failed_at) && entity_ok
     }
 }
 
 pub fn parse_time(s: &str) -> anyhow::Result<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339).with_context(|| format!("`{s}` is not an RFC 3339 time (e.g. 2026-11-28T06:00:00Z)"))
+    OffsetDateTime::parse(s, &Rfc3339)
+        .with_context(|| format!("`{s}` is not an RFC 3339 time (e.g. 2026-11-28T06:00:00Z)"))
 }
 
 /// How long SQS hides a dead letter we are about to replay (it is deleted once re-sent); what we
@@ -107,10 +147,16 @@ async fn release(backend: &Backend, stage: Stage, handle: &str) {
 }
 const MAX_PER_STAGE: usize = 10_000;
 
-pub async fn list_dead_letters(backend: &Backend, filter: &Filter) -> anyhow::Result<Vec<DeadLetter>> {
+pub async fn list_dead_letters(
+    backend: &Backend,
+    filter: &Filter,
+) -> anyhow::Result<Vec<DeadLetter>> {
     let mut out = Vec::new();
     for stage in backend.stages_for(filter.stage)? {
-        let held = backend.dlq.hold_dead_letters(stage, MAX_PER_STAGE, PEEK_SECS).await?;
+        let held = backend
+            .dlq
+            .hold_dead_letters(stage, MAX_PER_STAGE, PEEK_SECS)
+            .await?;
         for h in held {
             release(backend, stage, &h.handle).await;
             if filter.matches(&h.dead) {
@@ -139,7 +185,10 @@ pub async fn replay(
     let mut selected = Vec::new();
     let mut selected_dry = Vec::new();
     for stage in backend.stages_for(filter.stage)? {
-        let held = backend.dlq.hold_dead_letters(stage, MAX_PER_STAGE, HOLD_SECS).await?;
+        let held = backend
+            .dlq
+            .hold_dead_letters(stage, MAX_PER_STAGE, HOLD_SECS)
+            .await?;
         for h in held {
             if filter.matches(&h.dead) && !dry_run {
                 selected.push((stage, h));
@@ -159,8 +208,12 @@ pub async fn replay(
     let total = selected.len();
     for (i, (stage, held)) in selected.into_iter().enumerate() {
         let result = async {
-            let meta = meta_of(&held.dead).map_err(|e| anyhow!("message {} cannot be replayed: {e}", held.dead.message_id))?;
-            let msg = QueueMessage { meta: meta.for_replay(), body: held.dead.body.clone() };
+            let meta = meta_of(&held.dead)
+                .map_err(|e| anyhow!("message {} cannot be replayed: {e}", held.dead.message_id))?;
+            let msg = QueueMessage {
+                meta: meta.for_replay(),
+                body: held.dead.body.clone(),
+            };
             backend.queue.send(&msg).await?;
             backend.dlq.remove_dead_letter(stage, &held.handle).await?;
             anyhow::Ok(())
@@ -178,20 +231,31 @@ pub async fn replay(
 /// Parses an entity reference: `deal:<uuid>`, `install:<id>`, `customer:<id or uuid>`,
 /// `crm:<id>`, `short_code:<code>`, `survey:<id>`.
 pub fn entity_refs(reference: &str) -> anyhow::Result<Vec<(EntityKind, IdRef)>> {
-    let (form, value) = reference.split_once(':').ok_or_else(|| anyhow!("expected <form>:<id>, e.g. install:700001"))?;
+    let (form, value) = reference
+        .split_once(':')
+        .ok_or_else(|| anyhow!("expected <form>:<id>, e.g. install:700001"))?;
     let value = value.trim();
     let refs = match form {
         "deal" => vec![(EntityKind::Project, IdRef::new(IdForm::Deal, value))],
         "install" => vec![(EntityKind::Project, IdRef::new(IdForm::Install, value))],
         "survey" => vec![(EntityKind::Project, IdRef::new(IdForm::Survey, value))],
         "short_code" => vec![(EntityKind::Project, IdRef::new(IdForm::ShortCode, value))],
-        "customer" if value.bytes().all(|b| b.is_ascii_digit()) => vec![(EntityKind::Customer, IdRef::new(IdForm::CustomerId, value))],
-        "customer" => vec![(EntityKind::Customer, IdRef::new(IdForm::CustomerUuid, value))],
+        "customer" if value.bytes().all(|b| b.is_ascii_digit()) => {
+            vec![(EntityKind::Customer, IdRef::new(IdForm::CustomerId, value))]
+        }
+        "customer" => vec![(
+            EntityKind::Customer,
+            IdRef::new(IdForm::CustomerUuid, value),
+        )],
         "crm" => [EntityKind::Project, EntityKind::Customer, EntityKind::Note]
             .into_iter()
             .map(|k| (k, IdRef::new(IdForm::Crm, value)))
             .collect(),
-        other => return Err(anyhow!("unknown id form `{other}` (deal, install, survey, short_code, customer, crm)")),
+        other => {
+            return Err(anyhow!(
+                "unknown id form `{other}` (deal, install, survey, short_code, customer, crm)"
+            ));
+        }
     };
     Ok(refs)
 }
@@ -200,7 +264,9 @@ pub fn entity_refs(reference: &str) -> anyhow::Result<Vec<(EntityKind, IdRef)>> 
 pub fn event_groups(link: &EntityLink) -> Vec<String> {
     let mut groups = Vec::new();
     for key in &link.ids {
-        let Some(id) = IdRef::parse_key(key) else { continue };
+        let Some(id) = IdRef::parse_key(key) else {
+            continue;
+        };
         let group = match id.form {
             IdForm::Deal => format!("deal:{}", id.value),
             IdForm::Install => format!("install:{}", id.value),
@@ -212,7 +278,11 @@ pub fn event_groups(link: &EntityLink) -> Vec<String> {
     groups
 }
 
-pub async fn entity_report(backend: &Backend, reference: &str, limit: usize) -> anyhow::Result<Value> {
+pub async fn entity_report(
+    backend: &Backend,
+    reference: &str,
+    limit: usize,
+) -> anyhow::Result<Value> {
     let mut links = Vec::new();
     for (kind, id) in entity_refs(reference)? {
         if let Some(link) = backend.xref.resolve(kind, &id).await? {
@@ -248,7 +318,9 @@ pub fn event_summary(e: &EventRecord) -> Value {
 }
 
 pub async fn event_show(backend: &Backend, dedupe_key: &str) -> anyhow::Result<EventRecord> {
-    backend.log.get(dedupe_key).await?.ok_or_else(|| anyhow!("no event {dedupe_key} in the event log (expired or never received)"))
+    backend.log.get(dedupe_key).await?.ok_or_else(|| {
+        anyhow!("no event {dedupe_key} in the event log (expired or never received)")
+    })
 }
 
 /// Re-enqueues one logged event from its stored raw body (a replay: the stage decides again
@@ -259,7 +331,12 @@ pub async fn event_rerun(backend: &Backend, dedupe_key: &str) -> anyhow::Result<
         .stage
         .as_deref()
         .and_then(Stage::parse)
-        .ok_or_else(|| anyhow!("event {dedupe_key} was not routed to a stage (outcome {})", record.outcome))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "event {dedupe_key} was not routed to a stage (outcome {})",
+                record.outcome
+            )
+        })?;
     if !backend.queue.has_stage(stage) {
         return Err(anyhow!("stage {stage} has no queue here"));
     }
@@ -267,10 +344,19 @@ pub async fn event_rerun(backend: &Backend, dedupe_key: &str) -> anyhow::Result<
         stage,
         event: record.event.clone(),
         dedupe_key: record.dedupe_key.clone(),
-        group: record.entity.clone().unwrap_or_else(|| format!("unidentified:{dedupe_key}")),
+        group: record
+            .entity
+            .clone()
+            .unwrap_or_else(|| format!("unidentified:{dedupe_key}")),
         received_at: record.received_at.clone(),
     }
     .for_replay();
-    backend.queue.send(&QueueMessage { meta: meta.clone(), body: record.raw_body }).await?;
+    backend
+        .queue
+        .send(&QueueMessage {
+            meta: meta.clone(),
+            body: record.raw_body,
+        })
+        .await?;
     Ok(meta)
 }

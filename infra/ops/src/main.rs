@@ -5,11 +5,17 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use enerflo_sync::classify::Stage;
 use enerflo_sync::config::Config;
-use enerflo_sync_ops::{Backend, Filter, entity_report, event_rerun, event_show, event_summary, list_dead_letters, parse_time, replay};
+use enerflo_sync_ops::{
+    Backend, Filter, entity_report, event_rerun, event_show, event_summary, list_dead_letters,
+    parse_time, replay,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(name = "enerflo-sync-ops", about = "Dead letters, replays, cross-references and the event log of the Enerflo <-> CRM sync")]
+#[command(
+    name = "enerflo-sync-ops",
+    about = "Dead letters, replays, cross-references and the event log of the Enerflo <-> CRM sync"
+)]
 struct Cli {
     /// A stopped local runner's DATA_DIR; without it, AWS from TABLE_NAME, <STAGE>_QUEUE_URL, <STAGE>_DLQ_URL, AWS_ENDPOINT_URL.
     #[arg(long, global = true)]
@@ -87,7 +93,11 @@ enum EventAction {
 
 fn filter_of(args: &FilterArgs) -> anyhow::Result<Filter> {
     Ok(Filter {
-        stage: args.stage.as_deref().map(|s| Stage::parse(s).ok_or_else(|| anyhow::anyhow!("unknown stage `{s}`"))).transpose()?,
+        stage: args
+            .stage
+            .as_deref()
+            .map(|s| Stage::parse(s).ok_or_else(|| anyhow::anyhow!("unknown stage `{s}`")))
+            .transpose()?,
         since: args.since.as_deref().map(parse_time).transpose()?,
         until: args.until.as_deref().map(parse_time).transpose()?,
         entity: args.entity.clone(),
@@ -102,7 +112,9 @@ async fn main() -> anyhow::Result<()> {
         None => Backend::aws(&Config::from_env()?).await?,
     };
     match cli.command {
-        Command::Dlq { action: DlqAction::List { filter, full } } => {
+        Command::Dlq {
+            action: DlqAction::List { filter, full },
+        } => {
             let dead = list_dead_letters(&backend, &filter_of(&filter)?).await?;
             if cli.json {
                 let items: Vec<_> = dead
@@ -120,7 +132,10 @@ async fn main() -> anyhow::Result<()> {
                 for d in &dead {
                     let group = d.attributes.get("group").map(String::as_str).unwrap_or("-");
                     let event = d.attributes.get("event").map(String::as_str).unwrap_or("-");
-                    println!("{}  {}  {}  {}  attempts={}  {}", d.failed_at, d.stage, event, group, d.attempts, d.reason);
+                    println!(
+                        "{}  {}  {}  {}  attempts={}  {}",
+                        d.failed_at, d.stage, event, group, d.attempts, d.reason
+                    );
                     if full {
                         println!("    {}", d.body);
                     }
@@ -128,14 +143,20 @@ async fn main() -> anyhow::Result<()> {
                 println!("{} dead letter(s)", dead.len());
             }
         }
-        Command::Dlq { action: DlqAction::Replay { filter, dry_run } } => {
+        Command::Dlq {
+            action: DlqAction::Replay { filter, dry_run },
+        } => {
             let bar = ProgressBar::new(0);
-            bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} replayed ({eta} left)").unwrap_or_else(|_| ProgressStyle::default_bar()));
-            let (listed, report) = replay(&backend, &filter_of(&filter)?, dry_run, |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            })
-            .await?;
+            bar.set_style(
+                ProgressStyle::with_template("{bar:40} {pos}/{len} replayed ({eta} left)")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let (listed, report) =
+                replay(&backend, &filter_of(&filter)?, dry_run, |done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                })
+                .await?;
             bar.finish_and_clear();
             if dry_run {
                 for d in &listed {
@@ -143,7 +164,11 @@ async fn main() -> anyhow::Result<()> {
                 }
                 println!("{} dead letter(s) match", listed.len());
             } else {
-                println!("replayed {} of {} dead letter(s)", report.replayed, listed.len());
+                println!(
+                    "replayed {} of {} dead letter(s)",
+                    report.replayed,
+                    listed.len()
+                );
                 for f in &report.failed {
                     eprintln!("failed: {f}");
                 }
@@ -156,15 +181,24 @@ async fn main() -> anyhow::Result<()> {
             let report = entity_report(&backend, &reference, limit).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
-        Command::Event { action: EventAction::Show { dedupe_key } } => {
+        Command::Event {
+            action: EventAction::Show { dedupe_key },
+        } => {
             let e = event_show(&backend, &dedupe_key).await?;
             let mut v = event_summary(&e);
             v["raw_body"] = serde_json::Value::String(e.raw_body);
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
-        Command::Event { action: EventAction::Rerun { dedupe_key } } => {
+        Command::Event {
+            action: EventAction::Rerun { dedupe_key },
+        } => {
             let meta = event_rerun(&backend, &dedupe_key).await?;
-            println!("re-enqueued {} to stage {} (group {})", meta.log_key(), meta.stage, meta.group);
+            println!(
+                "re-enqueued {} to stage {} (group {})",
+                meta.log_key(),
+                meta.stage,
+                meta.group
+            );
         }
     }
     Ok(())

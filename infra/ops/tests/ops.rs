@@ -14,7 +14,9 @@ use enerflo_sync::queue::{Delivery, EventQueue, MessageMeta, QueueMessage};
 use enerflo_sync::store::dynamo::{DynamoStore, create_table};
 use enerflo_sync::store::embedded::{EmbeddedStore, open_database};
 use enerflo_sync::store::{EntityKind, EventRecord, IdForm, IdRef};
-use enerflo_sync_ops::{Backend, Filter, entity_report, event_rerun, list_dead_letters, parse_time, replay};
+use enerflo_sync_ops::{
+    Backend, Filter, entity_report, event_rerun, list_dead_letters, parse_time, replay,
+};
 
 fn meta(group: &str, key: &str) -> MessageMeta {
     MessageMeta {
@@ -43,14 +45,27 @@ fn record(key: &str, entity: &str, body: &str) -> EventRecord {
 }
 
 /// Puts two messages (two entities) in the project DLQ via the normal dead-letter path.
-async fn seed_dead_letters(queue: &dyn EventQueue, receive: impl AsyncFn() -> Vec<Delivery>, ack: impl AsyncFn(String)) {
+async fn seed_dead_letters(
+    queue: &dyn EventQueue,
+    receive: impl AsyncFn() -> Vec<Delivery>,
+    ack: impl AsyncFn(String),
+) {
     for (group, key) in [("deal:d-1", "k1"), ("deal:d-2", "k2")] {
-        queue.send(&QueueMessage { meta: meta(group, key), body: format!("{{\"n\":\"{key}\"}}") }).await.unwrap();
+        queue
+            .send(&QueueMessage {
+                meta: meta(group, key),
+                body: format!("{{\"n\":\"{key}\"}}"),
+            })
+            .await
+            .unwrap();
     }
     let mut dead = 0;
     for _ in 0..10 {
         for d in receive().await {
-            queue.dead_letter(Stage::Project, &d, "CRM unavailable: HTTP 500").await.unwrap();
+            queue
+                .dead_letter(Stage::Project, &d, "CRM unavailable: HTTP 500")
+                .await
+                .unwrap();
             ack(d.receipt.clone()).await;
             dead += 1;
         }
@@ -63,21 +78,37 @@ async fn seed_dead_letters(queue: &dyn EventQueue, receive: impl AsyncFn() -> Ve
 
 async fn contract(backend: &Backend, received: impl AsyncFn() -> Vec<Delivery>) {
     // list shows both with their reason
-    let all = list_dead_letters(backend, &Filter::default()).await.unwrap();
+    let all = list_dead_letters(backend, &Filter::default())
+        .await
+        .unwrap();
     assert_eq!(all.len(), 2);
     assert!(all.iter().all(|d| d.reason == "CRM unavailable: HTTP 500"));
 
     // a time range that excludes them selects nothing
-    let future = Filter { since: Some(parse_time("2999-01-01T00:00:00Z").unwrap()), ..Filter::default() };
+    let future = Filter {
+        since: Some(parse_time("2999-01-01T00:00:00Z").unwrap()),
+        ..Filter::default()
+    };
     let (none, report) = replay(backend, &future, false, |_, _| {}).await.unwrap();
     assert!(none.is_empty());
     assert_eq!(report.replayed, 0);
 
     // replay by entity moves exactly that one back, with a replay mark and the same log key
-    let only_d1 = Filter { entity: Some("deal:d-1".into()), stage: Some(Stage::Project), ..Filter::default() };
+    let only_d1 = Filter {
+        entity: Some("deal:d-1".into()),
+        stage: Some(Stage::Project),
+        ..Filter::default()
+    };
     let mut progress = Vec::new();
-    let (listed, report) = replay(backend, &only_d1, false, |done, total| progress.push((done, total))).await.unwrap();
-    assert_eq!((listed.len(), report.replayed, report.failed.len()), (1, 1, 0));
+    let (listed, report) = replay(backend, &only_d1, false, |done, total| {
+        progress.push((done, total))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (listed.len(), report.replayed, report.failed.len()),
+        (1, 1, 0)
+    );
     assert_eq!(progress, vec![(1, 1)]);
     let back = received().await;
     assert_eq!(back.len(), 1);
@@ -88,13 +119,35 @@ async fn contract(backend: &Backend, received: impl AsyncFn() -> Vec<Delivery>) 
     assert_eq!(back[0].body, "{\"n\":\"k1\"}");
 
     // the other stays in the DLQ; a dry run changes nothing
-    let (listed, _) = replay(backend, &Filter::default(), true, |_, _| {}).await.unwrap();
+    let (listed, _) = replay(backend, &Filter::default(), true, |_, _| {})
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(list_dead_letters(backend, &Filter::default()).await.unwrap().len(), 1);
+    assert_eq!(
+        list_dead_letters(backend, &Filter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // entity report: cross-references and the event log
-    backend.xref.link(EntityKind::Project, &[IdRef::new(IdForm::Deal, "d-9"), IdRef::new(IdForm::Install, 9)]).await.unwrap();
-    backend.log.record(&record("k9", "install:9", "{\"raw\":true}"), 3600).await.unwrap();
+    backend
+        .xref
+        .link(
+            EntityKind::Project,
+            &[
+                IdRef::new(IdForm::Deal, "d-9"),
+                IdRef::new(IdForm::Install, 9),
+            ],
+        )
+        .await
+        .unwrap();
+    backend
+        .log
+        .record(&record("k9", "install:9", "{\"raw\":true}"), 3600)
+        .await
+        .unwrap();
     let report = entity_report(backend, "deal:d-9", 10).await.unwrap();
     assert_eq!(report["links"][0]["key"], "deal:d-9");
     assert_eq!(report["events"][0]["dedupe_key"], "k9");
@@ -110,21 +163,36 @@ async fn contract(backend: &Backend, received: impl AsyncFn() -> Vec<Delivery>) 
 
 #[tokio::test]
 async fn dlq_list_replay_entity_and_rerun_work_on_the_local_runner_state() {
-    let dir = std::env::temp_dir().join(format!("ops-test-{}-{}", std::process::id(), fastrand_suffix()));
+    let dir = std::env::temp_dir().join(format!(
+        "ops-test-{}-{}",
+        std::process::id(),
+        fastrand_suffix()
+    ));
     let db = open_database(Some(&dir)).unwrap();
     let store = Arc::new(EmbeddedStore::new(db.clone()));
     let queue = Arc::new(EmbeddedQueue::new(db, [Stage::Project]));
-    let backend = Backend { xref: store.clone(), log: store, queue: queue.clone(), dlq: queue.clone(), stages: vec![Stage::Project] };
+    let backend = Backend {
+        xref: store.clone(),
+        log: store,
+        queue: queue.clone(),
+        dlq: queue.clone(),
+        stages: vec![Stage::Project],
+    };
     let (q, qa) = (queue.clone(), queue.clone());
     seed_dead_letters(
         queue.as_ref(),
-        async move || q.receive(Stage::Project, 10, std::time::Duration::from_secs(60)).unwrap(),
+        async move || {
+            q.receive(Stage::Project, 10, std::time::Duration::from_secs(60))
+                .unwrap()
+        },
         async move |r: String| qa.ack(Stage::Project, &r).unwrap(),
     )
     .await;
     let q2 = queue.clone();
     contract(&backend, async move || {
-        let got = q2.receive(Stage::Project, 10, std::time::Duration::from_secs(60)).unwrap();
+        let got = q2
+            .receive(Stage::Project, 10, std::time::Duration::from_secs(60))
+            .unwrap();
         for d in &got {
             q2.ack(Stage::Project, &d.receipt).unwrap();
         }
@@ -135,13 +203,19 @@ async fn dlq_list_replay_entity_and_rerun_work_on_the_local_runner_state() {
 }
 
 fn fastrand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 #[tokio::test]
 async fn dlq_list_replay_entity_and_rerun_work_on_dynamodb_and_sqs() {
     let Ok(url) = std::env::var("MOTO_URL") else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "MOTO_URL must be set in CI (make test starts moto)");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "MOTO_URL must be set in CI (make test starts moto)"
+        );
         eprintln!("MOTO_URL unset: skipping the AWS backend test");
         return;
     };
@@ -158,8 +232,17 @@ async fn dlq_list_replay_entity_and_rerun_work_on_dynamodb_and_sqs() {
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let urls = create_queues(&sqs, &format!("ops-{suffix}")).await.unwrap();
     let store = Arc::new(DynamoStore::new(ddb, table));
-    let queue = Arc::new(SqsEventQueue::new(sqs, BTreeMap::from([(Stage::Project, urls)])));
-    let backend = Backend { xref: store.clone(), log: store, queue: queue.clone(), dlq: queue.clone(), stages: vec![Stage::Project] };
+    let queue = Arc::new(SqsEventQueue::new(
+        sqs,
+        BTreeMap::from([(Stage::Project, urls)]),
+    ));
+    let backend = Backend {
+        xref: store.clone(),
+        log: store,
+        queue: queue.clone(),
+        dlq: queue.clone(),
+        stages: vec![Stage::Project],
+    };
     let (q, qa) = (queue.clone(), queue.clone());
     seed_dead_letters(
         queue.as_ref(),

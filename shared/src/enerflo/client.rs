@@ -389,27 +389,48 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_rate_window_never_allows_more_than_the_limit_in_any_minute() {
-        let window = RateWindow { per_minute: 240, sent: Mutex::new(VecDeque::new()) };
+        let window = RateWindow {
+            per_minute: 240,
+            sent: Mutex::new(VecDeque::new()),
+        };
         let start = tokio::time::Instant::now();
         let mut granted = Vec::new();
         for _ in 0..600 {
-            window.acquire(Duration::from_secs(600)).await.expect("waits, never refuses within budget");
+            window
+                .acquire(Duration::from_secs(600))
+                .await
+                .expect("waits, never refuses within budget");
             granted.push(tokio::time::Instant::now() - start);
         }
         // Any 60 s span holds at most 240 grants.
         for (i, t) in granted.iter().enumerate() {
-            let in_minute = granted[i..].iter().take_while(|u| **u < *t + Duration::from_secs(60)).count();
-            assert!(in_minute <= 240, "{in_minute} grants in the minute from {t:?}");
+            let in_minute = granted[i..]
+                .iter()
+                .take_while(|u| **u < *t + Duration::from_secs(60))
+                .count();
+            assert!(
+                in_minute <= 240,
+                "{in_minute} grants in the minute from {t:?}"
+            );
         }
-        assert!(granted[599] >= Duration::from_secs(120), "600 calls at 240/min take over two minutes");
+        assert!(
+            granted[599] >= Duration::from_secs(120),
+            "600 calls at 240/min take over two minutes"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_rate_window_refuses_a_wait_longer_than_the_budget() {
-        let window = RateWindow { per_minute: 2, sent: Mutex::new(VecDeque::new()) };
+        let window = RateWindow {
+            per_minute: 2,
+            sent: Mutex::new(VecDeque::new()),
+        };
         window.acquire(Duration::ZERO).await.expect("first");
         window.acquire(Duration::ZERO).await.expect("second");
-        let wait = window.acquire(Duration::from_secs(5)).await.expect_err("third must wait a minute");
+        let wait = window
+            .acquire(Duration::from_secs(5))
+            .await
+            .expect_err("third must wait a minute");
         assert!(wait > Duration::from_secs(55));
     }
 

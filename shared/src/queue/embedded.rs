@@ -354,19 +354,36 @@ pub fn meta_of(dead: &DeadLetter) -> Result<MessageMeta, String> {
 
 #[async_trait]
 impl super::DeadLetterAdmin for EmbeddedQueue {
-    async fn hold_dead_letters(&self, stage: Stage, max: usize, _hold_secs: u32) -> Result<Vec<super::HeldDeadLetter>, QueueError> {
+    async fn hold_dead_letters(
+        &self,
+        stage: Stage,
+        max: usize,
+        _hold_secs: u32,
+    ) -> Result<Vec<super::HeldDeadLetter>, QueueError> {
         // A single-process store: nobody else reads the DLQ, so nothing needs hiding.
         let tx = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
-        let t = tx.open_table(MESSAGES).map_err(|e| db_err("open queue", e))?;
-        let (start, end) = (format!("dlq#{}#", stage.as_str()), format!("dlq#{}$", stage.as_str()));
+        let t = tx
+            .open_table(MESSAGES)
+            .map_err(|e| db_err("open queue", e))?;
+        let (start, end) = (
+            format!("dlq#{}#", stage.as_str()),
+            format!("dlq#{}$", stage.as_str()),
+        );
         let mut out = Vec::new();
-        for item in t.range(start.as_str()..end.as_str()).map_err(|e| db_err("range", e))? {
+        for item in t
+            .range(start.as_str()..end.as_str())
+            .map_err(|e| db_err("range", e))?
+        {
             if out.len() >= max {
                 break;
             }
             let (k, v) = item.map_err(|e| db_err("range item", e))?;
-            let dead: DeadLetter = serde_json::from_slice(v.value()).map_err(|e| QueueError::Invalid(e.to_string()))?;
-            out.push(super::HeldDeadLetter { dead, handle: k.value().to_owned() });
+            let dead: DeadLetter = serde_json::from_slice(v.value())
+                .map_err(|e| QueueError::Invalid(e.to_string()))?;
+            out.push(super::HeldDeadLetter {
+                dead,
+                handle: k.value().to_owned(),
+            });
         }
         Ok(out)
     }
@@ -377,7 +394,9 @@ impl super::DeadLetterAdmin for EmbeddedQueue {
 
     async fn remove_dead_letter(&self, stage: Stage, handle: &str) -> Result<(), QueueError> {
         if !handle.starts_with(&format!("dlq#{}#", stage.as_str())) {
-            return Err(QueueError::Invalid(format!("{handle} is not a dead letter of stage {stage}")));
+            return Err(QueueError::Invalid(format!(
+                "{handle} is not a dead letter of stage {stage}"
+            )));
         }
         self.with_table(|t| {
             t.remove(handle).map_err(|e| db_err("remove", e))?;

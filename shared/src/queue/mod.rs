@@ -154,7 +154,12 @@ pub struct HeldDeadLetter {
 pub trait DeadLetterAdmin: Send + Sync {
     /// Up to `max` dead letters of a stage. On SQS they stay hidden from other readers for
     /// `hold_secs`, so a replay can remove them before anyone else sees them.
-    async fn hold_dead_letters(&self, stage: Stage, max: usize, hold_secs: u32) -> Result<Vec<HeldDeadLetter>, QueueError>;
+    async fn hold_dead_letters(
+        &self,
+        stage: Stage,
+        max: usize,
+        hold_secs: u32,
+    ) -> Result<Vec<HeldDeadLetter>, QueueError>;
     async fn remove_dead_letter(&self, stage: Stage, handle: &str) -> Result<(), QueueError>;
     /// Makes a held dead letter visible again at once (it was only looked at).
     async fn release_dead_letter(&self, stage: Stage, handle: &str) -> Result<(), QueueError>;
@@ -166,7 +171,10 @@ pub const REPLAY_MARK: &str = "#replay-";
 impl MessageMeta {
     /// The event log key: the dedupe key without a replay mark.
     pub fn log_key(&self) -> &str {
-        self.dedupe_key.split(REPLAY_MARK).next().unwrap_or(&self.dedupe_key)
+        self.dedupe_key
+            .split(REPLAY_MARK)
+            .next()
+            .unwrap_or(&self.dedupe_key)
     }
 
     /// The same message marked as a replay, so the queues' dedupe windows do not drop it.

@@ -438,12 +438,19 @@ pub async fn create_queues(client: &Client, prefix: &str) -> Result<SqsStageQueu
 
 #[async_trait]
 impl super::DeadLetterAdmin for SqsEventQueue {
-    async fn hold_dead_letters(&self, stage: Stage, max: usize, hold_secs: u32) -> Result<Vec<super::HeldDeadLetter>, QueueError> {
+    async fn hold_dead_letters(
+        &self,
+        stage: Stage,
+        max: usize,
+        hold_secs: u32,
+    ) -> Result<Vec<super::HeldDeadLetter>, QueueError> {
         let url = self.queues(stage)?.dlq_url.clone();
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         while out.len() < max {
-            let batch = self.receive_from(&url, (max - out.len()).min(10), 0, hold_secs).await?;
+            let batch = self
+                .receive_from(&url, (max - out.len()).min(10), 0, hold_secs)
+                .await?;
             let before = out.len();
             for msg in &batch {
                 if seen.insert(msg.message_id().unwrap_or_default().to_owned()) {

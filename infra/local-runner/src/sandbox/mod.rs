@@ -7,6 +7,9 @@
 //! One file per stage adds its routes (`projects.rs` for installs/find, ...); they share
 //! [`Sandbox`] state.
 
+mod installs;
+mod leads;
+mod notes;
 mod projects;
 
 use std::collections::BTreeMap;
@@ -59,6 +62,9 @@ impl Sandbox {
         axum::Router::new()
             .route("/calls", get(calls))
             .merge(projects::routes())
+            .merge(leads::routes())
+            .merge(installs::routes())
+            .merge(notes::routes())
             .with_state(self.clone())
     }
 

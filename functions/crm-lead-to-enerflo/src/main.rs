@@ -1,0 +1,20 @@
+//! `POST /crm/leads` behind API Gateway: a CRM lead created or updated in Enerflo, once per `crm_id`.
+
+use enerflo_sync::config::{Config, Need};
+use enerflo_sync::http::Router;
+use enerflo_sync::{lambda, runtime, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    telemetry::init();
+    let config = Config::from_env()?;
+    config.require(&[Need::CrmInboundToken, Need::Table, Need::EnerfloApi])?;
+    let ports = runtime::aws_ports(&config).await?;
+    let enerflo = runtime::enerflo_client(&config)?;
+    let router = Router {
+        crm_tokens: config.crm_inbound_tokens.clone(),
+        leads: Some(runtime::leads_route(&config, &ports, enerflo)),
+        ..Router::default()
+    };
+    lambda::serve_http(router).await
+}

@@ -1,0 +1,7 @@
+//! Inbound (CRM -> Enerflo) route handlers, one file per stage; the shared helpers are in
+//! [`crate::http::inbound`].
+
+pub mod leads;
+pub mod milestone;
+pub mod notes;
+pub mod status;
