@@ -116,7 +116,7 @@ async fn an_event_no_stage_handles_is_202_ignored_and_still_logged() {
 }
 
 #[tokio::test]
-async fn events_of_stages_without_a_consumer_are_acknowledged_and_kept_in_the_log() {
+async fn every_routed_event_is_kept_in_the_event_log_with_its_raw_body_and_entity() {
     let h = start(&[]).await;
     let body = fixture("v1-update_install.json");
     let (status, answer) = h.post_webhook(body.clone()).await;

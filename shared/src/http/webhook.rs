@@ -261,3 +261,116 @@ impl ClassifyName for serde_json::Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{HeaderMap, Method};
+
+    use super::*;
+    use crate::queue::embedded::EmbeddedQueue;
+    use crate::store::embedded::{EmbeddedStore, open_database};
+
+    fn ingest(stages: &[Stage]) -> (WebhookIngest, Arc<EmbeddedQueue>) {
+        let db = open_database(None).expect("db");
+        let store = Arc::new(EmbeddedStore::new(db.clone()));
+        let queue = Arc::new(EmbeddedQueue::new(db, stages.iter().copied()));
+        let ingest = WebhookIngest {
+            tokens: SecretSet::parse("tok"),
+            max_body_bytes: 1 << 20,
+            install_id_paths: vec!["install_id".into()],
+            queue: queue.clone(),
+            claims: store.clone(),
+            log: store,
+            dedupe_ttl: Duration::from_secs(3600),
+            log_ttl: Duration::from_secs(3600),
+        };
+        (ingest, queue)
+    }
+
+    fn post(body: &str) -> HttpRequest {
+        HttpRequest {
+            method: Method::POST,
+            path: "/enerflo/webhooks/tok".into(),
+            query: None,
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_of_a_stage_without_a_queue_is_parked_in_the_event_log_with_its_raw_body() {
+        // GIVEN a deployment whose only queue is the project stage's
+        let (ingest, queue) = ingest(&[Stage::Project]);
+        let body =
+            r#"{"webhook_event":"update_install","id":700001,"status":{"id":4,"name":"On Hold"}}"#;
+        // WHEN a status event arrives
+        let resp = ingest.handle(&post(body), "tok").await;
+        // THEN it is acknowledged as queued-but-parked and kept, raw, in the event log
+        assert_eq!(resp.status, StatusCode::ACCEPTED);
+        let answer = resp.body_json();
+        assert_eq!(
+            (answer["status"].as_str(), answer["parked"].as_bool()),
+            (Some("queued"), Some(true))
+        );
+        let logged = ingest
+            .log
+            .get(answer["dedupe_key"].as_str().expect("key"))
+            .await
+            .expect("log")
+            .expect("kept");
+        assert_eq!(
+            (logged.outcome.as_str(), logged.raw_body.as_str()),
+            ("parked", body)
+        );
+        assert_eq!(queue.depth(Stage::Project).expect("depth"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_queue_failure_answers_503_and_lets_the_redelivery_through() {
+        // GIVEN no queue for the project stage at all: send fails
+        let (mut ingest, _) = ingest(&[]);
+        struct Failing;
+        #[async_trait::async_trait]
+        impl EventQueue for Failing {
+            async fn send(&self, _: &QueueMessage) -> Result<(), crate::queue::QueueError> {
+                Err(crate::queue::QueueError::Invalid("down".into()))
+            }
+            fn has_stage(&self, _: Stage) -> bool {
+                true
+            }
+            async fn defer(
+                &self,
+                _: Stage,
+                _: &str,
+                _: Duration,
+            ) -> Result<(), crate::queue::QueueError> {
+                Ok(())
+            }
+            async fn dead_letter(
+                &self,
+                _: Stage,
+                _: &crate::queue::Delivery,
+                _: &str,
+            ) -> Result<(), crate::queue::QueueError> {
+                Ok(())
+            }
+        }
+        ingest.queue = Arc::new(Failing);
+        let body = r#"{"event":"deal.projectSubmitted","payload":{"deal":{"id":"d1"}}}"#;
+        let first = ingest.handle(&post(body), "tok").await;
+        assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(first.headers.contains_key(http::header::RETRY_AFTER));
+        // WHEN Enerflo retries after the queue recovered, it is queued, not called a duplicate
+        let (fresh, queue) = self::ingest(&[Stage::Project]);
+        ingest.queue = queue.clone();
+        ingest.tokens = fresh.tokens.clone();
+        let again = ingest.handle(&post(body), "tok").await;
+        assert_eq!(again.status, StatusCode::ACCEPTED);
+        assert_eq!(again.body_json()["status"], "queued");
+        assert_eq!(queue.depth(Stage::Project).expect("depth"), 1);
+    }
+}
