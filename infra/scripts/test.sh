@@ -11,7 +11,8 @@ MOTO="$ROOT/infra/scripts/moto.sh"
 CHECK="$ROOT/infra/scripts/check_template.py"
 BAD_TEMPLATE="infra/scripts/bad-template.yaml"
 # One failure per rule is what the negative fixture promises (see its header).
-EXPECTED_RULES=(iam-wildcard sqs-visibility queue-dlq batch-failures noecho access-log-path)
+EXPECTED_RULES=(iam-wildcard sqs-visibility queue-dlq batch-failures noecho access-log-path function-role
+  role-scope)
 
 step() {
   printf '\n==> %s\n' "$*"
@@ -46,9 +47,13 @@ unset AWS_SESSION_TOKEN AWS_PROFILE
 
 step "tests (MOTO_URL=$MOTO_URL)"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
-  # nextest does not run doctests.
-  cargo test --workspace --locked --doc
+  # (No doc tests exist; nextest runs every unit, integration and end-to-end test.)
+  mkdir -p "$ROOT/target"
+  cargo nextest run --workspace --locked --no-fail-fast 2>&1 | tee "$ROOT/target/nextest-output.log"
+  summary="$(grep -E 'Summary .* tests? run:' "$ROOT/target/nextest-output.log" | tail -n 1 || true)"
+  passed="$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$summary")"
+  failed="$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")"
+  test_totals="${passed:-0} passed, ${failed:-0} failed"
 else
   echo "cargo-nextest not found; falling back to cargo test"
   cargo test --workspace --locked --no-fail-fast
@@ -82,3 +87,7 @@ done
 echo "negative fixture rejected on all ${#EXPECTED_RULES[@]} rules, as expected"
 
 step "all checks passed"
+if [[ -n "${test_totals:-}" ]]; then
+  # The plain closing line CI reads: nextest's own summary scrolled far above.
+  echo "tests: $test_totals"
+fi

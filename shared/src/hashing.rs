@@ -10,6 +10,24 @@ pub fn content_hash<T: Serialize + ?Sized>(value: &T) -> String {
     sha256_hex(canonical.to_string().as_bytes())
 }
 
+/// Hex SHA-256 of a JSON value's canonical text, streamed into the hasher (no intermediate string).
+pub fn json_sha256_hex(value: &serde_json::Value) -> String {
+    struct HashWriter(Sha256);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = HashWriter(Sha256::new());
+    // Writing into a hasher cannot fail.
+    let _ = serde_json::to_writer(&mut w, value);
+    hex::encode(w.0.finalize())
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -28,5 +46,7 @@ mod tests {
             serde_json::from_str(r#"{"b":{"d":3,"c":2},"a":2}"#).expect("json");
         assert_eq!(content_hash(&a), content_hash(&b));
         assert_ne!(content_hash(&a), content_hash(&c));
+        assert_eq!(json_sha256_hex(&a), sha256_hex(a.to_string().as_bytes()));
+        assert_eq!(json_sha256_hex(&a), json_sha256_hex(&b));
     }
 }

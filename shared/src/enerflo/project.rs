@@ -241,6 +241,22 @@ pub struct Adder {
     pub amount: Option<f64>,
 }
 
+/// A v2 webhook body, read in one typed pass from its bytes (no intermediate `Value`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ProjectBody {
+    #[serde(deserialize_with = "opt_string")]
+    pub event: Option<String>,
+    #[serde(deserialize_with = "opt_object")]
+    pub payload: Option<ProjectPayload>,
+}
+
+impl ProjectBody {
+    pub fn parse(body: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+}
+
 impl ProjectPayload {
     pub fn from_record(record: &Value) -> Self {
         // `Value` -> struct with lenient fields cannot fail on field shapes; a non-object record

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{HttpRequest, HttpResponse, Problem};
 use crate::classify::{Classification, Stage, classify};
 use crate::enerflo::envelope::Envelope;
-use crate::hashing::sha256_hex;
+use crate::hashing::json_sha256_hex;
 use crate::queue::{ATTRIBUTE_ALLOWANCE, EventQueue, MAX_MESSAGE_BYTES, MessageMeta, QueueMessage};
 use crate::secret::SecretSet;
 use crate::store::{Claim, ClaimStore, EventLog, EventRecord};
@@ -36,11 +36,14 @@ pub struct WebhookIngest {
 /// The dedupe key: event name + entity + a hash of the normalised body (object keys sorted), so
 /// a redelivery of the same content is recognised whatever its key order or whitespace.
 pub fn dedupe_key(event: &str, entity: Option<&str>, body: &Value) -> String {
-    let hash = sha256_hex(body.to_string().as_bytes());
+    dedupe_key_from_hash(event, entity, &json_sha256_hex(body))
+}
+
+fn dedupe_key_from_hash(event: &str, entity: Option<&str>, body_hash: &str) -> String {
     format!(
         "{event}:{}:{}",
         entity.unwrap_or("unidentified"),
-        &hash[..24]
+        &body_hash[..24]
     )
 }
 
@@ -64,7 +67,9 @@ impl WebhookIngest {
             }
         };
         let hint = req.query_param("event");
-        let envelope = match Envelope::from_value(value.clone(), hint.as_deref()) {
+        // Hash before the value moves into the envelope: one parse, no clone.
+        let body_hash = json_sha256_hex(&value);
+        let envelope = match Envelope::from_value(value, hint.as_deref()) {
             Ok(env) => env,
             Err(e) => return Problem::bad_request(e.to_string()).into_response(),
         };
@@ -74,7 +79,7 @@ impl WebhookIngest {
 
         let (stage, entity) = match classify(&envelope, &self.install_id_paths) {
             Classification::Ignored => {
-                let key = dedupe_key(&envelope.event, None, &value);
+                let key = dedupe_key_from_hash(&envelope.event, None, &body_hash);
                 let record = record(
                     &key,
                     &envelope.event,
@@ -97,7 +102,7 @@ impl WebhookIngest {
             Classification::Routed { stage, entity } => (stage, entity),
         };
 
-        let key = dedupe_key(&envelope.event, entity.as_deref(), &value);
+        let key = dedupe_key_from_hash(&envelope.event, entity.as_deref(), &body_hash);
         let group = entity
             .clone()
             .unwrap_or_else(|| format!("unidentified:{}", &key[key.len() - 24..]));

@@ -12,9 +12,8 @@ use crate::canonical::{CrmEvent, CrmEventType};
 use crate::consumer::{Outcome, StageHandler};
 use crate::crm::CrmConnector;
 use crate::enerflo::EnerfloApi;
-use crate::enerflo::envelope::Envelope;
 use crate::enerflo::install::Install;
-use crate::enerflo::project::ProjectPayload;
+use crate::enerflo::project::{ProjectBody, ProjectPayload};
 use crate::error::SyncError;
 use crate::hashing::{content_hash, sha256_hex};
 use crate::mapping::project::{map_project, project_refs};
@@ -42,9 +41,11 @@ impl StageHandler for ProjectStage {
         body: &str,
         _attempt: u32,
     ) -> Result<Outcome, SyncError> {
-        let envelope = Envelope::parse(body.as_bytes(), Some(&meta.event))
+        // One typed pass over the body bytes (DESIGN 6: a 73 KB submission maps in under 1 ms).
+        let parsed = ProjectBody::parse(body.as_bytes())
             .map_err(|e| SyncError::permanent(format!("{} body unreadable: {e}", meta.event)))?;
-        let event_type = match envelope.event.as_str() {
+        let source_event = parsed.event.clone().unwrap_or_else(|| meta.event.clone());
+        let event_type = match source_event.as_str() {
             "deal.projectSubmitted" => CrmEventType::ProjectSubmitted,
             "deal.projectReceived" => CrmEventType::ProjectReceived,
             other => {
@@ -53,9 +54,11 @@ impl StageHandler for ProjectStage {
                 )));
             }
         };
-        let payload = ProjectPayload::from_record(&envelope.record);
+        let payload = parsed.payload.ok_or_else(|| {
+            SyncError::permanent(format!("{source_event}: the body has no `payload` object"))
+        })?;
         let deal_id = payload.deal_id().map(str::to_owned).ok_or_else(|| {
-            SyncError::permanent(format!("{}: payload.deal.id is missing", envelope.event))
+            SyncError::permanent(format!("{source_event}: payload.deal.id is missing"))
         })?;
 
         let lock = EntityLock::acquire(
@@ -65,7 +68,7 @@ impl StageHandler for ProjectStage {
         )
         .await?;
         let result = self
-            .sync(&envelope, event_type, &payload, &deal_id, meta)
+            .sync(&source_event, body, event_type, &payload, &deal_id, meta)
             .await;
         lock.release().await;
         result
@@ -75,7 +78,8 @@ impl StageHandler for ProjectStage {
 impl ProjectStage {
     async fn sync(
         &self,
-        envelope: &Envelope,
+        source_event: &str,
+        body: &str,
         event_type: CrmEventType,
         payload: &ProjectPayload,
         deal_id: &str,
@@ -142,11 +146,11 @@ impl ProjectStage {
             event_type,
             id: format!("evt_{}", &sha256_hex(format!("{}|{deal_id}|{hash}", event_type.as_str()).as_bytes())[..32]),
             occurred_at,
-            source_event: envelope.event.clone(),
+            source_event: source_event.to_owned(),
             crm_id: link.crm_id.clone(),
             enerflo: refs,
             data: serde_json::to_value(&project).unwrap_or(Value::Null),
-            raw: self.include_raw.then(|| json!({"webhook": serde_json::from_str::<Value>(&meta_body(envelope)).unwrap_or(Value::Null), "install": install_body})),
+            raw: self.include_raw.then(|| json!({"webhook": serde_json::from_str::<Value>(body).unwrap_or(Value::Null), "install": install_body})),
         };
 
         let ack = self.crm.deliver(&event).await?;
@@ -179,15 +183,5 @@ impl ProjectStage {
                 event.id
             ),
         ))
-    }
-}
-
-/// The webhook body as Enerflo framed it, for `raw`.
-fn meta_body(envelope: &Envelope) -> String {
-    match envelope.generation {
-        crate::enerflo::envelope::Generation::V2 => {
-            json!({"event": envelope.event, "payload": envelope.record}).to_string()
-        }
-        crate::enerflo::envelope::Generation::V1 => envelope.record.to_string(),
     }
 }

@@ -278,6 +278,8 @@ impl SyncStateStore for EmbeddedStore {
 struct StoredEvent {
     #[serde(flatten)]
     meta: EventRecord,
+    /// Base64 text: a JSON array of numbers would triple the stored size.
+    #[serde(with = "base64_bytes")]
     body_gz: Vec<u8>,
     expires_at: i64,
 }
@@ -413,5 +415,21 @@ impl super::EchoStore for EmbeddedStore {
     async fn is_echo(&self, target: &str, hash: &str) -> Result<bool, StoreError> {
         let record: Option<EchoRecord> = self.read(&format!("echo#{target}#{hash}"))?;
         Ok(record.is_some_and(|r| r.expires_at >= now_unix()))
+    }
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
     }
 }
