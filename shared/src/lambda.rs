@@ -75,3 +75,29 @@ pub async fn serve_sqs(consumer: Consumer) -> Result<(), lambda_runtime::Error> 
     ))
     .await
 }
+
+/// The whole `main` of an outbound stage's Lambda: configuration checked for what the stage
+/// needs, adapters built once, then the SQS consumer served.
+pub async fn run_stage_consumer(
+    stage: crate::classify::Stage,
+) -> Result<(), lambda_runtime::Error> {
+    use crate::config::{Config, Need};
+    use crate::runtime;
+
+    crate::telemetry::init();
+    let config = Config::from_env()?;
+    config.require(&[
+        Need::Table,
+        Need::Queue(stage),
+        Need::EnerfloApi,
+        Need::CrmWebhook,
+    ])?;
+    let ports = runtime::aws_ports(&config).await?;
+    let (enerflo, crm) = (
+        runtime::enerflo_client(&config)?,
+        runtime::crm_connector(&config)?,
+    );
+    let consumer = runtime::consumer_for(stage, &config, &ports, enerflo, crm)
+        .ok_or_else(|| format!("this build has no consumer for stage {stage}"))?;
+    serve_sqs(consumer).await
+}

@@ -1,25 +1,8 @@
-//! Stage 5.2 consumer: `new_install_note` events from the FIFO queue, pushed to the CRM as notes.
+//! Stage 5.2 consumer: install notes pushed to the CRM.
 
 use enerflo_sync::classify::Stage;
-use enerflo_sync::config::{Config, Need};
-use enerflo_sync::{lambda, runtime, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    telemetry::init();
-    let config = Config::from_env()?;
-    config.require(&[
-        Need::Table,
-        Need::Queue(Stage::Note),
-        Need::EnerfloApi,
-        Need::CrmWebhook,
-    ])?;
-    let ports = runtime::aws_ports(&config).await?;
-    let (enerflo, crm) = (
-        runtime::enerflo_client(&config)?,
-        runtime::crm_connector(&config)?,
-    );
-    let consumer = runtime::consumer_for(Stage::Note, &config, &ports, enerflo, crm)
-        .ok_or("no note consumer")?;
-    lambda::serve_sqs(consumer).await
+    enerflo_sync::lambda::run_stage_consumer(Stage::Note).await
 }

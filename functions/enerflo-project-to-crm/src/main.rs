@@ -1,25 +1,8 @@
-//! Stage 2 consumer: project submissions from the FIFO queue, hydrated and pushed to the CRM.
+//! Stage 2 consumer: project submissions, hydrated and pushed to the CRM.
 
 use enerflo_sync::classify::Stage;
-use enerflo_sync::config::{Config, Need};
-use enerflo_sync::{lambda, runtime, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    telemetry::init();
-    let config = Config::from_env()?;
-    config.require(&[
-        Need::Table,
-        Need::Queue(Stage::Project),
-        Need::EnerfloApi,
-        Need::CrmWebhook,
-    ])?;
-    let ports = runtime::aws_ports(&config).await?;
-    let (enerflo, crm) = (
-        runtime::enerflo_client(&config)?,
-        runtime::crm_connector(&config)?,
-    );
-    let consumer = runtime::consumer_for(Stage::Project, &config, &ports, enerflo, crm)
-        .ok_or("no project consumer")?;
-    lambda::serve_sqs(consumer).await
+    enerflo_sync::lambda::run_stage_consumer(Stage::Project).await
 }
