@@ -15,6 +15,18 @@ secrets and least privilege):
   noecho           every parameter named like a token, secret or API key has NoEcho: true
   access-log-path  no API access log format records $context.path (the webhook token is a path
                    segment)
+  function-role    every function names its own AWS::IAM::Role (`Role:`, used by no other
+                   function, trusting only lambda.amazonaws.com) and has no SAM `Policies:`, so SAM
+                   attaches no AWS-managed policy (AWSLambdaBasicExecutionRole writes logs anywhere,
+                   AWSLambdaSQSQueueExecutionRole receives from every queue); the role has no
+                   ManagedPolicyArns. When aws-sam-translator is importable (it comes with
+                   cfn-lint) the template is also transformed offline and every generated role is
+                   checked for ManagedPolicyArns.
+  role-scope       every statement of a function's role stays inside that function's stage: logs
+                   actions only on the function's own LoggingConfig.LogGroup; a queue consumer's
+                   sqs actions only on its own source queue (SendMessage only on that queue's DLQ);
+                   any other function may only SendMessage, and only to stage queues (never a DLQ);
+                   dynamodb actions only on a table of this template; no other service
 
 Usage: check_template.py [TEMPLATE]   (default: template.yaml)
 Exit status: 0 all checks passed, 1 some check failed, 2 the template could not be read.
@@ -23,7 +35,9 @@ Exit status: 0 all checks passed, 1 some check failed, 2 the template could not 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -51,6 +65,13 @@ IAM_DOC_RESOURCES = {
 IAM_INLINE_RESOURCES = {"AWS::IAM::Role", "AWS::IAM::User", "AWS::IAM::Group"}
 SAM_POLICY_RESOURCES = {"AWS::Serverless::Function", "AWS::Serverless::StateMachine"}
 FUNCTION_TYPES = {"AWS::Serverless::Function", "AWS::Lambda::Function"}
+
+# The services a function's role may name at all; anything else needs a deliberate rule change.
+ROLE_SERVICES = {"logs", "sqs", "dynamodb"}
+SQS_SEND = "sqs:sendmessage"
+LAMBDA_PRINCIPAL = "lambda.amazonaws.com"
+# `${Table.Arn}` or `${Table.Arn}/index/<name>` in a Sub.
+SUB_ARN = re.compile(r"\$\{([A-Za-z0-9]+)(?:\.Arn)?\}(?:/index/[A-Za-z0-9_.-]+)?")
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,6 +139,9 @@ class Checker:
         self.check_sqs_sources()
         self.check_noecho()
         self.check_access_logs()
+        self.check_function_roles()
+        self.check_role_scope()
+        self.check_sam_roles()
         return self.results
 
     # ---- value helpers -----------------------------------------------------------------------
@@ -402,6 +426,252 @@ class Checker:
                 if leaked
                 else "does not record $context.path",
             )
+
+
+    # ---- function-role ------------------------------------------------------------------------
+
+    def functions(self) -> Iterator[str]:
+        for logical_id in self.resources:
+            if self.rtype(logical_id) == "AWS::Serverless::Function":
+                yield logical_id
+
+    def function_role(self, function_id: str) -> str | None:
+        """The AWS::IAM::Role of this template the function's `Role` points at, if any."""
+        role = self.target(self.props(function_id).get("Role"))
+        return role if role is not None and self.rtype(role) == "AWS::IAM::Role" else None
+
+    def attached_policies(self, role_id: str) -> Iterator[tuple[str, str | None, Any]]:
+        """(where, type, document) of every policy resource that lists `role_id` in its Roles."""
+        for logical_id in self.resources:
+            rtype = self.rtype(logical_id)
+            if rtype not in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+                continue
+            props = self.props(logical_id)
+            if any(self.target(r) == role_id for r in _list(props.get("Roles"))):
+                yield logical_id, rtype, props.get("PolicyDocument")
+
+    def trust_problems(self, document: Any) -> list[str]:
+        statements = _list(_mapping(document).get("Statement"))
+        if not statements:
+            return ["AssumeRolePolicyDocument has no statement"]
+        problems = []
+        for statement in statements:
+            statement = _mapping(statement)
+            if statement.get("Effect", "Allow") != "Allow":
+                continue
+            principal = _mapping(statement.get("Principal"))
+            services = [str(s) for s in _list(principal.get("Service"))]
+            others = sorted(k for k in principal if k != "Service")
+            if others or services != [LAMBDA_PRINCIPAL]:
+                problems.append(
+                    f"trust policy admits {others or services}, not only {LAMBDA_PRINCIPAL}"
+                )
+        return problems
+
+    def check_function_roles(self) -> None:
+        global_policies = _mapping(self.globals.get("Function")).get("Policies")
+        if global_policies is not None:
+            self.record(
+                "function-role",
+                "Globals.Function",
+                False,
+                "Policies in Globals make SAM generate roles with AWS-managed policies",
+            )
+        users: dict[str, list[str]] = {}
+        for function_id in self.functions():
+            props = self.props(function_id)
+            problems = []
+            if "Policies" in props:
+                problems.append(
+                    "has SAM Policies: SAM then generates a role with AWS-managed policies "
+                    "(AWSLambdaBasicExecutionRole, AWSLambdaSQSQueueExecutionRole); give it an "
+                    "explicit AWS::IAM::Role instead"
+                )
+            role = self.function_role(function_id)
+            if "Role" not in props:
+                problems.append("no Role: SAM would generate one with AWS-managed policies")
+            elif role is None:
+                problems.append(
+                    "Role is not !GetAtt of an AWS::IAM::Role in this template, so what it grants "
+                    "cannot be checked"
+                )
+            else:
+                users.setdefault(role, []).append(function_id)
+                role_props = self.props(role)
+                managed = _list(role_props.get("ManagedPolicyArns"))
+                if managed:
+                    named = [next(self.literal_strings(m), repr(m)) for m in managed]
+                    problems.append(f"{role} attaches managed policies {named}")
+                for where, rtype, _ in self.attached_policies(role):
+                    if rtype == "AWS::IAM::ManagedPolicy":
+                        problems.append(f"{role} has the managed policy {where} attached")
+                trust = role_props.get("AssumeRolePolicyDocument")
+                problems.extend(f"{role}: {p}" for p in self.trust_problems(trust))
+            self.record(
+                "function-role",
+                function_id,
+                not problems,
+                "; ".join(problems) or f"own role {role}, inline policies only",
+            )
+        for role, functions in users.items():
+            if len(functions) > 1:
+                self.record(
+                    "function-role",
+                    f"role {role}",
+                    False,
+                    f"shared by {', '.join(functions)}: each function needs its own role, or one "
+                    "function's stage grants leak to another",
+                )
+
+    def check_sam_roles(self) -> None:
+        """Transforms the template offline (as cfn-lint does) and checks the roles SAM emits."""
+        try:
+            from samtranslator.translator.transform import transform  # type: ignore
+        except ImportError:
+            print("note: aws-sam-translator not importable; SAM output unchecked", file=sys.stderr)
+            return
+        if "AWS::Serverless-2016-10-31" not in _list(self.template.get("Transform")):
+            return
+
+        class NoManagedPolicies:
+            def load(self) -> dict[str, str]:
+                return {}
+
+        document = copy.deepcopy(self.template)
+        for resource in _mapping(document.get("Resources")).values():
+            if _mapping(resource).get("Type") == "AWS::Serverless::Function":
+                # Build-time paths are not S3 URIs; the code location does not affect roles.
+                _mapping(resource.get("Properties"))["CodeUri"] = "s3://bucket/key"
+        # Offline: the translator asks boto3 for a region (for partition names) unless one is set.
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        pseudo = {
+            "AWS::Region": "us-east-1",
+            "AWS::Partition": "aws",
+            "AWS::AccountId": "123456789012",
+        }
+        try:
+            output = transform(document, pseudo, NoManagedPolicies())
+        except Exception as error:  # noqa: BLE001 - any translator failure is a finding
+            message = f"SAM cannot transform it: {error}"
+            self.record("function-role", "SAM transform", False, message)
+            return
+        for logical_id, resource in _mapping(output.get("Resources")).items():
+            resource = _mapping(resource)
+            if resource.get("Type") != "AWS::IAM::Role":
+                continue
+            managed = _list(_mapping(resource.get("Properties")).get("ManagedPolicyArns"))
+            self.record(
+                "function-role",
+                f"SAM output role {logical_id}",
+                not managed,
+                f"SAM attaches managed policies {managed}" if managed else "no managed policy",
+            )
+
+    # ---- role-scope ---------------------------------------------------------------------------
+
+    def resource_target(self, value: Any) -> str | None:
+        """The template resource a policy Resource names (GetAtt, Ref, or Sub of its Arn, an index
+        of a table included); None for a literal ARN or anything else."""
+        target = self.target(value)
+        if target is not None:
+            return target
+        if isinstance(value, dict) and "Fn::Sub" in value:
+            text = value["Fn::Sub"]
+            text = text[0] if isinstance(text, list) and text else text
+            match = SUB_ARN.fullmatch(str(text))
+            if match and match.group(1) in self.resources:
+                return match.group(1)
+        return None
+
+    def role_statements(self, role_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        documents: list[tuple[str, Any]] = []
+        for index, policy in enumerate(_list(self.props(role_id).get("Policies"))):
+            name = _mapping(policy).get("PolicyName", index)
+            documents.append((f"{role_id}.{name}", _mapping(policy).get("PolicyDocument")))
+        documents.extend((where, doc) for where, _, doc in self.attached_policies(role_id))
+        for where, document in documents:
+            for index, statement in enumerate(_list(_mapping(document).get("Statement"))):
+                statement = _mapping(statement)
+                if statement.get("Effect", "Allow") == "Allow":
+                    yield f"{where} statement {statement.get('Sid', index)}", statement
+
+    def check_role_scope(self) -> None:
+        sources_of: dict[str, set[str]] = {}
+        for _, queue_id, _, function_id in self.sqs_sources():
+            if queue_id is not None and function_id is not None:
+                sources_of.setdefault(function_id, set()).add(queue_id)
+        stage_queues = set().union(*sources_of.values()) if sources_of else set()
+        dlq_of = {queue: self.dlq_of(queue) for queue in stage_queues}
+        all_dlqs = {dlq for dlq in dlq_of.values() if dlq is not None}
+
+        for function_id in self.functions():
+            role = self.function_role(function_id)
+            if role is None:
+                continue  # function-role reports it
+            logging = _mapping(self.props(function_id).get("LoggingConfig"))
+            log_group = self.target(logging.get("LogGroup"))
+            if log_group is None or self.rtype(log_group) != "AWS::Logs::LogGroup":
+                self.record(
+                    "role-scope",
+                    f"{function_id} LoggingConfig",
+                    False,
+                    "LoggingConfig.LogGroup does not !Ref a log group of this template: the function "
+                    "would log to /aws/lambda/<name>, which its role cannot (and should not) write",
+                )
+                log_group = None
+            sources = sources_of.get(function_id, set())
+            dlqs = {dlq_of[q] for q in sources if dlq_of.get(q) is not None}
+            for where, statement in self.role_statements(role):
+                actions = [a.lower() for a in self.literal_strings(statement.get("Action"))]
+                resources = _list(statement.get("Resource"))
+                targets = [self.resource_target(r) for r in resources]
+                problems = []
+                if None in targets:
+                    unresolved = [r for r, t in zip(resources, targets) if t is None]
+                    problems.append(f"resources {unresolved} are not resources of this template")
+                named = {t for t in targets if t is not None}
+                for action in actions:
+                    service = action.split(":", 1)[0]
+                    if service not in ROLE_SERVICES:
+                        problems.append(f"{action}: no function here uses {service}")
+                        continue
+                    if service == "logs":
+                        allowed = {log_group} if log_group else set()
+                        what = f"its own log group {log_group}"
+                    elif service == "sqs" and sources:
+                        allowed, what = (
+                            (dlqs, f"its own DLQ {sorted(dlqs)}")
+                            if action == SQS_SEND
+                            else (sources, f"its own queue {sorted(sources)}")
+                        )
+                    elif service == "sqs":
+                        allowed, what = (
+                            (stage_queues - all_dlqs, "stage queues")
+                            if action == SQS_SEND
+                            else (set(), "a queue this function consumes (it consumes none)")
+                        )
+                    else:
+                        allowed = {t for t in named if self.rtype(t) == "AWS::DynamoDB::Table"}
+                        what = "tables of this template"
+                    stray = sorted(named - allowed)
+                    if stray:
+                        problems.append(f"{action} on {stray}: allowed only on {what}")
+                self.record(
+                    "role-scope",
+                    f"{function_id} {where}",
+                    not problems,
+                    "; ".join(dict.fromkeys(problems)) or "stays within its own stage",
+                )
+
+    def dlq_of(self, queue_id: str) -> str | None:
+        redrive = self.props(queue_id).get("RedrivePolicy")
+        if isinstance(redrive, str):
+            try:
+                redrive = json.loads(redrive)
+            except json.JSONDecodeError:
+                return None
+        dlq = self.target(_mapping(redrive).get("deadLetterTargetArn"))
+        return dlq if dlq is not None and self.rtype(dlq) == "AWS::SQS::Queue" else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ impl Consumer {
             Ok(m) => m,
             Err(why) => {
                 let reason = format!("unreadable message: {why}");
-                return self.dead_letter(delivery, None, &reason).await;
+                return self.dead_letter(delivery, None, &reason, &reason).await;
             }
         };
         let attempt = delivery.receive_count.max(1);
@@ -110,7 +110,9 @@ impl Consumer {
             Err(err) if err.is_transient() && !self.retry.exhausted(attempt) => {
                 let delay = self.retry.delay(attempt, err.retry_after());
                 let reason = err.describe();
-                tracing::warn!(reason = %reason, delay_secs = delay.as_secs(), "will retry");
+                // Logs get the reason without what the other system answered: it may quote the
+                // customer data we sent (the event log keeps the whole reason).
+                tracing::warn!(reason = %err.log_reason(), delay_secs = delay.as_secs(), "will retry");
                 if let Err(e) = self.queue.defer(meta.stage, &delivery.receipt, delay).await {
                     tracing::error!(error = %e, "could not defer; the queue's visibility timeout applies");
                 }
@@ -123,25 +125,32 @@ impl Consumer {
                 Disposition::Retry
             }
             Err(err) => {
-                let reason = if err.is_transient() {
-                    format!(
-                        "retry budget of {} attempts exhausted; last error: {}",
-                        self.retry.max_attempts,
-                        err.describe()
+                let (reason, log_reason) = if err.is_transient() {
+                    let exhausted = format!(
+                        "retry budget of {} attempts exhausted; last error:",
+                        self.retry.max_attempts
+                    );
+                    (
+                        format!("{exhausted} {}", err.describe()),
+                        format!("{exhausted} {}", err.log_reason()),
                     )
                 } else {
-                    err.describe()
+                    (err.describe(), err.log_reason())
                 };
-                self.dead_letter(delivery, Some(meta), &reason).await
+                self.dead_letter(delivery, Some(meta), &reason, &log_reason)
+                    .await
             }
         }
     }
 
+    /// Parks the message with `reason` (kept with it and in the event log); `log_reason` is the
+    /// same without what another system answered, for log lines.
     async fn dead_letter(
         &self,
         delivery: &Delivery,
         meta: Option<&MessageMeta>,
         reason: &str,
+        log_reason: &str,
     ) -> Disposition {
         let stage = meta.map(|m| m.stage).or_else(|| {
             delivery
@@ -151,14 +160,14 @@ impl Consumer {
         });
         let Some(stage) = stage else {
             tracing::error!(
-                reason,
+                reason = log_reason,
                 "poison message names no stage; leaving it to the queue's redrive policy"
             );
             return Disposition::Retry;
         };
         match self.queue.dead_letter(stage, delivery, reason).await {
             Ok(()) => {
-                tracing::error!(reason, "dead-lettered");
+                tracing::error!(reason = log_reason, "dead-lettered");
                 if let Some(meta) = meta {
                     self.log_outcome(meta, "dead_lettered", Some(reason)).await;
                 }
@@ -166,7 +175,7 @@ impl Consumer {
             }
             Err(e) => {
                 // Never drop a message we could not park: let the queue redeliver it.
-                tracing::error!(error = %e, reason, "dead-lettering failed; will retry");
+                tracing::error!(error = %e, reason = log_reason, "dead-lettering failed; will retry");
                 Disposition::Retry
             }
         }

@@ -1,7 +1,7 @@
 //! Stable content hashes: canonical JSON (object keys sorted) through SHA-256.
 
+use aws_lc_rs::digest::{Context, SHA256};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 /// Hex SHA-256 of a value's canonical JSON. `serde_json::Value` objects are `BTreeMap`s here (no
 /// `preserve_order`), so key order in the input does not change the hash.
@@ -12,7 +12,7 @@ pub fn content_hash<T: Serialize + ?Sized>(value: &T) -> String {
 
 /// Hex SHA-256 of a JSON value's canonical text, streamed into the hasher (no intermediate string).
 pub fn json_sha256_hex(value: &serde_json::Value) -> String {
-    struct HashWriter(Sha256);
+    struct HashWriter(Context);
     impl std::io::Write for HashWriter {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             self.0.update(buf);
@@ -22,14 +22,18 @@ pub fn json_sha256_hex(value: &serde_json::Value) -> String {
             Ok(())
         }
     }
-    let mut w = HashWriter(Sha256::new());
+    // serde_json writes in small pieces: buffer them so the hasher sees large blocks.
+    let mut w = std::io::BufWriter::with_capacity(8192, HashWriter(Context::new(&SHA256)));
     // Writing into a hasher cannot fail.
     let _ = serde_json::to_writer(&mut w, value);
-    hex::encode(w.0.finalize())
+    match w.into_inner() {
+        Ok(hasher) => hex::encode(hasher.0.finish().as_ref()),
+        Err(_) => sha256_hex(value.to_string().as_bytes()),
+    }
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    hex::encode(aws_lc_rs::digest::digest(&SHA256, bytes).as_ref())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let enerflo = runtime::enerflo_client(&config)?;
     let router = Router {
         crm_tokens: config.crm_inbound_tokens.clone(),
+        max_body_bytes: Some(config.max_body_bytes),
         notes: Some(runtime::notes_route(&config, &ports, enerflo)),
         ..Router::default()
     };

@@ -55,7 +55,16 @@ struct AppState {
     max_body: usize,
 }
 
-pub async fn start(mut config: Config) -> anyhow::Result<Runner> {
+pub async fn start(config: Config) -> anyhow::Result<Runner> {
+    start_with_enerflo(config, None).await
+}
+
+/// [`start`], with the Enerflo client supplied instead of built from `config` (`None`: built).
+/// For load tests, which need a client without the 240 requests/minute limit real Enerflo keys get.
+pub async fn start_with_enerflo(
+    mut config: Config,
+    enerflo: Option<Arc<dyn EnerfloApi>>,
+) -> anyhow::Result<Runner> {
     let listener = tokio::net::TcpListener::bind(&config.listen_addr)
         .await
         .with_context(|| format!("LISTEN_ADDR {} cannot be bound", config.listen_addr))?;
@@ -111,6 +120,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Runner> {
     queue
         .recover_in_flight()
         .map_err(|e| anyhow::anyhow!("queue recovery: {e}"))?;
+    // ... and no entity is being synced: locks a killed process held would stall their entities.
+    store
+        .clear_entity_locks()
+        .map_err(|e| anyhow::anyhow!("lock recovery: {e}"))?;
     let ports = Ports {
         xref: store.clone(),
         claims: store.clone(),
@@ -120,11 +133,16 @@ pub async fn start(mut config: Config) -> anyhow::Result<Runner> {
         queue: queue.clone(),
     };
 
-    let enerflo: Arc<dyn EnerfloApi> = runtime::enerflo_client(&config)?;
+    let enerflo: Arc<dyn EnerfloApi> = match enerflo {
+        Some(client) => client,
+        None => runtime::enerflo_client(&config)?,
+    };
     let crm: Arc<dyn CrmConnector> = runtime::crm_connector(&config)?;
     let router = Router {
         webhook: Some(Arc::new(runtime::webhook_ingest(&config, &ports))),
         crm_tokens: config.crm_inbound_tokens.clone(),
+        // Also enforced below for every route while reading the body; here as in Lambda.
+        max_body_bytes: Some(config.max_body_bytes),
         leads: Some(runtime::leads_route(&config, &ports, enerflo.clone())),
         notes: Some(runtime::notes_route(&config, &ports, enerflo.clone())),
         milestones: Some(runtime::milestone_route(&config, &ports, enerflo.clone())),

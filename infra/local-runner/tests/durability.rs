@@ -108,3 +108,182 @@ async fn an_accepted_webhook_survives_kill_9_and_is_delivered_after_restart() {
         "the accepted event reached the CRM exactly once after the restart"
     );
 }
+
+/// Like [`spawn`], with the runner's Enerflo at `enerflo_url` (any API key) and the CRM inbox local.
+fn spawn_against(data_dir: &std::path::Path, port: u16, enerflo_url: &str) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enerflo-sync-local"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("DATA_DIR", data_dir)
+        .env("RUST_LOG", "warn")
+        .env("ENERFLO_BASE_URL", enerflo_url)
+        .env("ENERFLO_API_KEY", "slow-enerflo-key")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runner starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(Ok(line)) = lines.next()
+            && line.contains("listening on")
+        {
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            return child;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("runner did not start");
+}
+
+fn deal_id(n: u64) -> String {
+    format!("00000000-0000-4000-9000-{n:012}")
+}
+
+/// An Enerflo that takes 100 ms per `installs/find` (so a kill lands mid-batch) and answers a
+/// distinct install per deal.
+async fn slow_enerflo() -> String {
+    use axum::extract::Path;
+    async fn find(Path(deal): Path<String>) -> axum::Json<serde_json::Value> {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let n: u64 = deal
+            .rsplit('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        axum::Json(serde_json::json!({
+            "id": 700_000 + n, "survey_id": 4_000_000 + n, "customer_id": 900_000 + n,
+            "customer": {"id": 900_000 + n, "first_name": "Pat", "last_name": "Placeholder"}
+        }))
+    }
+    let app = axum::Router::new().route("/api/v3/installs/find/{deal}", axum::routing::get(find));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+async fn inbox(http: &reqwest::Client, port: u16) -> serde_json::Value {
+    http.get(format!("http://127.0.0.1:{port}/crm-inbox/events"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_batch_then_restart_loses_no_acknowledged_event_and_duplicates_none() {
+    let dir = std::env::temp_dir().join(format!(
+        "kill-mid-batch-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let port = free_port();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/enerflo/v2-deal.projectSubmitted.json"
+    ))
+    .unwrap();
+    let enerflo = slow_enerflo().await;
+
+    // GIVEN a runner that accepted 30 project submissions (distinct deals, short codes, customers)
+    let mut first = spawn_against(&dir, port, &enerflo);
+    for n in 1..=30u64 {
+        let body = sample
+            .replace("00000000-0000-4000-8000-000000000010", &deal_id(n))
+            .replace("abc123xyz", &format!("sc{n:010}"))
+            .replace(
+                "00000000-0000-4000-8000-000000000003",
+                &format!("00000000-0000-4000-a000-{n:012}"),
+            );
+        let resp = http
+            .post(format!(
+                "http://127.0.0.1:{port}/enerflo/webhooks/local-webhook-token"
+            ))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+    }
+
+    // WHEN it is killed with SIGKILL while it works through them
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let at_kill = loop {
+        let count = inbox(&http, port).await["count"].as_u64().unwrap_or(0);
+        if count >= 5 {
+            break count;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing was delivered before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        at_kill < 30,
+        "the kill came after the work was done ({at_kill})"
+    );
+
+    // THEN a restarted runner delivers the rest, and the inbox holds each event exactly once
+    let mut second = spawn_against(&dir, port, &enerflo);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let restarted = Instant::now();
+    let mut last = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        last = inbox(&http, port).await;
+        if last["count"].as_u64() == Some(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("all delivered {:?} after restart", restarted.elapsed());
+    // Let any redelivery still under way land before judging "exactly once".
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let settled = inbox(&http, port).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(
+        last["count"], 30,
+        "every accepted event reached the CRM: {last}"
+    );
+    assert_eq!(
+        settled["count"], 30,
+        "and no event arrived twice as a new record"
+    );
+    assert_eq!(settled["rejected"], 0, "the inbox verified every signature");
+    let events = settled["events"].as_array().unwrap();
+    let deals: std::collections::BTreeSet<_> = events
+        .iter()
+        .map(|e| {
+            e["event"]["enerflo"]["deal_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let webhook_ids: std::collections::BTreeSet<_> = events
+        .iter()
+        .map(|e| e["webhook_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(deals.len(), 30, "one CRM record per deal");
+    assert_eq!(webhook_ids.len(), 30);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["event"]["type"] == "project.submitted")
+    );
+}

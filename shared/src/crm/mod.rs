@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::canonical::CrmEvent;
-use crate::error::SyncError;
+use crate::error::{RemoteAnswer, SyncError};
 
 pub use webhook::WebhookCrmConnector;
 
@@ -23,26 +23,59 @@ pub struct CrmAck {
     pub crm_id: Option<String>,
 }
 
+/// A failed delivery. `Display` (and so every log line) names the kind and status only: what the
+/// CRM answered may quote the customer data we sent, and is reached through [`CrmError::answer`].
 #[derive(Debug, thiserror::Error)]
 pub enum CrmError {
-    #[error("CRM unavailable: {detail}")]
+    /// No answer (`status` is `None`; `detail` says why), or a retryable answer such as 429 or
+    /// 5xx (`detail` is then its body as text).
+    #[error("CRM unavailable: {}", unavailable_summary(.status, .detail))]
     Unavailable {
+        status: Option<u16>,
         detail: String,
         retry_after: Option<Duration>,
     },
-    #[error("CRM rejected the event with {status}: {message}")]
+    /// A 4xx answer; `message` is its body as text.
+    #[error("CRM rejected the event with {status}")]
     Rejected { status: u16, message: String },
+}
+
+fn unavailable_summary(status: &Option<u16>, detail: &str) -> String {
+    match status {
+        Some(status) => format!("HTTP {status}"),
+        None => detail.to_owned(),
+    }
+}
+
+impl CrmError {
+    /// What the CRM answered, as text: for the DLQ reason, never for a log line.
+    pub fn answer(&self) -> Option<&str> {
+        match self {
+            Self::Unavailable {
+                status: Some(_),
+                detail,
+                ..
+            }
+            | Self::Rejected {
+                message: detail, ..
+            } => Some(detail),
+            Self::Unavailable { status: None, .. } => None,
+        }
+    }
 }
 
 impl From<CrmError> for SyncError {
     fn from(e: CrmError) -> Self {
+        // The answer becomes the cause: in the DLQ reason, not in log lines.
+        let reason = e.to_string();
+        let source = RemoteAnswer::boxed(e.answer());
         match &e {
             CrmError::Unavailable { retry_after, .. } => SyncError::Transient {
-                reason: e.to_string(),
+                reason,
                 retry_after: *retry_after,
-                source: None,
+                source,
             },
-            CrmError::Rejected { .. } => SyncError::permanent(e.to_string()),
+            CrmError::Rejected { .. } => SyncError::Permanent { reason, source },
         }
     }
 }

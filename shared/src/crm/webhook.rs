@@ -58,6 +58,7 @@ impl CrmConnector for WebhookCrmConnector {
             .send()
             .await
             .map_err(|e| CrmError::Unavailable {
+                status: None,
                 detail: if e.is_timeout() {
                     "request timed out".into()
                 } else {
@@ -77,7 +78,8 @@ impl CrmConnector for WebhookCrmConnector {
                 Ok(CrmAck { status, crm_id })
             }
             408 | 409 | 425 | 429 | 500..=599 => Err(CrmError::Unavailable {
-                detail: format!("HTTP {status}: {}", body_text(&bytes)),
+                status: Some(status),
+                detail: body_text(&bytes),
                 retry_after,
             }),
             _ => Err(CrmError::Rejected {

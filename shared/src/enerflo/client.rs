@@ -13,28 +13,56 @@ use tokio::sync::Mutex;
 // Tokio's clock: identical in production, pausable in tests.
 use tokio::time::Instant;
 
-use crate::error::SyncError;
+use crate::error::{RemoteAnswer, SyncError};
 use crate::secret::Secret;
 
+/// A failed Enerflo call. `Display` (and so every log line) names the kind and status only: what
+/// Enerflo answered may quote the customer data we sent, and is reached through
+/// [`EnerfloError::answer`].
 #[derive(Debug, thiserror::Error)]
 pub enum EnerfloError {
     #[error("Enerflo answered 404 for {path}")]
     NotFound { path: String },
     #[error("Enerflo is rate limiting (429); retry after {retry_after:?}")]
     RateLimited { retry_after: Option<Duration> },
-    #[error("Enerflo unavailable ({detail})")]
+    /// No answer (`status` is `None`; `detail` says why), or a 408/5xx answer (`detail` is then
+    /// its body as text).
+    #[error("Enerflo unavailable ({})", unavailable_summary(.status, .detail))]
     Unavailable {
         status: Option<u16>,
         detail: String,
         retry_after: Option<Duration>,
     },
-    #[error("Enerflo rejected the request with {status}: {message}")]
+    /// A 4xx answer; `message` is its body as text.
+    #[error("Enerflo rejected the request with {status}")]
     Rejected { status: u16, message: String },
-    #[error("Enerflo answered {status} with a body that is not JSON: {snippet}")]
+    #[error("Enerflo answered {status} with a body that is not JSON")]
     BadBody { status: u16, snippet: String },
 }
 
+fn unavailable_summary(status: &Option<u16>, detail: &str) -> String {
+    match status {
+        Some(status) => format!("HTTP {status}"),
+        None => detail.to_owned(),
+    }
+}
+
 impl EnerfloError {
+    /// What Enerflo answered, as text: for the caller of an inbound route (its own input may be
+    /// quoted) and the DLQ reason, never for a log line.
+    pub fn answer(&self) -> Option<&str> {
+        match self {
+            Self::Unavailable {
+                status: Some(_),
+                detail,
+                ..
+            } => Some(detail),
+            Self::Rejected { message, .. } => Some(message),
+            Self::BadBody { snippet, .. } => Some(snippet),
+            _ => None,
+        }
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after } | Self::Unavailable { retry_after, .. } => {
@@ -47,16 +75,19 @@ impl EnerfloError {
 
 impl From<EnerfloError> for SyncError {
     fn from(e: EnerfloError) -> Self {
+        // The answer becomes the cause: in the DLQ reason, not in log lines.
+        let reason = e.to_string();
+        let source = RemoteAnswer::boxed(e.answer());
         match &e {
             EnerfloError::RateLimited { retry_after }
             | EnerfloError::Unavailable { retry_after, .. } => SyncError::Transient {
-                reason: e.to_string(),
+                reason,
                 retry_after: *retry_after,
-                source: None,
+                source,
             },
-            EnerfloError::NotFound { .. } => SyncError::transient(e.to_string()),
+            EnerfloError::NotFound { .. } => SyncError::transient(reason),
             EnerfloError::Rejected { .. } | EnerfloError::BadBody { .. } => {
-                SyncError::permanent(e.to_string())
+                SyncError::Permanent { reason, source }
             }
         }
     }
@@ -253,7 +284,7 @@ impl HttpEnerfloClient {
             429 => Err(EnerfloError::RateLimited { retry_after }),
             408 | 500..=599 => Err(EnerfloError::Unavailable {
                 status: Some(status),
-                detail: format!("HTTP {status}: {}", body_text(&bytes)),
+                detail: body_text(&bytes),
                 retry_after,
             }),
             _ => Err(EnerfloError::Rejected {

@@ -1,6 +1,8 @@
 //! Path routing shared by API Gateway (each function serves its own routes) and the local runner
-//! (one process serves them all). Unknown paths are 404, wrong methods on known paths 405, and
-//! every `/crm/*` route requires `Authorization: Bearer <CRM_INBOUND_TOKEN>` (401 otherwise).
+//! (one process serves them all). Unknown paths are 404, wrong methods on known paths 405, a
+//! `/crm/*` body over `MAX_BODY_BYTES` 413, and every `/crm/*` route requires
+//! `Authorization: Bearer <CRM_INBOUND_TOKEN>` (401 otherwise; any of its comma-separated values,
+//! compared in constant time).
 
 use std::sync::Arc;
 
@@ -29,6 +31,9 @@ pub struct Router {
     pub webhook: Option<Arc<WebhookIngest>>,
     /// Accepted bearer tokens for `/crm/*` (comma-separated `CRM_INBOUND_TOKEN`).
     pub crm_tokens: SecretSet,
+    /// Largest `/crm/*` body accepted (`MAX_BODY_BYTES`); larger ones get 413. `None`: no limit
+    /// here (the webhook checks its own).
+    pub max_body_bytes: Option<usize>,
     /// `POST /crm/leads`
     pub leads: Option<Arc<dyn InboundRoute>>,
     /// `PUT /crm/installs/{install}/milestones/{milestone}`
@@ -86,6 +91,14 @@ impl Router {
         let Some(route) = route else {
             return Problem::not_found().into_response();
         };
+        // Before authentication, as the local runner (which bounds its read of the body before
+        // routing) does: the same answer locally and in Lambda, and no token check for a body
+        // that cannot be accepted anyway.
+        if let Some(limit) = self.max_body_bytes
+            && req.body.len() > limit
+        {
+            return Problem::too_large(limit).into_response();
+        }
         if !self.authorised(&req) {
             return Problem::unauthorized().into_response();
         }
@@ -123,4 +136,77 @@ fn decode(segment: &str) -> String {
         body: bytes::Bytes::new(),
     };
     req.query_param("v").unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Accepts;
+
+    #[async_trait]
+    impl InboundRoute for Accepts {
+        async fn handle(&self, _req: &HttpRequest, _params: &RouteParams) -> HttpResponse {
+            HttpResponse::json(http::StatusCode::OK, &serde_json::json!({"status": "ok"}))
+        }
+    }
+
+    fn router(limit: Option<usize>) -> Router {
+        Router {
+            crm_tokens: SecretSet::parse("new-token,old-token"),
+            max_body_bytes: limit,
+            leads: Some(Arc::new(Accepts)),
+            ..Router::default()
+        }
+    }
+
+    fn lead_request(bearer: &str, body: &[u8]) -> HttpRequest {
+        let mut headers = http::HeaderMap::new();
+        if let Ok(value) = http::HeaderValue::from_str(&format!("Bearer {bearer}")) {
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+        HttpRequest {
+            method: Method::POST,
+            path: "/crm/leads".into(),
+            query: None,
+            headers,
+            body: bytes::Bytes::copy_from_slice(body),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_crm_body_over_the_limit_is_413_problem_json_and_never_reaches_the_route() {
+        let answer = router(Some(16))
+            .handle(lead_request("new-token", &[b'x'; 17]))
+            .await;
+        assert_eq!(answer.status.as_u16(), 413);
+        assert_eq!(
+            answer.headers.get("content-type").map(|v| v.as_bytes()),
+            Some(&b"application/problem+json"[..])
+        );
+        let at_limit = router(Some(16))
+            .handle(lead_request("new-token", &[b'x'; 16]))
+            .await;
+        assert_eq!(at_limit.status.as_u16(), 200);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_413_whatever_the_credentials_as_in_the_local_runner() {
+        let answer = router(Some(16))
+            .handle(lead_request("wrong-token", &[b'x'; 17]))
+            .await;
+        assert_eq!(answer.status.as_u16(), 413);
+        let small = router(Some(16))
+            .handle(lead_request("wrong-token", b"{}"))
+            .await;
+        assert_eq!(small.status.as_u16(), 401);
+    }
+
+    #[tokio::test]
+    async fn both_rotated_bearer_tokens_are_accepted_and_a_third_is_not() {
+        for (token, status) in [("new-token", 200), ("old-token", 200), ("other", 401)] {
+            let answer = router(None).handle(lead_request(token, b"{}")).await;
+            assert_eq!(answer.status.as_u16(), status, "{token}");
+        }
+    }
 }

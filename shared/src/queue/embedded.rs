@@ -86,31 +86,19 @@ impl EmbeddedQueue {
         visibility: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
         let now = now_millis();
-        self.with_table(|t| {
-            let prefix = format!("q#{}#", stage.as_str());
-            let end = format!("q#{}$", stage.as_str());
-            let mut blocked: HashSet<String> = HashSet::new();
-            let mut picked: Vec<Stored> = Vec::new();
-            {
-                let range = t
-                    .range(prefix.as_str()..end.as_str())
-                    .map_err(|e| db_err("range", e))?;
-                for item in range {
-                    let (_, v) = item.map_err(|e| db_err("range item", e))?;
-                    let stored: Stored = serde_json::from_slice(v.value()).map_err(|e| {
-                        QueueError::Invalid(format!("queued message does not parse: {e}"))
-                    })?;
-                    let group = stored.message.meta.group.clone();
-                    if blocked.contains(&group) {
-                        continue;
-                    }
-                    // Whatever happens to this message, later ones of its group wait behind it.
-                    blocked.insert(group);
-                    if stored.visible_at_ms <= now && picked.len() < max {
-                        picked.push(stored);
-                    }
-                }
+        // Idle polls are the common case: look in a read transaction first, so an empty queue
+        // costs no write lock and no durable commit.
+        {
+            let tx = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
+            let t = tx
+                .open_table(MESSAGES)
+                .map_err(|e| db_err("open queue", e))?;
+            if Self::pick(&t, stage, max, now)?.is_empty() {
+                return Ok(Vec::new());
             }
+        }
+        self.with_table(|t| {
+            let picked = Self::pick(t, stage, max, now)?;
             let mut out = Vec::with_capacity(picked.len());
             for mut stored in picked {
                 stored.receive_count += 1;
@@ -139,6 +127,42 @@ impl EmbeddedQueue {
             }
             Ok(out)
         })
+    }
+
+    /// The messages a receive at `now` hands out: oldest first, the first message of each group
+    /// only (visible or not, later ones wait behind it), at most `max`. Stops reading as soon as
+    /// it has `max`, so a deep backlog does not make every receive read the whole queue.
+    fn pick(
+        t: &impl ReadableTable<&'static str, &'static [u8]>,
+        stage: Stage,
+        max: usize,
+        now: i64,
+    ) -> Result<Vec<Stored>, QueueError> {
+        let prefix = format!("q#{}#", stage.as_str());
+        let end = format!("q#{}$", stage.as_str());
+        let mut blocked: HashSet<String> = HashSet::new();
+        let mut picked: Vec<Stored> = Vec::new();
+        let range = t
+            .range(prefix.as_str()..end.as_str())
+            .map_err(|e| db_err("range", e))?;
+        for item in range {
+            if picked.len() >= max {
+                break;
+            }
+            let (_, v) = item.map_err(|e| db_err("range item", e))?;
+            let stored: Stored = serde_json::from_slice(v.value())
+                .map_err(|e| QueueError::Invalid(format!("queued message does not parse: {e}")))?;
+            let group = stored.message.meta.group.clone();
+            if blocked.contains(&group) {
+                continue;
+            }
+            // Whatever happens to this message, later ones of its group wait behind it.
+            blocked.insert(group);
+            if stored.visible_at_ms <= now {
+                picked.push(stored);
+            }
+        }
+        Ok(picked)
     }
 
     /// Deletes a received message; a stale receipt (the message was received again since) is a no-op.

@@ -60,6 +60,27 @@ impl EmbeddedStore {
         Ok(Self::new(open_database(None)?))
     }
 
+    /// Drops every entity lock (`stages::lock::EntityLock`, claim keys `lock#...`) still held;
+    /// returns how many. Only for start-up of a single-process runner, when no worker can hold
+    /// one: a lock left by a killed process would otherwise block its entity for the rest of the
+    /// lease (60 s), while that message's backoff grows.
+    pub fn clear_entity_locks(&self) -> Result<usize, StoreError> {
+        self.write(|kv, _| {
+            let mut keys = Vec::new();
+            for item in kv
+                .range("claim#lock#".."claim#lock$")
+                .map_err(|e| db_err("range", e))?
+            {
+                let (k, _) = item.map_err(|e| db_err("range item", e))?;
+                keys.push(k.value().to_owned());
+            }
+            for k in &keys {
+                kv.remove(k.as_str()).map_err(|e| db_err("remove", e))?;
+            }
+            Ok(keys.len())
+        })
+    }
+
     fn read<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
         let table = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
@@ -431,5 +452,33 @@ mod base64_bytes {
         base64::engine::general_purpose::STANDARD
             .decode(text)
             .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn clearing_entity_locks_frees_them_and_keeps_every_other_claim() {
+        let store = EmbeddedStore::in_memory().expect("store");
+        assert_eq!(
+            store.claim("lock#project#d1", 60, 60).await.unwrap(),
+            Claim::Acquired
+        );
+        assert_eq!(
+            store.claim("webhook#k1", 60, 60).await.unwrap(),
+            Claim::Acquired
+        );
+        assert_eq!(store.clear_entity_locks().unwrap(), 1);
+        assert_eq!(
+            store.claim("lock#project#d1", 60, 60).await.unwrap(),
+            Claim::Acquired
+        );
+        assert_eq!(
+            store.claim("webhook#k1", 60, 60).await.unwrap(),
+            Claim::InProgress
+        );
     }
 }

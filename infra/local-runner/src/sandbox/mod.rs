@@ -105,7 +105,8 @@ impl Sandbox {
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             if let Err(e) = http.post(&url).json(&body).send().await {
-                tracing::warn!(error = %e, "sandbox webhook not delivered");
+                // Without the URL: its path is the webhook token.
+                tracing::warn!(error = %e.without_url(), "sandbox webhook not delivered");
             }
         });
     }
