@@ -218,7 +218,7 @@ async fn xref_links_naming_the_ids_in_different_orders_one_after_the_other_join_
     let deal = IdRef::new(IdForm::Deal, "deal-uuid-seq");
     let install = IdRef::new(IdForm::Install, 810_001);
     let first = xref
-        .link(EntityKind::Project, &[install.clone()])
+        .link(EntityKind::Project, std::slice::from_ref(&install))
         .await
         .expect("link install");
     let second = xref
