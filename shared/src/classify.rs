@@ -1,68 +1,9 @@
-//! Which stage handles an Enerflo event, and which entity it belongs to (the FIFO group).
-
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+//! Which stage handles an Enerflo event, and which entity it belongs to (the FIFO group), both
+//! from the stage registry (`crate::registry`).
 
 use crate::enerflo::envelope::Envelope;
-use crate::enerflo::lenient::{first_path, value_to_string, value_to_u64};
 
-/// The outbound (Enerflo -> CRM) stages, one queue and one consumer each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    Leads,
-    Project,
-    Milestone,
-    Status,
-    Note,
-    ChangeOrder,
-}
-
-impl Stage {
-    pub const ALL: [Stage; 6] = [
-        Stage::Leads,
-        Stage::Project,
-        Stage::Milestone,
-        Stage::Status,
-        Stage::Note,
-        Stage::ChangeOrder,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Leads => "leads",
-            Stage::Project => "project",
-            Stage::Milestone => "milestone",
-            Stage::Status => "status",
-            Stage::Note => "note",
-            Stage::ChangeOrder => "change_order",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s.trim())
-    }
-
-    /// Prefix of the configuration variables for this stage's queue (`PROJECT_QUEUE_URL`, ...).
-    pub fn env_prefix(self) -> &'static str {
-        match self {
-            Stage::Leads => "LEADS",
-            Stage::Project => "PROJECT",
-            Stage::Milestone => "MILESTONE",
-            Stage::Status => "STATUS",
-            Stage::Note => "NOTE",
-            Stage::ChangeOrder => "CHANGE_ORDER",
-        }
-    }
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::registry::Stage;
 
 /// Candidate locations of the install id in v1 install-level events whose shape is not documented
 /// (`project_milestone_updated`, `new_install_note`). Overridable by configuration.
@@ -90,63 +31,20 @@ pub enum Classification {
 }
 
 pub fn classify(env: &Envelope, install_id_paths: &[String]) -> Classification {
-    let r = &env.record;
-    let routed = |stage, entity| Classification::Routed { stage, entity };
-    match env.event.as_str() {
-        "new_customer" | "update_customer" => routed(
-            Stage::Leads,
-            number_at(r, &["id"]).map(|id| format!("customer:{id}")),
-        ),
-        "customer.created" => routed(
-            Stage::Leads,
-            string_at(r, &["customer.id"]).map(|id| format!("customer:{id}")),
-        ),
-        "customer.updated.v2" | "customer.updated" => routed(
-            Stage::Leads,
-            string_at(r, &["current.id", "customer.id", "previous.id"])
-                .map(|id| format!("customer:{id}")),
-        ),
-        "deal.projectSubmitted" | "deal.projectReceived" => routed(
-            Stage::Project,
-            string_at(r, &["deal.id"]).map(|id| format!("deal:{id}")),
-        ),
-        "update_install" | "restore_install" => routed(
-            Stage::Status,
-            number_at(r, &["id", "install.id"]).map(|id| format!("install:{id}")),
-        ),
-        "signed_change_order" => routed(
-            Stage::ChangeOrder,
-            number_at(r, &["install.id", "id", "change_orders.0.epc_install_id"])
-                .map(|id| format!("install:{id}")),
-        ),
-        "project_milestone_updated" => routed(
-            Stage::Milestone,
-            number_at(r, install_id_paths).map(|id| format!("install:{id}")),
-        ),
-        "new_install_note" => routed(
-            Stage::Note,
-            number_at(r, install_id_paths).map(|id| format!("install:{id}")),
-        ),
-        _ => Classification::Ignored,
+    match crate::registry::stage_of(&env.event) {
+        Some(stage) => Classification::Routed {
+            stage,
+            entity: crate::registry::entity_of(stage, &env.event, &env.record, install_id_paths)
+                .map(|e| e.to_string()),
+        },
+        None => Classification::Ignored,
     }
-}
-
-fn number_at<S: AsRef<str>>(r: &Value, paths: &[S]) -> Option<u64> {
-    paths
-        .iter()
-        .find_map(|p| first_path(r, &[p.as_ref()]).and_then(|(v, _)| value_to_u64(v)))
-}
-
-fn string_at(r: &Value, paths: &[&str]) -> Option<String> {
-    paths
-        .iter()
-        .find_map(|p| first_path(r, &[*p]).and_then(|(v, _)| value_to_string(v)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn classify_json(v: Value) -> Classification {
         let paths: Vec<String> = DEFAULT_INSTALL_ID_PATHS
@@ -238,6 +136,37 @@ mod tests {
             Classification::Routed {
                 stage: Stage::Project,
                 entity: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_status_event_naming_its_install_only_in_install_details_gets_that_install_as_group() {
+        // The status stage reads installDetails.id and the configured paths: so must the group,
+        // or per-install ordering is lost to an `unidentified:` group.
+        assert_eq!(
+            classify_json(
+                json!({"webhook_event":"update_install","installDetails":{"id":7},
+                                 "status":{"id":1,"name":"Active"}})
+            ),
+            Classification::Routed {
+                stage: Stage::Status,
+                entity: Some("install:7".into())
+            }
+        );
+        assert_eq!(
+            classify_json(json!({"webhook_event":"update_install","epc_install_id":"8"})),
+            Classification::Routed {
+                stage: Stage::Status,
+                entity: Some("install:8".into())
+            }
+        );
+        // A note nested under `note` (which the note stage reads) is grouped by its install too.
+        assert_eq!(
+            classify_json(json!({"webhook_event":"new_install_note","note":{"install_id":9}})),
+            Classification::Routed {
+                stage: Stage::Note,
+                entity: Some("install:9".into())
             }
         );
     }

@@ -12,6 +12,9 @@ use crate::classify::{DEFAULT_INSTALL_ID_PATHS, Stage};
 use crate::retry::RetryPolicy;
 use crate::secret::{Secret, SecretSet};
 
+/// `ECHO_TTL_SECS` when unset: how long our own writes are recognised as echoes.
+pub const DEFAULT_ECHO_TTL: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("configuration: {}", .problems.join("; "))]
 pub struct ConfigError {
@@ -484,7 +487,7 @@ impl Config {
             ),
             echo_ttl: Duration::from_secs(number(
                 "ECHO_TTL_SECS",
-                3600,
+                DEFAULT_ECHO_TTL.as_secs(),
                 60,
                 30 * 86_400,
                 &mut problems,

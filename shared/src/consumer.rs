@@ -14,16 +14,56 @@ use crate::queue::{Delivery, EventQueue, MessageMeta};
 use crate::retry::RetryPolicy;
 use crate::store::EventLog;
 
-/// What a handler did with a message that needs no retry.
+/// What a handler did with a message that needs no retry (the event log's `outcome`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutcomeKind {
+    /// Pushed to the CRM.
+    Delivered,
+    /// The CRM already has this content.
+    Unchanged,
+    /// Our own write coming back: nothing to push.
+    Echo,
+    /// A thin copy of an entity never synced; the full copy follows.
+    Incomplete,
+    /// Older than what was already synced.
+    Stale,
+    /// A milestone without a completion date: nothing for the CRM.
+    NoCompletion,
+}
+
+impl OutcomeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Unchanged => "unchanged",
+            Self::Echo => "echo",
+            Self::Incomplete => "incomplete",
+            Self::Stale => "stale",
+            Self::NoCompletion => "no_completion",
+        }
+    }
+}
+
+impl PartialEq<&str> for OutcomeKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for OutcomeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
-    /// `delivered`, `unchanged`, `echo`, `duplicate`, `linked`, ...
-    pub status: &'static str,
+    pub status: OutcomeKind,
     pub detail: String,
 }
 
 impl Outcome {
-    pub fn new(status: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(status: OutcomeKind, detail: impl Into<String>) -> Self {
         Self {
             status,
             detail: detail.into(),
@@ -102,8 +142,8 @@ impl Consumer {
         let attempt = delivery.receive_count.max(1);
         match self.handler.handle(meta, &delivery.body, attempt).await {
             Ok(outcome) => {
-                tracing::info!(outcome = outcome.status, detail = %outcome.detail, "processed");
-                self.log_outcome(meta, outcome.status, Some(&outcome.detail))
+                tracing::info!(outcome = outcome.status.as_str(), detail = %outcome.detail, "processed");
+                self.log_outcome(meta, outcome.status.as_str(), Some(&outcome.detail))
                     .await;
                 Disposition::Done
             }

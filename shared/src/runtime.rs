@@ -8,10 +8,12 @@ use crate::config::{Config, ConfigError};
 use crate::consumer::{Consumer, StageHandler};
 use crate::crm::{CrmConnector, WebhookCrmConnector};
 use crate::enerflo::{EnerfloApi, HttpEnerfloClient};
+use crate::pipeline::{Kit, Pipeline};
 use crate::queue::EventQueue;
 use crate::queue::sqs::{SqsEventQueue, SqsStageQueues};
 use crate::store::dynamo::DynamoStore;
 use crate::store::{ClaimStore, EchoStore, EventLog, SyncStateStore, XrefStore};
+use crate::sync::EchoGuard;
 
 /// Enerflo allows 300 requests per minute per key; stay under it with room for other callers.
 pub const ENERFLO_REQUESTS_PER_MINUTE: usize = 240;
@@ -25,6 +27,25 @@ pub struct Ports {
     pub log: Arc<dyn EventLog>,
     pub echo: Arc<dyn EchoStore>,
     pub queue: Arc<dyn EventQueue>,
+}
+
+impl Ports {
+    /// The sync kit the stage pipelines and inbound routes share.
+    pub fn kit(&self, crm: Arc<dyn CrmConnector>, config: &Config) -> Kit {
+        Kit::new(
+            crm,
+            self.xref.clone(),
+            self.claims.clone(),
+            self.state.clone(),
+            self.echo.clone(),
+            config.echo_ttl,
+            config.crm_include_raw,
+        )
+    }
+
+    pub fn echo_guard(&self, config: &Config) -> EchoGuard {
+        EchoGuard::new(self.echo.clone(), self.state.clone(), config.echo_ttl)
+    }
 }
 
 fn startup(what: &str, e: impl std::fmt::Display) -> ConfigError {
@@ -144,6 +165,7 @@ pub fn consumer_for(
     enerflo: Arc<dyn EnerfloApi>,
     crm: Arc<dyn CrmConnector>,
 ) -> Option<Consumer> {
+    let kit = ports.kit(crm.clone(), config);
     let handler: Arc<dyn StageHandler> = match stage {
         Stage::Leads => Arc::new(crate::stages::leads::LeadsStage {
             crm,
@@ -155,15 +177,13 @@ pub fn consumer_for(
             include_raw: config.crm_include_raw,
             echo_ttl: config.echo_ttl,
         }),
-        Stage::Project => Arc::new(crate::stages::ProjectStage {
-            enerflo,
-            crm,
-            xref: ports.xref.clone(),
-            claims: ports.claims.clone(),
-            state: ports.state.clone(),
-            include_raw: config.crm_include_raw,
-            call_budget: CONSUMER_CALL_BUDGET,
-        }),
+        Stage::Project => Arc::new(Pipeline::new(
+            crate::stages::project::ProjectStage {
+                enerflo,
+                call_budget: CONSUMER_CALL_BUDGET,
+            },
+            kit,
+        )),
         Stage::Note => Arc::new(crate::stages::note::NoteStage {
             crm,
             xref: ports.xref.clone(),
@@ -175,40 +195,29 @@ pub fn consumer_for(
             include_raw: config.crm_include_raw,
             echo_ttl: config.echo_ttl,
         }),
-        Stage::ChangeOrder => Arc::new(crate::stages::change_order::ChangeOrderStage {
-            crm,
-            xref: ports.xref.clone(),
-            claims: ports.claims.clone(),
-            state: ports.state.clone(),
-            include_raw: config.crm_include_raw,
-        }),
-        Stage::Milestone => Arc::new(crate::stages::milestone::MilestoneStage {
-            enerflo,
-            crm,
-            xref: ports.xref.clone(),
-            claims: ports.claims.clone(),
-            state: ports.state.clone(),
-            echo: ports.echo.clone(),
-            fields: config.fields.clone(),
-            install_id_paths: config.install_id_paths.clone(),
-            include_raw: config.crm_include_raw,
-            echo_ttl: config.echo_ttl,
-            call_budget: CONSUMER_CALL_BUDGET,
-        }),
-        Stage::Status => Arc::new(crate::stages::status::StatusStage {
-            enerflo,
-            crm,
-            xref: ports.xref.clone(),
-            claims: ports.claims.clone(),
-            state: ports.state.clone(),
-            echo: ports.echo.clone(),
-            catalog: Arc::new(crate::enerflo::api_status::StatusCatalog::default()),
-            fields: config.fields.clone(),
-            install_id_paths: config.install_id_paths.clone(),
-            include_raw: config.crm_include_raw,
-            echo_ttl: config.echo_ttl,
-            call_budget: CONSUMER_CALL_BUDGET,
-        }),
+        Stage::ChangeOrder => Arc::new(Pipeline::new(
+            crate::stages::change_order::ChangeOrderStage,
+            kit,
+        )),
+        Stage::Milestone => Arc::new(Pipeline::new(
+            crate::stages::milestone::MilestoneStage {
+                enerflo,
+                fields: config.fields.clone(),
+                install_id_paths: config.install_id_paths.clone(),
+                call_budget: CONSUMER_CALL_BUDGET,
+            },
+            kit,
+        )),
+        Stage::Status => Arc::new(Pipeline::new(
+            crate::stages::status::StatusStage {
+                enerflo,
+                catalog: Arc::new(crate::enerflo::api_status::StatusCatalog::default()),
+                fields: config.fields.clone(),
+                install_id_paths: config.install_id_paths.clone(),
+                call_budget: CONSUMER_CALL_BUDGET,
+            },
+            kit,
+        )),
     };
     Some(Consumer {
         handler,
@@ -266,10 +275,8 @@ pub fn milestone_route(
         enerflo,
         xref: ports.xref.clone(),
         claims: ports.claims.clone(),
-        state: ports.state.clone(),
-        echo: ports.echo.clone(),
+        echo: ports.echo_guard(config),
         fields: config.fields.clone(),
-        echo_ttl: config.echo_ttl,
         budget: config.inbound_wait_budget,
     })
 }
@@ -284,11 +291,9 @@ pub fn status_route(
         enerflo,
         xref: ports.xref.clone(),
         claims: ports.claims.clone(),
-        state: ports.state.clone(),
-        echo: ports.echo.clone(),
+        echo: ports.echo_guard(config),
         catalog: Arc::new(crate::enerflo::api_status::StatusCatalog::default()),
         status_field: config.fields.status_field.clone(),
-        echo_ttl: config.echo_ttl,
         budget: config.inbound_wait_budget,
     })
 }

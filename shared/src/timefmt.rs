@@ -42,6 +42,24 @@ pub fn from_unix(secs: i64) -> String {
         .unwrap_or_else(|_| secs.to_string())
 }
 
+/// A strict ISO calendar date (`YYYY-MM-DD`), as the CRM must send it.
+pub fn iso_date(raw: &str) -> Option<String> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let s = raw.trim();
+    (s.len() == 10 && time::Date::parse(s, fmt).is_ok()).then(|| s.to_owned())
+}
+
+/// A date as Enerflo may send it: `YYYY-MM-DD`, a v1 timestamp (`YYYY-MM-DD HH:MM:SS`), ISO 8601,
+/// or a PHP `{"date": "...", "timezone": ...}` object; the calendar date it names. `0000-00-00`
+/// and anything else read as no date.
+pub fn enerflo_date(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => s.trim().get(..10).and_then(iso_date),
+        serde_json::Value::Object(m) => m.get("date").and_then(enerflo_date),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

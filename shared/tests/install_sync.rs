@@ -20,6 +20,7 @@ use enerflo_sync::http::router::Router;
 use enerflo_sync::http::{HttpRequest, HttpResponse};
 use enerflo_sync::inbound::milestone::MilestoneRoute;
 use enerflo_sync::inbound::status::StatusRoute;
+use enerflo_sync::pipeline::{Kit, Pipeline};
 use enerflo_sync::queue::embedded::EmbeddedQueue;
 use enerflo_sync::queue::{EventQueue, MessageMeta, QueueMessage};
 use enerflo_sync::retry::RetryPolicy;
@@ -39,6 +40,8 @@ const TOKEN: &str = "test-crm-token";
 struct FakeEnerflo {
     calls: Mutex<Vec<(Method, String, Option<Value>)>>,
     install: Mutex<Value>,
+    /// `installs/find/{deal}` answers by deal; unlisted deals get `install`.
+    finds: Mutex<std::collections::HashMap<String, Value>>,
 }
 
 impl FakeEnerflo {
@@ -49,6 +52,7 @@ impl FakeEnerflo {
                 "all_milestones": [
                     {"id": 51, "milestone_id": 3901, "title": "Engineering",
                      "start_date": "2025-02-01", "completed_date": "2025-03-01"}]})),
+            finds: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -90,6 +94,13 @@ impl EnerfloApi for FakeEnerflo {
                 {"id": 1, "name": "New"}, {"id": 4, "name": "On Hold"},
                 {"id": 5, "name": "Voided"}, {"id": 6, "name": "Completed"},
                 {"id": 321, "name": "Example Custom Status"}]),
+            (Method::GET, p)
+                if p.strip_prefix("/api/v3/installs/find/")
+                    .is_some_and(|d| self.finds.lock().unwrap().contains_key(d)) =>
+            {
+                let deal = p.trim_start_matches("/api/v3/installs/find/");
+                self.finds.lock().unwrap()[deal].clone()
+            }
             (Method::GET, p) if p.starts_with("/api/v3/installs/") => {
                 self.install.lock().unwrap().clone()
             }
@@ -106,12 +117,24 @@ struct RecordingCrm {
     events: Mutex<Vec<CrmEvent>>,
     callback: OnceLock<(Arc<Router>, String, Value)>,
     callback_answers: Mutex<Vec<Value>>,
+    /// Answer the next push with a 503 (after recording it, as a CRM that got it but failed).
+    fail_next: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
 impl CrmConnector for RecordingCrm {
     async fn deliver(&self, event: &CrmEvent) -> Result<CrmAck, CrmError> {
         self.events.lock().unwrap().push(event.clone());
+        if self
+            .fail_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(CrmError::Unavailable {
+                status: Some(503),
+                detail: "unavailable".into(),
+                retry_after: None,
+            });
+        }
         if let Some((router, path, body)) = self.callback.get() {
             let answer = put(router, path, body.clone()).await;
             self.callback_answers
@@ -130,8 +153,8 @@ struct World {
     store: Arc<EmbeddedStore>,
     enerflo: Arc<FakeEnerflo>,
     crm: Arc<RecordingCrm>,
-    status: StatusStage,
-    milestone: MilestoneStage,
+    status: Pipeline<StatusStage>,
+    milestone: Pipeline<MilestoneStage>,
     router: Arc<Router>,
 }
 
@@ -145,56 +168,44 @@ fn world() -> World {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-    let ttl = Duration::from_secs(3600);
     let budget = Duration::from_secs(2);
-    let status = StatusStage {
-        enerflo: enerflo.clone(),
-        crm: crm.clone(),
-        xref: store.clone(),
-        claims: store.clone(),
-        state: store.clone(),
-        echo: store.clone(),
-        catalog: Arc::new(StatusCatalog::default()),
-        fields: fields.clone(),
-        install_id_paths: install_id_paths.clone(),
-        include_raw: false,
-        echo_ttl: ttl,
-        call_budget: budget,
-    };
-    let milestone = MilestoneStage {
-        enerflo: enerflo.clone(),
-        crm: crm.clone(),
-        xref: store.clone(),
-        claims: store.clone(),
-        state: store.clone(),
-        echo: store.clone(),
-        fields: fields.clone(),
-        install_id_paths,
-        include_raw: false,
-        echo_ttl: ttl,
-        call_budget: budget,
-    };
+    let kit = Kit::on(store.clone(), crm.clone(), false);
+    let status = Pipeline::new(
+        StatusStage {
+            enerflo: enerflo.clone(),
+            catalog: Arc::new(StatusCatalog::default()),
+            fields: fields.clone(),
+            install_id_paths: install_id_paths.clone(),
+            call_budget: budget,
+        },
+        kit.clone(),
+    );
+    let milestone = Pipeline::new(
+        MilestoneStage {
+            enerflo: enerflo.clone(),
+            fields: fields.clone(),
+            install_id_paths,
+            call_budget: budget,
+        },
+        kit.clone(),
+    );
     let router = Arc::new(Router {
         crm_tokens: SecretSet::parse(TOKEN),
         milestones: Some(Arc::new(MilestoneRoute {
             enerflo: enerflo.clone(),
             xref: store.clone(),
             claims: store.clone(),
-            state: store.clone(),
-            echo: store.clone(),
+            echo: kit.echo.clone(),
             fields: fields.clone(),
-            echo_ttl: ttl,
             budget,
         })),
         status: Some(Arc::new(StatusRoute {
             enerflo: enerflo.clone(),
             xref: store.clone(),
             claims: store.clone(),
-            state: store.clone(),
-            echo: store.clone(),
+            echo: kit.echo.clone(),
             catalog: Arc::new(StatusCatalog::default()),
             status_field: fields.status_field.clone(),
-            echo_ttl: ttl,
             budget,
         })),
         ..Router::default()
@@ -262,6 +273,7 @@ impl World {
             .await
             .expect("handled")
             .status
+            .as_str()
     }
 
     async fn milestone_event(&self, body: &str) -> &'static str {
@@ -274,6 +286,7 @@ impl World {
             .await
             .expect("handled")
             .status
+            .as_str()
     }
 
     fn crm_events(&self) -> Vec<CrmEvent> {
@@ -972,4 +985,135 @@ async fn a_crm_that_sends_the_milestone_back_before_answering_the_push_gets_echo
     let answers = w.crm.callback_answers.lock().unwrap().clone();
     assert_eq!(answers[0][1]["status"], "echo", "{answers:?}");
     assert_eq!(w.enerflo.writes(), 0);
+}
+
+/// A Standard Webhooks receiver dedupes on `webhook-id`: an id reused for a new change would be
+/// dropped, leaving the CRM on the wrong status.
+#[tokio::test]
+async fn a_status_that_returns_to_earlier_values_gets_a_new_event_id_every_change() {
+    let w = world();
+    let flips = [
+        (1, "Active"),
+        (4, "On Hold"),
+        (1, "Active"),
+        (4, "On Hold"),
+        (1, "Active"),
+    ];
+    for (id, name) in flips {
+        assert_eq!(
+            w.status_event("update_install", &update_install(id, name))
+                .await,
+            "delivered",
+            "{name}"
+        );
+    }
+    let ids: Vec<String> = w.crm_events().into_iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 5);
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), 5, "an event id was reused: {ids:?}");
+}
+
+#[tokio::test]
+async fn a_milestone_date_that_returns_to_an_earlier_value_gets_a_new_event_id() {
+    let w = world();
+    w.link_project().await;
+    for completed in ["2025-03-01", "2025-03-05", "2025-03-01"] {
+        let body = milestone_event(json!("2025-02-01"), json!(completed));
+        assert_eq!(w.milestone_event(&body).await, "delivered", "{completed}");
+    }
+    let ids: Vec<String> = w.crm_events().into_iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 3);
+    assert_ne!(ids[0], ids[2], "X -> Y -> X reused the first id");
+}
+
+/// A push that failed is retried with the same id: the CRM can dedupe the retry.
+#[tokio::test]
+async fn a_retried_change_keeps_its_event_id() {
+    let w = world();
+    assert_eq!(
+        w.status_event("update_install", &update_install(1, "Active"))
+            .await,
+        "delivered"
+    );
+    w.crm
+        .fail_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let body = update_install(4, "On Hold");
+    w.status
+        .handle(&meta(Stage::Status, "update_install"), &body, 1)
+        .await
+        .expect_err("the CRM failed");
+    assert_eq!(w.status_event("update_install", &body).await, "delivered");
+    let events = w.crm_events();
+    assert_eq!(
+        events.len(),
+        3,
+        "two attempts of the second change reached the CRM"
+    );
+    assert_eq!(events[1].id, events[2].id);
+    assert_ne!(events[0].id, events[1].id);
+}
+
+/// Two deals that share a `shortCode` (a re-used code, a copy) are two projects: the second is
+/// neither merged into the first nor pushed as its resubmission, and the conflict is recorded.
+#[tokio::test]
+async fn two_deals_sharing_a_short_code_stay_two_projects() {
+    let w = world();
+    let project = Pipeline::new(
+        enerflo_sync::stages::project::ProjectStage {
+            enerflo: w.enerflo.clone(),
+            call_budget: Duration::from_secs(2),
+        },
+        Kit::on(w.store.clone(), w.crm.clone(), false),
+    );
+    let fixture: Value = serde_json::from_str(include_str!(
+        "../../tests/fixtures/enerflo/v2-deal.projectSubmitted.json"
+    ))
+    .unwrap();
+    let mut outcomes = Vec::new();
+    for (deal, install) in [("deal-aaaa", 700101), ("deal-bbbb", 700102)] {
+        let mut body = fixture.clone();
+        body["payload"]["deal"]["id"] = json!(deal);
+        body["payload"]["deal"]["shortCode"] = json!("SAME-CODE");
+        w.enerflo.finds.lock().unwrap().insert(
+            deal.into(),
+            json!({"id": install, "survey_id": install + 1000}),
+        );
+        let out = project
+            .handle(
+                &meta(Stage::Project, "deal.projectSubmitted"),
+                &body.to_string(),
+                1,
+            )
+            .await
+            .expect("handled");
+        outcomes.push(out);
+    }
+    assert_eq!(outcomes[0].status, "delivered");
+    assert_eq!(outcomes[1].status, "delivered");
+    assert!(
+        outcomes[1].detail.contains("conflict") && outcomes[1].detail.contains("SAME-CODE"),
+        "{}",
+        outcomes[1].detail
+    );
+    let events = w.crm_events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].enerflo.deal_id.as_deref(), Some("deal-bbbb"));
+    assert_eq!(events[1].data["resubmission"], json!(false));
+    assert_eq!(events[1].crm_id, None, "not the first deal's CRM record");
+    let a = w
+        .store
+        .resolve(EntityKind::Project, &IdRef::new(IdForm::Deal, "deal-aaaa"))
+        .await
+        .unwrap()
+        .unwrap();
+    let b = w
+        .store
+        .resolve(EntityKind::Project, &IdRef::new(IdForm::Deal, "deal-bbbb"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(a.key, b.key);
+    assert_eq!(b.id(IdForm::Install).as_deref(), Some("700102"));
+    assert_eq!(a.id(IdForm::ShortCode).as_deref(), Some("SAME-CODE"));
 }

@@ -515,6 +515,7 @@ async fn state_put_then_get_round_trips_data_and_hash(state: Arc<dyn SyncStateSt
         hash: "sha256:aaaa".into(),
         data: json!({"name": "O'Brien \"Solar\" — ☀ 日本", "kw": 7.2, "tags": ["a", "b"], "none": null, "n": 0}),
         updated_at: "2025-01-02T03:04:05Z".into(),
+        seq: 0,
     };
     state.put_state(scope, &first).await.expect("put");
     assert_eq!(state.get_state(scope).await.expect("get"), Some(first));
@@ -523,6 +524,7 @@ async fn state_put_then_get_round_trips_data_and_hash(state: Arc<dyn SyncStateSt
         hash: "sha256:bbbb".into(),
         data: json!({"kw": 8}),
         updated_at: "2025-01-03T00:00:00Z".into(),
+        seq: 7,
     };
     state.put_state(scope, &second).await.expect("overwrite");
     assert_eq!(state.get_state(scope).await.expect("get"), Some(second));

@@ -26,8 +26,7 @@ pub struct InstallNote {
 impl InstallNote {
     pub fn read(record: &Value, fields: &EnerfloFields, install_id_paths: &[String]) -> Self {
         Self {
-            install_id: candidates(install_id_paths)
-                .find_map(|p| path(record, &p).and_then(value_to_u64)),
+            install_id: install_id(record, install_id_paths),
             note_id: candidates(&fields.note_id_paths)
                 .find_map(|p| path(record, &p).and_then(scalar_text)),
             text: candidates(&fields.note_text_paths)
@@ -45,6 +44,12 @@ impl InstallNote {
 
 /// The configured paths, then each of them inside a `note` object (`text` -> `note.text`), so a
 /// payload that nests the note record is read with the same configuration.
+/// The install a note event belongs to: the first of `install_id_paths` (also under `note.`)
+/// holding a number. The FIFO group and the note stage both read it here.
+pub fn install_id(record: &Value, install_id_paths: &[String]) -> Option<u64> {
+    candidates(install_id_paths).find_map(|p| path(record, &p).and_then(value_to_u64))
+}
+
 fn candidates(paths: &[String]) -> impl Iterator<Item = String> + '_ {
     let nested = paths
         .iter()

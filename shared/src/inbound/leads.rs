@@ -580,6 +580,7 @@ impl LeadsRoute {
                     hash: key_hash.clone(),
                     data: json!({ "crm_id": crm_id }),
                     updated_at: now_rfc3339(),
+                    seq: 0,
                 },
             )
             .await
@@ -663,6 +664,7 @@ impl LeadsRoute {
                     hash: state_hash(&merged),
                     data: merged,
                     updated_at: now.clone(),
+                    seq: 0,
                 },
             )
             .await
@@ -674,6 +676,7 @@ impl LeadsRoute {
                     hash: body_hash,
                     data: json!({ "enerflo_customer_id": customer_id }),
                     updated_at: now,
+                    seq: 0,
                 },
             )
             .await

@@ -25,26 +25,20 @@ use crate::http::inbound::{enerflo_problem, json_object, resolve_install, store_
 use crate::http::problem::FieldError;
 use crate::http::router::{InboundRoute, RouteParams};
 use crate::http::{HttpRequest, HttpResponse, Problem};
-use crate::stages::milestone::{
-    Direction, acquire_within, iso_date, mark_write, milestone_fingerprint, milestone_scope,
-    milestone_target, still_ours,
-};
-use crate::store::{ClaimStore, EchoStore, StoreError, SyncStateStore, XrefStore};
+use crate::stages::milestone::milestone_fingerprint;
+use crate::store::{ClaimStore, StoreError, XrefStore};
+use crate::sync::{Direction, EchoGuard, EchoTarget, EntityLease, StateKey};
+use crate::timefmt::iso_date;
 
 /// How long the route waits for a consumer holding the milestone's lock.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
-/// Longer than the wait on Enerflo (`INBOUND_WAIT_SECS`, at most 28 s), shorter than forever if
-/// the function dies holding it.
-const LOCK_LEASE: Duration = Duration::from_secs(45);
 
 pub struct MilestoneRoute {
     pub enerflo: Arc<dyn EnerfloApi>,
     pub xref: Arc<dyn XrefStore>,
     pub claims: Arc<dyn ClaimStore>,
-    pub state: Arc<dyn SyncStateStore>,
-    pub echo: Arc<dyn EchoStore>,
+    pub echo: EchoGuard,
     pub fields: EnerfloFields,
-    pub echo_ttl: Duration,
     /// Longest wait on Enerflo (`INBOUND_WAIT_SECS`).
     pub budget: Duration,
 }
@@ -144,42 +138,18 @@ impl InboundRoute for MilestoneRoute {
 impl MilestoneRoute {
     /// Whether these dates from the CRM are what we pushed to it: the fingerprint is recorded,
     /// and the CRM wrote nothing to this milestone through us after that push.
-    async fn is_crm_echo(
-        &self,
-        install_id: u64,
-        milestone_id: u64,
-        fingerprint: &str,
-    ) -> Result<bool, Problem> {
-        let target = milestone_target(install_id, milestone_id);
-        if !self
-            .echo
-            .is_echo(&format!("crm:{target}"), fingerprint)
-            .await
-            .map_err(store_problem)?
-        {
-            return Ok(false);
-        }
-        still_ours(self.state.as_ref(), Direction::ToCrm, &target)
+    async fn is_crm_echo(&self, target: &EchoTarget, fingerprint: &str) -> Result<bool, Problem> {
+        self.echo
+            .is_ours(Direction::ToCrm, target, &[fingerprint.to_owned()])
             .await
             .map_err(store_problem)
     }
 
     /// After a write to Enerflo: its fingerprint, and when it happened.
-    async fn record(&self, target: &str, fingerprint: &str) -> Result<(), StoreError> {
+    async fn record(&self, target: &EchoTarget, fingerprint: &str) -> Result<(), StoreError> {
         self.echo
-            .record_write(
-                &format!("enerflo:{target}"),
-                fingerprint,
-                self.echo_ttl.as_secs(),
-            )
-            .await?;
-        mark_write(
-            self.state.as_ref(),
-            Direction::ToEnerflo,
-            target,
-            fingerprint,
-        )
-        .await
+            .record(Direction::ToEnerflo, target, &[fingerprint.to_owned()])
+            .await
     }
 
     async fn run(&self, req: &HttpRequest, params: &RouteParams) -> Result<HttpResponse, Problem> {
@@ -200,7 +170,10 @@ impl MilestoneRoute {
         )
         .await?;
         let install_id = target.install_id;
-        let echo_target = milestone_target(install_id, milestone_id);
+        let echo_target = EchoTarget::Milestone {
+            install: install_id,
+            milestone: milestone_id,
+        };
         let fingerprint = milestone_fingerprint(&update.start, &update.completed);
         let mut answer = json!({"install_id": install_id, "milestone_id": milestone_id});
         for (k, v) in [
@@ -215,10 +188,7 @@ impl MilestoneRoute {
             answer["crm_update_id"] = json!(id);
         }
 
-        if self
-            .is_crm_echo(install_id, milestone_id, &fingerprint)
-            .await?
-        {
+        if self.is_crm_echo(&echo_target, &fingerprint).await? {
             tracing::info!(
                 install_id,
                 milestone_id,
@@ -230,10 +200,12 @@ impl MilestoneRoute {
             return Ok(HttpResponse::json(StatusCode::OK, &answer));
         }
 
-        let lock = acquire_within(
+        let lock = EntityLease::acquire(
             &self.claims,
-            &milestone_scope(install_id, milestone_id),
-            LOCK_LEASE,
+            &StateKey::Milestone {
+                install: install_id,
+                milestone: milestone_id,
+            },
             LOCK_WAIT,
         )
         .await

@@ -24,25 +24,20 @@ use crate::http::inbound::{enerflo_problem, json_object, resolve_install, store_
 use crate::http::problem::FieldError;
 use crate::http::router::{InboundRoute, RouteParams};
 use crate::http::{HttpRequest, HttpResponse, Problem};
-use crate::stages::milestone::{Direction, acquire_within, mark_write, still_ours};
-use crate::stages::status::{
-    status_fingerprint, status_name_fingerprint, status_scope, status_target,
-};
-use crate::store::{ClaimStore, EchoStore, StoreError, SyncStateStore, XrefStore};
+use crate::stages::status::{status_fingerprint, status_name_fingerprint};
+use crate::store::{ClaimStore, StoreError, XrefStore};
+use crate::sync::{Direction, EchoGuard, EchoTarget, EntityLease, StateKey};
 
 const LOCK_WAIT: Duration = Duration::from_secs(5);
-const LOCK_LEASE: Duration = Duration::from_secs(45);
 
 pub struct StatusRoute {
     pub enerflo: Arc<dyn EnerfloApi>,
     pub xref: Arc<dyn XrefStore>,
     pub claims: Arc<dyn ClaimStore>,
-    pub state: Arc<dyn SyncStateStore>,
-    pub echo: Arc<dyn EchoStore>,
+    pub echo: EchoGuard,
     pub catalog: Arc<StatusCatalog>,
     /// `ENERFLO_STATUS_FIELD`.
     pub status_field: String,
-    pub echo_ttl: Duration,
     pub budget: Duration,
 }
 
@@ -123,38 +118,25 @@ impl StatusRoute {
     /// Whether `status_id` from the CRM is what we pushed to it: its fingerprint is recorded, and
     /// the CRM wrote nothing through us after that push.
     async fn is_crm_echo(&self, install_id: u64, fingerprint: &str) -> Result<bool, Problem> {
-        let target = status_target(install_id);
-        if !self
-            .echo
-            .is_echo(&format!("crm:{target}"), fingerprint)
-            .await
-            .map_err(store_problem)?
-        {
-            return Ok(false);
-        }
-        still_ours(self.state.as_ref(), Direction::ToCrm, &target)
+        self.echo
+            .is_ours(
+                Direction::ToCrm,
+                &EchoTarget::Status(install_id),
+                &[fingerprint.to_owned()],
+            )
             .await
             .map_err(store_problem)
     }
 
     /// After a write to Enerflo: its fingerprint, and when it happened.
     async fn record(&self, install_id: u64, status_id: u64) -> Result<(), StoreError> {
-        let target = status_target(install_id);
-        let fingerprint = status_fingerprint(status_id);
         self.echo
-            .record_write(
-                &format!("enerflo:{target}"),
-                &fingerprint,
-                self.echo_ttl.as_secs(),
+            .record(
+                Direction::ToEnerflo,
+                &EchoTarget::Status(install_id),
+                &[status_fingerprint(status_id)],
             )
-            .await?;
-        mark_write(
-            self.state.as_ref(),
-            Direction::ToEnerflo,
-            &target,
-            &fingerprint,
-        )
-        .await
+            .await
     }
 
     fn echo_answer(install_id: u64, request: &StatusRequest) -> HttpResponse {
@@ -234,20 +216,15 @@ impl StatusRoute {
             return Ok(Self::echo_answer(install_id, &request));
         }
 
-        let lock = acquire_within(
-            &self.claims,
-            &status_scope(install_id),
-            LOCK_LEASE,
-            LOCK_WAIT,
-        )
-        .await
-        .map_err(|e| {
-            tracing::warn!(install_id, error = %e, "status lock not acquired");
-            Problem::unavailable(
-                "This install's status is being synced right now; retry.",
-                Duration::from_secs(5),
-            )
-        })?;
+        let lock = EntityLease::acquire(&self.claims, &StateKey::Status(install_id), LOCK_WAIT)
+            .await
+            .map_err(|e| {
+                tracing::warn!(install_id, error = %e, "status lock not acquired");
+                Problem::unavailable(
+                    "This install's status is being synced right now; retry.",
+                    Duration::from_secs(5),
+                )
+            })?;
         let written = self
             .enerflo
             .set_install_status(install_id, &self.status_field, status.id, self.budget)

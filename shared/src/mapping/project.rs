@@ -89,6 +89,18 @@ pub fn map_project(p: &ProjectPayload, install: Option<&Install>, resubmission: 
     }
 }
 
+/// The Enerflo ids of an install's project, as far as the cross-reference knows them.
+pub fn install_project_refs(link: &crate::store::EntityLink, install_id: u64) -> EnerfloRefs {
+    use crate::store::IdForm;
+    EnerfloRefs {
+        customer_id: None,
+        customer_uuid: None,
+        deal_id: link.id(IdForm::Deal),
+        install_id: Some(install_id),
+        survey_id: link.id(IdForm::Survey).and_then(|s| s.parse().ok()),
+    }
+}
+
 pub fn project_refs(p: &ProjectPayload, install: Option<&Install>) -> EnerfloRefs {
     EnerfloRefs {
         customer_id: install.and_then(|i| {

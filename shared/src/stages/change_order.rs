@@ -3,64 +3,28 @@
 //! change order. The CRM project is found through the install id; an install not linked yet is
 //! linked by this event (install, survey and customer ids from the payload) rather than failed.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::lock::EntityLock;
-use crate::canonical::{CrmEvent, CrmEventType, EnerfloRefs};
-use crate::consumer::{Outcome, StageHandler};
-use crate::crm::CrmConnector;
+use crate::canonical::{CrmEventType, EnerfloRefs};
+use crate::consumer::OutcomeKind;
 use crate::enerflo::envelope::Envelope;
 use crate::enerflo::lenient::value_to_string;
 use crate::error::SyncError;
-use crate::hashing::{content_hash, sha256_hex};
+use crate::hashing::content_hash;
 use crate::mapping::change_order::{install_id, install_refs, map_change_order};
-use crate::queue::MessageMeta;
-use crate::store::{ClaimStore, EntityKind, IdForm, IdRef, SyncState, SyncStateStore, XrefStore};
-use crate::timefmt::now_rfc3339;
+use crate::pipeline::{
+    Decision, EntityKeys, Kit, OutboundStage, Push, ReadError, Remember, StageMessage,
+};
+use crate::registry::Stage;
+use crate::store::{EntityKind, IdForm, IdRef, SyncState};
+use crate::sync::{StateKey, link_apart};
 
-pub struct ChangeOrderStage {
-    pub crm: Arc<dyn CrmConnector>,
-    pub xref: Arc<dyn XrefStore>,
-    pub claims: Arc<dyn ClaimStore>,
-    pub state: Arc<dyn SyncStateStore>,
-    pub include_raw: bool,
-}
+pub struct ChangeOrderStage;
 
-#[async_trait]
-impl StageHandler for ChangeOrderStage {
-    async fn handle(
-        &self,
-        meta: &MessageMeta,
-        body: &str,
-        _attempt: u32,
-    ) -> Result<Outcome, SyncError> {
-        let envelope = Envelope::parse(body.as_bytes(), Some(&meta.event))
-            .map_err(|e| SyncError::permanent(format!("{} body unreadable: {e}", meta.event)))?;
-        if envelope.event != "signed_change_order" {
-            return Err(SyncError::permanent(format!(
-                "the change order stage does not handle `{}`",
-                envelope.event
-            )));
-        }
-        let install = install_id(&envelope.record).ok_or_else(|| {
-            SyncError::permanent(
-                "signed_change_order: no install id (looked at install.id, id, change_orders[].epc_install_id)",
-            )
-        })?;
-        let lock = EntityLock::acquire(
-            &self.claims,
-            &format!("change_order#install:{install}"),
-            Duration::from_secs(60),
-        )
-        .await?;
-        let result = self.sync(&envelope, install, meta).await;
-        lock.release().await;
-        result
-    }
+pub struct ChangeOrderEvent {
+    pub install: u64,
+    pub record: Value,
 }
 
 /// Unix seconds of an RFC 3339 time, for ordering.
@@ -70,39 +34,81 @@ fn unix(t: &str) -> Option<i64> {
         .map(|t| t.unix_timestamp())
 }
 
-impl ChangeOrderStage {
-    async fn sync(
+#[async_trait]
+impl OutboundStage for ChangeOrderStage {
+    type Event = ChangeOrderEvent;
+
+    fn stage(&self) -> Stage {
+        Stage::ChangeOrder
+    }
+
+    fn read(&self, msg: &StageMessage<'_>) -> Result<ChangeOrderEvent, ReadError> {
+        let envelope =
+            Envelope::parse(msg.body.as_bytes(), Some(&msg.meta.event)).map_err(|e| {
+                ReadError::Unreadable {
+                    event: msg.meta.event.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
+        let install = install_id(&envelope.record).ok_or_else(|| ReadError::Missing {
+            event: envelope.event.clone(),
+            what: vec![
+                "no install id (looked at install.id, id, change_orders[].epc_install_id)".into(),
+            ],
+        })?;
+        Ok(ChangeOrderEvent {
+            install,
+            record: envelope.record,
+        })
+    }
+
+    async fn resolve(
         &self,
-        envelope: &Envelope,
-        install: u64,
-        meta: &MessageMeta,
-    ) -> Result<Outcome, SyncError> {
-        let record = &envelope.record;
-        let data = map_change_order(record).map_err(|e| {
+        _kit: &Kit,
+        _msg: &StageMessage<'_>,
+        ev: &mut ChangeOrderEvent,
+    ) -> Result<EntityKeys, SyncError> {
+        Ok(EntityKeys::same(StateKey::ChangeOrder(ev.install)))
+    }
+
+    async fn decide(
+        &self,
+        kit: &Kit,
+        _msg: &StageMessage<'_>,
+        ev: ChangeOrderEvent,
+        last: Option<&SyncState>,
+    ) -> Result<Decision, SyncError> {
+        let (install, record) = (ev.install, ev.record);
+        let data = map_change_order(&record).map_err(|e| {
             SyncError::permanent(format!("signed_change_order for install {install}: {e}"))
         })?;
         let co_id = value_to_string(&data.change_order.id).unwrap_or_default();
 
         // Link before the write, creating the project entity when this install is new to us.
-        let (survey, customer) = install_refs(record);
-        let mut ids = vec![IdRef::new(IdForm::Install, install)];
-        if let Some(s) = survey {
-            ids.push(IdRef::new(IdForm::Survey, s));
-        }
-        let link = self.xref.link(EntityKind::Project, &ids).await?;
+        let (survey, customer) = install_refs(&record);
+        let (link, conflicts) = link_apart(
+            kit.xref.as_ref(),
+            EntityKind::Project,
+            IdRef::new(IdForm::Install, install),
+            survey
+                .map(|s| IdRef::new(IdForm::Survey, s))
+                .into_iter()
+                .collect(),
+            &[IdForm::Deal, IdForm::Install],
+        )
+        .await?;
         if let Some(c) = customer {
-            self.xref
+            kit.xref
                 .link(EntityKind::Customer, &[IdRef::new(IdForm::CustomerId, c)])
                 .await?;
         }
 
         let data_value = serde_json::to_value(&data).unwrap_or(Value::Null);
         let hash = content_hash(&data_value);
-        let scope = format!("change_order#install:{install}");
-        if let Some(last) = self.state.get_state(&scope).await? {
+        if let Some(last) = last {
             if last.hash == hash {
-                return Ok(Outcome::new(
-                    "unchanged",
+                return Ok(Decision::skip(
+                    OutcomeKind::Unchanged,
                     format!(
                         "change order {co_id} of install {install}: same content as last synced"
                     ),
@@ -117,79 +123,60 @@ impl ChangeOrderStage {
                 (last_signed, unix(&data.change_order.signed_at))
                 && this < last_signed
             {
-                return Ok(Outcome::new(
-                    "stale",
+                return Ok(Decision::skip(
+                    OutcomeKind::Stale,
                     format!(
                         "change order {co_id} of install {install} was signed before the one already synced"
                     ),
                 ));
             }
         }
-
         let num = |form| link.id(form).and_then(|v| v.parse::<u64>().ok());
-        let event = CrmEvent {
+        let enerflo = EnerfloRefs {
+            customer_id: customer,
+            customer_uuid: None,
+            deal_id: link.id(IdForm::Deal),
+            install_id: Some(install),
+            survey_id: survey.or_else(|| num(IdForm::Survey)),
+        };
+        let conflicts: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
+        Ok(Decision::Push(Box::new(Push {
             event_type: CrmEventType::ChangeOrderSigned,
-            id: format!(
-                "evt_{}",
-                &sha256_hex(format!("change_order.signed|{install}|{co_id}|{hash}").as_bytes())
-                    [..32]
-            ),
-            occurred_at: Some(data.change_order.signed_at.clone())
-                .filter(|s| !s.is_empty())
-                .or_else(|| Some(meta.received_at.clone()).filter(|s| !s.is_empty()))
-                .unwrap_or_else(now_rfc3339),
-            source_event: envelope.event.clone(),
-            crm_id: link.crm_id.clone(),
-            enerflo: EnerfloRefs {
-                customer_id: customer,
-                customer_uuid: None,
-                deal_id: link.id(IdForm::Deal),
-                install_id: Some(install),
-                survey_id: survey.or_else(|| num(IdForm::Survey)),
+            source_event: "signed_change_order".into(),
+            occurred_at: Some(data.change_order.signed_at.clone()),
+            kind: EntityKind::Project,
+            link,
+            enerflo,
+            remember: Remember {
+                hash,
+                data: data_value.clone(),
             },
             data: data_value,
-            raw: self.include_raw.then(|| json!({"webhook": record})),
-        };
-
-        let ack = self.crm.deliver(&event).await?;
-        let crm_id = match &ack.crm_id {
-            Some(id) if link.crm_id.as_deref() != Some(id.as_str()) => {
-                self.xref
-                    .set_crm_id(EntityKind::Project, &link.key, id)
-                    .await?;
-                Some(id.clone())
-            }
-            Some(id) => Some(id.clone()),
-            None => link.crm_id.clone(),
-        };
-        self.state
-            .put_state(
-                &scope,
-                &SyncState {
-                    hash,
-                    data: event.data.clone(),
-                    updated_at: now_rfc3339(),
-                },
-            )
-            .await?;
-        Ok(Outcome::new(
-            "delivered",
-            format!(
-                "change_order.signed {co_id} for install {install} (crm_id {}, event {})",
-                crm_id.as_deref().unwrap_or("none"),
-                event.id
-            ),
-        ))
+            raw: kit.include_raw.then(|| json!({"webhook": record})),
+            echo: None,
+            subject: if conflicts.is_empty() {
+                format!("change order {co_id} of install {install}")
+            } else {
+                format!(
+                    "change order {co_id} of install {install} (conflict: {})",
+                    conflicts.join("; ")
+                )
+            },
+        })))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::Stage;
-    use crate::crm::{CrmAck, CrmError};
+    use crate::canonical::CrmEvent;
+    use crate::consumer::StageHandler;
+    use crate::crm::{CrmAck, CrmConnector, CrmError};
+    use crate::pipeline::Pipeline;
+    use crate::queue::MessageMeta;
+    use crate::store::XrefStore;
     use crate::store::embedded::EmbeddedStore;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     #[derive(Default)]
     struct FakeCrm {
@@ -230,17 +217,11 @@ mod tests {
         }
     }
 
-    fn kit() -> (ChangeOrderStage, Arc<FakeCrm>, Arc<EmbeddedStore>) {
+    fn kit() -> (Pipeline<ChangeOrderStage>, Arc<FakeCrm>, Arc<EmbeddedStore>) {
         let store = Arc::new(EmbeddedStore::in_memory().expect("store"));
         let crm = Arc::new(FakeCrm::default());
         (
-            ChangeOrderStage {
-                crm: crm.clone(),
-                xref: store.clone(),
-                claims: store.clone(),
-                state: store.clone(),
-                include_raw: false,
-            },
+            Pipeline::new(ChangeOrderStage, Kit::on(store.clone(), crm.clone(), false)),
             crm,
             store,
         )
@@ -253,7 +234,7 @@ mod tests {
             .handle(&meta(), &body(&sample()), 1)
             .await
             .expect("ok");
-        assert_eq!(out.status, "delivered");
+        assert_eq!(out.status, OutcomeKind::Delivered);
         let events = crm.events.lock().expect("lock").clone();
         assert_eq!(events.len(), 1);
         let e = &events[0];
@@ -297,7 +278,11 @@ mod tests {
             .expect("ok");
         assert_eq!(
             (first.status, repeat.status, older.status),
-            ("delivered", "unchanged", "stale")
+            (
+                OutcomeKind::Delivered,
+                OutcomeKind::Unchanged,
+                OutcomeKind::Stale
+            )
         );
         let events = crm.events.lock().expect("lock").clone();
         assert_eq!(events.len(), 1);

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::lock::EntityLock;
 use crate::canonical::{CrmEvent, CrmEventType, EnerfloRefs};
 use crate::config::LeadFields;
-use crate::consumer::{Outcome, StageHandler};
+use crate::consumer::{Outcome, OutcomeKind, StageHandler};
 use crate::crm::CrmConnector;
 use crate::enerflo::envelope::Envelope;
 use crate::error::SyncError;
@@ -129,7 +129,7 @@ impl StageHandler for LeadsStage {
 
 fn thin(customer: &str) -> Outcome {
     Outcome::new(
-        "incomplete",
+        OutcomeKind::Incomplete,
         format!(
             "{customer}: no name or no contact data and never synced; waiting for a fuller copy"
         ),
@@ -186,7 +186,7 @@ impl LeadsStage {
 
         if last.as_ref().is_some_and(|l| l.hash == hash) {
             return Ok(Outcome::new(
-                "unchanged",
+                OutcomeKind::Unchanged,
                 format!("{who}: no mapped field changed"),
             ));
         }
@@ -204,7 +204,7 @@ impl LeadsStage {
                 {
                     self.put(&scope, hash, merged).await?;
                     return Ok(Outcome::new(
-                        "echo",
+                        OutcomeKind::Echo,
                         format!("{who}: our own write for CRM record {crm_id}"),
                     ));
                 }
@@ -264,7 +264,7 @@ impl LeadsStage {
         };
         self.put(&scope, hash, merged).await?;
         Ok(Outcome::new(
-            "delivered",
+            OutcomeKind::Delivered,
             format!(
                 "lead.upserted for {who} (crm_id {}, event {})",
                 crm_id.as_deref().unwrap_or("none"),
@@ -281,6 +281,7 @@ impl LeadsStage {
                     hash,
                     data,
                     updated_at: now_rfc3339(),
+                    seq: 0,
                 },
             )
             .await?;
@@ -568,6 +569,7 @@ mod tests {
                     hash: key.clone(),
                     data: json!({"crm_id": "crm-lead-0001"}),
                     updated_at: String::new(),
+                    seq: 0,
                 },
             )
             .await
@@ -589,6 +591,7 @@ mod tests {
                     hash: state_hash(&canonical),
                     data: canonical,
                     updated_at: String::new(),
+                    seq: 0,
                 },
             )
             .await
@@ -682,6 +685,7 @@ mod tests {
                     hash: key.clone(),
                     data: json!({"crm_id": "crm-lead-0001"}),
                     updated_at: String::new(),
+                    seq: 0,
                 },
             )
             .await

@@ -13,45 +13,30 @@
 //! lock helpers here serve stage 4 (status) too.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::lock::EntityLock;
-use crate::canonical::{CrmEvent, CrmEventType, EnerfloRefs};
+use crate::canonical::CrmEventType;
 use crate::config::EnerfloFields;
-use crate::consumer::{Outcome, StageHandler};
-use crate::crm::CrmConnector;
+use crate::consumer::OutcomeKind;
 use crate::enerflo::EnerfloApi;
 use crate::enerflo::api_milestone::DateChange;
 use crate::enerflo::envelope::Envelope;
 use crate::enerflo::lenient::{path, value_to_string, value_to_u64};
 use crate::error::SyncError;
-use crate::hashing::{content_hash, sha256_hex};
-use crate::queue::MessageMeta;
-use crate::store::{
-    ClaimStore, EchoStore, EntityKind, EntityLink, IdForm, IdRef, StoreError, SyncState,
-    SyncStateStore, XrefStore,
+use crate::hashing::content_hash;
+use crate::mapping::project::install_project_refs;
+use crate::pipeline::{
+    Decision, EntityKeys, Kit, OutboundStage, Push, ReadError, Remember, StageMessage,
 };
-use crate::timefmt::{now_millis, now_rfc3339, parse_enerflo_time};
+use crate::registry::Stage;
+use crate::store::{EntityKind, IdForm, IdRef, SyncState};
+use crate::sync::{Direction, EchoTarget, StateKey};
+use crate::timefmt::{enerflo_date, parse_enerflo_time};
 
 pub const EVENT: &str = "project_milestone_updated";
-
-/// How long a consumer waits for an inbound write of the same target to finish (it holds the
-/// lock until its echo fingerprint is recorded) before retrying through the queue.
-pub const LOCK_WAIT: Duration = Duration::from_secs(3);
-const LOCK_LEASE: Duration = Duration::from_secs(60);
-
-/// `milestone:install:<id>:<milestone id>`: the echo target (prefixed `enerflo:` / `crm:`).
-pub fn milestone_target(install_id: u64, milestone_id: u64) -> String {
-    format!("milestone:install:{install_id}:{milestone_id}")
-}
-
-/// The last-synced-state scope and lock scope of one install milestone.
-pub fn milestone_scope(install_id: u64, milestone_id: u64) -> String {
-    format!("milestone#install:{install_id}:{milestone_id}")
-}
 
 /// The fingerprint of a milestone write: `None` (not carried) hashes as `"*"`.
 pub fn milestone_fingerprint(start: &DateChange, completed: &DateChange) -> String {
@@ -60,117 +45,6 @@ pub fn milestone_fingerprint(start: &DateChange, completed: &DateChange) -> Stri
         Some(d) => json!(d),
     };
     content_hash(&json!({"start_date": slot(start), "completed_date": slot(completed)}))
-}
-
-/// Which way a write we made went: into Enerflo (an inbound route, for the CRM) or into the CRM
-/// (a consumer, for Enerflo).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    ToEnerflo,
-    ToCrm,
-}
-
-impl Direction {
-    fn scope(self, target: &str) -> String {
-        match self {
-            Self::ToEnerflo => format!("written#{target}"),
-            Self::ToCrm => format!("pushed#{target}"),
-        }
-    }
-}
-
-/// Records when we wrote `target` in `direction` (ms), next to its echo fingerprint.
-pub async fn mark_write(
-    state: &dyn SyncStateStore,
-    direction: Direction,
-    target: &str,
-    fingerprint: &str,
-) -> Result<(), StoreError> {
-    state
-        .put_state(
-            &direction.scope(target),
-            &SyncState {
-                hash: fingerprint.to_owned(),
-                data: json!({"at_ms": now_millis()}),
-                updated_at: now_rfc3339(),
-            },
-        )
-        .await
-}
-
-/// When we last wrote `target` in `direction` (ms), if recorded.
-pub async fn last_write(
-    state: &dyn SyncStateStore,
-    direction: Direction,
-    target: &str,
-) -> Result<Option<i64>, StoreError> {
-    Ok(state
-        .get_state(&direction.scope(target))
-        .await?
-        .and_then(|s| s.data.get("at_ms").and_then(Value::as_i64)))
-}
-
-/// Whether a recorded fingerprint of our write in `direction` still marks an echo: no write in
-/// the other direction came after it.
-pub async fn still_ours(
-    state: &dyn SyncStateStore,
-    direction: Direction,
-    target: &str,
-) -> Result<bool, StoreError> {
-    let other = match direction {
-        Direction::ToEnerflo => Direction::ToCrm,
-        Direction::ToCrm => Direction::ToEnerflo,
-    };
-    Ok(!after(
-        last_write(state, other, target).await?,
-        last_write(state, direction, target).await?,
-    ))
-}
-
-/// Whether `a` happened after `b` (both known). A fingerprint only marks an echo while the write
-/// it records is the latest word: once the other direction has written since, a value equal to
-/// that old write is a real change (A -> B -> A made by people), not our echo.
-fn after(a: Option<i64>, b: Option<i64>) -> bool {
-    matches!((a, b), (Some(a), Some(b)) if a > b)
-}
-
-/// A strict ISO calendar date (`YYYY-MM-DD`), as the CRM must send it.
-pub fn iso_date(raw: &str) -> Option<String> {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    let s = raw.trim();
-    (s.len() == 10 && time::Date::parse(s, fmt).is_ok()).then(|| s.to_owned())
-}
-
-/// A date as Enerflo may send it: `YYYY-MM-DD`, a v1 timestamp (`YYYY-MM-DD HH:MM:SS`), ISO 8601,
-/// or a PHP `{"date": "...", "timezone": ...}` object; the calendar date it names. `0000-00-00`
-/// and anything else read as no date.
-pub fn enerflo_date(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => s.trim().get(..10).and_then(iso_date),
-        Value::Object(m) => m.get("date").and_then(enerflo_date),
-        _ => None,
-    }
-}
-
-/// Waits up to `wait` for an entity lock held by someone else (an inbound write recording its
-/// fingerprint, or another consumer), then gives up with a transient error.
-pub async fn acquire_within(
-    claims: &Arc<dyn ClaimStore>,
-    scope: &str,
-    lease: Duration,
-    wait: Duration,
-) -> Result<EntityLock, SyncError> {
-    let deadline = Instant::now() + wait;
-    loop {
-        match EntityLock::acquire(claims, scope, lease).await {
-            Ok(lock) => return Ok(lock),
-            // Held by someone else (a store failure carries no Retry-After).
-            Err(e) if e.retry_after().is_some() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// What one `project_milestone_updated` says.
@@ -184,6 +58,9 @@ pub struct MilestoneEvent {
     pub start: DateChange,
     pub completed: DateChange,
     pub updated_at: Option<String>,
+    /// The webhook record, and the install it was completed from (for `raw`).
+    pub record: Value,
+    pub hydrated: Option<Value>,
 }
 
 const TITLE_PATHS: &[&str] = &[
@@ -247,8 +124,8 @@ pub fn read_event(
     record: &Value,
     fields: &EnerfloFields,
     install_id_paths: &[String],
-) -> Result<MilestoneEvent, String> {
-    let install_id = number_at(record, install_id_paths);
+) -> Result<MilestoneEvent, ReadError> {
+    let install_id = crate::registry::install_id_at(record, install_id_paths);
     let milestone_id = number_at(record, &fields.milestone_id_paths);
     match (install_id, milestone_id) {
         (Some(install_id), Some(milestone_id)) => Ok(MilestoneEvent {
@@ -259,6 +136,8 @@ pub fn read_event(
             start: date_at(record, &fields.milestone_start_paths),
             completed: date_at(record, &fields.milestone_completed_paths),
             updated_at: text_at(record, UPDATED_PATHS).and_then(|t| parse_enerflo_time(&t)),
+            record: record.clone(),
+            hydrated: None,
         }),
         _ => {
             let mut missing = Vec::new();
@@ -274,7 +153,10 @@ pub fn read_event(
                     fields.milestone_id_paths.join(", ")
                 ));
             }
-            Err(format!("{EVENT} carries {}", missing.join(" and ")))
+            Err(ReadError::Missing {
+                event: EVENT.to_owned(),
+                what: missing,
+            })
         }
     }
 }
@@ -332,59 +214,38 @@ pub fn milestone_from_install(
 
 pub struct MilestoneStage {
     pub enerflo: Arc<dyn EnerfloApi>,
-    pub crm: Arc<dyn CrmConnector>,
-    pub xref: Arc<dyn XrefStore>,
-    pub claims: Arc<dyn ClaimStore>,
-    pub state: Arc<dyn SyncStateStore>,
-    pub echo: Arc<dyn EchoStore>,
     pub fields: EnerfloFields,
     pub install_id_paths: Vec<String>,
-    pub include_raw: bool,
-    pub echo_ttl: Duration,
     /// How long one Enerflo call may retry in-process before the queue's backoff takes over.
     pub call_budget: Duration,
 }
 
 #[async_trait]
-impl StageHandler for MilestoneStage {
-    async fn handle(
-        &self,
-        meta: &MessageMeta,
-        body: &str,
-        _attempt: u32,
-    ) -> Result<Outcome, SyncError> {
-        let envelope = Envelope::parse(body.as_bytes(), Some(&meta.event))
-            .map_err(|e| SyncError::permanent(format!("{} body unreadable: {e}", meta.event)))?;
-        if envelope.event != EVENT {
-            return Err(SyncError::permanent(format!(
-                "the milestone stage does not handle `{}`",
-                envelope.event
-            )));
-        }
-        let event = read_event(&envelope.record, &self.fields, &self.install_id_paths)
-            .map_err(SyncError::permanent)?;
-        let lock = acquire_within(
-            &self.claims,
-            &milestone_scope(event.install_id, event.milestone_id),
-            LOCK_LEASE,
-            LOCK_WAIT,
-        )
-        .await?;
-        let result = self.sync(&envelope, event, meta).await;
-        lock.release().await;
-        result
-    }
-}
+impl OutboundStage for MilestoneStage {
+    type Event = MilestoneEvent;
 
-impl MilestoneStage {
-    async fn sync(
+    fn stage(&self) -> Stage {
+        Stage::Milestone
+    }
+
+    fn read(&self, msg: &StageMessage<'_>) -> Result<MilestoneEvent, ReadError> {
+        let envelope =
+            Envelope::parse(msg.body.as_bytes(), Some(&msg.meta.event)).map_err(|e| {
+                ReadError::Unreadable {
+                    event: msg.meta.event.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
+        read_event(&envelope.record, &self.fields, &self.install_id_paths)
+    }
+
+    async fn resolve(
         &self,
-        envelope: &Envelope,
-        mut ev: MilestoneEvent,
-        meta: &MessageMeta,
-    ) -> Result<Outcome, SyncError> {
+        _kit: &Kit,
+        _msg: &StageMessage<'_>,
+        ev: &mut MilestoneEvent,
+    ) -> Result<EntityKeys, SyncError> {
         let (install_id, mid) = (ev.install_id, ev.milestone_id);
-        let mut hydrated = None;
         if ev.start.is_none() || ev.completed.is_none() {
             let install = self
                 .enerflo
@@ -402,10 +263,24 @@ impl MilestoneStage {
             })?;
             ev.start.get_or_insert(found.start);
             ev.completed.get_or_insert(found.completed);
-            ev.title = ev.title.or(found.title);
-            ev.external_id = ev.external_id.or(found.external_id);
-            hydrated = Some(install);
+            ev.title = ev.title.take().or(found.title);
+            ev.external_id = ev.external_id.take().or(found.external_id);
+            ev.hydrated = Some(install);
         }
+        Ok(EntityKeys::same(StateKey::Milestone {
+            install: install_id,
+            milestone: mid,
+        }))
+    }
+
+    async fn decide(
+        &self,
+        kit: &Kit,
+        _msg: &StageMessage<'_>,
+        ev: MilestoneEvent,
+        last: Option<&SyncState>,
+    ) -> Result<Decision, SyncError> {
+        let (install_id, mid) = (ev.install_id, ev.milestone_id);
         let start = ev.start.clone().flatten();
         let completed = ev.completed.clone().flatten();
         let external_id = ev.external_id.clone().or_else(|| {
@@ -421,11 +296,7 @@ impl MilestoneStage {
             "start_date": start,
             "completed_date": completed,
         });
-
-        let scope = milestone_scope(install_id, mid);
-        let last = self.state.get_state(&scope).await?;
         let last_completed = last
-            .as_ref()
             .and_then(|s| s.data.get("completed_date"))
             .and_then(Value::as_str)
             .map(str::to_owned);
@@ -434,135 +305,80 @@ impl MilestoneStage {
         // Our own write coming back: the full state we wrote, or a write that set this completion
         // date (whatever the start date), or one that set this start date when the completion is
         // what the CRM already has.
-        let target = milestone_target(install_id, mid);
-        let enerflo_target = format!("enerflo:{target}");
+        let target = EchoTarget::Milestone {
+            install: install_id,
+            milestone: mid,
+        };
         let (s, c) = (Some(start.clone()), Some(completed.clone()));
-        let fingerprinted = self
-            .echo
-            .is_echo(&enerflo_target, &milestone_fingerprint(&s, &c))
-            .await?
-            || self
-                .echo
-                .is_echo(&enerflo_target, &milestone_fingerprint(&None, &c))
-                .await?
-            || ((completion_unchanged || (last.is_none() && completed.is_none()))
-                && self
-                    .echo
-                    .is_echo(&enerflo_target, &milestone_fingerprint(&s, &None))
-                    .await?);
-        let echo =
-            fingerprinted && still_ours(self.state.as_ref(), Direction::ToEnerflo, &target).await?;
-        let state = SyncState {
+        let mut forms = vec![
+            milestone_fingerprint(&s, &c),
+            milestone_fingerprint(&None, &c),
+        ];
+        if completion_unchanged || (last.is_none() && completed.is_none()) {
+            forms.push(milestone_fingerprint(&s, &None));
+        }
+        let remember = Remember {
             hash: content_hash(&dates),
             data: data.clone(),
-            updated_at: now_rfc3339(),
         };
-        if echo {
+        if kit
+            .echo
+            .is_ours(Direction::ToEnerflo, &target, &forms)
+            .await?
+        {
             // The CRM set these dates itself: it has them; remember them as synced.
-            self.state.put_state(&scope, &state).await?;
-            return Ok(Outcome::new(
-                "echo",
-                format!("install {install_id} milestone {mid}: our own write echoed back"),
-            ));
+            return Ok(Decision::Skip {
+                outcome: OutcomeKind::Echo,
+                detail: format!("install {install_id} milestone {mid}: our own write echoed back"),
+                remember: Some(remember),
+            });
         }
         let Some(done) = completed.clone() else {
-            return Ok(Outcome::new(
-                "no_completion",
+            return Ok(Decision::skip(
+                OutcomeKind::NoCompletion,
                 format!(
                     "install {install_id} milestone {mid}: no completion date; nothing to push"
                 ),
             ));
         };
         if completion_unchanged {
-            return Ok(Outcome::new(
-                "unchanged",
+            return Ok(Decision::skip(
+                OutcomeKind::Unchanged,
                 format!(
                     "install {install_id} milestone {mid}: completion date {done} already synced"
                 ),
             ));
         }
-
-        let link = self
+        let link = kit
             .xref
             .link(
                 EntityKind::Project,
                 &[IdRef::new(IdForm::Install, install_id)],
             )
             .await?;
-        let occurred_at = ev
-            .updated_at
-            .clone()
-            .or_else(|| Some(meta.received_at.clone()).filter(|s| !s.is_empty()))
-            .unwrap_or_else(now_rfc3339);
-        let event = CrmEvent {
-            event_type: CrmEventType::MilestoneUpdated,
-            id: format!(
-                "evt_{}",
-                &sha256_hex(
-                    format!("milestone.updated|{install_id}|{mid}|{}", state.hash).as_bytes()
-                )[..32]
-            ),
-            occurred_at,
-            source_event: envelope.event.clone(),
-            crm_id: link.crm_id.clone(),
-            enerflo: project_refs(&link, install_id),
-            data,
-            raw: self
-                .include_raw
-                .then(|| json!({"webhook": envelope.record, "install": hydrated})),
-        };
         // The CRM's automation may send these dates straight back to the inbound route (even
         // before it answers this push), in full or only one of them: every projection of what it
-        // will have is ours. Recorded first; a push that then fails leaves fingerprints only of
-        // dates Enerflo already has.
-        let crm_target = format!("crm:{target}");
-        for (fs, fc) in [(&s, &c), (&None, &c), (&s, &None)] {
-            self.echo
-                .record_write(
-                    &crm_target,
-                    &milestone_fingerprint(fs, fc),
-                    self.echo_ttl.as_secs(),
-                )
-                .await?;
-        }
-        mark_write(
-            self.state.as_ref(),
-            Direction::ToCrm,
-            &target,
-            &milestone_fingerprint(&s, &c),
-        )
-        .await?;
-        let ack = self.crm.deliver(&event).await?;
-        let crm_id = match &ack.crm_id {
-            Some(id) if link.crm_id.as_deref() != Some(id.as_str()) => {
-                self.xref
-                    .set_crm_id(EntityKind::Project, &link.key, id)
-                    .await?;
-                Some(id.clone())
-            }
-            Some(id) => Some(id.clone()),
-            None => link.crm_id.clone(),
-        };
-        self.state.put_state(&scope, &state).await?;
-        Ok(Outcome::new(
-            "delivered",
-            format!(
-                "milestone.updated for install {install_id} milestone {mid} (crm_id {}, event {})",
-                crm_id.as_deref().unwrap_or("none"),
-                event.id
-            ),
-        ))
-    }
-}
-
-/// The Enerflo ids of an install's project, as far as the cross-reference knows them.
-pub fn project_refs(link: &EntityLink, install_id: u64) -> EnerfloRefs {
-    EnerfloRefs {
-        customer_id: None,
-        customer_uuid: None,
-        deal_id: link.id(IdForm::Deal),
-        install_id: Some(install_id),
-        survey_id: link.id(IdForm::Survey).and_then(|s| s.parse().ok()),
+        // will have is ours.
+        let echo_forms = vec![
+            milestone_fingerprint(&s, &c),
+            milestone_fingerprint(&None, &c),
+            milestone_fingerprint(&s, &None),
+        ];
+        Ok(Decision::Push(Box::new(Push {
+            event_type: CrmEventType::MilestoneUpdated,
+            source_event: EVENT.to_owned(),
+            occurred_at: ev.updated_at.clone(),
+            kind: EntityKind::Project,
+            enerflo: install_project_refs(&link, install_id),
+            link,
+            remember,
+            data,
+            raw: kit
+                .include_raw
+                .then(|| json!({"webhook": ev.record, "install": ev.hydrated})),
+            echo: Some((target, echo_forms)),
+            subject: format!("install {install_id} milestone {mid}"),
+        })))
     }
 }
 
@@ -583,6 +399,7 @@ mod tests {
 
     #[test]
     fn dates_are_read_from_every_known_style() {
+        use crate::timefmt::iso_date;
         assert_eq!(iso_date("2025-03-01").as_deref(), Some("2025-03-01"));
         assert_eq!(iso_date("2025-02-30"), None);
         assert_eq!(iso_date("03/01/2025"), None);
@@ -641,12 +458,14 @@ mod tests {
             &fields(),
             &install_paths(),
         )
-        .expect_err("unusable");
+        .expect_err("unusable")
+        .to_string();
         assert!(err.contains("no install id"), "{err}");
         assert!(err.contains("no milestone id"), "{err}");
         assert!(err.contains("ENERFLO_MILESTONE_ID_PATHS"), "{err}");
         let err = read_event(&json!({"install_id": 7}), &fields(), &install_paths())
-            .expect_err("unusable");
+            .expect_err("unusable")
+            .to_string();
         assert!(
             !err.contains("no install id") && err.contains("no milestone id"),
             "{err}"

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::lock::EntityLock;
 use crate::canonical::{CrmEvent, CrmEventType, EnerfloRefs};
 use crate::config::EnerfloFields;
-use crate::consumer::{Outcome, StageHandler};
+use crate::consumer::{Outcome, OutcomeKind, StageHandler};
 use crate::crm::CrmConnector;
 use crate::enerflo::envelope::Envelope;
 use crate::enerflo::install_note::{InstallNote, note_target, note_text_hash};
@@ -114,6 +114,7 @@ pub async fn put_note_record(
                     "crm_note_id": record.crm_note_id,
                 }),
                 updated_at: now_rfc3339(),
+                seq: 0,
             },
         )
         .await
@@ -149,6 +150,7 @@ pub async fn mark_in_flight(
                 hash: String::new(),
                 data: json!({"until_ms": until_ms}),
                 updated_at: now_rfc3339(),
+                seq: 0,
             },
         )
         .await
@@ -259,11 +261,12 @@ impl NoteStage {
         };
         if let Some(known) = get_note_record(self.state.as_ref(), &scope).await? {
             return Ok(match known.origin {
-                NoteOrigin::Crm => {
-                    Outcome::new("echo", format!("{label} was written by us from the CRM"))
-                }
+                NoteOrigin::Crm => Outcome::new(
+                    OutcomeKind::Echo,
+                    format!("{label} was written by us from the CRM"),
+                ),
                 NoteOrigin::Enerflo => Outcome::new(
-                    "unchanged",
+                    OutcomeKind::Unchanged,
                     format!(
                         "{label} was already pushed (CRM note {})",
                         known.crm_note_id.as_deref().unwrap_or("unknown")
@@ -292,7 +295,7 @@ impl NoteStage {
             )
             .await?;
             return Ok(Outcome::new(
-                "echo",
+                OutcomeKind::Echo,
                 format!(
                     "{label} is linked to CRM note {}",
                     link.crm_id.as_deref().unwrap_or("")
@@ -307,7 +310,7 @@ impl NoteStage {
             // Remembered as the last synced state, so a later copy is not pushed either.
             put_note_record(self.state.as_ref(), &scope, &ours(None), &hash).await?;
             return Ok(Outcome::new(
-                "echo",
+                OutcomeKind::Echo,
                 format!("{label} matches a note we wrote to Enerflo"),
             ));
         }
@@ -396,7 +399,7 @@ impl NoteStage {
         }
         let crm_note_id = pushed?;
         Ok(Outcome::new(
-            "delivered",
+            OutcomeKind::Delivered,
             format!(
                 "note.created for {label} (CRM note {}, event {})",
                 crm_note_id.as_deref().unwrap_or("none"),
@@ -540,7 +543,7 @@ mod tests {
             .await
             .expect("ok");
         // THEN one note.created went to the CRM, on the project, and the CRM note is linked
-        assert_eq!((first.status, second.status), ("delivered", "unchanged"));
+        assert_eq!([first.status, second.status], ["delivered", "unchanged"]);
         let events = k.crm.events.lock().expect("lock").clone();
         assert_eq!(events.len(), 1);
         let e = &events[0];
@@ -619,8 +622,8 @@ mod tests {
             .await
             .expect("ok");
         assert_eq!(
-            (by_id.status, by_text.status, again.status),
-            ("echo", "echo", "echo")
+            [by_id.status, by_text.status, again.status],
+            ["echo", "echo", "echo"]
         );
         assert!(k.crm.events.lock().expect("lock").is_empty());
     }

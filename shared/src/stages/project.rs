@@ -7,84 +7,98 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::lock::EntityLock;
-use crate::canonical::{CrmEvent, CrmEventType};
-use crate::consumer::{Outcome, StageHandler};
-use crate::crm::CrmConnector;
+use crate::canonical::CrmEventType;
+use crate::consumer::OutcomeKind;
 use crate::enerflo::EnerfloApi;
 use crate::enerflo::install::Install;
 use crate::enerflo::project::{ProjectBody, ProjectPayload};
 use crate::error::SyncError;
-use crate::hashing::{content_hash, sha256_hex};
+use crate::hashing::content_hash;
 use crate::mapping::project::{map_project, project_refs};
-use crate::queue::MessageMeta;
-use crate::store::ClaimStore;
-use crate::store::{EntityKind, IdForm, IdRef, SyncState, SyncStateStore, XrefStore};
-use crate::timefmt::{now_rfc3339, parse_enerflo_time};
+use crate::pipeline::{
+    Decision, EntityKeys, Kit, OutboundStage, Push, ReadError, Remember, StageMessage,
+};
+use crate::registry::Stage;
+use crate::store::{EntityKind, EntityLink, IdForm, IdRef, SyncState};
+use crate::sync::{LinkConflict, StateKey, link_apart};
+use crate::timefmt::parse_enerflo_time;
 
 pub struct ProjectStage {
     pub enerflo: Arc<dyn EnerfloApi>,
-    pub crm: Arc<dyn CrmConnector>,
-    pub xref: Arc<dyn XrefStore>,
-    pub claims: Arc<dyn ClaimStore>,
-    pub state: Arc<dyn SyncStateStore>,
-    pub include_raw: bool,
     /// How long one Enerflo call may retry in-process before the queue's backoff takes over.
     pub call_budget: Duration,
 }
 
+/// A project event, then what hydration and linking added.
+pub struct ProjectEvent {
+    pub event_type: CrmEventType,
+    pub source_event: String,
+    pub payload: ProjectPayload,
+    pub deal_id: String,
+    /// Filled by `resolve`.
+    pub install: Option<(Value, Install)>,
+    pub link: Option<EntityLink>,
+    pub conflicts: Vec<LinkConflict>,
+}
+
 #[async_trait]
-impl StageHandler for ProjectStage {
-    async fn handle(
-        &self,
-        meta: &MessageMeta,
-        body: &str,
-        _attempt: u32,
-    ) -> Result<Outcome, SyncError> {
+impl OutboundStage for ProjectStage {
+    type Event = ProjectEvent;
+
+    fn stage(&self) -> Stage {
+        Stage::Project
+    }
+
+    fn read(&self, msg: &StageMessage<'_>) -> Result<ProjectEvent, ReadError> {
         // One typed pass over the body bytes (DESIGN 6: a 73 KB submission maps in under 1 ms).
-        let parsed = ProjectBody::parse(body.as_bytes())
-            .map_err(|e| SyncError::permanent(format!("{} body unreadable: {e}", meta.event)))?;
-        let source_event = parsed.event.clone().unwrap_or_else(|| meta.event.clone());
+        let parsed =
+            ProjectBody::parse(msg.body.as_bytes()).map_err(|e| ReadError::Unreadable {
+                event: msg.meta.event.clone(),
+                detail: e.to_string(),
+            })?;
+        let source_event = parsed
+            .event
+            .clone()
+            .unwrap_or_else(|| msg.meta.event.clone());
         let event_type = match source_event.as_str() {
             "deal.projectSubmitted" => CrmEventType::ProjectSubmitted,
             "deal.projectReceived" => CrmEventType::ProjectReceived,
-            other => {
-                return Err(SyncError::permanent(format!(
-                    "the project stage does not handle `{other}`"
-                )));
+            _ => {
+                return Err(ReadError::WrongStage {
+                    stage: Stage::Project,
+                    event: source_event,
+                });
             }
         };
-        let payload = parsed.payload.ok_or_else(|| {
-            SyncError::permanent(format!("{source_event}: the body has no `payload` object"))
-        })?;
-        let deal_id = payload.deal_id().map(str::to_owned).ok_or_else(|| {
-            SyncError::permanent(format!("{source_event}: payload.deal.id is missing"))
-        })?;
-
-        let lock = EntityLock::acquire(
-            &self.claims,
-            &format!("project#{deal_id}"),
-            Duration::from_secs(60),
-        )
-        .await?;
-        let result = self
-            .sync(&source_event, body, event_type, &payload, &deal_id, meta)
-            .await;
-        lock.release().await;
-        result
+        let missing = |what: &str| ReadError::Missing {
+            event: source_event.clone(),
+            what: vec![what.to_owned()],
+        };
+        let payload = parsed
+            .payload
+            .ok_or_else(|| missing("the body has no `payload` object"))?;
+        let deal_id = payload
+            .deal_id()
+            .map(str::to_owned)
+            .ok_or_else(|| missing("payload.deal.id is missing"))?;
+        Ok(ProjectEvent {
+            event_type,
+            source_event: source_event.clone(),
+            payload,
+            deal_id,
+            install: None,
+            link: None,
+            conflicts: Vec::new(),
+        })
     }
-}
 
-impl ProjectStage {
-    async fn sync(
+    async fn resolve(
         &self,
-        source_event: &str,
-        body: &str,
-        event_type: CrmEventType,
-        payload: &ProjectPayload,
-        deal_id: &str,
-        meta: &MessageMeta,
-    ) -> Result<Outcome, SyncError> {
+        kit: &Kit,
+        _msg: &StageMessage<'_>,
+        ev: &mut ProjectEvent,
+    ) -> Result<EntityKeys, SyncError> {
+        let deal_id = &ev.deal_id;
         let install_body = self
             .enerflo
             .find_install_by_deal(deal_id, self.call_budget)
@@ -95,20 +109,33 @@ impl ProjectStage {
                 ))
             })?;
         let install = Install::from_response(&install_body);
-        let refs = project_refs(payload, Some(&install));
+        let refs = project_refs(&ev.payload, Some(&install));
 
-        // Link every id form before any CRM write, so later events of this entity find it.
-        let mut ids = vec![IdRef::new(IdForm::Deal, deal_id)];
-        if let Some(code) = payload.deal.as_ref().and_then(|d| d.short_code.as_deref()) {
-            ids.push(IdRef::new(IdForm::ShortCode, code));
+        // Link every id form before any CRM write, so later events of this entity find it; an id
+        // that already belongs to another deal is kept apart, never merged.
+        let mut others = Vec::new();
+        if let Some(code) = ev
+            .payload
+            .deal
+            .as_ref()
+            .and_then(|d| d.short_code.as_deref())
+        {
+            others.push(IdRef::new(IdForm::ShortCode, code));
         }
         if let Some(id) = refs.install_id {
-            ids.push(IdRef::new(IdForm::Install, id));
+            others.push(IdRef::new(IdForm::Install, id));
         }
         if let Some(id) = refs.survey_id {
-            ids.push(IdRef::new(IdForm::Survey, id));
+            others.push(IdRef::new(IdForm::Survey, id));
         }
-        let link = self.xref.link(EntityKind::Project, &ids).await?;
+        let (link, conflicts) = link_apart(
+            kit.xref.as_ref(),
+            EntityKind::Project,
+            IdRef::new(IdForm::Deal, deal_id),
+            others,
+            &[IdForm::Deal, IdForm::Install],
+        )
+        .await?;
         let mut customer_ids = Vec::new();
         if let Some(uuid) = &refs.customer_uuid {
             customer_ids.push(IdRef::new(IdForm::CustomerUuid, uuid));
@@ -117,71 +144,75 @@ impl ProjectStage {
             customer_ids.push(IdRef::new(IdForm::CustomerId, id));
         }
         if !customer_ids.is_empty() {
-            self.xref.link(EntityKind::Customer, &customer_ids).await?;
+            kit.xref.link(EntityKind::Customer, &customer_ids).await?;
         }
+        let keys = EntityKeys {
+            lease: StateKey::ProjectDeal(deal_id.clone()),
+            state: StateKey::Project(link.key.clone()),
+        };
+        ev.install = Some((install_body, install));
+        ev.link = Some(link);
+        ev.conflicts = conflicts;
+        Ok(keys)
+    }
 
-        let scope = format!("project#{}", link.key);
-        let last = self.state.get_state(&scope).await?;
-        let unflagged = map_project(payload, Some(&install), false);
+    async fn decide(
+        &self,
+        kit: &Kit,
+        msg: &StageMessage<'_>,
+        ev: ProjectEvent,
+        last: Option<&SyncState>,
+    ) -> Result<Decision, SyncError> {
+        let (Some((install_body, install)), Some(link)) = (ev.install, ev.link) else {
+            return Err(SyncError::permanent(
+                "project event decided before resolved",
+            ));
+        };
+        let deal_id = ev.deal_id;
+        let unflagged = map_project(&ev.payload, Some(&install), false);
         let hash = content_hash(&unflagged);
-        if let Some(last) = &last
-            && last.hash == hash
-        {
-            return Ok(Outcome::new(
-                "unchanged",
+        if last.is_some_and(|l| l.hash == hash) {
+            return Ok(Decision::skip(
+                OutcomeKind::Unchanged,
                 format!("deal {deal_id}: same content as last synced"),
             ));
         }
         let resubmission = last.is_some();
-        let project = map_project(payload, Some(&install), resubmission);
-
-        let occurred_at = payload
-            .deal
-            .as_ref()
-            .and_then(|d| d.updated_at.as_deref())
-            .and_then(parse_enerflo_time)
-            .or_else(|| Some(meta.received_at.clone()).filter(|s| !s.is_empty()))
-            .unwrap_or_else(now_rfc3339);
-        let event = CrmEvent {
-            event_type,
-            id: format!("evt_{}", &sha256_hex(format!("{}|{deal_id}|{hash}", event_type.as_str()).as_bytes())[..32]),
-            occurred_at,
-            source_event: source_event.to_owned(),
-            crm_id: link.crm_id.clone(),
-            enerflo: refs,
-            data: serde_json::to_value(&project).unwrap_or(Value::Null),
-            raw: self.include_raw.then(|| json!({"webhook": serde_json::from_str::<Value>(body).unwrap_or(Value::Null), "install": install_body})),
-        };
-
-        let ack = self.crm.deliver(&event).await?;
-        let crm_id = match &ack.crm_id {
-            Some(id) if link.crm_id.as_deref() != Some(id.as_str()) => {
-                self.xref
-                    .set_crm_id(EntityKind::Project, &link.key, id)
-                    .await?;
-                Some(id.clone())
-            }
-            Some(id) => Some(id.clone()),
-            None => link.crm_id.clone(),
-        };
-        self.state
-            .put_state(
-                &scope,
-                &SyncState {
-                    hash,
-                    data: event.data.clone(),
-                    updated_at: now_rfc3339(),
-                },
-            )
-            .await?;
-        Ok(Outcome::new(
-            "delivered",
-            format!(
-                "{} for deal {deal_id} (crm_id {}, resubmission {resubmission}, event {})",
-                event_type.as_str(),
-                crm_id.as_deref().unwrap_or("none"),
-                event.id
-            ),
-        ))
+        let project = map_project(&ev.payload, Some(&install), resubmission);
+        let data = serde_json::to_value(&project).unwrap_or(Value::Null);
+        let conflicts: Vec<String> = ev.conflicts.iter().map(ToString::to_string).collect();
+        Ok(Decision::Push(Box::new(Push {
+            event_type: ev.event_type,
+            source_event: ev.source_event,
+            occurred_at: ev
+                .payload
+                .deal
+                .as_ref()
+                .and_then(|d| d.updated_at.as_deref())
+                .and_then(parse_enerflo_time),
+            kind: EntityKind::Project,
+            enerflo: project_refs(&ev.payload, Some(&install)),
+            link,
+            remember: Remember {
+                hash,
+                data: data.clone(),
+            },
+            data,
+            raw: kit.include_raw.then(|| {
+                json!({
+                    "webhook": serde_json::from_str::<Value>(msg.body).unwrap_or(Value::Null),
+                    "install": install_body,
+                })
+            }),
+            echo: None,
+            subject: if conflicts.is_empty() {
+                format!("deal {deal_id} (resubmission {resubmission})")
+            } else {
+                format!(
+                    "deal {deal_id} (resubmission {resubmission}; conflict: {})",
+                    conflicts.join("; ")
+                )
+            },
+        })))
     }
 }

@@ -17,36 +17,23 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::milestone::{
-    Direction, LOCK_WAIT, acquire_within, mark_write, project_refs, still_ours,
-};
-use crate::canonical::{CrmEvent, CrmEventType};
+use crate::canonical::CrmEventType;
 use crate::config::EnerfloFields;
-use crate::consumer::{Outcome, StageHandler};
-use crate::crm::CrmConnector;
+use crate::consumer::OutcomeKind;
 use crate::enerflo::EnerfloApi;
 use crate::enerflo::api_status::{StatusCatalog, name_in, normalise_name};
 use crate::enerflo::envelope::Envelope;
 use crate::enerflo::lenient::{path, value_to_string, value_to_u64};
 use crate::error::SyncError;
-use crate::hashing::{content_hash, sha256_hex};
-use crate::queue::MessageMeta;
-use crate::store::{
-    ClaimStore, EchoStore, EntityKind, IdForm, IdRef, SyncState, SyncStateStore, XrefStore,
+use crate::hashing::content_hash;
+use crate::mapping::project::install_project_refs;
+use crate::pipeline::{
+    Decision, EntityKeys, Kit, OutboundStage, Push, ReadError, Remember, StageMessage,
 };
-use crate::timefmt::{now_rfc3339, parse_enerflo_time};
-
-const LOCK_LEASE: Duration = Duration::from_secs(60);
-
-/// `status:install:<id>`: the echo target (prefixed `enerflo:` / `crm:`).
-pub fn status_target(install_id: u64) -> String {
-    format!("status:install:{install_id}")
-}
-
-/// The last-synced-state scope and lock scope of an install's status.
-pub fn status_scope(install_id: u64) -> String {
-    format!("status#install:{install_id}")
-}
+use crate::registry::{STATUS_INSTALL_ID_PATHS, Stage, status_install_id};
+use crate::store::{EntityKind, IdForm, IdRef, SyncState};
+use crate::sync::{Direction, EchoTarget, StateKey};
+use crate::timefmt::parse_enerflo_time;
 
 pub fn status_fingerprint(status_id: u64) -> String {
     content_hash(&status_id)
@@ -66,6 +53,9 @@ pub struct StatusEvent {
     pub status_name: Option<String>,
     pub restored: bool,
     pub updated_at: Option<String>,
+    /// The webhook record, for `raw`.
+    pub record: Value,
+    pub event: String,
 }
 
 fn number_at<S: AsRef<str>>(root: &Value, paths: &[S]) -> Option<u64> {
@@ -126,14 +116,17 @@ pub fn read_event(
     event: &str,
     record: &Value,
     install_id_paths: &[String],
-) -> Result<StatusEvent, String> {
-    let mut id_paths: Vec<&str> = vec!["id", "install.id", "installDetails.id"];
-    id_paths.extend(install_id_paths.iter().map(String::as_str));
-    let install_id = number_at(record, &id_paths).ok_or_else(|| {
-        format!(
-            "{event} carries no install id (looked at {})",
-            id_paths.join(", ")
-        )
+) -> Result<StatusEvent, ReadError> {
+    let install_id = status_install_id(record, install_id_paths).ok_or_else(|| {
+        let looked: Vec<&str> = STATUS_INSTALL_ID_PATHS
+            .iter()
+            .copied()
+            .chain(install_id_paths.iter().map(String::as_str))
+            .collect();
+        ReadError::Missing {
+            event: event.to_owned(),
+            what: vec![format!("no install id (looked at {})", looked.join(", "))],
+        }
     })?;
     let (status_id, status_name) = read_status(record);
     Ok(StatusEvent {
@@ -143,6 +136,8 @@ pub fn read_event(
         restored: event == "restore_install",
         updated_at: text_at(record, &["timestamps.updated_at", "updated_at"])
             .and_then(|t| parse_enerflo_time(&t)),
+        record: record.clone(),
+        event: event.to_owned(),
     })
 }
 
@@ -153,71 +148,152 @@ fn status_json(id: u64, name: Option<&str>) -> Value {
 
 pub struct StatusStage {
     pub enerflo: Arc<dyn EnerfloApi>,
-    pub crm: Arc<dyn CrmConnector>,
-    pub xref: Arc<dyn XrefStore>,
-    pub claims: Arc<dyn ClaimStore>,
-    pub state: Arc<dyn SyncStateStore>,
-    pub echo: Arc<dyn EchoStore>,
     pub catalog: Arc<StatusCatalog>,
     pub fields: EnerfloFields,
     pub install_id_paths: Vec<String>,
-    pub include_raw: bool,
-    pub echo_ttl: Duration,
     pub call_budget: Duration,
 }
 
 #[async_trait]
-impl StageHandler for StatusStage {
-    async fn handle(
+impl OutboundStage for StatusStage {
+    type Event = StatusEvent;
+
+    fn stage(&self) -> Stage {
+        Stage::Status
+    }
+
+    fn read(&self, msg: &StageMessage<'_>) -> Result<StatusEvent, ReadError> {
+        let envelope =
+            Envelope::parse(msg.body.as_bytes(), Some(&msg.meta.event)).map_err(|e| {
+                ReadError::Unreadable {
+                    event: msg.meta.event.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
+        read_event(&envelope.event, &envelope.record, &self.install_id_paths)
+    }
+
+    async fn resolve(
         &self,
-        meta: &MessageMeta,
-        body: &str,
-        _attempt: u32,
-    ) -> Result<Outcome, SyncError> {
-        let envelope = Envelope::parse(body.as_bytes(), Some(&meta.event))
-            .map_err(|e| SyncError::permanent(format!("{} body unreadable: {e}", meta.event)))?;
-        if !matches!(
-            envelope.event.as_str(),
-            "update_install" | "restore_install"
-        ) {
-            return Err(SyncError::permanent(format!(
-                "the status stage does not handle `{}`",
-                envelope.event
-            )));
+        _kit: &Kit,
+        _msg: &StageMessage<'_>,
+        ev: &mut StatusEvent,
+    ) -> Result<EntityKeys, SyncError> {
+        let (id, name) = self.resolve_status(ev).await?;
+        (ev.status_id, ev.status_name) = (Some(id), name);
+        Ok(EntityKeys::same(StateKey::Status(ev.install_id)))
+    }
+
+    async fn decide(
+        &self,
+        kit: &Kit,
+        _msg: &StageMessage<'_>,
+        ev: StatusEvent,
+        last: Option<&SyncState>,
+    ) -> Result<Decision, SyncError> {
+        let install_id = ev.install_id;
+        let (id, name) = (ev.status_id.unwrap_or_default(), ev.status_name.clone());
+        let last_data = last.map(|s| s.data.clone()).unwrap_or(Value::Null);
+        let last_status = last_data.get("status").cloned().filter(|v| !v.is_null());
+        let last_id = last_status
+            .as_ref()
+            .and_then(|s| s.get("id"))
+            .and_then(value_to_u64);
+        let same = last_id == Some(id);
+        let status = status_json(id, name.as_deref());
+        let target = EchoTarget::Status(install_id);
+
+        if ev.restored {
+            // A restore is news even when the status value is not: the contract was voided and
+            // recreated. Only a repeat of the same restore is unchanged.
+            if same && last_data.get("restored") == Some(&Value::Bool(true)) {
+                return Ok(Decision::skip(
+                    OutcomeKind::Unchanged,
+                    format!("install {install_id}: restore to status {id} already synced"),
+                ));
+            }
+        } else if same {
+            return Ok(Decision::skip(
+                OutcomeKind::Unchanged,
+                format!("install {install_id}: status {id} already synced"),
+            ));
+        } else if kit
+            .echo
+            .is_ours(Direction::ToEnerflo, &target, &[status_fingerprint(id)])
+            .await?
+        {
+            // The CRM set this status through us: it has it; remember it as synced. A restore is
+            // never our echo: a status write fires `update_install`.
+            return Ok(Decision::Skip {
+                outcome: OutcomeKind::Echo,
+                detail: format!("install {install_id}: status {id} was our own write"),
+                remember: Some(Remember {
+                    hash: status_fingerprint(id),
+                    data: json!({"status": status, "previous": last_status, "restored": false}),
+                }),
+            });
         }
-        let event = read_event(&envelope.event, &envelope.record, &self.install_id_paths)
-            .map_err(SyncError::permanent)?;
-        let lock = acquire_within(
-            &self.claims,
-            &status_scope(event.install_id),
-            LOCK_LEASE,
-            LOCK_WAIT,
-        )
-        .await?;
-        let result = self.sync(&envelope, event, meta).await;
-        lock.release().await;
-        result
+        // What the CRM had before: for a restore that repeats the current value (an
+        // `update_install` got there first), the status before that one.
+        let previous = if ev.restored && same {
+            last_data.get("previous").cloned().filter(|v| !v.is_null())
+        } else {
+            last_status
+        };
+        let flag = |names: &[String]| name.as_deref().is_some_and(|n| name_in(n, names));
+        let data = json!({
+            "status": status,
+            "previous": previous,
+            "on_hold": flag(&self.fields.on_hold_names),
+            "voided": flag(&self.fields.voided_names),
+            "completed": flag(&self.fields.completed_names),
+            "restored": ev.restored,
+        });
+        let link = kit
+            .xref
+            .link(
+                EntityKind::Project,
+                &[IdRef::new(IdForm::Install, install_id)],
+            )
+            .await?;
+        let previous_id = previous
+            .as_ref()
+            .and_then(|p| p.get("id"))
+            .and_then(value_to_u64);
+        // The CRM may send the status back by id or by name.
+        let mut fingerprints = vec![status_fingerprint(id)];
+        fingerprints.extend(name.as_deref().map(status_name_fingerprint));
+        Ok(Decision::Push(Box::new(Push {
+            event_type: CrmEventType::StatusChanged,
+            source_event: ev.event.clone(),
+            occurred_at: ev.updated_at.clone(),
+            kind: EntityKind::Project,
+            enerflo: install_project_refs(&link, install_id),
+            link,
+            remember: Remember {
+                hash: status_fingerprint(id),
+                data: json!({"status": data["status"], "previous": data["previous"],
+                             "restored": ev.restored}),
+            },
+            data,
+            raw: kit.include_raw.then(|| json!({"webhook": ev.record})),
+            echo: Some((target, fingerprints)),
+            subject: format!(
+                "install {install_id} to {id} (previous {}, restored {})",
+                previous_id.map_or_else(|| "none".to_owned(), |p| p.to_string()),
+                ev.restored
+            ),
+        })))
     }
 }
 
 impl StatusStage {
-    /// Whether `status_id` arriving from Enerflo is our own inbound write echoing: its fingerprint
-    /// is recorded, and no push to the CRM happened after that write.
-    async fn is_our_write(&self, install_id: u64, status_id: u64) -> Result<bool, SyncError> {
-        let target = status_target(install_id);
-        if !self
-            .echo
-            .is_echo(&format!("enerflo:{target}"), &status_fingerprint(status_id))
-            .await?
-        {
-            return Ok(false);
-        }
-        Ok(still_ours(self.state.as_ref(), Direction::ToEnerflo, &target).await?)
-    }
-
     /// Completes the status: hydrates when the event has none, names an id through the company
     /// list, finds the id of a bare name.
-    async fn resolve(&self, ev: &mut StatusEvent) -> Result<(u64, Option<String>), SyncError> {
+    async fn resolve_status(
+        &self,
+        ev: &mut StatusEvent,
+    ) -> Result<(u64, Option<String>), SyncError> {
         let install_id = ev.install_id;
         if ev.status_id.is_none() && ev.status_name.is_none() {
             let install = self
@@ -263,162 +339,6 @@ impl StatusStage {
                 "install {install_id}: no status in the event nor in GET /api/v3/installs/{install_id} (looked at status, status_id, status_name)"
             ))),
         }
-    }
-
-    async fn sync(
-        &self,
-        envelope: &Envelope,
-        mut ev: StatusEvent,
-        meta: &MessageMeta,
-    ) -> Result<Outcome, SyncError> {
-        let install_id = ev.install_id;
-        let (id, name) = self.resolve(&mut ev).await?;
-        let scope = status_scope(install_id);
-        let last = self.state.get_state(&scope).await?;
-        let last_data = last.as_ref().map(|s| s.data.clone()).unwrap_or(Value::Null);
-        let last_status = last_data.get("status").cloned().filter(|v| !v.is_null());
-        let last_id = last_status
-            .as_ref()
-            .and_then(|s| s.get("id"))
-            .and_then(value_to_u64);
-        let same = last_id == Some(id);
-        let status = status_json(id, name.as_deref());
-
-        if ev.restored {
-            // A restore is news even when the status value is not: the contract was voided and
-            // recreated. Only a repeat of the same restore is unchanged.
-            if same && last_data.get("restored") == Some(&Value::Bool(true)) {
-                return Ok(Outcome::new(
-                    "unchanged",
-                    format!("install {install_id}: restore to status {id} already synced"),
-                ));
-            }
-        } else if same {
-            return Ok(Outcome::new(
-                "unchanged",
-                format!("install {install_id}: status {id} already synced"),
-            ));
-        } else if self.is_our_write(install_id, id).await? {
-            // The CRM set this status through us: it has it; remember it as synced. A restore is
-            // never our echo: a status write fires `update_install`.
-            let state = SyncState {
-                hash: status_fingerprint(id),
-                data: json!({"status": status, "previous": last_status, "restored": false}),
-                updated_at: now_rfc3339(),
-            };
-            self.state.put_state(&scope, &state).await?;
-            return Ok(Outcome::new(
-                "echo",
-                format!("install {install_id}: status {id} was our own write"),
-            ));
-        }
-        // What the CRM had before: for a restore that repeats the current value (an
-        // `update_install` got there first), the status before that one.
-        let previous = if ev.restored && same {
-            last_data.get("previous").cloned().filter(|v| !v.is_null())
-        } else {
-            last_status
-        };
-        let flag = |names: &[String]| name.as_deref().is_some_and(|n| name_in(n, names));
-        let data = json!({
-            "status": status,
-            "previous": previous,
-            "on_hold": flag(&self.fields.on_hold_names),
-            "voided": flag(&self.fields.voided_names),
-            "completed": flag(&self.fields.completed_names),
-            "restored": ev.restored,
-        });
-
-        let link = self
-            .xref
-            .link(
-                EntityKind::Project,
-                &[IdRef::new(IdForm::Install, install_id)],
-            )
-            .await?;
-        let previous_id = previous
-            .as_ref()
-            .and_then(|p| p.get("id"))
-            .and_then(value_to_u64);
-        let event = CrmEvent {
-            event_type: CrmEventType::StatusChanged,
-            id: format!(
-                "evt_{}",
-                &sha256_hex(
-                    format!(
-                        "status.changed|{install_id}|{id}|{}|{}",
-                        previous_id.map_or_else(|| "none".to_owned(), |p| p.to_string()),
-                        ev.restored
-                    )
-                    .as_bytes()
-                )[..32]
-            ),
-            occurred_at: ev
-                .updated_at
-                .clone()
-                .or_else(|| Some(meta.received_at.clone()).filter(|s| !s.is_empty()))
-                .unwrap_or_else(now_rfc3339),
-            source_event: envelope.event.clone(),
-            crm_id: link.crm_id.clone(),
-            enerflo: project_refs(&link, install_id),
-            data,
-            raw: self
-                .include_raw
-                .then(|| json!({"webhook": envelope.record})),
-        };
-        // Recorded before the push: the CRM's automation may send the status straight back before
-        // it answers. A push that then fails leaves a fingerprint of a status Enerflo already has.
-        let target = status_target(install_id);
-        let mut fingerprints = vec![status_fingerprint(id)];
-        fingerprints.extend(name.as_deref().map(status_name_fingerprint));
-        for fingerprint in &fingerprints {
-            self.echo
-                .record_write(
-                    &format!("crm:{target}"),
-                    fingerprint,
-                    self.echo_ttl.as_secs(),
-                )
-                .await?;
-        }
-        mark_write(
-            self.state.as_ref(),
-            Direction::ToCrm,
-            &target,
-            &status_fingerprint(id),
-        )
-        .await?;
-        let ack = self.crm.deliver(&event).await?;
-        let crm_id = match &ack.crm_id {
-            Some(c) if link.crm_id.as_deref() != Some(c.as_str()) => {
-                self.xref
-                    .set_crm_id(EntityKind::Project, &link.key, c)
-                    .await?;
-                Some(c.clone())
-            }
-            Some(c) => Some(c.clone()),
-            None => link.crm_id.clone(),
-        };
-        self.state
-            .put_state(
-                &scope,
-                &SyncState {
-                    hash: status_fingerprint(id),
-                    data: json!({"status": event.data["status"], "previous": event.data["previous"],
-                                 "restored": ev.restored}),
-                    updated_at: now_rfc3339(),
-                },
-            )
-            .await?;
-        Ok(Outcome::new(
-            "delivered",
-            format!(
-                "status.changed for install {install_id} to {id} (previous {}, restored {}, crm_id {}, event {})",
-                previous_id.map_or_else(|| "none".to_owned(), |p| p.to_string()),
-                ev.restored,
-                crm_id.as_deref().unwrap_or("none"),
-                event.id
-            ),
-        ))
     }
 }
 
@@ -477,7 +397,8 @@ mod tests {
     #[test]
     fn an_event_without_an_install_id_is_unusable() {
         let err = read_event("update_install", &json!({"status": {"id": 1}}), &paths())
-            .expect_err("unusable");
+            .expect_err("unusable")
+            .to_string();
         assert!(err.contains("no install id"), "{err}");
         assert!(
             read_event("restore_install", &json!({"id": 1}), &paths())

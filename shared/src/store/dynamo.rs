@@ -573,6 +573,12 @@ impl SyncStateStore for DynamoStore {
             hash: need_s(&item, "hash")?,
             data,
             updated_at: need_s(&item, "updated_at")?,
+            // Absent on items written before event ids had a sequence.
+            seq: item
+                .get("seq")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
         }))
     }
 
@@ -584,6 +590,7 @@ impl SyncStateStore for DynamoStore {
         item.insert("hash".into(), s(&state.hash));
         item.insert("data".into(), s(data));
         item.insert("updated_at".into(), s(&state.updated_at));
+        item.insert("seq".into(), AttributeValue::N(state.seq.to_string()));
         self.client
             .put_item()
             .table_name(&self.table)

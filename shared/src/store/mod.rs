@@ -196,6 +196,10 @@ pub struct SyncState {
     pub hash: String,
     pub data: serde_json::Value,
     pub updated_at: String,
+    /// How many changes of this entity were pushed: the sequence number event ids derive from,
+    /// so a later change never reuses an earlier change's id (`crate::pipeline`).
+    #[serde(default)]
+    pub seq: u64,
 }
 
 #[async_trait]

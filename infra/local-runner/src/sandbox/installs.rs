@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use enerflo_sync::enerflo::lenient::value_to_u64;
-use enerflo_sync::stages::milestone::iso_date;
+use enerflo_sync::timefmt::iso_date;
 use serde_json::{Map, Value, json};
 
 use super::{Model, Sandbox, install_object};

@@ -1,0 +1,361 @@
+//! The one outbound stage pipeline. A stage ([`OutboundStage`]) says only what is particular to
+//! it: how to read its typed event from the message, which entity the event is about, and what to
+//! push given the last synced state. [`Pipeline`] owns the rest, the same for every stage: check
+//! the event, take the entity lease, load the last state, build the [`CrmEvent`] (id,
+//! `occurred_at`, `raw`), record our write for the echo guard before delivering, deliver, adopt
+//! the CRM id the answer names, save the state, and return a typed [`Outcome`].
+//!
+//! Event ids: `evt_` + a hash of the stage's state key, the change's sequence number in that
+//! state and the content hash. A retry of one change (nothing saved yet) gets the same id; every
+//! later change of the entity gets a new sequence number, so an id is never reused, even when an
+//! entity returns to an earlier state (Active -> On Hold -> Active).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::canonical::{CrmEvent, CrmEventType, EnerfloRefs};
+use crate::classify::Stage;
+use crate::consumer::{Outcome, OutcomeKind, StageHandler};
+use crate::crm::{CrmAck, CrmConnector};
+use crate::error::SyncError;
+use crate::hashing::sha256_hex;
+use crate::queue::MessageMeta;
+use crate::store::{
+    ClaimStore, EchoStore, EntityKind, EntityLink, SyncState, SyncStateStore, XrefStore,
+};
+use crate::sync::{Direction, EchoGuard, EchoTarget, EntityLease, LEASE_WAIT, StateKey};
+use crate::timefmt::now_rfc3339;
+
+/// Why an event could not be read. Permanent: the same body will never read otherwise.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReadError {
+    #[error("{event} body unreadable: {detail}")]
+    Unreadable { event: String, detail: String },
+    #[error("the {stage} stage does not handle `{event}`")]
+    WrongStage { stage: Stage, event: String },
+    /// Ids or fields the event must carry; `what` names each and where we looked.
+    #[error("{event}: {}", what.join("; "))]
+    Missing { event: String, what: Vec<String> },
+    #[error("{event}: {detail}")]
+    Invalid { event: String, detail: String },
+}
+
+impl From<ReadError> for SyncError {
+    fn from(e: ReadError) -> Self {
+        SyncError::permanent(e.to_string())
+    }
+}
+
+/// What every stage may use; built once per function.
+#[derive(Clone)]
+pub struct Kit {
+    pub crm: Arc<dyn CrmConnector>,
+    pub xref: Arc<dyn XrefStore>,
+    pub claims: Arc<dyn ClaimStore>,
+    pub state: Arc<dyn SyncStateStore>,
+    pub echo: EchoGuard,
+    /// `CRM_INCLUDE_RAW`: whether CRM events carry the Enerflo payload.
+    pub include_raw: bool,
+}
+
+impl Kit {
+    /// A kit on one store that implements every port (the embedded store, DynamoDB).
+    pub fn on<S>(store: Arc<S>, crm: Arc<dyn CrmConnector>, include_raw: bool) -> Self
+    where
+        S: XrefStore + ClaimStore + SyncStateStore + EchoStore + 'static,
+    {
+        Self::new(
+            crm,
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            store,
+            crate::config::DEFAULT_ECHO_TTL,
+            include_raw,
+        )
+    }
+
+    pub fn new(
+        crm: Arc<dyn CrmConnector>,
+        xref: Arc<dyn XrefStore>,
+        claims: Arc<dyn ClaimStore>,
+        state: Arc<dyn SyncStateStore>,
+        echo: Arc<dyn EchoStore>,
+        echo_ttl: std::time::Duration,
+        include_raw: bool,
+    ) -> Self {
+        Self {
+            crm,
+            xref,
+            claims,
+            echo: EchoGuard::new(echo, state.clone(), echo_ttl),
+            state,
+            include_raw,
+        }
+    }
+}
+
+/// One queued message, as a stage sees it.
+pub struct StageMessage<'a> {
+    pub meta: &'a MessageMeta,
+    pub body: &'a str,
+    /// The real try this is (1 = first), not the queue's receive count.
+    pub attempt: u32,
+}
+
+/// The entity an event is about: where its lease and its last synced state live.
+pub struct EntityKeys {
+    pub lease: StateKey,
+    pub state: StateKey,
+}
+
+impl EntityKeys {
+    /// The usual case: the lease is taken on the state key itself.
+    pub fn same(key: StateKey) -> Self {
+        Self {
+            lease: key.clone(),
+            state: key,
+        }
+    }
+}
+
+/// State to keep for an entity: the content hash compared next time, and what was synced.
+#[derive(Clone, Debug)]
+pub struct Remember {
+    pub hash: String,
+    pub data: Value,
+}
+
+/// What a stage decided for one event.
+pub enum Decision {
+    /// Nothing to push; `remember` is saved as the synced state when given (an echo whose
+    /// content the CRM has now).
+    Skip {
+        outcome: OutcomeKind,
+        detail: String,
+        remember: Option<Remember>,
+    },
+    Push(Box<Push>),
+}
+
+impl Decision {
+    pub fn skip(outcome: OutcomeKind, detail: impl Into<String>) -> Self {
+        Self::Skip {
+            outcome,
+            detail: detail.into(),
+            remember: None,
+        }
+    }
+}
+
+/// A CRM event to deliver, and what to keep once it is delivered.
+pub struct Push {
+    pub event_type: CrmEventType,
+    pub source_event: String,
+    /// When the change happened in Enerflo, if the event says; else when we received it.
+    pub occurred_at: Option<String>,
+    /// The cross-reference entity the CRM record belongs to (its CRM id is adopted there).
+    pub kind: EntityKind,
+    pub link: EntityLink,
+    pub enerflo: EnerfloRefs,
+    pub data: Value,
+    /// The Enerflo payload; stages build it only when `kit.include_raw` (`CRM_INCLUDE_RAW`).
+    pub raw: Option<Value>,
+    /// Saved as the synced state after delivery; its hash is the change's content hash.
+    pub remember: Remember,
+    /// Fingerprints of what the CRM may send back, recorded before delivery.
+    pub echo: Option<(EchoTarget, Vec<String>)>,
+    /// For the outcome: who this is (`install 7`, `deal <uuid>`).
+    pub subject: String,
+}
+
+/// One stage's particular logic.
+#[async_trait]
+pub trait OutboundStage: Send + Sync {
+    type Event: Send + Sync;
+
+    fn stage(&self) -> Stage;
+
+    /// The typed event the message carries. The message's event name is already checked to be
+    /// one of this stage's.
+    fn read(&self, msg: &StageMessage<'_>) -> Result<Self::Event, ReadError>;
+
+    /// Which entity the event is about. May complete the event first (hydrate it from Enerflo,
+    /// link its ids): this runs before the lease is taken.
+    async fn resolve(
+        &self,
+        kit: &Kit,
+        msg: &StageMessage<'_>,
+        event: &mut Self::Event,
+    ) -> Result<EntityKeys, SyncError>;
+
+    /// What to do, given the last synced state (under the lease).
+    async fn decide(
+        &self,
+        kit: &Kit,
+        msg: &StageMessage<'_>,
+        event: Self::Event,
+        last: Option<&SyncState>,
+    ) -> Result<Decision, SyncError>;
+
+    /// After the CRM accepted `push` (and its CRM id was adopted): stage-specific bookkeeping.
+    async fn delivered(
+        &self,
+        _kit: &Kit,
+        _push: &Push,
+        _crm_id: Option<&str>,
+        _ack: &CrmAck,
+    ) -> Result<(), SyncError> {
+        Ok(())
+    }
+}
+
+/// Runs an [`OutboundStage`] as the consumer's [`StageHandler`].
+pub struct Pipeline<S> {
+    pub stage: S,
+    pub kit: Kit,
+}
+
+impl<S: OutboundStage> Pipeline<S> {
+    pub fn new(stage: S, kit: Kit) -> Self {
+        Self { stage, kit }
+    }
+
+    async fn run(
+        &self,
+        msg: &StageMessage<'_>,
+        event: S::Event,
+        keys: &EntityKeys,
+    ) -> Result<Outcome, SyncError> {
+        let kit = &self.kit;
+        let scope = keys.state.scope();
+        let last = kit.state.get_state(&scope).await?;
+        let seq = last.as_ref().map_or(0, |s| s.seq);
+        let push = match self.stage.decide(kit, msg, event, last.as_ref()).await? {
+            Decision::Skip {
+                outcome,
+                detail,
+                remember,
+            } => {
+                if let Some(r) = remember {
+                    save(kit, &scope, r, seq).await?;
+                }
+                return Ok(Outcome::new(outcome, detail));
+            }
+            Decision::Push(push) => push,
+        };
+
+        let seq = seq + 1;
+        let event = CrmEvent {
+            event_type: push.event_type,
+            id: event_id(push.event_type, &scope, seq, &push.remember.hash),
+            occurred_at: push
+                .occurred_at
+                .clone()
+                .filter(|s| !s.is_empty())
+                .or_else(|| Some(msg.meta.received_at.clone()).filter(|s| !s.is_empty()))
+                .unwrap_or_else(now_rfc3339),
+            source_event: push.source_event.clone(),
+            crm_id: push.link.crm_id.clone(),
+            enerflo: push.enerflo.clone(),
+            data: push.data.clone(),
+            raw: push.raw.clone().filter(|_| kit.include_raw),
+        };
+        if let Some((target, fingerprints)) = &push.echo {
+            kit.echo
+                .record(Direction::ToCrm, target, fingerprints)
+                .await?;
+        }
+        let ack = kit.crm.deliver(&event).await?;
+        let crm_id = match &ack.crm_id {
+            Some(id) if push.link.crm_id.as_deref() != Some(id.as_str()) => {
+                kit.xref.set_crm_id(push.kind, &push.link.key, id).await?;
+                Some(id.clone())
+            }
+            Some(id) => Some(id.clone()),
+            None => push.link.crm_id.clone(),
+        };
+        self.stage
+            .delivered(kit, &push, crm_id.as_deref(), &ack)
+            .await?;
+        save(kit, &scope, push.remember.clone(), seq).await?;
+        Ok(Outcome::new(
+            OutcomeKind::Delivered,
+            format!(
+                "{} for {} (crm_id {}, event {})",
+                push.event_type.as_str(),
+                push.subject,
+                crm_id.as_deref().unwrap_or("none"),
+                event.id
+            ),
+        ))
+    }
+}
+
+async fn save(kit: &Kit, scope: &str, r: Remember, seq: u64) -> Result<(), SyncError> {
+    kit.state
+        .put_state(
+            scope,
+            &SyncState {
+                hash: r.hash,
+                data: r.data,
+                updated_at: now_rfc3339(),
+                seq,
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// `evt_` + 32 hex digits, stable for one change of one entity (see the module docs).
+pub fn event_id(event_type: CrmEventType, scope: &str, seq: u64, hash: &str) -> String {
+    let digest = sha256_hex(format!("{}|{scope}|{seq}|{hash}", event_type.as_str()).as_bytes());
+    format!("evt_{}", &digest[..32])
+}
+
+#[async_trait]
+impl<S: OutboundStage> StageHandler for Pipeline<S> {
+    async fn handle(
+        &self,
+        meta: &MessageMeta,
+        body: &str,
+        attempt: u32,
+    ) -> Result<Outcome, SyncError> {
+        let stage = self.stage.stage();
+        if crate::registry::stage_of(&meta.event) != Some(stage) {
+            return Err(ReadError::WrongStage {
+                stage,
+                event: meta.event.clone(),
+            }
+            .into());
+        }
+        let msg = StageMessage {
+            meta,
+            body,
+            attempt,
+        };
+        let mut event = self.stage.read(&msg)?;
+        let keys = self.stage.resolve(&self.kit, &msg, &mut event).await?;
+        let lease = EntityLease::acquire(&self.kit.claims, &keys.lease, LEASE_WAIT).await?;
+        let result = self.run(&msg, event, &keys).await;
+        lease.release().await;
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_id_changes_with_the_sequence_and_is_stable_for_one() {
+        let t = CrmEventType::StatusChanged;
+        let a = event_id(t, "status#install:7", 2, "h1");
+        assert_eq!(a, event_id(t, "status#install:7", 2, "h1"));
+        assert_ne!(a, event_id(t, "status#install:7", 4, "h1"));
+        assert_ne!(a, event_id(t, "status#install:8", 2, "h1"));
+        assert!(a.starts_with("evt_") && a.len() == 36, "{a}");
+    }
+}
