@@ -101,3 +101,24 @@ pub async fn run_stage_consumer(
         .ok_or_else(|| format!("this build has no consumer for stage {stage}"))?;
     serve_sqs(consumer).await
 }
+
+/// The whole `main` of an inbound route's Lambda: configuration checked for what a route needs,
+/// adapters built once, then the one route served behind API Gateway.
+pub async fn run_inbound_route(route: crate::registry::Route) -> Result<(), lambda_http::Error> {
+    use crate::config::{Config, Need};
+    use crate::runtime;
+
+    crate::telemetry::init();
+    let config = Config::from_env()?;
+    config.require(&[Need::CrmInboundToken, Need::Table, Need::EnerfloApi])?;
+    let ports = runtime::aws_ports(&config).await?;
+    let enerflo = runtime::enerflo_client(&config)?;
+    let handler = runtime::inbound_route(route, &config, &ports, enerflo);
+    serve_http(Router::for_route(
+        route,
+        handler,
+        config.crm_inbound_tokens.clone(),
+        config.max_body_bytes,
+    ))
+    .await
+}

@@ -246,8 +246,27 @@ pub fn entity_of(
     (stage.spec().entity)(event, record, install_id_paths)
 }
 
+/// The inbound (CRM -> Enerflo) routes, one function each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    Leads,
+    Milestone,
+    Status,
+    Note,
+}
+
+impl Route {
+    pub fn spec(self) -> &'static RouteSpec {
+        ROUTES
+            .iter()
+            .find(|r| r.route == self)
+            .unwrap_or(&ROUTES[0])
+    }
+}
+
 /// An inbound (CRM -> Enerflo) route and its function.
 pub struct RouteSpec {
+    pub route: Route,
     pub name: &'static str,
     pub method: &'static str,
     pub path: &'static str,
@@ -256,24 +275,28 @@ pub struct RouteSpec {
 
 pub static ROUTES: [RouteSpec; 4] = [
     RouteSpec {
+        route: Route::Leads,
         name: "leads",
         method: "POST",
         path: "/crm/leads",
         function: "crm-lead-to-enerflo",
     },
     RouteSpec {
+        route: Route::Milestone,
         name: "milestone",
         method: "PUT",
         path: "/crm/installs/{install}/milestones/{milestone}",
         function: "crm-milestone-to-enerflo",
     },
     RouteSpec {
+        route: Route::Status,
         name: "status",
         method: "PUT",
         path: "/crm/installs/{install}/status",
         function: "crm-status-to-enerflo",
     },
     RouteSpec {
+        route: Route::Note,
         name: "note",
         method: "POST",
         path: "/crm/installs/{install}/notes",
@@ -319,6 +342,10 @@ mod tests {
         events.sort();
         events.dedup();
         assert_eq!(events.len(), n, "an event is listed by two stages");
+        for route in [Route::Leads, Route::Milestone, Route::Status, Route::Note] {
+            assert_eq!(ROUTES.iter().filter(|r| r.route == route).count(), 1);
+            assert_eq!(route.spec().route, route);
+        }
     }
 
     /// `infra/stages.json` is what the template checker compares `template.yaml` with; it must be

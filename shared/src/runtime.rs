@@ -227,6 +227,22 @@ pub fn consumer_for(
     })
 }
 
+/// One inbound route's handler, wired from configuration.
+pub fn inbound_route(
+    route: crate::registry::Route,
+    config: &Config,
+    ports: &Ports,
+    enerflo: Arc<dyn EnerfloApi>,
+) -> Arc<dyn crate::http::router::InboundRoute> {
+    use crate::registry::Route;
+    match route {
+        Route::Leads => leads_route(config, ports, enerflo),
+        Route::Milestone => milestone_route(config, ports, enerflo),
+        Route::Status => status_route(config, ports, enerflo),
+        Route::Note => notes_route(config, ports, enerflo),
+    }
+}
+
 /// `POST /crm/leads` (stage 1.1), wired from configuration.
 pub fn leads_route(
     config: &Config,

@@ -1,21 +1,8 @@
-//! `POST /crm/installs/{install}/notes` behind API Gateway: a CRM note written to Enerflo once.
+//! `POST /crm/installs/{install}/notes` behind API Gateway (stage 5.1): a CRM note created in Enerflo, once per crm_note_id.
 
-use enerflo_sync::config::{Config, Need};
-use enerflo_sync::http::Router;
-use enerflo_sync::{lambda, runtime, telemetry};
+use enerflo_sync::registry::Route;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    telemetry::init();
-    let config = Config::from_env()?;
-    config.require(&[Need::CrmInboundToken, Need::Table, Need::EnerfloApi])?;
-    let ports = runtime::aws_ports(&config).await?;
-    let enerflo = runtime::enerflo_client(&config)?;
-    let router = Router {
-        crm_tokens: config.crm_inbound_tokens.clone(),
-        max_body_bytes: Some(config.max_body_bytes),
-        notes: Some(runtime::notes_route(&config, &ports, enerflo)),
-        ..Router::default()
-    };
-    lambda::serve_http(router).await
+    enerflo_sync::lambda::run_inbound_route(Route::Note).await
 }

@@ -1,6 +1,6 @@
 //! Stage 1.2 consumer: v1/v2 customer events, upserted as CRM contacts.
 
-use enerflo_sync::classify::Stage;
+use enerflo_sync::registry::Stage;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

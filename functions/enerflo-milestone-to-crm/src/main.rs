@@ -1,6 +1,6 @@
 //! Stage 3.2 consumer: milestone completions pushed to the CRM.
 
-use enerflo_sync::classify::Stage;
+use enerflo_sync::registry::Stage;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

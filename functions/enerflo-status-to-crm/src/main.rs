@@ -1,6 +1,6 @@
 //! Stage 4.2 consumer: install status changes pushed to the CRM.
 
-use enerflo_sync::classify::Stage;
+use enerflo_sync::registry::Stage;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

@@ -45,6 +45,29 @@ pub struct Router {
 }
 
 impl Router {
+    /// A router serving one inbound route (an inbound Lambda).
+    pub fn for_route(
+        route: crate::registry::Route,
+        handler: Arc<dyn InboundRoute>,
+        crm_tokens: SecretSet,
+        max_body_bytes: usize,
+    ) -> Self {
+        use crate::registry::Route;
+        let mut router = Self {
+            crm_tokens,
+            max_body_bytes: Some(max_body_bytes),
+            ..Self::default()
+        };
+        let slot = match route {
+            Route::Leads => &mut router.leads,
+            Route::Milestone => &mut router.milestones,
+            Route::Status => &mut router.status,
+            Route::Note => &mut router.notes,
+        };
+        *slot = Some(handler);
+        router
+    }
+
     pub async fn handle(&self, req: HttpRequest) -> HttpResponse {
         let path = req.path.trim_end_matches('/').to_owned();
         if let Some(token) = path
