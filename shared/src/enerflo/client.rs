@@ -1,7 +1,8 @@
 //! Enerflo REST client: `api-key` header (never a query parameter, never logged), timeouts,
 //! retries with backoff and jitter on timeouts, 429 and 5xx, `Retry-After` honoured, a client-side
 //! limit under Enerflo's 300 requests/minute per key, and error bodies read as text first (429s
-//! are HTML pages).
+//! are HTML pages). A 429 (or a 503 with `Retry-After`) pauses every caller of the client, not
+//! only the call that got it.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::error::{RemoteAnswer, SyncError};
+use crate::retry::{Held, Pause};
 use crate::secret::Secret;
 
 /// A failed Enerflo call. `Display` (and so every log line) names the kind and status only: what
@@ -69,6 +71,23 @@ impl EnerfloError {
                 *retry_after
             }
             _ => None,
+        }
+    }
+
+    /// The error of a call not sent because Enerflo asked every caller to wait longer than the
+    /// call's budget: transient, carrying what is left of the wait.
+    fn held(held: Held) -> Self {
+        match held.status {
+            429 => Self::RateLimited {
+                retry_after: Some(held.remaining),
+            },
+            status => Self::Unavailable {
+                status: None,
+                detail: format!(
+                    "not sent: Enerflo answered {status} with Retry-After to an earlier call"
+                ),
+                retry_after: Some(held.remaining),
+            },
         }
     }
 }
@@ -207,6 +226,8 @@ pub struct HttpEnerfloClient {
     base_url: String,
     api_key: Secret,
     window: RateWindow,
+    /// Set by a 429 (or a 503 with `Retry-After`) to any call, checked before every request.
+    pause: Pause,
 }
 
 impl HttpEnerfloClient {
@@ -229,6 +250,7 @@ impl HttpEnerfloClient {
                 per_minute: per_minute.max(1),
                 sent: Mutex::new(VecDeque::new()),
             },
+            pause: Pause::default(),
         })
     }
 
@@ -309,6 +331,11 @@ impl EnerfloApi for HttpEnerfloClient {
         loop {
             attempt += 1;
             let remaining = budget.saturating_sub(started.elapsed());
+            // Enerflo asked every caller to wait: wait too, or fail fast if the budget cannot.
+            if let Err(held) = self.pause.wait(remaining).await {
+                return Err(EnerfloError::held(held));
+            }
+            let remaining = budget.saturating_sub(started.elapsed());
             if let Err(wait) = self.window.acquire(remaining).await {
                 return Err(EnerfloError::RateLimited {
                     retry_after: Some(wait),
@@ -321,6 +348,18 @@ impl EnerfloApi for HttpEnerfloClient {
             };
             let backoff = Duration::from_millis(250u64 << attempt.min(5))
                 .mul_f64(0.5 + fastrand::f64() * 0.5);
+            // ... and this answer may be such a request: it holds every other caller too.
+            match &err {
+                EnerfloError::RateLimited { retry_after } => {
+                    self.pause.hold(429, retry_after.unwrap_or(backoff));
+                }
+                EnerfloError::Unavailable {
+                    status: Some(503),
+                    retry_after: Some(ra),
+                    ..
+                } => self.pause.hold(503, *ra),
+                _ => {}
+            }
             let wait = err.retry_after().map_or(backoff, |ra| ra.max(backoff));
             let remaining = budget.saturating_sub(started.elapsed());
             if attempt >= 4 || wait >= remaining {
@@ -479,5 +518,186 @@ mod tests {
     fn path_segments_are_encoded() {
         assert_eq!(encode_segment("abc-123"), "abc-123");
         assert_eq!(encode_segment("../x y"), "..%2Fx%20y");
+    }
+}
+
+/// The client against a wiremock Enerflo, in real time (reqwest's timeouts run on Tokio's clock,
+/// so a paused clock would fire them while a request is on the wire).
+#[cfg(test)]
+mod http_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::{Arc, Mutex as StdMutex};
+    use std::time::Instant as StdInstant;
+
+    use serde_json::json;
+    use wiremock::matchers::{method, path, path_regex};
+    use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+    use super::*;
+    use crate::error::SyncError;
+
+    type Arrivals = Arc<StdMutex<Vec<(String, StdInstant)>>>;
+
+    fn client(server: &MockServer) -> Arc<HttpEnerfloClient> {
+        Arc::new(
+            HttpEnerfloClient::new(
+                &server.uri(),
+                Secret::new("fake-enerflo-key"),
+                Duration::from_secs(5),
+                240,
+            )
+            .unwrap(),
+        )
+    }
+
+    /// A responder that notes when each request reached the server.
+    fn noting(arrivals: &Arrivals, answer: ResponseTemplate) -> impl wiremock::Respond + use<> {
+        let arrivals = arrivals.clone();
+        move |req: &Request| {
+            arrivals
+                .lock()
+                .unwrap()
+                .push((req.url.path().to_owned(), StdInstant::now()));
+            answer.clone()
+        }
+    }
+
+    fn arrival(arrivals: &Arrivals, p: &str) -> Option<StdInstant> {
+        arrivals
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(q, _)| q == p)
+            .map(|(_, t)| *t)
+    }
+
+    #[tokio::test]
+    async fn a_429_retry_after_holds_every_later_call_of_the_client_until_it_passes() {
+        // GIVEN Enerflo answers the first call (deal A) 429 with Retry-After: 2
+        let server = MockServer::start().await;
+        let arrivals: Arrivals = Arc::default();
+        Mock::given(method("GET"))
+            .and(path("/api/v3/installs/find/A"))
+            .respond_with(noting(
+                &arrivals,
+                ResponseTemplate::new(429)
+                    .insert_header("retry-after", "2")
+                    .insert_header("content-type", "text/html; charset=UTF-8")
+                    .set_body_string("<html><body>Too many requests</body></html>"),
+            ))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path_regex("^/api/v3/installs/find/[BC]$"))
+            .respond_with(noting(
+                &arrivals,
+                ResponseTemplate::new(200).set_body_json(json!({"id": 1})),
+            ))
+            .mount(&server)
+            .await;
+        let enerflo = client(&server);
+
+        // WHEN call A, whose budget cannot wait 2 s, gives up with the 429 ...
+        let a = enerflo
+            .send(
+                Method::GET,
+                "/api/v3/installs/find/A",
+                None,
+                Duration::from_secs(1),
+            )
+            .await
+            .expect_err("429");
+        assert_eq!(a.retry_after(), Some(Duration::from_secs(2)), "{a}");
+        let rate_limited_at = arrival(&arrivals, "/api/v3/installs/find/A").expect("A sent");
+        // ... and calls for other deals follow, concurrently, with budgets that cover the pause
+        let calls = ["B", "C"].map(|deal| {
+            let enerflo = enerflo.clone();
+            tokio::spawn(async move {
+                enerflo
+                    .send(
+                        Method::GET,
+                        &format!("/api/v3/installs/find/{deal}"),
+                        None,
+                        Duration::from_secs(10),
+                    )
+                    .await
+            })
+        });
+        for call in calls {
+            call.await
+                .unwrap()
+                .expect("answered once the pause is over");
+        }
+
+        // THEN neither reached Enerflo before the 2 s Enerflo asked for had passed
+        for deal in ["B", "C"] {
+            let at = arrival(&arrivals, &format!("/api/v3/installs/find/{deal}")).expect("sent");
+            assert!(
+                at.duration_since(rate_limited_at) >= Duration::from_secs(2),
+                "deal {deal} reached Enerflo {:?} after the 429",
+                at.duration_since(rate_limited_at)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_budget_cannot_cover_the_pause_fails_fast_without_a_request() {
+        // GIVEN Enerflo answered a call 503 with Retry-After: 30
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/api/v3/installs/find/A"))
+            .respond_with(
+                ResponseTemplate::new(503)
+                    .insert_header("retry-after", "30")
+                    .set_body_string("<html><body>Service Unavailable</body></html>"),
+            )
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/api/v3/installs/find/B"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": 1})))
+            .mount(&server)
+            .await;
+        let enerflo = client(&server);
+        let a = enerflo
+            .send(
+                Method::GET,
+                "/api/v3/installs/find/A",
+                None,
+                Duration::from_secs(5),
+            )
+            .await
+            .expect_err("503");
+        assert_eq!(a.retry_after(), Some(Duration::from_secs(30)), "{a}");
+
+        // WHEN another deal's call comes with a 5 s budget
+        let b = enerflo
+            .send(
+                Method::GET,
+                "/api/v3/installs/find/B",
+                None,
+                Duration::from_secs(5),
+            )
+            .await
+            .expect_err("held: the pause outlasts the budget");
+
+        // THEN it is not sent, and fails as transient carrying the rest of the pause
+        let sent: Vec<_> = server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.url.path().to_owned())
+            .collect();
+        assert_eq!(sent, ["/api/v3/installs/find/A"]);
+        let ra = b.retry_after().expect("carries the remaining Retry-After");
+        assert!(
+            ra > Duration::from_secs(20) && ra <= Duration::from_secs(30),
+            "{ra:?}"
+        );
+        let err = SyncError::from(b);
+        assert!(err.is_transient(), "{}", err.describe());
+        assert_eq!(err.retry_after(), Some(ra));
     }
 }
