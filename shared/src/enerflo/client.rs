@@ -38,8 +38,31 @@ pub enum EnerfloError {
     /// A 4xx answer; `message` is its body as text.
     #[error("Enerflo rejected the request with {status}")]
     Rejected { status: u16, message: String },
-    #[error("Enerflo answered {status} with a body that is not JSON")]
-    BadBody { status: u16, snippet: String },
+    /// A 2xx answer that cannot be used: not JSON (an HTML maintenance page served with 200).
+    /// Transient: it passes, and the queue's backoff retries it. `snippet` is the body as short
+    /// text, for the DLQ reason only.
+    #[error("{}", bad_body_summary(*.status, .problem))]
+    BadBody {
+        status: u16,
+        problem: BodyProblem,
+        snippet: String,
+    },
+}
+
+/// What is wrong with a 2xx answer ([`EnerfloError::BadBody`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyProblem {
+    /// The body is not JSON; `content_type` is what the answer declared.
+    NotJson { content_type: Option<String> },
+}
+
+fn bad_body_summary(status: u16, problem: &BodyProblem) -> String {
+    match problem {
+        BodyProblem::NotJson { content_type } => format!(
+            "Enerflo answered {status} with a body that is not JSON (content type {})",
+            content_type.as_deref().unwrap_or("not given")
+        ),
+    }
 }
 
 fn unavailable_summary(status: &Option<u16>, detail: &str) -> String {
@@ -105,9 +128,12 @@ impl From<EnerfloError> for SyncError {
                 source,
             },
             EnerfloError::NotFound { .. } => SyncError::transient(reason),
-            EnerfloError::Rejected { .. } | EnerfloError::BadBody { .. } => {
-                SyncError::Permanent { reason, source }
-            }
+            EnerfloError::BadBody { .. } => SyncError::Transient {
+                reason,
+                retry_after: None,
+                source,
+            },
+            EnerfloError::Rejected { .. } => SyncError::Permanent { reason, source },
         }
     }
 }
@@ -280,6 +306,10 @@ impl HttpEnerfloClient {
         })?;
         let status = resp.status().as_u16();
         let retry_after = parse_retry_after(resp.headers());
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .map(|v| truncate(&String::from_utf8_lossy(v.as_bytes()), 100));
         let bytes = resp.bytes().await.map_err(|e| EnerfloError::Unavailable {
             status: Some(status),
             detail: format!("reading the body failed: {}", without_url(&e)),
@@ -297,6 +327,7 @@ impl HttpEnerfloClient {
                     .map(|body| ApiResponse { status, body })
                     .map_err(|_| EnerfloError::BadBody {
                         status,
+                        problem: BodyProblem::NotJson { content_type },
                         snippet: body_text(&bytes),
                     })
             }
@@ -344,6 +375,13 @@ impl EnerfloApi for HttpEnerfloClient {
             let err = match self.attempt(&method, path, body).await {
                 Ok(r) => return Ok(r),
                 Err(e @ (EnerfloError::RateLimited { .. } | EnerfloError::Unavailable { .. })) => e,
+                // A maintenance page served with 200; a write is left to the caller's retry.
+                Err(
+                    e @ EnerfloError::BadBody {
+                        problem: BodyProblem::NotJson { .. },
+                        ..
+                    },
+                ) if method == Method::GET => e,
                 Err(e) => return Err(e),
             };
             let backoff = Duration::from_millis(250u64 << attempt.min(5))
@@ -699,5 +737,79 @@ mod http_tests {
         let err = SyncError::from(b);
         assert!(err.is_transient(), "{}", err.describe());
         assert_eq!(err.retry_after(), Some(ra));
+    }
+
+    fn maintenance_page() -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_raw(
+            "<!DOCTYPE html><html><head><title>Enerflo</title></head>\
+             <body><h1>Down for maintenance</h1><p>Back soon.</p></body></html>",
+            "text/html; charset=UTF-8",
+        )
+    }
+
+    #[tokio::test]
+    async fn a_200_html_maintenance_page_is_a_transient_error_naming_its_content_type() {
+        // GIVEN Enerflo answers 200 with an HTML maintenance page
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(maintenance_page())
+            .mount(&server)
+            .await;
+
+        // WHEN a call's budget runs out on it
+        let e = client(&server)
+            .send(
+                Method::GET,
+                "/api/v3/installs/700001",
+                None,
+                Duration::from_secs(3),
+            )
+            .await
+            .expect_err("not JSON");
+
+        // THEN it was retried, and is transient: the log text names the content type, the
+        // DLQ reason adds the page's text
+        assert!(server.received_requests().await.unwrap().len() >= 2);
+        let summary = e.to_string();
+        assert!(summary.contains("answered 200"), "{summary}");
+        assert!(summary.contains("not JSON"), "{summary}");
+        assert!(summary.contains("text/html"), "{summary}");
+        assert!(
+            !summary.contains("maintenance"),
+            "no body in logs: {summary}"
+        );
+        let err = SyncError::from(e);
+        assert!(err.is_transient(), "{}", err.describe());
+        assert!(
+            err.describe().ends_with("Down for maintenance Back soon."),
+            "{}",
+            err.describe()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_200_html_maintenance_page_then_json_returns_the_json() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(maintenance_page())
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": 700001})))
+            .mount(&server)
+            .await;
+        let r = client(&server)
+            .send(
+                Method::GET,
+                "/api/v3/installs/700001",
+                None,
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("retried past the page");
+        assert_eq!(r.body, json!({"id": 700001}));
+        assert_eq!(server.received_requests().await.unwrap().len(), 2);
     }
 }
