@@ -14,6 +14,7 @@ use tokio::sync::Mutex;
 // Tokio's clock: identical in production, pausable in tests.
 use tokio::time::Instant;
 
+use super::install::Install;
 use crate::error::{RemoteAnswer, SyncError};
 use crate::retry::{Held, Pause};
 use crate::secret::Secret;
@@ -38,9 +39,9 @@ pub enum EnerfloError {
     /// A 4xx answer; `message` is its body as text.
     #[error("Enerflo rejected the request with {status}")]
     Rejected { status: u16, message: String },
-    /// A 2xx answer that cannot be used: not JSON (an HTML maintenance page served with 200).
-    /// Transient: it passes, and the queue's backoff retries it. `snippet` is the body as short
-    /// text, for the DLQ reason only.
+    /// A 2xx answer that cannot be used: not JSON (an HTML maintenance page served with 200), or
+    /// without the id the call is for. Transient: both pass, and the queue's backoff retries them.
+    /// `snippet` is the body as short text (or, for JSON, its shape), for the DLQ reason only.
     #[error("{}", bad_body_summary(*.status, .problem))]
     BadBody {
         status: u16,
@@ -54,6 +55,12 @@ pub enum EnerfloError {
 pub enum BodyProblem {
     /// The body is not JSON; `content_type` is what the answer declared.
     NotJson { content_type: Option<String> },
+    /// JSON without the id `call` exists to read (`what`), looked for at `looked_at`.
+    NoId {
+        call: String,
+        what: &'static str,
+        looked_at: String,
+    },
 }
 
 fn bad_body_summary(status: u16, problem: &BodyProblem) -> String {
@@ -62,6 +69,11 @@ fn bad_body_summary(status: u16, problem: &BodyProblem) -> String {
             "Enerflo answered {status} with a body that is not JSON (content type {})",
             content_type.as_deref().unwrap_or("not given")
         ),
+        BodyProblem::NoId {
+            call,
+            what,
+            looked_at,
+        } => format!("{call} answered {status} without {what} (looked at {looked_at})"),
     }
 }
 
@@ -162,7 +174,8 @@ pub trait EnerfloApi: Send + Sync {
 
 /// Typed calls. Paths are from ENERFLO_API.md section 2.
 impl dyn EnerfloApi {
-    /// `GET /api/v3/installs/find/{v2 deal id}`: `None` while the install does not exist yet.
+    /// `GET /api/v3/installs/find/{v2 deal id}`: `None` while the install does not exist yet. An
+    /// answer without an install id (`{}`) is not an install: a transient error, never mapped.
     pub async fn find_install_by_deal(
         &self,
         deal_id: &str,
@@ -170,7 +183,18 @@ impl dyn EnerfloApi {
     ) -> Result<Option<Value>, EnerfloError> {
         let path = format!("/api/v3/installs/find/{}", encode_segment(deal_id));
         match self.send(Method::GET, &path, None, budget).await {
-            Ok(r) => Ok(Some(r.body)),
+            Ok(r) => match Install::id_lookup(&r.body) {
+                (Some(_), _) => Ok(Some(r.body)),
+                (None, looked_at) => Err(EnerfloError::BadBody {
+                    status: r.status,
+                    problem: BodyProblem::NoId {
+                        call: format!("installs/find for deal {deal_id}"),
+                        what: "an install id",
+                        looked_at,
+                    },
+                    snippet: json_shape(&r.body),
+                }),
+            },
             Err(EnerfloError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -481,6 +505,24 @@ pub fn body_text(bytes: &[u8]) -> String {
         }
     }
     truncate(&out.split_whitespace().collect::<Vec<_>>().join(" "), 300)
+}
+
+/// A JSON answer's shape, never its values (they may be customer data): for an error that says
+/// what came instead of the expected object.
+fn json_shape(v: &Value) -> String {
+    match v {
+        Value::Null => "the body is empty".to_owned(),
+        Value::Object(m) if m.is_empty() => "the body is an empty object".to_owned(),
+        Value::Object(m) => truncate(
+            &format!(
+                "the body is an object with keys {}",
+                m.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+            ),
+            300,
+        ),
+        Value::Array(items) => format!("the body is an array of {} items", items.len()),
+        _ => "the body is a bare JSON value".to_owned(),
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -811,5 +853,53 @@ mod http_tests {
             .expect("retried past the page");
         assert_eq!(r.body, json!({"id": 700001}));
         assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    }
+
+    async fn find(body: Value) -> (Result<Option<Value>, EnerfloError>, usize) {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/api/v3/installs/find/deal-x"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+            .mount(&server)
+            .await;
+        let enerflo: Arc<dyn EnerfloApi> = client(&server);
+        let r = enerflo
+            .find_install_by_deal("deal-x", Duration::from_secs(5))
+            .await;
+        (r, server.received_requests().await.unwrap().len())
+    }
+
+    #[tokio::test]
+    async fn installs_find_answering_200_without_an_install_id_is_a_transient_error() {
+        for body in [
+            json!({}),
+            json!({"data": {"customer_id": 900001}}),
+            json!({"status": "ok"}),
+        ] {
+            let (r, calls) = find(body.clone()).await;
+            let e = r.expect_err("not an install");
+            assert_eq!(calls, 1, "the queue's backoff retries it, not this call");
+            let summary = e.to_string();
+            assert!(
+                summary.starts_with(
+                    "installs/find for deal deal-x answered 200 without an install id (looked at"
+                ),
+                "{body}: {summary}"
+            );
+            let err = SyncError::from(e);
+            assert!(err.is_transient(), "{body}: {}", err.describe());
+        }
+    }
+
+    #[tokio::test]
+    async fn installs_find_takes_the_install_id_where_the_mapping_reads_it() {
+        for body in [
+            json!({"id": 700001}),
+            json!({"data": {"id": "700002"}}),
+            json!({"results": [{"id": 700003}]}),
+        ] {
+            let (r, _) = find(body.clone()).await;
+            assert_eq!(r.expect("an install"), Some(body));
+        }
     }
 }
