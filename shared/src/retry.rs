@@ -65,6 +65,10 @@ pub struct Pause {
     until: Mutex<Option<(Instant, u16)>>,
 }
 
+/// The longest a pause holds: a larger `Retry-After` (a header like that is a bug, and would
+/// overflow the clock) is cut to this; the message's own backoff still honours it in full.
+pub const MAX_PAUSE: Duration = Duration::from_secs(3600);
+
 /// A pause that a caller could not (or would not) wait out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Held {
@@ -78,7 +82,7 @@ impl Pause {
     /// Holds every caller for `wait` from now, because the remote answered `status`. A pause
     /// already running longer is kept: a shorter `Retry-After` never shortens it.
     pub fn hold(&self, status: u16, wait: Duration) {
-        let until = Instant::now() + wait;
+        let until = Instant::now() + wait.min(MAX_PAUSE);
         let mut slot = self.until.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none_or(|(current, _)| current < until) {
             *slot = Some((until, status));
@@ -133,6 +137,13 @@ mod tests {
         assert_eq!(pause.wait(Duration::from_secs(11)).await, Ok(()));
         assert_eq!(start.elapsed(), Duration::from_secs(10));
         assert_eq!(pause.remaining(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_absurd_retry_after_holds_for_at_most_an_hour() {
+        let pause = Pause::default();
+        pause.hold(429, Duration::MAX);
+        assert_eq!(pause.remaining().map(|h| h.remaining), Some(MAX_PAUSE));
     }
 
     #[test]
