@@ -215,6 +215,9 @@ mod tests {
             },
             EnerfloError::BadBody {
                 status: 200,
+                problem: crate::enerflo::client::BodyProblem::NotJson {
+                    content_type: Some("text/html".into()),
+                },
                 snippet: QUOTED.into(),
             },
         ] {

@@ -379,13 +379,10 @@ async fn enerflo_429_storm_is_waited_out_per_retry_after_and_drops_nothing() {
     assert!(violations.is_empty(), "{violations:#?}");
 }
 
-/// Known gap, kept as a reproduction: `HttpEnerfloClient` (shared/src/enerflo/client.rs) honours
-/// `Retry-After` only between the attempts of one call. Once a call gives up (4 attempts), the
-/// consumer moves on to the next entity and its first request goes out at once, inside the
-/// window Enerflo asked us to stay away. Run with `-- --ignored` once the client keeps a shared
-/// "not before" instant.
+/// Once a call gives up (4 attempts), the consumer moves on to the next entity: its first request
+/// must still wait out the Retry-After, which `HttpEnerfloClient` keeps as a "not before" instant
+/// shared by every call (shared/src/enerflo/client.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: Retry-After is not honoured across calls (shared/src/enerflo/client.rs)"]
 async fn enerflo_429_storm_longer_than_one_call_is_still_waited_out_per_retry_after() {
     let violations = survive_429_storm(6).await;
     assert!(violations.is_empty(), "{violations:#?}");

@@ -362,3 +362,70 @@ async fn crm_include_raw_sends_the_enerflo_payload_along() {
     assert_eq!(events[0]["raw"]["webhook"]["payload"]["deal"]["id"], DEAL);
     assert_eq!(events[0]["raw"]["install"]["id"], 700001);
 }
+
+#[tokio::test]
+async fn installs_find_200_without_an_install_id_makes_no_crm_write_and_dead_letters_with_the_reason()
+ {
+    // GIVEN installs/find answers 200 with a body that holds no install
+    let h = start(&[("RETRY_MAX_ATTEMPTS", "3")]).await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/api/v3/installs/find/"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&h.enerflo)
+        .await;
+    crm_accepts(&h, "crm-proj-1").await;
+
+    // WHEN the submission is delivered
+    assert_eq!(h.post_webhook(submitted()).await.0, 202);
+    h.drain(Duration::from_secs(15)).await;
+
+    // THEN nothing reached the CRM; the event was retried, then dead-lettered with the reason
+    assert_eq!(h.crm_events().await.len(), 0);
+    assert_eq!(h.enerflo_calls("/api/v3/installs/find/").await, 3);
+    let dead = h.runner.queue.dead_letters(Stage::Project).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].reason.contains(&format!(
+            "installs/find for deal {DEAL} answered 200 without an install id"
+        )),
+        "{}",
+        dead[0].reason
+    );
+    assert!(dead[0].reason.contains("3 attempts"), "{}", dead[0].reason);
+    assert_eq!(dead[0].body, submitted(), "the raw body is kept for replay");
+}
+
+#[tokio::test]
+async fn a_200_html_maintenance_page_then_the_install_writes_the_crm_once() {
+    // GIVEN installs/find first answers 200 with an HTML maintenance page, then the install
+    let h = start(&[]).await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/api/v3/installs/find/"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            "<!DOCTYPE html><html><body><h1>Down for maintenance</h1></body></html>",
+            "text/html; charset=UTF-8",
+        ))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&h.enerflo)
+        .await;
+    enerflo_finds_install(&h).await;
+    crm_accepts(&h, "crm-proj-1").await;
+
+    // WHEN the submission is delivered
+    assert_eq!(h.post_webhook(submitted()).await.0, 202);
+    h.drain(Duration::from_secs(15)).await;
+
+    // THEN the page was retried past, and the CRM got exactly one hydrated write
+    assert_eq!(h.enerflo_calls("/api/v3/installs/find/").await, 2);
+    let events = h.crm_events().await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["enerflo"]["install_id"], 700001);
+    assert!(
+        h.runner
+            .queue
+            .dead_letters(Stage::Project)
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -66,24 +66,41 @@ impl Install {
     /// `{"results": [...]}` envelopes some endpoints use. Returns the typed view plus the install
     /// id, which is the one field hydration needs.
     pub fn from_response(body: &Value) -> Install {
-        let inner = unwrap_envelope(body);
+        let inner = unwrap_envelope(body, &mut Vec::new());
         serde_json::from_value(inner.clone()).unwrap_or_default()
+    }
+
+    /// The install id exactly as [`Install::from_response`] reads it, with where it looked (for
+    /// the error that says an answer holds no install).
+    pub fn id_lookup(body: &Value) -> (Option<u64>, String) {
+        let mut at = Vec::new();
+        unwrap_envelope(body, &mut at);
+        let looked_at = if at.is_empty() {
+            // No envelope qualified: every place the reader would have taken an id from.
+            "id, data.id, install.id, result.id, results[0].id".to_owned()
+        } else {
+            format!("{}.id", at.join("."))
+        };
+        (Self::from_response(body).id, looked_at)
     }
 }
 
-fn unwrap_envelope(body: &Value) -> &Value {
+/// The object inside the envelopes; `at` collects the keys taken to reach it.
+fn unwrap_envelope<'a>(body: &'a Value, at: &mut Vec<&'static str>) -> &'a Value {
     for key in ["data", "install", "result"] {
         if let Some(v @ Value::Object(_)) = body.get(key)
             && (v.get("id").and_then(value_to_u64).is_some()
                 || v.get("install").is_some()
                 || v.get("data").is_some())
         {
-            return unwrap_envelope(v);
+            at.push(key);
+            return unwrap_envelope(v, at);
         }
     }
     if let Some(Value::Array(items)) = body.get("results")
         && let Some(first) = items.first()
     {
+        at.push("results[0]");
         return first;
     }
     body
@@ -108,5 +125,48 @@ mod tests {
             (i.id, i.customer.is_none(), i.solar_data.is_none()),
             (None, true, true)
         );
+    }
+
+    #[test]
+    fn id_lookup_agrees_with_the_mapping_and_says_where_it_looked() {
+        for (body, id, looked_at) in [
+            (
+                json!({"id": 700001}),
+                Some(700001),
+                "id, data.id, install.id, result.id, results[0].id",
+            ),
+            (
+                json!({"data": {"install": {"id": "700002"}}}),
+                Some(700002),
+                "data.install.id",
+            ),
+            (
+                json!({"results": [{"survey_id": 1}]}),
+                None,
+                "results[0].id",
+            ),
+            (
+                json!({}),
+                None,
+                "id, data.id, install.id, result.id, results[0].id",
+            ),
+            (
+                json!({"data": {"customer_id": 900001}}),
+                None,
+                "id, data.id, install.id, result.id, results[0].id",
+            ),
+            (
+                Value::Null,
+                None,
+                "id, data.id, install.id, result.id, results[0].id",
+            ),
+        ] {
+            assert_eq!(
+                Install::id_lookup(&body),
+                (id, looked_at.to_owned()),
+                "{body}"
+            );
+            assert_eq!(Install::from_response(&body).id, id, "{body}");
+        }
     }
 }
