@@ -27,9 +27,26 @@ secrets and least privilege):
                    sqs actions only on its own source queue (SendMessage only on that queue's DLQ);
                    any other function may only SendMessage, and only to stage queues (never a DLQ);
                    dynamodb actions only on a table of this template; no other service
+  stage-registry   the template matches the stage registry (infra/stages.json, which a Rust test
+                   keeps equal to shared/src/registry.rs). A function's binary is its
+                   Metadata.BuildProperties.Binary (cargo-lambda builds it from `CodeUri: .`).
+                   Every outbound stage has exactly one function building its `function`, which
+                   consumes exactly one SQS source: a FIFO queue whose DLQ is FIFO, used by no other
+                   stage; the function's environment (Globals.Function.Environment merged with its
+                   own) has <ENV_PREFIX>_QUEUE_URL = that queue's URL and, as the template passes
+                   DLQ URLs, <ENV_PREFIX>_DLQ_URL = its DLQ's URL; the webhook function
+                   (enerflo-webhook) has <ENV_PREFIX>_QUEUE_URL of every stage and may SendMessage
+                   to every stage queue. Every inbound route has exactly one function building its
+                   `function`, with an HttpApi event of its method and path. No function builds a
+                   binary the registry does not list (enerflo-webhook aside), no queue is other than
+                   a stage's queue or DLQ, and no *_QUEUE_URL / *_DLQ_URL variable names a prefix
+                   the registry does not list.
 
-Usage: check_template.py [TEMPLATE]   (default: template.yaml)
-Exit status: 0 all checks passed, 1 some check failed, 2 the template could not be read.
+Usage: check_template.py [--stages STAGES_JSON] [TEMPLATE]   (default: template.yaml)
+  --stages defaults to infra/stages.json of the nearest directory above the template that has
+  one (the repository root for template.yaml and for infra/scripts/bad-template.yaml).
+Exit status: 0 all checks passed, 1 some check failed, 2 the template or the stage registry could
+not be read.
 """
 
 from __future__ import annotations
@@ -111,6 +128,91 @@ def load_template(path: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# The stage registry (infra/stages.json, generated from shared/src/registry.rs)
+# --------------------------------------------------------------------------------------------
+
+REGISTRY_PATH = os.path.join("infra", "stages.json")
+WEBHOOK_BINARY = "enerflo-webhook"
+
+
+@dataclass(frozen=True)
+class OutboundStage:
+    stage: str
+    env_prefix: str
+    function: str
+
+    @property
+    def queue_var(self) -> str:
+        return f"{self.env_prefix}_QUEUE_URL"
+
+    @property
+    def dlq_var(self) -> str:
+        return f"{self.env_prefix}_DLQ_URL"
+
+
+@dataclass(frozen=True)
+class InboundRoute:
+    route: str
+    method: str
+    path: str
+    function: str
+
+
+@dataclass(frozen=True)
+class StageRegistry:
+    outbound: tuple[OutboundStage, ...]
+    inbound: tuple[InboundRoute, ...]
+
+    def binaries(self) -> set[str]:
+        return {s.function for s in self.outbound} | {r.function for r in self.inbound}
+
+
+def _registry_entries(
+    document: dict[str, Any], key: str, fields: tuple[str, ...]
+) -> Iterator[dict[str, str]]:
+    entries = document.get(key)
+    if not isinstance(entries, list):
+        raise ValueError(f"'{key}' is not a list")
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{key}[{index}] is not an object")
+        missing = [f for f in fields if not isinstance(entry.get(f), str) or not entry[f]]
+        if missing:
+            raise ValueError(f"{key}[{index}] lacks a non-empty string {', '.join(missing)}")
+        yield {f: entry[f] for f in fields}
+
+
+def load_registry(path: str) -> StageRegistry:
+    with open(path, encoding="utf-8") as handle:
+        document = json.load(handle)
+    if not isinstance(document, dict):
+        raise ValueError("top level is not an object")
+    outbound = tuple(
+        OutboundStage(**e)
+        for e in _registry_entries(document, "outbound", ("stage", "env_prefix", "function"))
+    )
+    inbound = tuple(
+        InboundRoute(**e)
+        for e in _registry_entries(document, "inbound", ("route", "method", "path", "function"))
+    )
+    return StageRegistry(outbound, inbound)
+
+
+def default_registry_path(template_path: str) -> str:
+    """infra/stages.json in the template's directory or the nearest one above it that has it."""
+    directory = os.path.dirname(os.path.abspath(template_path))
+    while True:
+        candidate = os.path.join(directory, REGISTRY_PATH)
+        if os.path.isfile(candidate):
+            return candidate
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            # Not found: name the conventional place, so the error says where it was expected.
+            return os.path.join(os.path.dirname(os.path.abspath(template_path)), REGISTRY_PATH)
+        directory = parent
+
+
+# --------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------
 
@@ -124,8 +226,9 @@ class Result:
 
 
 class Checker:
-    def __init__(self, template: dict[str, Any]) -> None:
+    def __init__(self, template: dict[str, Any], registry: StageRegistry | None = None) -> None:
         self.template = template
+        self.registry = registry
         self.resources: dict[str, Any] = _mapping(template.get("Resources"))
         self.parameters: dict[str, Any] = _mapping(template.get("Parameters"))
         self.globals: dict[str, Any] = _mapping(template.get("Globals"))
@@ -142,6 +245,7 @@ class Checker:
         self.check_function_roles()
         self.check_role_scope()
         self.check_sam_roles()
+        self.check_stage_registry()
         return self.results
 
     # ---- value helpers -----------------------------------------------------------------------
@@ -673,6 +777,231 @@ class Checker:
         dlq = self.target(_mapping(redrive).get("deadLetterTargetArn"))
         return dlq if dlq is not None and self.rtype(dlq) == "AWS::SQS::Queue" else None
 
+    # ---- stage-registry -----------------------------------------------------------------------
+
+    def binary_of(self, function_id: str) -> str | None:
+        """The binary cargo-lambda builds for a function: Metadata.BuildProperties.Binary."""
+        metadata = _mapping(_mapping(self.resources.get(function_id)).get("Metadata"))
+        binary = self.scalar(_mapping(metadata.get("BuildProperties")).get("Binary"))
+        return binary if isinstance(binary, str) and binary else None
+
+    def environment(self, function_id: str) -> dict[str, Any]:
+        """The function's variables: Globals.Function's, overridden by its own (as SAM merges)."""
+        global_env = _mapping(_mapping(self.globals.get("Function")).get("Environment"))
+        variables = dict(_mapping(global_env.get("Variables")))
+        own = _mapping(_mapping(self.props(function_id).get("Environment")).get("Variables"))
+        variables.update(own)
+        return variables
+
+    def queue_url_of(self, value: Any) -> str | None:
+        """The queue of this template whose URL a value is (`!Ref Q` or `!GetAtt Q.QueueUrl`)."""
+        candidate: Any = None
+        if isinstance(value, dict) and set(value) == {"Ref"}:
+            candidate = value["Ref"]
+        elif isinstance(value, dict) and set(value) == {"Fn::GetAtt"}:
+            parts = value["Fn::GetAtt"]
+            if isinstance(parts, list) and len(parts) == 2 and parts[1] == "QueueUrl":
+                candidate = parts[0]
+        if isinstance(candidate, str) and self.rtype(candidate) == "AWS::SQS::Queue":
+            return candidate
+        return None
+
+    def url_problem(self, env: dict[str, Any], var: str, queue_id: str, whose: str) -> str | None:
+        if var not in env:
+            return f"{whose} environment has no {var} (the URL of {queue_id})"
+        got = self.queue_url_of(env[var])
+        if got != queue_id:
+            shown = f"the URL of {got}" if got else repr(env[var])
+            return f"{whose} {var} is {shown}, not the URL of {queue_id}"
+        return None
+
+    def sole_builder(self, binary: str, builders: dict[str, list[str]], where: str) -> str | None:
+        """The one function building `binary`; records a failure and returns None otherwise."""
+        ids = builders.get(binary, [])
+        if len(ids) == 1:
+            return ids[0]
+        self.record(
+            "stage-registry",
+            where,
+            False,
+            f"no function builds {binary} (Metadata.BuildProperties.Binary)"
+            if not ids
+            else f"{binary} is built by {len(ids)} functions ({', '.join(ids)}); exactly one may",
+        )
+        return None
+
+    def send_targets(self, function_id: str) -> set[str]:
+        """The template resources the function's role may sqs:SendMessage to."""
+        role = self.function_role(function_id)
+        targets: set[str] = set()
+        for _, statement in self.role_statements(role) if role else []:
+            actions = {a.lower() for a in self.literal_strings(statement.get("Action"))}
+            if SQS_SEND in actions:
+                targets.update(
+                    t for t in map(self.resource_target, _list(statement.get("Resource"))) if t
+                )
+        return targets
+
+    def check_stage_registry(self) -> None:
+        if self.registry is None:
+            return
+        rule = "stage-registry"
+        registry = self.registry
+        builders: dict[str, list[str]] = {}
+        for function_id in self.functions():
+            binary = self.binary_of(function_id)
+            if binary is None:
+                self.record(
+                    rule,
+                    function_id,
+                    False,
+                    "no Metadata.BuildProperties.Binary, so which registry entry it builds is "
+                    "unknown (cargo-lambda: BuildMethod rust-cargolambda, Binary <name>)",
+                )
+            else:
+                builders.setdefault(binary, []).append(function_id)
+        known = registry.binaries() | {WEBHOOK_BINARY}
+        for binary, ids in builders.items():
+            if binary not in known:
+                self.record(
+                    rule,
+                    ", ".join(ids),
+                    False,
+                    f"builds {binary}, which the stage registry (infra/stages.json, from "
+                    "shared/src/registry.rs) does not list: register the stage or drop the "
+                    "function",
+                )
+
+        sources: dict[str, list[str | None]] = {}
+        for _, queue_id, _, function_id in self.sqs_sources():
+            if function_id is not None:
+                sources.setdefault(function_id, []).append(queue_id)
+        webhook = self.sole_builder(WEBHOOK_BINARY, builders, f"webhook {WEBHOOK_BINARY}")
+        webhook_env = self.environment(webhook) if webhook else {}
+        webhook_sends = self.send_targets(webhook) if webhook else set()
+        global_vars = _mapping(
+            _mapping(_mapping(self.globals.get("Function")).get("Environment")).get("Variables")
+        )
+        own_vars = {
+            f: _mapping(_mapping(self.props(f).get("Environment")).get("Variables"))
+            for f in self.functions()
+        }
+        passes_dlq_urls = any(
+            name.endswith("_DLQ_URL") for env in [global_vars, *own_vars.values()] for name in env
+        )
+
+        # Queues a stage owns: its consumer's source and DLQ, and whatever its URL variables name
+        # (so a stage whose function is missing does not also make its queue look orphaned).
+        owner: dict[str, str] = {}
+        for stage in registry.outbound:
+            for env in (global_vars, webhook_env):
+                for var in (stage.queue_var, stage.dlq_var):
+                    queue = self.queue_url_of(env.get(var))
+                    if queue is not None:
+                        owner.setdefault(queue, stage.stage)
+
+        for stage in registry.outbound:
+            where = f"outbound stage {stage.stage}"
+            function_id = self.sole_builder(stage.function, builders, where)
+            if function_id is None:
+                continue
+            problems: list[str] = []
+            queues = sources.get(function_id, [])
+            queue_id = dlq = None
+            if len(queues) != 1:
+                problems.append(
+                    f"{function_id} has {len(queues)} SQS event sources; a stage consumes exactly "
+                    "its own queue"
+                )
+            elif queues[0] is None:
+                problems.append(f"the SQS source of {function_id} is not a queue of this template")
+            else:
+                queue_id = queues[0]
+            if queue_id is not None:
+                if not _truthy(self.scalar(self.props(queue_id).get("FifoQueue"))):
+                    problems.append(f"source queue {queue_id} is not FIFO (FifoQueue: true)")
+                dlq = self.dlq_of(queue_id)
+                if dlq is None:
+                    problems.append(
+                        f"source queue {queue_id} redrives to no queue of this template"
+                    )
+                elif not _truthy(self.scalar(self.props(dlq).get("FifoQueue"))):
+                    problems.append(f"DLQ {dlq} of {queue_id} is not FIFO")
+                for resource in (queue_id, dlq):
+                    if resource is None:
+                        continue
+                    other = owner.setdefault(resource, stage.stage)
+                    if other != stage.stage:
+                        problems.append(
+                            f"{resource} is also claimed by stage {other} (by its consumer or its "
+                            "URL variables)"
+                        )
+                env = self.environment(function_id)
+                found = [self.url_problem(env, stage.queue_var, queue_id, function_id)]
+                if passes_dlq_urls and dlq is not None:
+                    found.append(self.url_problem(env, stage.dlq_var, dlq, function_id))
+                if webhook is not None:
+                    whose = f"webhook {webhook}"
+                    found.append(self.url_problem(webhook_env, stage.queue_var, queue_id, whose))
+                    if self.function_role(webhook) and queue_id not in webhook_sends:
+                        found.append(
+                            f"webhook {webhook}'s role may not sqs:SendMessage to {queue_id}"
+                        )
+                problems.extend(p for p in found if p)
+            self.record(
+                rule,
+                where,
+                not problems,
+                "; ".join(problems)
+                or f"{function_id} consumes FIFO {queue_id} (FIFO DLQ {dlq}); {stage.queue_var} "
+                "reaches it and the webhook",
+            )
+
+        for route in registry.inbound:
+            where = f"inbound route {route.route}"
+            function_id = self.sole_builder(route.function, builders, where)
+            if function_id is None:
+                continue
+            routes = []
+            for event in _mapping(self.props(function_id).get("Events")).values():
+                event = _mapping(event)
+                if event.get("Type") == "HttpApi":
+                    event_props = _mapping(event.get("Properties"))
+                    routes.append(
+                        f"{str(self.scalar(event_props.get('Method'))).upper()} "
+                        f"{self.scalar(event_props.get('Path'))}"
+                    )
+            wanted = f"{route.method.upper()} {route.path}"
+            self.record(
+                rule,
+                where,
+                wanted in routes,
+                f"{function_id} serves {wanted}"
+                if wanted in routes
+                else f"{function_id} has no HttpApi event {wanted} (it has {routes or 'none'})",
+            )
+
+        for queue_id in self.resources:
+            if self.rtype(queue_id) == "AWS::SQS::Queue" and queue_id not in owner:
+                self.record(
+                    rule,
+                    queue_id,
+                    False,
+                    "is neither the queue nor the DLQ of a registry stage (infra/stages.json)",
+                )
+        prefixes = {stage.env_prefix for stage in registry.outbound}
+        for where, env in [("Globals.Function", global_vars), *own_vars.items()]:
+            for name in env:
+                match = re.fullmatch(r"(.+)_(?:QUEUE|DLQ)_URL", name)
+                if match and match.group(1) not in prefixes:
+                    self.record(
+                        rule,
+                        f"{where} {name}",
+                        False,
+                        f"no registry stage has env_prefix {match.group(1)} (known: "
+                        f"{', '.join(sorted(prefixes))})",
+                    )
+
 
 # --------------------------------------------------------------------------------------------
 # Small coercions (CloudFormation accepts numbers and booleans as strings)
@@ -705,6 +1034,11 @@ def _truthy(value: Any) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("template", nargs="?", default="template.yaml")
+    parser.add_argument(
+        "--stages",
+        help="the stage registry (default: infra/stages.json of the nearest directory at or "
+        "above the template's that has one)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="also list passed checks")
     args = parser.parse_args(argv)
 
@@ -713,8 +1047,18 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, yaml.YAMLError, ValueError) as error:
         print(f"{args.template}: cannot read template: {error}", file=sys.stderr)
         return 2
+    stages = args.stages or default_registry_path(args.template)
+    try:
+        registry = load_registry(stages)
+    except (OSError, ValueError, TypeError) as error:
+        # json.JSONDecodeError is a ValueError.
+        hint = (
+            "" if args.stages else f" (none at or above {args.template}'s directory; pass --stages)"
+        )
+        print(f"{stages}: cannot read the stage registry: {error}{hint}", file=sys.stderr)
+        return 2
 
-    results = Checker(template).run()
+    results = Checker(template, registry).run()
     failed = [r for r in results if not r.ok]
     for result in results:
         if not result.ok:

@@ -12,7 +12,7 @@ CHECK="$ROOT/infra/scripts/check_template.py"
 BAD_TEMPLATE="infra/scripts/bad-template.yaml"
 # One failure per rule is what the negative fixture promises (see its header).
 EXPECTED_RULES=(iam-wildcard sqs-visibility queue-dlq batch-failures noecho access-log-path function-role
-  role-scope)
+  role-scope stage-registry)
 
 step() {
   printf '\n==> %s\n' "$*"
