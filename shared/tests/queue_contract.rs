@@ -9,10 +9,11 @@ use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region};
 use enerflo_sync::classify::Stage;
 use enerflo_sync::queue::embedded::EmbeddedQueue;
-use enerflo_sync::queue::sqs::{SqsEventQueue, create_queues};
+use enerflo_sync::queue::sqs::{
+    SqsEventQueue, SqsStageQueues, create_queues, delivery_from_lambda,
+};
 use enerflo_sync::queue::{
-    ATTRIBUTE_ALLOWANCE, DeadLetter, Delivery, EventQueue, MAX_MESSAGE_BYTES, MessageMeta,
-    QueueError, QueueMessage,
+    DeadLetter, Delivery, EventQueue, MAX_MESSAGE_BYTES, MessageMeta, QueueError, QueueMessage,
 };
 use enerflo_sync::store::embedded::open_database;
 
@@ -99,6 +100,15 @@ fn embedded() -> EmbeddedQueue {
 }
 
 async fn sqs(test: &str) -> Option<SqsEventQueue> {
+    let (client, queues) = sqs_parts(test).await?;
+    Some(SqsEventQueue::new(
+        client,
+        BTreeMap::from([(STAGE, queues)]),
+    ))
+}
+
+/// A client on moto and a fresh pair of queues, for tests that look at the wire form.
+async fn sqs_parts(test: &str) -> Option<(aws_sdk_sqs::Client, SqsStageQueues)> {
     let url = moto_url(test)?;
     let sdk = aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(url)
@@ -110,10 +120,7 @@ async fn sqs(test: &str) -> Option<SqsEventQueue> {
     let queues = create_queues(&client, &unique_name(test))
         .await
         .expect("create queues in moto");
-    Some(SqsEventQueue::new(
-        client,
-        BTreeMap::from([(STAGE, queues)]),
-    ))
+    Some((client, queues))
 }
 
 /// Two tests per contract: the embedded queue and the SQS adapter.
@@ -323,22 +330,148 @@ contract!(queue_oversized_body_is_refused_naming_its_size:
     sqs_queue_oversized_body_is_refused_naming_its_size);
 
 async fn queue_oversized_body_is_refused_naming_its_size(queue: &dyn TestQueue) {
-    let huge = "x".repeat(1024 * 1024);
+    // 1 MiB that gzip cannot shrink enough: no message of the queue can hold it.
+    let huge = incompressible(MAX_MESSAGE_BYTES);
     let refused = queue.send(&message("evt-huge", "install:5", &huge)).await;
     match refused {
-        Err(QueueError::Invalid(why)) => assert!(why.contains("1048576"), "names the size: {why}"),
-        other => panic!("a 1 MiB body must be refused, got {other:?}"),
+        Err(QueueError::Invalid(why)) => assert!(
+            why.contains(&huge.len().to_string()) && why.contains("1048576"),
+            "names the size and the limit: {why}"
+        ),
+        other => panic!("an incompressible 1 MiB body must be refused, got {other:?}"),
     }
     assert!(queue.receive(10, VISIBILITY).await.is_empty());
+}
 
-    // The largest body accepted goes through intact, attributes and all.
-    let largest = "y".repeat(MAX_MESSAGE_BYTES - ATTRIBUTE_ALLOWANCE);
-    queue
-        .send(&message("evt-largest", "install:5", &largest))
-        .await
-        .expect("largest body is accepted");
+contract!(queue_a_1_mib_body_round_trips_intact_through_receive_and_dead_letter:
+    embedded_queue_a_1_mib_body_round_trips_intact_through_receive_and_dead_letter,
+    sqs_queue_a_1_mib_body_round_trips_intact_through_receive_and_dead_letter);
+
+/// A body of SQS's whole message size: with its attributes it only fits compressed, and every
+/// reader sees it as it was sent.
+async fn queue_a_1_mib_body_round_trips_intact_through_receive_and_dead_letter(
+    queue: &dyn TestQueue,
+) {
+    let body = json_of_len(MAX_MESSAGE_BYTES);
+    let msg = message("evt-1mib", "install:6", &body);
+    queue.send(&msg).await.expect("a 1 MiB body is accepted");
+
     let got = queue.receive(10, VISIBILITY).await;
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].body.len(), largest.len());
-    assert!(got[0].meta.is_ok());
+    assert!(got[0].body == body, "the body arrives intact");
+    assert_eq!(got[0].meta.as_ref().expect("meta reads"), &msg.meta);
+    assert_eq!(
+        got[0].attributes.get("body_encoding"),
+        None,
+        "the encoding is the queue's business, not the reader's"
+    );
+
+    // A long reason (cut to 1,000 bytes) takes more room than the original attributes did.
+    let reason = format!("permanent: CRM rejected it: {}", "r".repeat(2_000));
+    queue
+        .dead_letter(STAGE, &got[0], &reason)
+        .await
+        .expect("a 1 MiB body is dead-lettered");
+    queue.ack(&got[0].receipt).await;
+    let dead = queue.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].body == body,
+        "the dead letter keeps the body intact"
+    );
+    assert_eq!(dead[0].attributes.get("body_encoding"), None);
+    let meta = MessageMeta::from_attributes(|k| dead[0].attributes.get(k).cloned())
+        .expect("attributes kept");
+    assert_eq!(meta, msg.meta, "a replay can rebuild the message");
+}
+
+/// SQS specifically: the 1 MiB body travels gzip + base64 with a `body_encoding` attribute, the
+/// whole message (body, attribute names, types and values) within SQS's limit, and the record
+/// Lambda hands a consumer decodes to the original.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_a_1_mib_body_travels_compressed_within_the_message_limit_and_lambda_records_decode() {
+    let Some((client, queues)) = sqs_parts("sqs_1mib_wire").await else {
+        return;
+    };
+    let queue = SqsEventQueue::new(client.clone(), BTreeMap::from([(STAGE, queues.clone())]));
+    let body = json_of_len(MAX_MESSAGE_BYTES);
+    let msg = message("evt-wire", "install:7", &body);
+    queue.send(&msg).await.expect("send");
+
+    let out = client
+        .receive_message()
+        .queue_url(&queues.url)
+        .message_attribute_names("All")
+        .visibility_timeout(30)
+        .send()
+        .await
+        .expect("receive");
+    let wire = &out.messages.unwrap_or_default()[0];
+    let attributes: BTreeMap<String, String> = wire
+        .message_attributes()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.string_value().unwrap_or_default().to_owned()))
+        .collect();
+    assert_eq!(
+        attributes.get("body_encoding").map(String::as_str),
+        Some("gzip+base64")
+    );
+    let wire_body = wire.body().unwrap_or_default();
+    let size = wire_body.len()
+        + attributes
+            .iter()
+            .map(|(k, v)| k.len() + "String".len() + v.len())
+            .sum::<usize>();
+    assert!(size <= MAX_MESSAGE_BYTES, "{size} bytes on the wire");
+
+    // The record as the Lambda event source mapping delivers it.
+    let message_attributes: serde_json::Map<String, serde_json::Value> = attributes
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_json::json!({"stringValue": v, "dataType": "String"}),
+            )
+        })
+        .collect();
+    let record: aws_lambda_events::event::sqs::SqsMessage =
+        serde_json::from_value(serde_json::json!({
+            "messageId": wire.message_id(),
+            "receiptHandle": wire.receipt_handle(),
+            "body": wire_body,
+            "attributes": {"ApproximateReceiveCount": "1"},
+            "messageAttributes": message_attributes,
+        }))
+        .expect("a Lambda SQS record");
+    let delivery = delivery_from_lambda(&record);
+    assert!(delivery.body == body, "the consumer sees the original body");
+    assert_eq!(delivery.meta.as_ref().expect("meta reads"), &msg.meta);
+    assert_eq!(delivery.attributes.get("body_encoding"), None);
+}
+
+/// A JSON body of exactly `len` bytes, multi-byte characters included.
+fn json_of_len(len: usize) -> String {
+    let head = "{\"note\":\"naïve ☀ 日本 ";
+    let tail = "\"}";
+    let mut body = String::with_capacity(len);
+    body.push_str(head);
+    body.push_str(&"x".repeat(len - head.len() - tail.len()));
+    body.push_str(tail);
+    assert_eq!(body.len(), len);
+    body
+}
+
+/// `n` printable ASCII characters from a fixed pseudo-random sequence: text gzip barely shrinks.
+fn incompressible(n: usize) -> String {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            // xorshift64
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b' ' + (x % 95) as u8)
+        })
+        .collect()
 }

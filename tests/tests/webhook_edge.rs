@@ -5,8 +5,14 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-use sync_tests::{TOKEN, fixture, start};
+use serde_json::{Value, json};
+use sync_tests::{Harness, TOKEN, fixture, fixture_json, start};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+/// `MAX_BODY_BYTES` by default: the README's and the template's 1 MiB.
+const MAX_BODY_BYTES: usize = 1_048_576;
+const DEAL: &str = "00000000-0000-4000-8000-000000000010";
 
 #[tokio::test]
 async fn a_wrong_token_is_404_problem_json_and_enqueues_nothing() {
@@ -142,4 +148,170 @@ async fn an_unknown_route_is_404_and_a_wrong_method_is_405() {
     assert_eq!(resp.status().as_u16(), 405);
     assert_eq!(resp.headers()["allow"], "POST");
     tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+/// The sample project submission with a string field (`payload.deal.padding`) of `pad(n)` (`n`
+/// ASCII characters, none needing a JSON escape) making the body exactly `len` bytes.
+fn submission_of_len(len: usize, pad: impl Fn(usize) -> String) -> String {
+    let mut body = fixture_json("v2-deal.projectSubmitted.json");
+    body["payload"]["deal"]["padding"] = json!("");
+    let bare = body.to_string().len();
+    body["payload"]["deal"]["padding"] = json!(pad(len - bare));
+    let text = body.to_string();
+    assert_eq!(text.len(), len);
+    text
+}
+
+fn compressible(n: usize) -> String {
+    "x".repeat(n)
+}
+
+/// `n` printable ASCII characters other than `"` and `\\`, from a fixed pseudo-random sequence:
+/// text that gzip barely shrinks.
+fn incompressible(n: usize) -> String {
+    let alphabet: Vec<char> = (' '..='~').filter(|c| !matches!(c, '"' | '\\')).collect();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            // xorshift64
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            alphabet[(x % alphabet.len() as u64) as usize]
+        })
+        .collect()
+}
+
+async fn enerflo_finds_install_and_crm_accepts(h: &Harness) {
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v3/installs/find/{DEAL}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": 700001, "survey_id": 4000001, "customer_id": 900001,
+            "customer": {"id": 900001, "first_name": "Pat", "last_name": "Placeholder"}
+        })))
+        .mount(&h.enerflo)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/crm/events"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"crm_id": "crm-big-1"})))
+        .mount(&h.crm)
+        .await;
+}
+
+#[tokio::test]
+async fn a_body_of_exactly_max_body_bytes_is_accepted_and_reaches_the_crm_intact() {
+    // GIVEN the default limit, and an Enerflo and a CRM that work (the CRM gets the raw payload)
+    let h = start(&[("CRM_INCLUDE_RAW", "true")]).await;
+    enerflo_finds_install_and_crm_accepts(&h).await;
+    let body = submission_of_len(MAX_BODY_BYTES, compressible);
+
+    // WHEN a project submission of exactly MAX_BODY_BYTES arrives
+    let (status, answer) = h.post_webhook(body.clone()).await;
+
+    // THEN it is queued, logged as it came, and delivered to the CRM with its body intact
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (202, Some("queued")),
+        "{answer}"
+    );
+    let logged = h
+        .runner
+        .ports
+        .log
+        .get(answer["dedupe_key"].as_str().unwrap())
+        .await
+        .unwrap()
+        .expect("logged");
+    assert_eq!(logged.raw_body, body);
+    h.drain(Duration::from_secs(30)).await;
+    let events = h.crm_events().await;
+    assert_eq!(events.len(), 1, "one CRM event");
+    assert_eq!(events[0]["type"], "project.submitted");
+    let sent: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        events[0]["raw"]["webhook"] == sent,
+        "the CRM got the body as it was posted"
+    );
+}
+
+#[tokio::test]
+async fn a_body_one_byte_over_max_body_bytes_is_413_naming_the_limit() {
+    let h = start(&[]).await;
+    let (status, answer) = h
+        .post_webhook(submission_of_len(MAX_BODY_BYTES + 1, compressible))
+        .await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        answer["type"],
+        "urn:enerflo-crm-sync:problem:body-too-large"
+    );
+    assert!(
+        answer["detail"].as_str().unwrap().contains("1048576"),
+        "{answer}"
+    );
+    assert!(
+        h.runner
+            .ports
+            .log
+            .for_entity(&format!("deal:{DEAL}"), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_body_within_the_limit_that_no_queue_message_holds_even_compressed_is_413_and_leaves_nothing_behind()
+ {
+    let h = start(&[]).await;
+    // GIVEN a body of MAX_BODY_BYTES that gzip cannot shrink enough to fit with its attributes
+    let body = submission_of_len(MAX_BODY_BYTES, incompressible);
+
+    // WHEN it arrives
+    let (status, answer) = h.post_webhook(body.clone()).await;
+
+    // THEN it is refused with a 413 naming the queue's limit
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(
+        answer["type"],
+        "urn:enerflo-crm-sync:problem:body-too-large"
+    );
+    assert!(
+        answer["detail"].as_str().unwrap().contains("1048576"),
+        "{answer}"
+    );
+    // ... and nothing was written: no event log record, no message, no claim on its dedupe key
+    assert!(
+        h.runner
+            .ports
+            .log
+            .for_entity(&format!("deal:{DEAL}"), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        h.runner
+            .queue
+            .depth(enerflo_sync::classify::Stage::Project)
+            .unwrap(),
+        0
+    );
+    let key = enerflo_sync::http::webhook::dedupe_key(
+        "deal.projectSubmitted",
+        Some(&format!("deal:{DEAL}")),
+        &serde_json::from_str(&body).unwrap(),
+    );
+    assert!(
+        matches!(
+            h.runner
+                .ports
+                .claims
+                .claim(&format!("webhook#{key}"), 30, 60)
+                .await
+                .unwrap(),
+            enerflo_sync::store::Claim::Acquired
+        ),
+        "no claim left behind on {key}"
+    );
 }

@@ -22,7 +22,7 @@ use enerflo_sync::http::{HttpRequest, Problem, Router};
 use enerflo_sync::queue::embedded::EmbeddedQueue;
 use enerflo_sync::runtime::{self, Ports};
 use enerflo_sync::secret::{Secret, SecretSet};
-use enerflo_sync::store::embedded::{EmbeddedStore, open_database};
+use enerflo_sync::store::embedded::{EmbeddedStore, is_in_use, open_database};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -65,6 +65,18 @@ pub async fn start_with_enerflo(
     mut config: Config,
     enerflo: Option<Arc<dyn EnerfloApi>>,
 ) -> anyhow::Result<Runner> {
+    // First: the database's lock is what keeps a second runner off this DATA_DIR, before it
+    // binds a port or touches any file there.
+    let db = open_database(Some(&config.data_dir)).map_err(|e| {
+        let dir = config.data_dir.display();
+        if is_in_use(&e) {
+            anyhow::anyhow!(
+                "DATA_DIR {dir} is in use by another process (another local runner?): stop the other runner, or set DATA_DIR to another directory"
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("DATA_DIR {dir}"))
+        }
+    })?;
     let listener = tokio::net::TcpListener::bind(&config.listen_addr)
         .await
         .with_context(|| format!("LISTEN_ADDR {} cannot be bound", config.listen_addr))?;
@@ -112,8 +124,6 @@ pub async fn start_with_enerflo(
         None
     };
 
-    let db = open_database(Some(&config.data_dir))
-        .map_err(|e| anyhow::anyhow!("DATA_DIR {}: {e}", config.data_dir.display()))?;
     let store = Arc::new(EmbeddedStore::new(db.clone()));
     let queue = Arc::new(EmbeddedQueue::new(db, CONSUMER_STAGES.iter().copied()));
     // Nothing is in flight at start: whatever a killed process had received is visible again.

@@ -1,5 +1,6 @@
 //! A webhook that got a 202 survives `kill -9` of the local runner and is delivered after a
-//! restart: the embedded queue commits before the answer.
+//! restart: the embedded queue commits before the answer. SIGTERM stops the runner gracefully
+//! (exit 0), and a second runner on the same `DATA_DIR` refuses to start, saying it is in use.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -286,4 +287,213 @@ async fn sigkill_mid_batch_then_restart_loses_no_acknowledged_event_and_duplicat
             .iter()
             .all(|e| e["event"]["type"] == "project.submitted")
     );
+}
+
+/// A runner started like [`spawn`], at `RUST_LOG=info`, with every line of its stdout and stderr
+/// collected (its log lines are JSON on stdout; a start-up error is on stderr).
+struct Logged {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Logged {
+    fn spawn(data_dir: &std::path::Path, port: u16, enerflo_key: Option<&str>) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_enerflo-sync-local"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATA_DIR", data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(key) = enerflo_key {
+            cmd.env("ENERFLO_API_KEY", key).env(
+                "ENERFLO_BASE_URL",
+                format!("http://127.0.0.1:{port}/sandbox/enerflo"),
+            );
+        }
+        let mut child = cmd.spawn().expect("runner starts");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        let streams: [Box<dyn std::io::Read + Send>; 2] = [
+            Box::new(child.stdout.take().unwrap()),
+            Box::new(child.stderr.take().unwrap()),
+        ];
+        for stream in streams {
+            let lines = lines.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            }));
+        }
+        Self {
+            child,
+            lines,
+            readers,
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until the runner printed its banner (it listens), or panics with what it wrote.
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.lines().iter().any(|l| l.contains("listening on")) {
+            if Instant::now() > deadline || self.child.try_wait().unwrap().is_some() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("runner did not start: {:#?}", self.lines());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit (killing it after `timeout`), then for its output to end.
+    fn wait_exit(&mut self, timeout: Duration) -> (std::process::ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "runner did not exit within {timeout:?}: {:#?}",
+                    self.lines()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+        (status, self.lines())
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn sigterm_shuts_the_runner_down_gracefully_and_an_event_accepted_before_it_is_delivered_after_restart()
+ {
+    let dir = std::env::temp_dir().join(format!("sigterm-{}-{}", std::process::id(), free_port()));
+    let port = free_port();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let body = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/enerflo/v2-deal.projectSubmitted.json"
+    ))
+    .unwrap();
+
+    // GIVEN a runner whose Enerflo calls fail (sandbox rejects the key), holding an accepted event
+    let mut first = Logged::spawn(&dir, port, Some("wrong-key"));
+    first.wait_listening();
+    let resp = http
+        .post(format!(
+            "http://127.0.0.1:{port}/enerflo/webhooks/local-webhook-token"
+        ))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+
+    // WHEN it is sent SIGTERM (what supervisors, `docker stop` and `kill` send)
+    let kill = Command::new("kill")
+        .args(["-TERM", &first.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+
+    // THEN it logs its graceful shutdown and exits 0
+    let (status, lines) = first.wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit {status:?}; output: {lines:#?}"
+    );
+    let logged: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l["signal"] == "SIGTERM" && l["message"] == "shutting down"),
+        "the graceful shutdown is logged: {lines:#?}"
+    );
+    assert!(
+        logged.iter().any(|l| l["message"] == "stopped"),
+        "and its end: {lines:#?}"
+    );
+
+    // AND a restarted runner (with working sandbox credentials) delivers the event exactly once
+    let mut second = spawn(&dir, port, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        last = inbox(&http, port).await;
+        if last["count"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(last["count"], 1, "delivered after the restart: {last}");
+    assert_eq!(last["events"][0]["event"]["type"], "project.submitted");
+}
+
+#[tokio::test]
+async fn a_second_runner_on_the_same_data_dir_exits_non_zero_naming_the_directory_as_in_use() {
+    let dir = std::env::temp_dir().join(format!("in-use-{}-{}", std::process::id(), free_port()));
+    let port = free_port();
+    let http = reqwest::Client::new();
+
+    // GIVEN a runner on a data dir
+    let mut first = Logged::spawn(&dir, port, None);
+    first.wait_listening();
+
+    // WHEN a second runner starts on the same data dir (on another port)
+    let mut second = Logged::spawn(&dir, free_port(), None);
+    let (status, lines) = second.wait_exit(Duration::from_secs(20));
+
+    // THEN it exits non-zero, saying the directory is in use and what to do
+    let said = lines.join("\n");
+    assert!(!status.success(), "the second runner must not run: {said}");
+    assert!(
+        said.contains(&format!(
+            "DATA_DIR {} is in use by another process",
+            dir.display()
+        )),
+        "names the directory as in use: {said}"
+    );
+    assert!(
+        said.contains("stop the other runner")
+            && said.contains("set DATA_DIR to another directory"),
+        "says what to do: {said}"
+    );
+    // ... and the first runner is unharmed
+    let answer = http
+        .get(format!("http://127.0.0.1:{port}/crm-inbox/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    drop(first);
+    let _ = std::fs::remove_dir_all(&dir);
 }

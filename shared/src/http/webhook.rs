@@ -11,7 +11,7 @@ use super::{HttpRequest, HttpResponse, Problem};
 use crate::classify::{Classification, Stage, classify};
 use crate::enerflo::envelope::Envelope;
 use crate::hashing::json_sha256_hex;
-use crate::queue::{ATTRIBUTE_ALLOWANCE, EventQueue, MAX_MESSAGE_BYTES, MessageMeta, QueueMessage};
+use crate::queue::{EventQueue, MAX_MESSAGE_BYTES, MessageMeta, QueueMessage, check_size};
 use crate::secret::SecretSet;
 use crate::store::{Claim, ClaimStore, EventLog, EventRecord};
 use crate::timefmt::{now_millis, now_rfc3339};
@@ -106,11 +106,32 @@ impl WebhookIngest {
         let group = entity
             .clone()
             .unwrap_or_else(|| format!("unidentified:{}", &key[key.len() - 24..]));
-        if req.body.len() > MAX_MESSAGE_BYTES - ATTRIBUTE_ALLOWANCE {
-            return Problem::too_large(MAX_MESSAGE_BYTES - ATTRIBUTE_ALLOWANCE).into_response();
-        }
         let span = tracing::info_span!("webhook", event = %envelope.event, stage = stage.as_str(), dedupe_key = %key, entity = %group);
         let _enter = span.enter();
+        let meta = MessageMeta {
+            stage,
+            event: envelope.event.clone(),
+            dedupe_key: key.clone(),
+            group: group.clone(),
+            received_at: received_at.clone(),
+        };
+        // Before anything is written (claim, event log): a body no queue message can hold, even
+        // compressed, is refused whole, so nothing is left half accepted. (A parked event too:
+        // replaying it later enqueues it.)
+        if let Err(e) = check_size(&meta, &raw_body) {
+            tracing::warn!(outcome = "too_large", error = %e, "webhook");
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Payload Too Large",
+                format!(
+                    "The body ({} bytes) does not fit in a queue message: at most \
+                     {MAX_MESSAGE_BYTES} bytes with its attributes, even gzip-compressed.",
+                    raw_body.len()
+                ),
+            )
+            .into_response();
+        }
 
         let claim_key = format!("webhook#{key}");
         match self
@@ -181,13 +202,7 @@ impl WebhookIngest {
         }
         if queued {
             let msg = QueueMessage {
-                meta: MessageMeta {
-                    stage,
-                    event: envelope.event.clone(),
-                    dedupe_key: key.clone(),
-                    group,
-                    received_at,
-                },
+                meta,
                 body: raw_body,
             };
             if let Err(e) = self.queue.send(&msg).await {

@@ -33,6 +33,9 @@ struct Stored {
     /// Received and not yet acknowledged or deferred.
     #[serde(default)]
     in_flight: bool,
+    /// How `message.body` is encoded ([`super::BODY_ENCODING`]); `None`: as it was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body_encoding: Option<String>,
 }
 
 #[derive(Clone)]
@@ -109,19 +112,25 @@ impl EmbeddedQueue {
                     serde_json::to_vec(&stored).map_err(|e| QueueError::Invalid(e.to_string()))?;
                 t.insert(msg_key(stage, stored.seq).as_str(), bytes.as_slice())
                     .map_err(|e| db_err("insert", e))?;
-                let attributes = stored
+                let mut attributes: BTreeMap<String, String> = stored
                     .message
                     .meta
                     .to_attributes()
                     .into_iter()
                     .map(|(k, v)| (k.to_owned(), v))
                     .collect();
+                if let Some(encoding) = &stored.body_encoding {
+                    attributes.insert(super::BODY_ENCODING.to_owned(), encoding.clone());
+                }
+                let mut body = stored.message.body.clone();
+                let meta = super::decode_body(&mut body, &mut attributes)
+                    .map(|()| stored.message.meta.clone());
                 out.push(Delivery {
                     message_id: format!("{}-{}", stage.as_str(), stored.seq),
                     receipt: stored.receipt.clone(),
                     receive_count: stored.receive_count,
-                    meta: Ok(stored.message.meta.clone()),
-                    body: stored.message.body.clone(),
+                    meta,
+                    body,
                     attributes,
                 });
             }
@@ -265,11 +274,16 @@ impl EmbeddedQueue {
 #[async_trait]
 impl EventQueue for EmbeddedQueue {
     async fn send(&self, msg: &QueueMessage) -> Result<(), QueueError> {
-        super::check_size(&msg.body)?;
         let stage = msg.meta.stage;
         if !self.stages.contains(&stage) {
             return Err(QueueError::Invalid(format!("no queue for stage {stage}")));
         }
+        // Stored in the form SQS would carry, so this queue refuses (and decodes) what SQS does.
+        let (body, body_encoding) = super::encode_body(
+            &msg.body,
+            msg.meta.attributes_size(),
+            super::ATTRIBUTE_ALLOWANCE,
+        )?;
         let now = now_millis();
         self.with_table(|t| {
             let dkey = format!("dedupe#{}#{}", stage.as_str(), msg.meta.dedupe_id());
@@ -284,11 +298,15 @@ impl EventQueue for EmbeddedQueue {
             let seq = Self::next_seq(t)?;
             let stored = Stored {
                 seq,
-                message: msg.clone(),
+                message: QueueMessage {
+                    meta: msg.meta.clone(),
+                    body: body.into_owned(),
+                },
                 visible_at_ms: 0,
                 receive_count: 0,
                 receipt: String::new(),
                 in_flight: false,
+                body_encoding: body_encoding.map(str::to_owned),
             };
             let bytes =
                 serde_json::to_vec(&stored).map_err(|e| QueueError::Invalid(e.to_string()))?;

@@ -1,14 +1,17 @@
 //! The event queue between the webhook and the stage consumers: FIFO per entity (message group),
 //! deduplicated, with a dead-letter queue that keeps the reason. SQS in AWS ([`sqs`]), redb
-//! locally ([`embedded`]).
+//! locally ([`embedded`]). A body that does not fit a message as it is travels gzip + base64
+//! ([`encode_body`]); every reader gets it back as it was sent ([`decode_body`]).
 
 pub mod embedded;
 pub mod sqs;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::classify::Stage;
@@ -35,6 +38,11 @@ impl MessageMeta {
             ("group", self.group.clone()),
             ("received_at", self.received_at.clone()),
         ])
+    }
+
+    /// What [`to_attributes`](Self::to_attributes) takes of a message ([`attributes_size`]).
+    pub fn attributes_size(&self) -> usize {
+        attributes_size(self.to_attributes())
     }
 
     pub fn from_attributes(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
@@ -101,22 +109,108 @@ pub struct DeadLetter {
     pub body: String,
 }
 
-/// Room in an SQS message for the attributes and their names; bodies above
-/// `MAX_MESSAGE_BYTES - ATTRIBUTE_ALLOWANCE` are refused before sending.
+/// SQS's message size limit. It counts the body and every attribute's name, data type
+/// (`String`) and value ([`attributes_size`]).
 pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
+
+/// Room every message keeps free for what dead-lettering and replaying add to its attributes
+/// later: the four `dlq_*` attributes of `sqs.rs` (the reason cut to 1,000 bytes, about 1,250
+/// bytes in all) and the replay mark on the dedupe key ([`REPLAY_MARK`], 24 bytes). So a
+/// message the queue accepted can always be dead-lettered, and replayed from there.
 pub const ATTRIBUTE_ALLOWANCE: usize = 2_048;
 
-/// Refuses a body the queue could not take once its attributes are added. Every adapter calls
-/// this first, so the embedded queue refuses exactly what SQS would.
-pub fn check_size(body: &str) -> Result<(), QueueError> {
-    let max = MAX_MESSAGE_BYTES - ATTRIBUTE_ALLOWANCE;
-    if body.len() > max {
-        return Err(QueueError::Invalid(format!(
-            "message body is {} bytes; the queue takes at most {max} bytes",
-            body.len()
-        )));
+/// The message attribute naming how the body travels; absent: as it came.
+pub const BODY_ENCODING: &str = "body_encoding";
+/// A body too large to travel as it is, with its attributes: gzip-compressed, then base64
+/// (standard alphabet, padded), so it stays a valid SQS string body.
+pub const GZIP_BASE64: &str = "gzip+base64";
+
+/// The bytes SQS counts for string attributes: name, data type and value of each. Attributes with
+/// an empty value are not sent (`sqs.rs`), so they count nothing.
+pub fn attributes_size<K: AsRef<str>, V: AsRef<str>>(
+    attributes: impl IntoIterator<Item = (K, V)>,
+) -> usize {
+    attributes
+        .into_iter()
+        .filter(|(_, v)| !v.as_ref().is_empty())
+        .map(|(k, v)| k.as_ref().len() + "String".len() + v.as_ref().len())
+        .sum()
+}
+
+/// The body as a message whose other attributes take `attributes_bytes` bytes carries it, with
+/// `reserve` bytes left free: as it is when that fits, else gzip + base64 (the second value is
+/// then the [`BODY_ENCODING`] to send along) when that fits. A body that fits neither way is
+/// refused, naming its size and the limit.
+pub fn encode_body(
+    body: &str,
+    attributes_bytes: usize,
+    reserve: usize,
+) -> Result<(Cow<'_, str>, Option<&'static str>), QueueError> {
+    let room = MAX_MESSAGE_BYTES.saturating_sub(attributes_bytes + reserve);
+    if body.len() <= room {
+        return Ok((Cow::Borrowed(body), None));
     }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(gzip(body));
+    let marker = attributes_size([(BODY_ENCODING, GZIP_BASE64)]);
+    if encoded.len() + marker <= room {
+        return Ok((Cow::Owned(encoded), Some(GZIP_BASE64)));
+    }
+    Err(QueueError::Invalid(format!(
+        "message body is {} bytes ({} gzip+base64); with its attributes ({attributes_bytes} bytes) \
+         and {reserve} bytes kept for dead-lettering it exceeds the queue's limit of \
+         {MAX_MESSAGE_BYTES} bytes",
+        body.len(),
+        encoded.len()
+    )))
+}
+
+fn gzip(text: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(text.as_bytes());
+    enc.finish().unwrap_or_default()
+}
+
+/// Turns a received wire body back into the body it was sent with, as its [`BODY_ENCODING`]
+/// attribute says, and drops that attribute: readers see the message as it was sent. A body
+/// that does not decode is left as it came, attribute and all, and the error says why (the
+/// consumer dead-letters such a message as poison).
+pub fn decode_body(
+    body: &mut String,
+    attributes: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
+    let Some(encoding) = attributes.get(BODY_ENCODING) else {
+        return Ok(());
+    };
+    if encoding != GZIP_BASE64 {
+        return Err(format!(
+            "message attribute `{BODY_ENCODING}` names an unknown encoding `{encoding}`"
+        ));
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .map_err(|e| format!("message body is not the base64 its `{BODY_ENCODING}` says: {e}"))
+        .and_then(|gz| {
+            use std::io::Read;
+            let mut out = String::new();
+            flate2::read::GzDecoder::new(gz.as_slice())
+                .read_to_string(&mut out)
+                .map_err(|e| {
+                    format!("message body is not the gzip'd UTF-8 its `{BODY_ENCODING}` says: {e}")
+                })?;
+            Ok(out)
+        })?;
+    *body = decoded;
+    attributes.remove(BODY_ENCODING);
     Ok(())
+}
+
+/// Refuses a body no message with `meta`'s attributes could hold, even compressed (keeping
+/// [`ATTRIBUTE_ALLOWANCE`] free), before anything is written for it. Both adapters refuse
+/// exactly these on `send`.
+pub fn check_size(meta: &MessageMeta, body: &str) -> Result<(), QueueError> {
+    encode_body(body, meta.attributes_size(), ATTRIBUTE_ALLOWANCE).map(|_| ())
 }
 
 /// Producer and consumer-side operations the handlers need.
@@ -182,5 +276,99 @@ impl MessageMeta {
         let mut meta = self.clone();
         meta.dedupe_key = format!("{}{REPLAY_MARK}{:016x}", self.log_key(), fastrand::u64(..));
         meta
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> MessageMeta {
+        MessageMeta {
+            stage: Stage::Project,
+            event: "deal.projectSubmitted".into(),
+            dedupe_key: "deal.projectSubmitted:deal:d1:0123456789abcdef01234567".into(),
+            group: "deal:d1".into(),
+            received_at: "2025-01-02T03:04:05Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_body_that_fits_with_its_attributes_travels_as_it_is() {
+        let room = MAX_MESSAGE_BYTES - meta().attributes_size() - ATTRIBUTE_ALLOWANCE;
+        let body = "a".repeat(room);
+        let (wire, encoding) =
+            encode_body(&body, meta().attributes_size(), ATTRIBUTE_ALLOWANCE).expect("fits");
+        assert!(matches!(wire, Cow::Borrowed(_)) && encoding.is_none());
+    }
+
+    #[test]
+    fn a_body_one_byte_too_large_to_travel_as_it_is_travels_compressed_and_decodes_back() {
+        let room = MAX_MESSAGE_BYTES - meta().attributes_size() - ATTRIBUTE_ALLOWANCE;
+        let body = format!("{{\"note\":\"naïve ☀ {}\"}}", "a".repeat(room));
+        let (wire, encoding) =
+            encode_body(&body, meta().attributes_size(), ATTRIBUTE_ALLOWANCE).expect("fits");
+        assert_eq!(encoding, Some(GZIP_BASE64));
+        let mut received = wire.into_owned();
+        let mut attributes: BTreeMap<String, String> = meta()
+            .to_attributes()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .chain([(BODY_ENCODING.to_owned(), GZIP_BASE64.to_owned())])
+            .collect();
+        decode_body(&mut received, &mut attributes).expect("decodes");
+        assert!(received == body);
+        assert!(!attributes.contains_key(BODY_ENCODING));
+        assert_eq!(
+            MessageMeta::from_attributes(|k| attributes.get(k).cloned()),
+            Ok(meta())
+        );
+    }
+
+    #[test]
+    fn the_attributes_count_name_type_and_value_and_empty_ones_nothing() {
+        assert_eq!(
+            attributes_size([("stage", "project"), ("event", "")]),
+            5 + 6 + 7
+        );
+    }
+
+    #[test]
+    fn a_body_that_does_not_decode_is_left_as_it_came_with_the_reason() {
+        for (encoding, body, why) in [
+            ("zstd", "abc", "unknown encoding `zstd`"),
+            (GZIP_BASE64, "not base64!", "not the base64"),
+            (GZIP_BASE64, "aGVsbG8=", "not the gzip'd UTF-8"),
+        ] {
+            let mut received = body.to_owned();
+            let mut attributes = BTreeMap::from([(BODY_ENCODING.to_owned(), encoding.to_owned())]);
+            let err = decode_body(&mut received, &mut attributes).expect_err(body);
+            assert!(err.contains(why), "{err}");
+            assert_eq!(received, body);
+            assert_eq!(
+                attributes[BODY_ENCODING], encoding,
+                "kept, for the dead letter"
+            );
+        }
+    }
+
+    #[test]
+    fn check_size_names_the_size_and_the_limit_of_what_fits_no_message() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let noise: String = (0..MAX_MESSAGE_BYTES)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b' ' + (x % 95) as u8)
+            })
+            .collect();
+        let err = check_size(&meta(), &noise)
+            .expect_err("too large")
+            .to_string();
+        assert!(
+            err.contains("1048576 bytes (") && err.contains("limit of 1048576"),
+            "{err}"
+        );
     }
 }

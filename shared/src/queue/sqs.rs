@@ -17,7 +17,10 @@ use aws_sdk_sqs::types::{
     Message, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
 };
 
-use super::{DeadLetter, Delivery, EventQueue, MessageMeta, QueueError, QueueMessage, check_size};
+use super::{
+    ATTRIBUTE_ALLOWANCE, BODY_ENCODING, DeadLetter, Delivery, EventQueue, MessageMeta, QueueError,
+    QueueMessage, attributes_size, decode_body, encode_body,
+};
 use crate::classify::Stage;
 use crate::hashing::sha256_hex;
 use crate::timefmt::{from_unix, now_rfc3339};
@@ -97,11 +100,13 @@ fn meta_of(attributes: &BTreeMap<String, String>) -> Result<MessageMeta, String>
 /// A record of the SQS event Lambda hands to a consumer, as a [`Delivery`]. Metadata that cannot
 /// be read becomes `Err` in `meta`: a poison message, dead-lettered by the consumer.
 pub fn delivery_from_lambda(msg: &SqsMessage) -> Delivery {
-    let attributes: BTreeMap<String, String> = msg
+    let mut attributes: BTreeMap<String, String> = msg
         .message_attributes
         .iter()
         .filter_map(|(k, v)| Some((k.clone(), v.string_value.clone()?)))
         .collect();
+    let mut body = msg.body.clone().unwrap_or_default();
+    let meta = decode_body(&mut body, &mut attributes).and_then(|()| meta_of(&attributes));
     Delivery {
         message_id: msg.message_id.clone().unwrap_or_default(),
         receipt: msg.receipt_handle.clone().unwrap_or_default(),
@@ -111,8 +116,8 @@ pub fn delivery_from_lambda(msg: &SqsMessage) -> Delivery {
             .get("ApproximateReceiveCount")
             .and_then(|c| c.parse().ok())
             .unwrap_or(1),
-        meta: meta_of(&attributes),
-        body: msg.body.clone().unwrap_or_default(),
+        meta,
+        body,
         attributes,
     }
 }
@@ -130,21 +135,28 @@ fn system_attribute(msg: &Message, name: &MessageSystemAttributeName) -> Option<
 }
 
 fn delivery_from_sdk(msg: &Message) -> Delivery {
-    let attributes = string_attributes(msg);
+    let mut attributes = string_attributes(msg);
+    let mut body = msg.body().unwrap_or_default().to_owned();
+    let meta = decode_body(&mut body, &mut attributes).and_then(|()| meta_of(&attributes));
     Delivery {
         message_id: msg.message_id().unwrap_or_default().to_owned(),
         receipt: msg.receipt_handle().unwrap_or_default().to_owned(),
         receive_count: system_attribute(msg, &MessageSystemAttributeName::ApproximateReceiveCount)
             .and_then(|c| c.parse().ok())
             .unwrap_or(1),
-        meta: meta_of(&attributes),
-        body: msg.body().unwrap_or_default().to_owned(),
+        meta,
+        body,
         attributes,
     }
 }
 
 fn dead_letter_from_sdk(stage: Stage, msg: &Message) -> DeadLetter {
     let mut attributes = string_attributes(msg);
+    let mut body = msg.body().unwrap_or_default().to_owned();
+    if let Err(why) = decode_body(&mut body, &mut attributes) {
+        // Kept as it is, `body_encoding` and all, for the operator to see.
+        tracing::warn!(stage = stage.as_str(), error = %why, "dead letter body does not decode");
+    }
     let mut take = |k: &str| attributes.remove(k);
     let reason = take(DLQ_REASON);
     let attempts = take(DLQ_ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0);
@@ -164,7 +176,7 @@ fn dead_letter_from_sdk(stage: Stage, msg: &Message) -> DeadLetter {
         attempts,
         failed_at: failed_at.or_else(sent_at).unwrap_or_default(),
         attributes,
-        body: msg.body().unwrap_or_default().to_owned(),
+        body,
     }
 }
 
@@ -298,18 +310,23 @@ impl SqsEventQueue {
 #[async_trait]
 impl EventQueue for SqsEventQueue {
     async fn send(&self, msg: &QueueMessage) -> Result<(), QueueError> {
-        check_size(&msg.body)?;
         let url = &self.queues(msg.meta.stage)?.url;
-        let attributes = msg
+        let (body, encoding) =
+            encode_body(&msg.body, msg.meta.attributes_size(), ATTRIBUTE_ALLOWANCE)?;
+        let mut attributes: Vec<(String, String)> = msg
             .meta
             .to_attributes()
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), v));
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        if let Some(encoding) = encoding {
+            attributes.push((BODY_ENCODING.to_owned(), encoding.to_owned()));
+        }
         self.send_to(
             url,
             msg.meta.group_id(),
             msg.meta.dedupe_id(),
-            &msg.body,
+            &body,
             attributes,
         )
         .await
@@ -349,7 +366,6 @@ impl EventQueue for SqsEventQueue {
         delivery: &Delivery,
         reason: &str,
     ) -> Result<(), QueueError> {
-        check_size(&delivery.body)?;
         let url = &self.queues(stage)?.dlq_url;
         let group_id = match &delivery.meta {
             Ok(meta) => meta.group_id(),
@@ -366,14 +382,15 @@ impl EventQueue for SqsEventQueue {
             (DLQ_FAILED_AT.into(), now_rfc3339()),
             (DLQ_MESSAGE_ID.into(), delivery.message_id.clone()),
         ];
-        // The metadata first, then anything else, within SQS's 10-attribute limit.
+        // The metadata first, then anything else, within SQS's 10-attribute limit (one kept
+        // for `body_encoding`, which follows the body, not the original).
         let mut originals: Vec<(&String, &String)> = delivery
             .attributes
             .iter()
-            .filter(|(k, _)| !k.starts_with("dlq_"))
+            .filter(|(k, _)| !k.starts_with("dlq_") && k.as_str() != BODY_ENCODING)
             .collect();
         originals.sort_by_key(|(k, _)| !META_ATTRIBUTES.contains(&k.as_str()));
-        let room = MAX_ATTRIBUTES - attributes.len();
+        let room = MAX_ATTRIBUTES - attributes.len() - 1;
         attributes.extend(
             originals
                 .into_iter()
@@ -381,7 +398,22 @@ impl EventQueue for SqsEventQueue {
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
 
-        self.send_to(url, group_id, dedupe_id, &delivery.body, attributes)
+        // A body that did not decode on receive is still in its encoding: it goes as it is.
+        let (body, encoding) = match delivery.attributes.get(BODY_ENCODING) {
+            Some(undecoded) => (delivery.body.as_str().into(), Some(undecoded.clone())),
+            None => {
+                let (body, encoding) = encode_body(
+                    &delivery.body,
+                    attributes_size(attributes.iter().map(|(k, v)| (k, v))),
+                    0,
+                )?;
+                (body, encoding.map(str::to_owned))
+            }
+        };
+        if let Some(encoding) = encoding {
+            attributes.push((BODY_ENCODING.to_owned(), encoding));
+        }
+        self.send_to(url, group_id, dedupe_id, &body, attributes)
             .await
     }
 }
@@ -525,5 +557,25 @@ mod tests {
         );
         // No attributes: a poison message, not a panic.
         assert!(delivery.meta.is_err());
+    }
+
+    #[test]
+    fn a_lambda_record_whose_body_does_not_decode_is_poison_kept_as_it_came() {
+        let mut msg = SqsMessage::default();
+        msg.body = Some("not base64!".into());
+        let mut encoding = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
+        encoding.string_value = Some(super::super::GZIP_BASE64.into());
+        encoding.data_type = Some("String".into());
+        msg.message_attributes
+            .insert(BODY_ENCODING.into(), encoding);
+        let delivery = delivery_from_lambda(&msg);
+        let why = delivery.meta.expect_err("poison");
+        assert!(why.contains("not the base64"), "{why}");
+        assert_eq!(delivery.body, "not base64!");
+        assert_eq!(
+            delivery.attributes.get(BODY_ENCODING).map(String::as_str),
+            Some("gzip+base64"),
+            "the dead letter keeps how its body is encoded"
+        );
     }
 }

@@ -21,6 +21,17 @@ pub(crate) fn db_err(context: &str, e: impl Into<redb::Error>) -> StoreError {
     StoreError::unavailable(context.to_owned(), Box::new(e.into()))
 }
 
+/// Why [`open_database`] failed when another process holds the database open (another local
+/// runner, or the ops tool, on the same data dir).
+#[derive(Debug, thiserror::Error)]
+#[error("the database is open in another process")]
+pub struct InUse(#[source] redb::DatabaseError);
+
+/// Whether `e` is [`open_database`] finding the database open in another process.
+pub fn is_in_use(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable { source, .. } if source.is::<InUse>())
+}
+
 /// Opens (or creates) the database file under `dir`, or an in-memory one when `dir` is `None`.
 pub fn open_database(dir: Option<&Path>) -> Result<Arc<Database>, StoreError> {
     let db = match dir {
@@ -28,7 +39,16 @@ pub fn open_database(dir: Option<&Path>) -> Result<Arc<Database>, StoreError> {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::unavailable(format!("create data dir {}", dir.display()), e)
             })?;
-            Database::create(dir.join("sync.redb")).map_err(|e| db_err("open database", e))?
+            let file = dir.join("sync.redb");
+            Database::create(&file).map_err(|e| match e {
+                // redb holds a lock on the file while a database is open: another process has it.
+                redb::DatabaseError::DatabaseAlreadyOpen
+                | redb::DatabaseError::LockProtocolMismatch => StoreError::unavailable(
+                    format!("{} is in use by another process", file.display()),
+                    InUse(e),
+                ),
+                e => StoreError::unavailable(format!("open database {}", file.display()), e),
+            })?
         }
         None => Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
