@@ -576,7 +576,11 @@ mod tests {
             .await
             .unwrap();
         w.store
-            .record_write(&EchoTarget::Lead("crm-lead-0001".into()).written(Direction::ToEnerflo), &key, 3600)
+            .record_write(
+                &EchoTarget::Lead("crm-lead-0001".into()).written(Direction::ToEnerflo),
+                &key,
+                3600,
+            )
             .await
             .unwrap();
         w.store
@@ -692,7 +696,11 @@ mod tests {
             .await
             .unwrap();
         w.store
-            .record_write(&EchoTarget::Lead("crm-lead-0001".into()).written(Direction::ToEnerflo), &key, 3600)
+            .record_write(
+                &EchoTarget::Lead("crm-lead-0001".into()).written(Direction::ToEnerflo),
+                &key,
+                3600,
+            )
             .await
             .unwrap();
         w.store
@@ -751,7 +759,10 @@ mod tests {
         let pushed = LeadKey::of_value(&w.writes()[0].data).hash();
         assert!(
             w.store
-                .is_echo(&EchoTarget::Lead("crm-contact-1".into()).written(Direction::ToCrm), &pushed)
+                .is_echo(
+                    &EchoTarget::Lead("crm-contact-1".into()).written(Direction::ToCrm),
+                    &pushed
+                )
                 .await
                 .unwrap()
         );
