@@ -522,6 +522,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_thin_copy_of_an_unknown_customer_links_nothing() {
+        let w = World::new();
+        assert_eq!(w.deliver(&near_empty()).await.status, "incomplete");
+        let linked = w
+            .store
+            .resolve(
+                EntityKind::Customer,
+                &IdRef::new(IdForm::CustomerUuid, UUID),
+            )
+            .await
+            .unwrap();
+        assert!(linked.is_none(), "{linked:?}");
+        assert!(w.writes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_push_to_a_linked_contact_is_fingerprinted_under_it() {
+        let w = World::new();
+        assert_eq!(w.deliver(V2_CREATED).await.status, "delivered");
+        let phone = with(V2_CREATED, |v| {
+            v["payload"]["customer"]["phone"] = json!("5550109999");
+            v["payload"]["customer"]["mobile"] = json!("5550109999");
+        });
+        assert_eq!(w.deliver(&phone).await.status, "delivered");
+        let pushed = LeadKey::of_value(&w.writes()[1].data).hash();
+        assert!(
+            w.store
+                .is_echo(
+                    &EchoTarget::Lead("crm-contact-1".into()).written(Direction::ToCrm),
+                    &pushed
+                )
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
     async fn a_near_empty_copy_after_the_full_one_never_blanks_the_crm() {
         let w = World::new();
         assert_eq!(w.deliver(V2_CREATED).await.status, "delivered");
