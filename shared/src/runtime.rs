@@ -167,16 +167,12 @@ pub fn consumer_for(
 ) -> Option<Consumer> {
     let kit = ports.kit(crm.clone(), config);
     let handler: Arc<dyn StageHandler> = match stage {
-        Stage::Leads => Arc::new(crate::stages::leads::LeadsStage {
-            crm,
-            xref: ports.xref.clone(),
-            claims: ports.claims.clone(),
-            state: ports.state.clone(),
-            echo: ports.echo.clone(),
-            fields: config.fields.lead.clone(),
-            include_raw: config.crm_include_raw,
-            echo_ttl: config.echo_ttl,
-        }),
+        Stage::Leads => Arc::new(Pipeline::new(
+            crate::stages::leads::LeadsStage {
+                fields: config.fields.lead.clone(),
+            },
+            kit,
+        )),
         Stage::Project => Arc::new(Pipeline::new(
             crate::stages::project::ProjectStage {
                 enerflo,
@@ -254,10 +250,9 @@ pub fn leads_route(
         xref: ports.xref.clone(),
         claims: ports.claims.clone(),
         state: ports.state.clone(),
-        echo: ports.echo.clone(),
+        echo: ports.echo_guard(config),
         fields: config.fields.lead.clone(),
         budget: config.inbound_wait_budget,
-        echo_ttl: config.echo_ttl,
         peer_wait: crate::inbound::leads::PEER_WAIT,
     })
 }

@@ -24,14 +24,11 @@ use crate::http::inbound::{enerflo_problem, json_object, store_problem};
 use crate::http::problem::FieldError;
 use crate::http::router::{InboundRoute, RouteParams};
 use crate::http::{HttpRequest, HttpResponse, Problem};
-use crate::mapping::lead::{
-    LeadKey, crm_target, enerflo_target, merge_keep, sent_scope, state_hash, state_scope,
-    written_scope,
-};
+use crate::mapping::lead::{LeadKey, merge_keep, state_hash};
 use crate::store::{
-    Claim, ClaimStore, EchoStore, EntityKind, EntityLink, IdForm, IdRef, SyncState, SyncStateStore,
-    XrefStore,
+    Claim, ClaimStore, EntityKind, EntityLink, IdForm, IdRef, SyncState, SyncStateStore, XrefStore,
 };
+use crate::sync::{Direction, EchoGuard, EchoTarget, StateKey};
 use crate::timefmt::now_rfc3339;
 
 /// How long a call waits for a concurrent call with the same `crm_id` before answering 503.
@@ -412,11 +409,10 @@ pub struct LeadsRoute {
     pub xref: Arc<dyn XrefStore>,
     pub claims: Arc<dyn ClaimStore>,
     pub state: Arc<dyn SyncStateStore>,
-    pub echo: Arc<dyn EchoStore>,
+    pub echo: EchoGuard,
     pub fields: LeadFields,
     /// Longest wait on Enerflo (`INBOUND_WAIT_SECS`).
     pub budget: Duration,
-    pub echo_ttl: Duration,
     /// Longest wait for a concurrent call with the same `crm_id` ([`PEER_WAIT`]).
     pub peer_wait: Duration,
 }
@@ -459,7 +455,7 @@ impl LeadsRoute {
     /// Claims `lead#<crm_id>`; a concurrent call for the same id waits for it (up to
     /// `peer_wait`), then goes on and finds the winner's link. Returns the claim key.
     async fn serialise(&self, crm_id: &str) -> Result<String, Problem> {
-        let key = format!("lead#{crm_id}");
+        let key = StateKey::CrmLead(crm_id.to_owned()).scope();
         // Outlives the longest Enerflo wait, so a live call never loses its claim; a crashed one
         // blocks the id for no longer than this.
         let lease = (self.budget + Duration::from_secs(10)).as_secs();
@@ -524,7 +520,7 @@ impl LeadsRoute {
         let last = match &link {
             Some(l) => self
                 .state
-                .get_state(&state_scope(&l.key))
+                .get_state(&StateKey::Lead(l.key.clone()).scope())
                 .await
                 .map_err(store_problem)?,
             None => None,
@@ -540,7 +536,11 @@ impl LeadsRoute {
             if !lead.has_action()
                 && self
                     .echo
-                    .is_echo(&crm_target(crm_id), &key_hash)
+                    .fingerprinted(
+                        Direction::ToCrm,
+                        &EchoTarget::Lead(crm_id.to_owned()),
+                        std::slice::from_ref(&key_hash),
+                    )
                     .await
                     .map_err(store_problem)?
             {
@@ -549,7 +549,7 @@ impl LeadsRoute {
             }
             let sent = self
                 .state
-                .get_state(&sent_scope(crm_id))
+                .get_state(&StateKey::LeadSent(crm_id.to_owned()).scope())
                 .await
                 .map_err(store_problem)?;
             if sent.is_some_and(|s| s.hash == body_hash) {
@@ -568,14 +568,18 @@ impl LeadsRoute {
             .link(EntityKind::Customer, &crm_ids)
             .await
             .map_err(store_problem)?;
-        let ttl = self.echo_ttl.as_secs();
+        let target = EchoTarget::Lead(crm_id.to_owned());
         self.echo
-            .record_write(&enerflo_target(crm_id), &key_hash, ttl)
+            .record_fingerprints(
+                Direction::ToEnerflo,
+                &target,
+                std::slice::from_ref(&key_hash),
+            )
             .await
             .map_err(store_problem)?;
         self.state
             .put_state(
-                &written_scope(&key_hash),
+                &StateKey::LeadWritten(key_hash.clone()).scope(),
                 &SyncState {
                     hash: key_hash.clone(),
                     data: json!({ "crm_id": crm_id }),
@@ -643,7 +647,7 @@ impl LeadsRoute {
         }
         // The state both directions judge change against: the CRM's values over what was known
         // (re-read: stage 1.2 may have stored the echo meanwhile).
-        let scope = state_scope(&link.key);
+        let scope = StateKey::Lead(link.key.clone()).scope();
         let last = self.state.get_state(&scope).await.map_err(store_problem)?;
         let merged = match &last {
             Some(l) => merge_keep(&canonical, &l.data),
@@ -652,7 +656,7 @@ impl LeadsRoute {
         let merged_key = LeadKey::of_value(&merged).hash();
         if merged_key != key_hash {
             self.echo
-                .record_write(&enerflo_target(crm_id), &merged_key, ttl)
+                .record_fingerprints(Direction::ToEnerflo, &target, &[merged_key])
                 .await
                 .map_err(store_problem)?;
         }
@@ -671,7 +675,7 @@ impl LeadsRoute {
             .map_err(store_problem)?;
         self.state
             .put_state(
-                &sent_scope(crm_id),
+                &StateKey::LeadSent(crm_id.to_owned()).scope(),
                 &SyncState {
                     hash: body_hash,
                     data: json!({ "enerflo_customer_id": customer_id }),
@@ -741,6 +745,7 @@ mod tests {
 
     use super::*;
     use crate::enerflo::client::ApiResponse;
+    use crate::store::EchoStore;
     use crate::store::embedded::EmbeddedStore;
 
     const REQUEST_FIXTURE: &str =
@@ -791,10 +796,9 @@ mod tests {
             xref: store.clone(),
             claims: store.clone(),
             state: store.clone(),
-            echo: store,
+            echo: EchoGuard::new(store.clone(), store, Duration::from_secs(3600)),
             fields: LeadFields::default(),
             budget: Duration::from_secs(5),
-            echo_ttl: Duration::from_secs(3600),
             peer_wait: PEER_WAIT,
         }
     }
@@ -1036,7 +1040,10 @@ mod tests {
         let key = LeadKey::of(&parse(&good()).unwrap().canonical()).hash();
         assert!(
             store
-                .is_echo(&enerflo_target("crm-lead-0001"), &key)
+                .is_echo(
+                    &EchoTarget::Lead("crm-lead-0001".into()).written(Direction::ToEnerflo),
+                    &key
+                )
                 .await
                 .unwrap()
         );
@@ -1216,7 +1223,11 @@ mod tests {
         lead["crm_id"] = json!("crm-9");
         let pushed = LeadKey::of(&parse(&lead).unwrap().canonical());
         store
-            .record_write(&crm_target("crm-9"), &pushed.hash(), 60)
+            .record_write(
+                &EchoTarget::Lead("crm-9".into()).written(Direction::ToCrm),
+                &pushed.hash(),
+                60,
+            )
             .await
             .unwrap();
         // WHEN the CRM's automation sends that contact back

@@ -1,7 +1,9 @@
 //! Customers (v1 `new_customer` / `update_customer`, v2 `customer.created` /
 //! `customer.updated.v2`) -> canonical [`Lead`], plus what both lead directions need to agree on:
 //! the lead key (the fields a CRM lead and an Enerflo customer share, normalised, used for echo
-//! fingerprints), the blank-keeping merge with the last synced state, and the store names.
+//! fingerprints) and the blank-keeping merge with the last synced state. The store keys both
+//! directions use are typed in `crate::sync::keys` (`StateKey::Lead`, `StateKey::CrmLead`,
+//! `StateKey::LeadSent`, `StateKey::LeadWritten`, `EchoTarget::Lead`).
 
 use serde_json::{Map, Value};
 
@@ -11,32 +13,6 @@ use crate::enerflo::envelope::{Envelope, Generation};
 use crate::enerflo::lenient::{first_path, path, value_to_f64, value_to_string, value_to_u64};
 use crate::hashing::content_hash;
 use crate::timefmt::parse_enerflo_time;
-
-/// Echo target of a lead we wrote to Enerflo (stage 1.1), keyed by the CRM id.
-pub fn enerflo_target(crm_id: &str) -> String {
-    format!("enerflo:lead:{crm_id}")
-}
-
-/// Echo target of a lead we pushed to the CRM (stage 1.2), keyed by the CRM contact id.
-pub fn crm_target(crm_id: &str) -> String {
-    format!("crm:lead:{crm_id}")
-}
-
-/// Last synced state of a customer entity (both directions keep it, DESIGN 3.5).
-pub fn state_scope(entity_key: &str) -> String {
-    format!("lead#{entity_key}")
-}
-
-/// Hash of the last lead/add body sent for a CRM id (stage 1.1's "same as last time").
-pub fn sent_scope(crm_id: &str) -> String {
-    format!("lead-sent#{crm_id}")
-}
-
-/// Which CRM id a lead key was written to Enerflo for: lets an echo that carries no id we know
-/// (a v2 `customer.created` with only its UUID) find its CRM record.
-pub fn written_scope(key_hash: &str) -> String {
-    format!("lead-written#{key_hash}")
-}
 
 /// The fields a CRM lead and an Enerflo customer both carry, normalised so that formatting
 /// differences between the two systems (`(555) 010-0000` vs `5550100000`, case, whitespace, a

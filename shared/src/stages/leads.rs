@@ -1,5 +1,5 @@
 //! Stage 1.2: v1 `new_customer` / `update_customer`, v2 `customer.created` /
-//! `customer.updated.v2` -> `lead.upserted` to the CRM.
+//! `customer.updated.v2` -> `lead.upserted` to the CRM, run by [`crate::pipeline::Pipeline`].
 //!
 //! Every id form an event carries is linked (v1 id, v2 UUID, the integration record id), so a
 //! lead created from the CRM (stage 1.1) comes back to its CRM record. What is pushed is the
@@ -9,52 +9,67 @@
 //! `customer.created` two or three times within a second, some copies nearly empty).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::lock::EntityLock;
-use crate::canonical::{CrmEvent, CrmEventType, EnerfloRefs};
+use crate::canonical::{CrmEventType, EnerfloRefs};
 use crate::config::LeadFields;
-use crate::consumer::{Outcome, OutcomeKind, StageHandler};
-use crate::crm::CrmConnector;
+use crate::consumer::OutcomeKind;
+use crate::crm::CrmAck;
 use crate::enerflo::envelope::Envelope;
 use crate::error::SyncError;
-use crate::hashing::sha256_hex;
-use crate::mapping::lead::{
-    CustomerEvent, LeadKey, crm_target, enerflo_target, is_thin, merge_keep, state_hash,
-    state_scope, written_scope,
+use crate::mapping::lead::{CustomerEvent, LeadKey, is_thin, merge_keep, state_hash};
+use crate::pipeline::{
+    Decision, EntityKeys, Kit, OutboundStage, Push, ReadError, Remember, StageMessage,
 };
-use crate::queue::MessageMeta;
-use crate::store::{
-    ClaimStore, EchoStore, EntityKind, EntityLink, IdForm, IdRef, SyncState, SyncStateStore,
-    XrefStore,
-};
-use crate::timefmt::now_rfc3339;
+use crate::registry::Stage;
+use crate::store::{EntityKind, EntityLink, IdForm, IdRef, SyncState};
+use crate::sync::{Direction, EchoTarget, StateKey};
 
 pub struct LeadsStage {
-    pub crm: Arc<dyn CrmConnector>,
-    pub xref: Arc<dyn XrefStore>,
-    pub claims: Arc<dyn ClaimStore>,
-    pub state: Arc<dyn SyncStateStore>,
-    pub echo: Arc<dyn EchoStore>,
     pub fields: LeadFields,
-    pub include_raw: bool,
-    pub echo_ttl: Duration,
+}
+
+/// A customer event, then what `resolve` linked.
+pub struct LeadEvent {
+    pub source_event: String,
+    pub customer: CustomerEvent,
+    /// Every id form the event carries, the integration record id first (when ids disagree, the
+    /// entity the CRM id belongs to wins).
+    pub ids: Vec<IdRef>,
+    /// The customer as the event names it (its first non-integration id), for outcomes.
+    pub customer_key: String,
+    /// The customer entity, linked by `resolve`; `None` for a thin copy of a customer never
+    /// synced, which is not linked and is skipped by `decide`.
+    pub link: Option<EntityLink>,
+}
+
+fn thin(customer: &str) -> Decision {
+    Decision::skip(
+        OutcomeKind::Incomplete,
+        format!(
+            "{customer}: no name or no contact data and never synced; waiting for a fuller copy"
+        ),
+    )
 }
 
 #[async_trait]
-impl StageHandler for LeadsStage {
-    async fn handle(
-        &self,
-        meta: &MessageMeta,
-        body: &str,
-        _attempt: u32,
-    ) -> Result<Outcome, SyncError> {
-        let envelope = Envelope::parse(body.as_bytes(), Some(&meta.event))
-            .map_err(|e| SyncError::permanent(format!("{} body unreadable: {e}", meta.event)))?;
+impl OutboundStage for LeadsStage {
+    type Event = LeadEvent;
+
+    fn stage(&self) -> Stage {
+        Stage::Leads
+    }
+
+    fn read(&self, msg: &StageMessage<'_>) -> Result<LeadEvent, ReadError> {
+        let envelope =
+            Envelope::parse(msg.body.as_bytes(), Some(&msg.meta.event)).map_err(|e| {
+                ReadError::Unreadable {
+                    event: msg.meta.event.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
         if !matches!(
             envelope.event.as_str(),
             "new_customer"
@@ -63,107 +78,89 @@ impl StageHandler for LeadsStage {
                 | "customer.updated.v2"
                 | "customer.updated"
         ) {
-            return Err(SyncError::permanent(format!(
-                "the leads stage does not handle `{}`",
-                envelope.event
-            )));
+            return Err(ReadError::WrongStage {
+                stage: Stage::Leads,
+                event: envelope.event,
+            });
         }
-        let event = CustomerEvent::from_envelope(&envelope, &self.fields);
-
-        // Every id form, the integration record id first: when ids disagree, the entity the CRM
-        // id belongs to wins.
+        let customer = CustomerEvent::from_envelope(&envelope, &self.fields);
         let mut ids = Vec::new();
-        if let Some(ext) = &event.ids.external_id {
+        if let Some(ext) = &customer.ids.external_id {
             ids.push(IdRef::new(IdForm::Integration, ext));
         }
-        if let Some(id) = event.ids.customer_id {
+        if let Some(id) = customer.ids.customer_id {
             ids.push(IdRef::new(IdForm::CustomerId, id));
         }
-        if let Some(uuid) = &event.ids.customer_uuid {
+        if let Some(uuid) = &customer.ids.customer_uuid {
             ids.push(IdRef::new(IdForm::CustomerUuid, uuid));
         }
-        let Some(customer) = ids
+        let Some(customer_key) = ids
             .iter()
             .find(|id| id.form != IdForm::Integration)
             .map(IdRef::key)
         else {
-            return Err(SyncError::permanent(format!(
-                "{}: no customer id (v1 `id` or v2 `customer.id`)",
-                envelope.event
-            )));
+            return Err(ReadError::Missing {
+                event: envelope.event,
+                what: vec!["no customer id (v1 `id` or v2 `customer.id`)".to_owned()],
+            });
         };
+        Ok(LeadEvent {
+            source_event: envelope.event,
+            customer,
+            ids,
+            customer_key,
+            link: None,
+        })
+    }
 
+    async fn resolve(
+        &self,
+        kit: &Kit,
+        _msg: &StageMessage<'_>,
+        ev: &mut LeadEvent,
+    ) -> Result<EntityKeys, SyncError> {
         let mut known = None;
-        for id in &ids {
-            if let Some(link) = self.xref.resolve(EntityKind::Customer, id).await? {
+        for id in &ev.ids {
+            if let Some(link) = kit.xref.resolve(EntityKind::Customer, id).await? {
                 known = Some(link);
                 break;
             }
         }
-        let key_hash = LeadKey::of(&event.lead).hash();
+        let key_hash = LeadKey::of(&ev.customer.lead).hash();
         let mut bridged = false;
         if known.is_none()
-            && event.ids.external_id.is_none()
-            && let Some(crm_id) = self.written_by_us(&key_hash).await?
+            && ev.customer.ids.external_id.is_none()
+            && let Some(crm_id) = written_by_us(kit, &key_hash).await?
         {
             // A lead we created from the CRM, echoing with only Enerflo's ids.
-            ids.insert(0, IdRef::new(IdForm::Integration, crm_id));
+            ev.ids.insert(0, IdRef::new(IdForm::Integration, crm_id));
             bridged = true;
         }
-        if known.is_none() && !bridged && is_thin(&event.lead) {
-            return Ok(thin(&customer));
+        if known.is_none() && !bridged && is_thin(&ev.customer.lead) {
+            // Nothing is linked for a thin copy of a customer never synced: `decide` skips it
+            // (`link` stays `None`). The lease is the one its entity would have when linked by
+            // this id alone.
+            return Ok(EntityKeys::same(StateKey::Lead(ev.customer_key.clone())));
         }
-
-        let link = self.xref.link(EntityKind::Customer, &ids).await?;
-        let lock = EntityLock::acquire(
-            &self.claims,
-            &format!("lead#{}", link.key),
-            Duration::from_secs(60),
-        )
-        .await?;
-        let result = self.sync(&envelope, &event, link, meta, body).await;
-        lock.release().await;
-        result
-    }
-}
-
-fn thin(customer: &str) -> Outcome {
-    Outcome::new(
-        OutcomeKind::Incomplete,
-        format!(
-            "{customer}: no name or no contact data and never synced; waiting for a fuller copy"
-        ),
-    )
-}
-
-impl LeadsStage {
-    /// The CRM id a lead with this key was written to Enerflo for, while that write is recent
-    /// enough to echo (the fingerprint's TTL).
-    async fn written_by_us(&self, key_hash: &str) -> Result<Option<String>, SyncError> {
-        let Some(written) = self.state.get_state(&written_scope(key_hash)).await? else {
-            return Ok(None);
-        };
-        let Some(crm_id) = written.data.get("crm_id").and_then(Value::as_str) else {
-            return Ok(None);
-        };
-        Ok(self
-            .echo
-            .is_echo(&enerflo_target(crm_id), key_hash)
-            .await?
-            .then(|| crm_id.to_owned()))
+        let link = kit.xref.link(EntityKind::Customer, &ev.ids).await?;
+        let keys = EntityKeys::same(StateKey::Lead(link.key.clone()));
+        ev.link = Some(link);
+        Ok(keys)
     }
 
-    async fn sync(
+    async fn decide(
         &self,
-        envelope: &Envelope,
-        event: &CustomerEvent,
-        link: EntityLink,
-        meta: &MessageMeta,
-        body: &str,
-    ) -> Result<Outcome, SyncError> {
-        // Re-read under the lock: another worker may have set the CRM id meanwhile.
+        kit: &Kit,
+        msg: &StageMessage<'_>,
+        ev: LeadEvent,
+        last: Option<&SyncState>,
+    ) -> Result<Decision, SyncError> {
+        let Some(link) = ev.link else {
+            return Ok(thin(&ev.customer_key));
+        };
+        // Re-read under the lease: another worker may have set the CRM id meanwhile.
         let link = match IdRef::parse_key(&link.key) {
-            Some(id) => self
+            Some(id) => kit
                 .xref
                 .resolve(EntityKind::Customer, &id)
                 .await?
@@ -171,122 +168,132 @@ impl LeadsStage {
             None => link,
         };
         let who = format!("customer entity {}", link.key);
-        let scope = state_scope(&link.key);
-        let last = self.state.get_state(&scope).await?;
-        if last.is_none() && is_thin(&event.lead) {
+        if last.is_none() && is_thin(&ev.customer.lead) {
             return Ok(thin(&link.key));
         }
-        let fresh = serde_json::to_value(&event.lead).unwrap_or(Value::Null);
-        let merged = match &last {
+        let fresh = serde_json::to_value(&ev.customer.lead).unwrap_or(Value::Null);
+        let merged = match last {
             Some(l) => merge_keep(&fresh, &l.data),
             None => fresh,
         };
         let hash = state_hash(&merged);
         let merged_key = LeadKey::of_value(&merged).hash();
 
-        if last.as_ref().is_some_and(|l| l.hash == hash) {
-            return Ok(Outcome::new(
+        if last.is_some_and(|l| l.hash == hash) {
+            return Ok(Decision::skip(
                 OutcomeKind::Unchanged,
                 format!("{who}: no mapped field changed"),
             ));
         }
         // Our own stage-1.1 write coming back: drop it, but remember what Enerflo added (its
         // timezone, coordinates) as synced, so it is not pushed later either.
-        let last_agrees = last
-            .as_ref()
-            .is_none_or(|l| LeadKey::of_value(&l.data).hash() == merged_key);
+        //
+        // The check is `fingerprinted`, not `is_ours`: stage 1.1 (`crate::inbound::leads`)
+        // records only fingerprints for `enerflo:lead:<crm id>`, no last-write marker, so
+        // `is_ours` would answer the same today; what guards a change made back to an old value
+        // (A -> B -> A in Enerflo) here is `last_agrees`: the last synced state must already
+        // have this content's key.
+        let last_agrees = last.is_none_or(|l| LeadKey::of_value(&l.data).hash() == merged_key);
         if last_agrees {
             for crm_id in crm_ids(&link) {
-                if self
+                if kit
                     .echo
-                    .is_echo(&enerflo_target(&crm_id), &merged_key)
+                    .fingerprinted(
+                        Direction::ToEnerflo,
+                        &EchoTarget::Lead(crm_id.clone()),
+                        std::slice::from_ref(&merged_key),
+                    )
                     .await?
                 {
-                    self.put(&scope, hash, merged).await?;
-                    return Ok(Outcome::new(
-                        OutcomeKind::Echo,
-                        format!("{who}: our own write for CRM record {crm_id}"),
-                    ));
+                    return Ok(Decision::Skip {
+                        outcome: OutcomeKind::Echo,
+                        detail: format!("{who}: our own write for CRM record {crm_id}"),
+                        remember: Some(Remember { hash, data: merged }),
+                    });
                 }
             }
         }
 
-        let refs = EnerfloRefs {
+        let enerflo = EnerfloRefs {
             customer_id: link
                 .id(IdForm::CustomerId)
                 .and_then(|v| v.parse().ok())
-                .or(event.ids.customer_id),
+                .or(ev.customer.ids.customer_id),
             customer_uuid: link
                 .id(IdForm::CustomerUuid)
-                .or_else(|| event.ids.customer_uuid.clone()),
+                .or_else(|| ev.customer.ids.customer_uuid.clone()),
             ..EnerfloRefs::default()
         };
-        let crm_event = CrmEvent {
+        // Fingerprint first (the pipeline records it before delivering): the CRM's automation
+        // may call POST /crm/leads back before we return. A CRM id learnt from the answer is
+        // fingerprinted in `delivered`.
+        let echo = link
+            .crm_id
+            .clone()
+            .map(|crm_id| (EchoTarget::Lead(crm_id), vec![merged_key]));
+        Ok(Decision::Push(Box::new(Push {
             event_type: CrmEventType::LeadUpserted,
-            id: format!(
-                "evt_{}",
-                &sha256_hex(format!("lead.upserted|{}|{hash}", link.key).as_bytes())[..32]
-            ),
-            occurred_at: event
-                .occurred_at
-                .clone()
-                .or_else(|| Some(meta.received_at.clone()).filter(|s| !s.is_empty()))
-                .unwrap_or_else(now_rfc3339),
-            source_event: envelope.event.clone(),
-            crm_id: link.crm_id.clone(),
-            enerflo: refs,
+            source_event: ev.source_event,
+            occurred_at: ev.customer.occurred_at.clone(),
+            kind: EntityKind::Customer,
+            link,
+            enerflo,
             data: merged.clone(),
-            raw: self.include_raw.then(
-                || json!({"webhook": serde_json::from_str::<Value>(body).unwrap_or(Value::Null)}),
-            ),
-        };
+            raw: kit.include_raw.then(|| {
+                json!({"webhook": serde_json::from_str::<Value>(msg.body).unwrap_or(Value::Null)})
+            }),
+            remember: Remember { hash, data: merged },
+            echo,
+            subject: who,
+        })))
+    }
 
-        // Fingerprint first: the CRM's automation may call POST /crm/leads back before we return.
-        let ttl = self.echo_ttl.as_secs();
-        if let Some(crm_id) = &link.crm_id {
-            self.echo
-                .record_write(&crm_target(crm_id), &merged_key, ttl)
+    async fn delivered(
+        &self,
+        kit: &Kit,
+        push: &Push,
+        crm_id: Option<&str>,
+        _ack: &CrmAck,
+    ) -> Result<(), SyncError> {
+        // The CRM named a contact the link did not have (now adopted): fingerprint what was
+        // pushed under it too, so its automation sending it back is recognised by stage 1.1.
+        if let Some(id) = crm_id
+            && push.link.crm_id.as_deref() != Some(id)
+        {
+            kit.echo
+                .record_fingerprints(
+                    Direction::ToCrm,
+                    &EchoTarget::Lead(id.to_owned()),
+                    &[LeadKey::of_value(&push.data).hash()],
+                )
                 .await?;
         }
-        let ack = self.crm.deliver(&crm_event).await?;
-        let crm_id = match &ack.crm_id {
-            Some(id) if link.crm_id.as_deref() != Some(id.as_str()) => {
-                self.xref
-                    .set_crm_id(EntityKind::Customer, &link.key, id)
-                    .await?;
-                self.echo
-                    .record_write(&crm_target(id), &merged_key, ttl)
-                    .await?;
-                Some(id.clone())
-            }
-            Some(id) => Some(id.clone()),
-            None => link.crm_id.clone(),
-        };
-        self.put(&scope, hash, merged).await?;
-        Ok(Outcome::new(
-            OutcomeKind::Delivered,
-            format!(
-                "lead.upserted for {who} (crm_id {}, event {})",
-                crm_id.as_deref().unwrap_or("none"),
-                crm_event.id
-            ),
-        ))
-    }
-
-    async fn put(&self, scope: &str, hash: String, data: Value) -> Result<(), SyncError> {
-        self.state
-            .put_state(
-                scope,
-                &SyncState {
-                    hash,
-                    data,
-                    updated_at: now_rfc3339(),
-                    seq: 0,
-                },
-            )
-            .await?;
         Ok(())
     }
+}
+
+/// The CRM id a lead with this key was written to Enerflo for, while that write is recent
+/// enough to echo (the fingerprint's TTL).
+async fn written_by_us(kit: &Kit, key_hash: &str) -> Result<Option<String>, SyncError> {
+    let Some(written) = kit
+        .state
+        .get_state(&StateKey::LeadWritten(key_hash.to_owned()).scope())
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Some(crm_id) = written.data.get("crm_id").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    Ok(kit
+        .echo
+        .fingerprinted(
+            Direction::ToEnerflo,
+            &EchoTarget::Lead(crm_id.to_owned()),
+            &[key_hash.to_owned()],
+        )
+        .await?
+        .then(|| crm_id.to_owned()))
 }
 
 /// The CRM ids an entity is known by: its CRM contact and the integration record ids Enerflo
@@ -309,12 +316,17 @@ fn crm_ids(link: &EntityLink) -> BTreeSet<String> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     use super::*;
-    use crate::classify::Stage;
-    use crate::crm::{CrmAck, CrmError};
+    use crate::canonical::CrmEvent;
+    use crate::consumer::{Outcome, StageHandler};
+    use crate::crm::{CrmConnector, CrmError};
+    use crate::pipeline::Pipeline;
+    use crate::queue::MessageMeta;
     use crate::store::embedded::EmbeddedStore;
+    use crate::store::{EchoStore, SyncStateStore, XrefStore};
 
     const V1_NEW: &str = include_str!("../../../tests/fixtures/enerflo/v1-new_customer.json");
     const V1_UPDATE: &str = include_str!("../../../tests/fixtures/enerflo/v1-update_customer.json");
@@ -349,23 +361,28 @@ mod tests {
     struct World {
         crm: Arc<FakeCrm>,
         store: Arc<EmbeddedStore>,
-        stage: LeadsStage,
+        stage: Pipeline<LeadsStage>,
     }
 
     impl World {
         fn new() -> Self {
             let crm = Arc::new(FakeCrm::default());
             let store = Arc::new(EmbeddedStore::in_memory().unwrap());
-            let stage = LeadsStage {
-                crm: crm.clone(),
-                xref: store.clone(),
-                claims: store.clone(),
-                state: store.clone(),
-                echo: store.clone(),
-                fields: LeadFields::default(),
-                include_raw: false,
-                echo_ttl: Duration::from_secs(3600),
-            };
+            let kit = Kit::new(
+                crm.clone(),
+                store.clone(),
+                store.clone(),
+                store.clone(),
+                store.clone(),
+                Duration::from_secs(3600),
+                false,
+            );
+            let stage = Pipeline::new(
+                LeadsStage {
+                    fields: LeadFields::default(),
+                },
+                kit,
+            );
             Self { crm, store, stage }
         }
 
@@ -505,6 +522,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_thin_copy_of_an_unknown_customer_links_nothing() {
+        let w = World::new();
+        assert_eq!(w.deliver(&near_empty()).await.status, "incomplete");
+        let linked = w
+            .store
+            .resolve(
+                EntityKind::Customer,
+                &IdRef::new(IdForm::CustomerUuid, UUID),
+            )
+            .await
+            .unwrap();
+        assert!(linked.is_none(), "{linked:?}");
+        assert!(w.writes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_push_to_a_linked_contact_is_fingerprinted_under_it() {
+        let w = World::new();
+        assert_eq!(w.deliver(V2_CREATED).await.status, "delivered");
+        let phone = with(V2_CREATED, |v| {
+            v["payload"]["customer"]["phone"] = json!("5550109999");
+            v["payload"]["customer"]["mobile"] = json!("5550109999");
+        });
+        assert_eq!(w.deliver(&phone).await.status, "delivered");
+        let pushed = LeadKey::of_value(&w.writes()[1].data).hash();
+        assert!(
+            w.store
+                .is_echo(
+                    &EchoTarget::Lead("crm-contact-1".into()).written(Direction::ToCrm),
+                    &pushed
+                )
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
     async fn a_near_empty_copy_after_the_full_one_never_blanks_the_crm() {
         let w = World::new();
         assert_eq!(w.deliver(V2_CREATED).await.status, "delivered");
@@ -559,12 +613,16 @@ mod tests {
             .await
             .unwrap();
         w.store
-            .record_write(&enerflo_target("crm-lead-0001"), &key, 3600)
+            .record_write(
+                &EchoTarget::Lead("crm-lead-0001".into()).written(Direction::ToEnerflo),
+                &key,
+                3600,
+            )
             .await
             .unwrap();
         w.store
             .put_state(
-                &written_scope(&key),
+                &StateKey::LeadWritten(key.clone()).scope(),
                 &SyncState {
                     hash: key.clone(),
                     data: json!({"crm_id": "crm-lead-0001"}),
@@ -586,7 +644,7 @@ mod tests {
             .unwrap();
         w.store
             .put_state(
-                &state_scope(&link.key),
+                &StateKey::Lead(link.key.clone()).scope(),
                 &SyncState {
                     hash: state_hash(&canonical),
                     data: canonical,
@@ -675,12 +733,16 @@ mod tests {
             .await
             .unwrap();
         w.store
-            .record_write(&enerflo_target("crm-lead-0001"), &key, 3600)
+            .record_write(
+                &EchoTarget::Lead("crm-lead-0001".into()).written(Direction::ToEnerflo),
+                &key,
+                3600,
+            )
             .await
             .unwrap();
         w.store
             .put_state(
-                &written_scope(&key),
+                &StateKey::LeadWritten(key.clone()).scope(),
                 &SyncState {
                     hash: key.clone(),
                     data: json!({"crm_id": "crm-lead-0001"}),
@@ -734,7 +796,10 @@ mod tests {
         let pushed = LeadKey::of_value(&w.writes()[0].data).hash();
         assert!(
             w.store
-                .is_echo(&crm_target("crm-contact-1"), &pushed)
+                .is_echo(
+                    &EchoTarget::Lead("crm-contact-1".into()).written(Direction::ToCrm),
+                    &pushed
+                )
                 .await
                 .unwrap()
         );
