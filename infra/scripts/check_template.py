@@ -10,7 +10,9 @@ secrets and least privilege):
   sqs-visibility   every queue feeding a function has VisibilityTimeout >= 6x that function's
                    Timeout (Globals included); cfn-lint only enforces 1x
   queue-dlq        every source queue redrives to a DLQ with maxReceiveCount >= 5, and a FIFO
-                   source to a FIFO DLQ
+                   source to a FIFO DLQ; when the template has a RetryMaxAttempts parameter, also
+                   maxReceiveCount >= its MaxValue x the source's BatchSize (receives of a message
+                   held back behind failing ones of its group are not attempts, see README)
   batch-failures   every SQS event source reports partial batch failures (ReportBatchItemFailures)
   noecho           every parameter named like a token, secret or API key has NoEcho: true
   access-log-path  no API access log format records $context.path (the webhook token is a path
@@ -64,6 +66,9 @@ import yaml
 
 VISIBILITY_FACTOR = 6
 MIN_MAX_RECEIVE_COUNT = 5
+# The consumer's attempt budget; the source queues' redrive must never act before it does.
+RETRY_PARAMETER = "RetryMaxAttempts"
+DEFAULT_SQS_BATCH_SIZE = 10
 # CloudFormation / SAM defaults used when a property is absent.
 DEFAULT_LAMBDA_TIMEOUT = 3
 DEFAULT_VISIBILITY_TIMEOUT = 30
@@ -398,8 +403,35 @@ class Checker:
                     function_id = None
                 yield logical_id, queue_id, props.get("FunctionResponseTypes"), function_id
 
+    def batch_sizes(self) -> dict[str, int | None]:
+        """The largest BatchSize any SQS source reads each queue with (None: not a number)."""
+        sizes: dict[str, int | None] = {}
+        for logical_id in self.resources:
+            props = self.props(logical_id)
+            if self.rtype(logical_id) == "AWS::Serverless::Function":
+                sources = [
+                    (self.target(p.get("Queue")), p.get("BatchSize"))
+                    for p in (
+                        _mapping(_mapping(e).get("Properties"))
+                        for e in _mapping(props.get("Events")).values()
+                        if _mapping(e).get("Type") == "SQS"
+                    )
+                ]
+            elif self.rtype(logical_id) == "AWS::Lambda::EventSourceMapping":
+                sources = [(self.target(props.get("EventSourceArn")), props.get("BatchSize"))]
+            else:
+                continue
+            for queue_id, size in sources:
+                if queue_id is None:
+                    continue
+                n = _int(self.scalar(size)) if size is not None else DEFAULT_SQS_BATCH_SIZE
+                known = sizes.get(queue_id, 0)
+                sizes[queue_id] = None if n is None or known is None else max(known, n)
+        return sizes
+
     def check_sqs_sources(self) -> None:
         source_queues: dict[str, str] = {}
+        self.source_batch_sizes = self.batch_sizes()
         for where, queue_id, response_types, function_id in self.sqs_sources():
             types = response_types if isinstance(response_types, list) else [response_types]
             self.record(
@@ -466,6 +498,20 @@ class Checker:
                 f"maxReceiveCount {redrive.get('maxReceiveCount')!r} < {MIN_MAX_RECEIVE_COUNT} "
                 "(throttling alone can dead-letter messages)"
             )
+        if RETRY_PARAMETER in self.parameters and count is not None:
+            max_attempts = _int(_mapping(self.parameters[RETRY_PARAMETER]).get("MaxValue"))
+            batch = self.source_batch_sizes.get(queue_id, DEFAULT_SQS_BATCH_SIZE)
+            if max_attempts is None or batch is None:
+                problems.append(
+                    f"cannot resolve {RETRY_PARAMETER} MaxValue or the source's BatchSize to a "
+                    "number, so maxReceiveCount cannot be shown to outlast the retry budget"
+                )
+            elif count < max_attempts * batch:
+                problems.append(
+                    f"maxReceiveCount {count} < {RETRY_PARAMETER} MaxValue {max_attempts} x "
+                    f"BatchSize {batch} = {max_attempts * batch} (a message held back behind "
+                    "failing ones of its group could be redriven, without a reason, first)"
+                )
         target = redrive.get("deadLetterTargetArn")
         dlq_id = self.target(target)
         if dlq_id is not None and self.rtype(dlq_id) == "AWS::SQS::Queue":

@@ -108,6 +108,10 @@ impl EventLog for NullStore {
     async fn for_entity(&self, _: &str, _: usize) -> Result<Vec<EventRecord>, StoreError> {
         Ok(Vec::new())
     }
+
+    async fn count_attempt(&self, _: &str, _: u64) -> Result<u32, StoreError> {
+        Ok(1)
+    }
 }
 
 // ----- harness ------------------------------------------------------------------------------------

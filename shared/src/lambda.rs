@@ -49,10 +49,27 @@ pub async fn serve_http(router: Router) -> Result<(), lambda_http::Error> {
     .await
 }
 
-/// One SQS batch: every message that is not done is reported as a batch item failure.
-pub async fn handle_sqs_batch(consumer: &Consumer, event: SqsEvent) -> SqsBatchResponse {
-    let deliveries: Vec<_> = event.records.iter().map(delivery_from_lambda).collect();
-    let dispositions = consumer.process_batch(&deliveries).await;
+/// One SQS batch: every message that is not done is reported as a batch item failure. The batch
+/// must be answered before the invocation's deadline (`context.deadline`): messages there is no
+/// time left for are reported too, untried, and calls are bounded by the time left.
+pub async fn handle_sqs_batch(
+    consumer: &Consumer,
+    event: LambdaEvent<SqsEvent>,
+) -> SqsBatchResponse {
+    let deliveries: Vec<_> = event
+        .payload
+        .records
+        .iter()
+        .map(delivery_from_lambda)
+        .collect();
+    let dispositions = if event.context.deadline == 0 {
+        // Lambda always sends a deadline; without one, nothing is bounded.
+        tracing::warn!("the invocation names no deadline; processing the batch unbounded");
+        consumer.process_batch(&deliveries).await
+    } else {
+        let deadline = crate::deadline::from_epoch_millis(event.context.deadline);
+        consumer.process_batch_until(&deliveries, deadline).await
+    };
     let mut response = SqsBatchResponse::default();
     for (delivery, disposition) in deliveries.iter().zip(dispositions) {
         if disposition == Disposition::Retry {
@@ -68,9 +85,7 @@ pub async fn serve_sqs(consumer: Consumer) -> Result<(), lambda_runtime::Error> 
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<SqsEvent>| {
             let consumer = consumer.clone();
-            async move {
-                Ok::<_, lambda_runtime::Error>(handle_sqs_batch(&consumer, event.payload).await)
-            }
+            async move { Ok::<_, lambda_runtime::Error>(handle_sqs_batch(&consumer, event).await) }
         },
     ))
     .await
@@ -121,4 +136,133 @@ pub async fn run_inbound_route(route: crate::registry::Route) -> Result<(), lamb
         config.max_body_bytes,
     ))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use async_trait::async_trait;
+    use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::classify::Stage;
+    use crate::consumer::{Outcome, OutcomeKind, StageHandler};
+    use crate::error::SyncError;
+    use crate::queue::{Delivery, EventQueue, MessageMeta, QueueError, QueueMessage};
+    use crate::retry::RetryPolicy;
+    use crate::store::embedded::EmbeddedStore;
+
+    /// Answers every message after `takes`, like an Enerflo answering in 12 s.
+    struct Slow {
+        takes: Duration,
+        started: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl StageHandler for Slow {
+        async fn handle(&self, meta: &MessageMeta, _: &str, _: u32) -> Result<Outcome, SyncError> {
+            self.started.lock().unwrap().push(meta.dedupe_key.clone());
+            tokio::time::sleep(self.takes).await;
+            Ok(Outcome::new(OutcomeKind::Delivered, "ok"))
+        }
+    }
+
+    struct NoQueue;
+
+    #[async_trait]
+    impl EventQueue for NoQueue {
+        async fn send(&self, _: &QueueMessage) -> Result<(), QueueError> {
+            Ok(())
+        }
+        fn has_stage(&self, _: Stage) -> bool {
+            true
+        }
+        async fn defer(&self, _: Stage, receipt: &str, _: Duration) -> Result<(), QueueError> {
+            panic!("nothing here fails, so nothing is deferred ({receipt})")
+        }
+        async fn dead_letter(&self, _: Stage, d: &Delivery, _: &str) -> Result<(), QueueError> {
+            panic!(
+                "nothing here fails, so nothing is dead-lettered ({})",
+                d.message_id
+            )
+        }
+    }
+
+    fn record(n: usize) -> SqsMessage {
+        let meta = MessageMeta {
+            stage: Stage::Project,
+            event: "deal_updated".into(),
+            dedupe_key: format!("evt-{n}"),
+            group: format!("deal:{n}"),
+            received_at: "2025-01-01T00:00:00Z".into(),
+        };
+        let mut msg = SqsMessage::default();
+        msg.message_id = Some(format!("m-{n}"));
+        msg.receipt_handle = Some(format!("r-{n}"));
+        msg.body = Some("{}".into());
+        msg.attributes
+            .insert("ApproximateReceiveCount".into(), "1".into());
+        msg.message_attributes = meta
+            .to_attributes()
+            .into_iter()
+            .map(|(k, v)| {
+                let mut a = SqsMessageAttribute::default();
+                a.string_value = Some(v);
+                a.data_type = Some("String".into());
+                (k.to_owned(), a)
+            })
+            .collect::<HashMap<_, _>>();
+        msg
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_that_cannot_finish_before_the_deadline_reports_the_unstarted_messages() {
+        // GIVEN a handler that takes 12 s a message, and a batch of 4 with 40 s left (room for 3)
+        let handler = Arc::new(Slow {
+            takes: Duration::from_secs(12),
+            started: Mutex::default(),
+        });
+        let consumer = Consumer {
+            handler: handler.clone(),
+            queue: Arc::new(NoQueue),
+            log: Arc::new(EmbeddedStore::in_memory().unwrap()),
+            retry: RetryPolicy::default(),
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let mut event = SqsEvent::default();
+        event.records = (1..=4).map(record).collect();
+        let mut context = lambda_runtime::Context::default();
+        context.deadline = now_ms + 40_000;
+        let started = Instant::now();
+
+        // WHEN Lambda invokes the consumer
+        let response = handle_sqs_batch(&consumer, LambdaEvent::new(event, context)).await;
+
+        // THEN it started the 3 that fit, reported the 4th as a batch item failure, and was done
+        // before the deadline
+        let failures: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failures, ["m-4"]);
+        assert_eq!(
+            *handler.started.lock().unwrap(),
+            ["evt-1", "evt-2", "evt-3"]
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }

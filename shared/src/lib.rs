@@ -9,6 +9,7 @@ pub mod classify;
 pub mod config;
 pub mod consumer;
 pub mod crm;
+pub mod deadline;
 pub mod enerflo;
 pub mod error;
 pub mod hashing;

@@ -713,6 +713,29 @@ async fn event_for_entity_returns_newest_first_and_respects_limit(log: Arc<dyn E
     );
 }
 
+contract!(event_count_attempt_counts_each_message_from_one:
+    embedded_event_count_attempt_counts_each_message_from_one,
+    dynamo_event_count_attempt_counts_each_message_from_one);
+
+async fn event_count_attempt_counts_each_message_from_one(log: Arc<dyn EventLog>) {
+    for expected in 1..=3 {
+        assert_eq!(
+            log.count_attempt("msg-a", 3600).await.expect("count"),
+            expected
+        );
+    }
+    assert_eq!(
+        log.count_attempt("msg-b", 3600).await.expect("count"),
+        1,
+        "each message has its own count"
+    );
+    assert_eq!(
+        log.get("msg-a").await.expect("get"),
+        None,
+        "a count is not an event record"
+    );
+}
+
 contract!(event_expired_record_reads_as_none:
     embedded_event_expired_record_reads_as_none,
     dynamo_event_expired_record_reads_as_none);

@@ -24,6 +24,7 @@ pub struct WebhookCrmConnector {
     secret: SigningSecret,
     /// Set by a 429 (or a 503 with `Retry-After`) to any delivery, checked before every one.
     pause: Pause,
+    timeout: Duration,
 }
 
 impl WebhookCrmConnector {
@@ -42,6 +43,7 @@ impl WebhookCrmConnector {
             url: url.to_owned(),
             secret,
             pause: Pause::default(),
+            timeout,
         })
     }
 }
@@ -70,6 +72,7 @@ impl CrmConnector for WebhookCrmConnector {
         let resp = self
             .http
             .post(&self.url)
+            .timeout(crate::deadline::bound(self.timeout))
             .header("content-type", "application/json")
             .header("webhook-id", &event.id)
             .header("webhook-timestamp", ts.to_string())

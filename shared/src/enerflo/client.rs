@@ -381,6 +381,7 @@ impl EnerfloApi for HttpEnerfloClient {
         body: Option<&Value>,
         budget: Duration,
     ) -> Result<ApiResponse, EnerfloError> {
+        let budget = crate::deadline::bound(budget);
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {

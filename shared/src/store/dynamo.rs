@@ -11,6 +11,7 @@
 //! | claim | `claim#{key}` | `claim` | `status`, `expires_at`, `lease_until_ms`, `outcome` |
 //! | sync state | `state#{scope}` | `state` | `hash`, `data` (JSON text), `updated_at` |
 //! | event | `event#{dedupe_key}` | `event` | the record's fields, `body_gz` (B), `expires_at`, `gsi1pk`/`gsi1sk` |
+//! | attempt count | `attempts#{message_key}` | `attempts` | `attempts` (N), `expires_at` |
 //!
 //! `link` writes an entity's new pointers and its record in one `TransactWriteItems` (pointers
 //! conditional on `attribute_not_exists`); a cancelled transaction means another writer linked
@@ -56,6 +57,7 @@ const ENTITY_SK: &str = "entity";
 const CLAIM_SK: &str = "claim";
 const STATE_SK: &str = "state";
 const EVENT_SK: &str = "event";
+const ATTEMPTS_SK: &str = "attempts";
 
 /// `link` attempts before giving up with [`StoreError::Conflict`]. A lost race is followed by
 /// fresh reads, which find the winner's entity, so two attempts are the norm under contention.
@@ -105,6 +107,10 @@ fn state_pk(scope: &str) -> String {
 
 fn event_pk(dedupe_key: &str) -> String {
     format!("event#{dedupe_key}")
+}
+
+fn attempts_pk(message_key: &str) -> String {
+    format!("attempts#{message_key}")
 }
 
 // ----- attribute values ---------------------------------------------------------------------------
@@ -774,6 +780,26 @@ impl EventLog for DynamoStore {
             }
         }
         Ok(out)
+    }
+
+    async fn count_attempt(&self, message_key: &str, ttl_secs: u64) -> Result<u32, StoreError> {
+        let pk = attempts_pk(message_key);
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(pk.as_str(), ATTEMPTS_SK)))
+            .update_expression("ADD #attempts :one SET #expires_at = :expires_at")
+            .expression_attribute_names("#attempts", "attempts")
+            .expression_attribute_names("#expires_at", "expires_at")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":expires_at", n(after_secs(now_unix(), ttl_secs)))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("count an attempt of {pk}"), e))?;
+        let item = out.attributes.unwrap_or_default();
+        need_n(&item, "attempts")
     }
 }
 

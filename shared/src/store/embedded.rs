@@ -325,6 +325,13 @@ struct StoredEvent {
     expires_at: i64,
 }
 
+/// A queued message's tries ([`EventLog::count_attempt`]).
+#[derive(Serialize, Deserialize)]
+struct AttemptCount {
+    attempts: u32,
+    expires_at: i64,
+}
+
 fn event_key(dedupe_key: &str) -> String {
     format!("event#{dedupe_key}")
 }
@@ -425,6 +432,19 @@ impl EventLog for EmbeddedStore {
             }
         }
         Ok(out)
+    }
+
+    async fn count_attempt(&self, message_key: &str, ttl_secs: u64) -> Result<u32, StoreError> {
+        let k = format!("attempts#{message_key}");
+        self.write(|kv, _| {
+            let attempts = get_json::<AttemptCount>(kv, &k)?.map_or(0, |c| c.attempts) + 1;
+            let count = AttemptCount {
+                attempts,
+                expires_at: now_unix().saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX)),
+            };
+            put_json(kv, &k, &count)?;
+            Ok(attempts)
+        })
     }
 }
 

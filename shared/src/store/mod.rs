@@ -240,6 +240,10 @@ pub trait EventLog: Send + Sync {
     async fn get(&self, dedupe_key: &str) -> Result<Option<EventRecord>, StoreError>;
     /// Most recent first.
     async fn for_entity(&self, entity: &str, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
+    /// Counts one more try of the queued message `message_key` (its queue message id: the same
+    /// on every receive, new for a replay) and returns its tries so far, this one included. The
+    /// count is its own record, kept `ttl_secs`; the first call for a key returns 1.
+    async fn count_attempt(&self, message_key: &str, ttl_secs: u64) -> Result<u32, StoreError>;
 }
 
 /// Gzip for raw bodies: a 1 MiB webhook must fit a 400 KB DynamoDB item.
