@@ -105,6 +105,17 @@ pub struct StageMessage<'a> {
     pub attempt: u32,
 }
 
+impl StageMessage<'_> {
+    /// The body as an Enerflo envelope (v1 or v2), its event name defaulting to the message's.
+    pub fn envelope(&self) -> Result<crate::enerflo::envelope::Envelope, ReadError> {
+        crate::enerflo::envelope::Envelope::parse(self.body.as_bytes(), Some(&self.meta.event))
+            .map_err(|e| ReadError::Unreadable {
+                event: self.meta.event.clone(),
+                detail: e.to_string(),
+            })
+    }
+}
+
 /// The entity an event is about: where its lease and its last synced state live.
 pub struct EntityKeys {
     pub lease: StateKey,

@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 
 use crate::canonical::{CrmEventType, EnerfloRefs};
 use crate::consumer::OutcomeKind;
-use crate::enerflo::envelope::Envelope;
 use crate::enerflo::lenient::value_to_string;
 use crate::error::SyncError;
 use crate::hashing::content_hash;
@@ -43,13 +42,7 @@ impl OutboundStage for ChangeOrderStage {
     }
 
     fn read(&self, msg: &StageMessage<'_>) -> Result<ChangeOrderEvent, ReadError> {
-        let envelope =
-            Envelope::parse(msg.body.as_bytes(), Some(&msg.meta.event)).map_err(|e| {
-                ReadError::Unreadable {
-                    event: msg.meta.event.clone(),
-                    detail: e.to_string(),
-                }
-            })?;
+        let envelope = msg.envelope()?;
         let install = install_id(&envelope.record).ok_or_else(|| ReadError::Missing {
             event: envelope.event.clone(),
             what: vec![

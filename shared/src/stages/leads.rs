@@ -17,7 +17,6 @@ use crate::canonical::{CrmEventType, EnerfloRefs};
 use crate::config::LeadFields;
 use crate::consumer::OutcomeKind;
 use crate::crm::CrmAck;
-use crate::enerflo::envelope::Envelope;
 use crate::error::SyncError;
 use crate::mapping::lead::{CustomerEvent, LeadKey, is_thin, merge_keep, state_hash};
 use crate::pipeline::{
@@ -63,13 +62,7 @@ impl OutboundStage for LeadsStage {
     }
 
     fn read(&self, msg: &StageMessage<'_>) -> Result<LeadEvent, ReadError> {
-        let envelope =
-            Envelope::parse(msg.body.as_bytes(), Some(&msg.meta.event)).map_err(|e| {
-                ReadError::Unreadable {
-                    event: msg.meta.event.clone(),
-                    detail: e.to_string(),
-                }
-            })?;
+        let envelope = msg.envelope()?;
         if !matches!(
             envelope.event.as_str(),
             "new_customer"

@@ -23,7 +23,6 @@ use crate::config::EnerfloFields;
 use crate::consumer::OutcomeKind;
 use crate::enerflo::EnerfloApi;
 use crate::enerflo::api_milestone::DateChange;
-use crate::enerflo::envelope::Envelope;
 use crate::enerflo::lenient::{path, value_to_string, value_to_u64};
 use crate::error::SyncError;
 use crate::hashing::content_hash;
@@ -229,13 +228,7 @@ impl OutboundStage for MilestoneStage {
     }
 
     fn read(&self, msg: &StageMessage<'_>) -> Result<MilestoneEvent, ReadError> {
-        let envelope =
-            Envelope::parse(msg.body.as_bytes(), Some(&msg.meta.event)).map_err(|e| {
-                ReadError::Unreadable {
-                    event: msg.meta.event.clone(),
-                    detail: e.to_string(),
-                }
-            })?;
+        let envelope = msg.envelope()?;
         read_event(&envelope.record, &self.fields, &self.install_id_paths)
     }
 

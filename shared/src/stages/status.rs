@@ -22,7 +22,6 @@ use crate::config::EnerfloFields;
 use crate::consumer::OutcomeKind;
 use crate::enerflo::EnerfloApi;
 use crate::enerflo::api_status::{StatusCatalog, name_in, normalise_name};
-use crate::enerflo::envelope::Envelope;
 use crate::enerflo::lenient::{path, value_to_string, value_to_u64};
 use crate::error::SyncError;
 use crate::hashing::content_hash;
@@ -163,13 +162,7 @@ impl OutboundStage for StatusStage {
     }
 
     fn read(&self, msg: &StageMessage<'_>) -> Result<StatusEvent, ReadError> {
-        let envelope =
-            Envelope::parse(msg.body.as_bytes(), Some(&msg.meta.event)).map_err(|e| {
-                ReadError::Unreadable {
-                    event: msg.meta.event.clone(),
-                    detail: e.to_string(),
-                }
-            })?;
+        let envelope = msg.envelope()?;
         read_event(&envelope.event, &envelope.record, &self.install_id_paths)
     }
 
