@@ -221,6 +221,25 @@ pub trait OutboundStage: Send + Sync {
     ) -> Result<(), SyncError> {
         Ok(())
     }
+
+    /// Whether the CRM id the answer names is the CRM id of `push.link` (adopted there). A stage
+    /// whose answer names another CRM record (stage 5.2: the CRM note, while `push.link` is the
+    /// project the note is on) says no: the answer's id then goes to `delivered` and `remember`
+    /// as it is, and nothing is adopted.
+    fn adopts_crm_id(&self) -> bool {
+        true
+    }
+
+    /// The synced state to save once the CRM answered with `crm_id`; `push.remember` unless the
+    /// stage keeps what the answer says too.
+    fn remember(&self, push: &Push, _crm_id: Option<&str>) -> Remember {
+        push.remember.clone()
+    }
+
+    /// After a push was tried, whether it succeeded or failed (after `delivered` and the saved
+    /// state when it succeeded): undoes what `decide` marked for the push's duration. Its own
+    /// failures are the stage's to log; they do not change the outcome.
+    async fn settled(&self, _kit: &Kit, _push: &Push) {}
 }
 
 /// Runs an [`OutboundStage`] as the consumer's [`StageHandler`].
@@ -257,11 +276,23 @@ impl<S: OutboundStage> Pipeline<S> {
             }
             Decision::Push(push) => push,
         };
+        let result = self.push(msg, &push, &scope, seq + 1).await;
+        self.stage.settled(kit, &push).await;
+        result
+    }
 
-        let seq = seq + 1;
+    /// Delivers a push as the `seq`-th change of the entity at `scope`.
+    async fn push(
+        &self,
+        msg: &StageMessage<'_>,
+        push: &Push,
+        scope: &str,
+        seq: u64,
+    ) -> Result<Outcome, SyncError> {
+        let kit = &self.kit;
         let event = CrmEvent {
             event_type: push.event_type,
-            id: event_id(push.event_type, &scope, seq, &push.remember.hash),
+            id: event_id(push.event_type, scope, seq, &push.remember.hash),
             occurred_at: push
                 .occurred_at
                 .clone()
@@ -281,6 +312,7 @@ impl<S: OutboundStage> Pipeline<S> {
         }
         let ack = kit.crm.deliver(&event).await?;
         let crm_id = match &ack.crm_id {
+            _ if !self.stage.adopts_crm_id() => ack.crm_id.clone(),
             Some(id) if push.link.crm_id.as_deref() != Some(id.as_str()) => {
                 kit.xref.set_crm_id(push.kind, &push.link.key, id).await?;
                 Some(id.clone())
@@ -289,9 +321,15 @@ impl<S: OutboundStage> Pipeline<S> {
             None => push.link.crm_id.clone(),
         };
         self.stage
-            .delivered(kit, &push, crm_id.as_deref(), &ack)
+            .delivered(kit, push, crm_id.as_deref(), &ack)
             .await?;
-        save(kit, &scope, push.remember.clone(), seq).await?;
+        save(
+            kit,
+            scope,
+            self.stage.remember(push, crm_id.as_deref()),
+            seq,
+        )
+        .await?;
         Ok(Outcome::new(
             OutcomeKind::Delivered,
             format!(

@@ -180,17 +180,13 @@ pub fn consumer_for(
             },
             kit,
         )),
-        Stage::Note => Arc::new(crate::stages::note::NoteStage {
-            crm,
-            xref: ports.xref.clone(),
-            claims: ports.claims.clone(),
-            state: ports.state.clone(),
-            echo: ports.echo.clone(),
-            fields: config.fields.clone(),
-            install_id_paths: config.install_id_paths.clone(),
-            include_raw: config.crm_include_raw,
-            echo_ttl: config.echo_ttl,
-        }),
+        Stage::Note => Arc::new(Pipeline::new(
+            crate::stages::note::NoteStage {
+                fields: config.fields.clone(),
+                install_id_paths: config.install_id_paths.clone(),
+            },
+            kit,
+        )),
         Stage::ChangeOrder => Arc::new(Pipeline::new(
             crate::stages::change_order::ChangeOrderStage,
             kit,
@@ -268,10 +264,9 @@ pub fn notes_route(
         xref: ports.xref.clone(),
         claims: ports.claims.clone(),
         state: ports.state.clone(),
-        echo: ports.echo.clone(),
+        echo: ports.echo_guard(config),
         fields: config.fields.clone(),
         budget: config.inbound_wait_budget,
-        echo_ttl: config.echo_ttl,
         idempotency_ttl: config.idempotency_ttl,
     })
 }

@@ -4,7 +4,8 @@
 //! `note#<crm_note_id>`; the loser waits for the winner and answers its result). A note that came
 //! from Enerflo through us (its CRM id was answered to our `note.created`, or its text matches the
 //! fingerprint `crm:note:install:<id>` recorded before the push) answers 200 `{"status":"echo"}`
-//! and creates nothing. See [`crate::stages::note`] for the other direction.
+//! and creates nothing. See [`crate::stages::note`] for the other direction, and
+//! [`crate::sync::notes`] for what both directions share.
 
 // A route's error is the problem+json answer itself, built once per request.
 #![allow(clippy::result_large_err)]
@@ -20,19 +21,17 @@ use tracing::Instrument;
 use crate::config::EnerfloFields;
 use crate::enerflo::EnerfloApi;
 use crate::enerflo::api_notes::{note_body, note_id_from_answer};
-use crate::enerflo::install_note::{note_target, note_text_hash};
+use crate::enerflo::install_note::note_text_hash;
 use crate::http::inbound::{enerflo_problem, json_object, resolve_install, store_problem};
 use crate::http::problem::FieldError;
 use crate::http::router::{InboundRoute, RouteParams};
 use crate::http::{HttpRequest, HttpResponse, Problem};
 use crate::ids::CrmId;
-use crate::stages::note::{
-    NoteOrigin, NoteRecord, crm_note_scope, enerflo_note_scope, get_note_record, id_json,
-    in_flight, mark_in_flight, put_note_record,
+use crate::store::{Claim, ClaimStore, EntityKind, IdForm, IdRef, SyncStateStore, XrefStore};
+use crate::sync::notes::{
+    NoteOrigin, NoteRecord, get_note_record, id_json, in_flight, mark_in_flight, put_note_record,
 };
-use crate::store::{
-    Claim, ClaimStore, EchoStore, EntityKind, IdForm, IdRef, SyncStateStore, XrefStore,
-};
+use crate::sync::{Direction, EchoGuard, EchoTarget, StateKey};
 
 /// How often a concurrent caller looks whether the winner has finished.
 const CLAIM_POLL: Duration = Duration::from_millis(100);
@@ -42,11 +41,10 @@ pub struct NotesRoute {
     pub xref: Arc<dyn XrefStore>,
     pub claims: Arc<dyn ClaimStore>,
     pub state: Arc<dyn SyncStateStore>,
-    pub echo: Arc<dyn EchoStore>,
+    pub echo: EchoGuard,
     pub fields: EnerfloFields,
     /// The longest this route waits on Enerflo (and on a concurrent call of the same note).
     pub budget: Duration,
-    pub echo_ttl: Duration,
     pub idempotency_ttl: Duration,
 }
 
@@ -171,7 +169,11 @@ impl NotesRoute {
         }
         if self
             .echo
-            .is_echo(&format!("crm:{}", note_target(install_id)), &hash)
+            .fingerprinted(
+                Direction::ToCrm,
+                &EchoTarget::Notes(install_id),
+                std::slice::from_ref(&hash),
+            )
             .await
             .map_err(store_problem)?
         {
@@ -182,7 +184,7 @@ impl NotesRoute {
         // its text altered by the CRM. Wait for the push to link its CRM id, then look again.
         let deadline = Instant::now() + self.budget;
         let mut waited = false;
-        while in_flight(self.state.as_ref(), NoteOrigin::Enerflo, install_id)
+        while in_flight(self.state.as_ref(), Direction::ToCrm, install_id)
             .await
             .map_err(store_problem)?
         {
@@ -199,7 +201,7 @@ impl NotesRoute {
             return Ok(answer);
         }
 
-        let key = format!("note#{crm_note_id}");
+        let key = StateKey::CrmNoteClaim(crm_note_id.to_owned()).scope();
         loop {
             let claim = self
                 .claims
@@ -238,9 +240,12 @@ impl NotesRoute {
     /// The answer for a CRM note id we already know: our own push coming back (echo), or a
     /// repeat of a note written from the CRM.
     async fn known(&self, crm_note_id: &str) -> Result<Option<HttpResponse>, Problem> {
-        if let Some(known) = get_note_record(self.state.as_ref(), &crm_note_scope(crm_note_id))
-            .await
-            .map_err(store_problem)?
+        if let Some(known) = get_note_record(
+            self.state.as_ref(),
+            &StateKey::CrmNote(crm_note_id.to_owned()),
+        )
+        .await
+        .map_err(store_problem)?
         {
             let e = known.enerflo_note_id.as_deref();
             tracing::info!(outcome = "known", origin = ?known.origin, "crm note");
@@ -276,10 +281,10 @@ impl NotesRoute {
         // Before the write: Enerflo's webhook for the new note may arrive before its answer.
         if let Err(e) = self
             .echo
-            .record_write(
-                &format!("enerflo:{}", note_target(install_id)),
-                hash,
-                self.echo_ttl.as_secs(),
+            .record(
+                Direction::ToEnerflo,
+                &EchoTarget::Notes(install_id),
+                &[hash.to_owned()],
             )
             .await
         {
@@ -290,7 +295,7 @@ impl NotesRoute {
             + i64::try_from(self.budget.as_millis()).unwrap_or(i64::MAX / 2)
             + 2_000;
         if let Err(e) =
-            mark_in_flight(self.state.as_ref(), NoteOrigin::Crm, install_id, until).await
+            mark_in_flight(self.state.as_ref(), Direction::ToEnerflo, install_id, until).await
         {
             tracing::warn!(error = %e, "note write not marked in flight");
         }
@@ -330,12 +335,12 @@ impl NotesRoute {
             enerflo_note_id: enerflo_note_id.clone(),
             crm_note_id: Some(crm_note_id.to_owned()),
         };
-        let mut scopes = vec![crm_note_scope(crm_note_id)];
+        let mut keys = vec![StateKey::CrmNote(crm_note_id.to_owned())];
         if let Some(e) = &enerflo_note_id {
-            scopes.push(enerflo_note_scope(e));
+            keys.push(StateKey::EnerfloNote(e.clone()));
         }
-        for scope in scopes {
-            if let Err(e) = put_note_record(self.state.as_ref(), &scope, &record, hash).await {
+        for key in keys {
+            if let Err(e) = put_note_record(self.state.as_ref(), &key, &record, hash).await {
                 tracing::error!(error = %e, "note origin not stored");
             }
         }
@@ -364,7 +369,9 @@ impl NotesRoute {
     }
 
     async fn clear_mark(&self, install_id: u64) {
-        if let Err(e) = mark_in_flight(self.state.as_ref(), NoteOrigin::Crm, install_id, 0).await {
+        if let Err(e) =
+            mark_in_flight(self.state.as_ref(), Direction::ToEnerflo, install_id, 0).await
+        {
             tracing::warn!(error = %e, "note write mark not cleared; it expires by itself");
         }
     }
@@ -381,6 +388,7 @@ mod tests {
     use super::*;
     use crate::enerflo::EnerfloError;
     use crate::enerflo::client::ApiResponse;
+    use crate::store::EchoStore;
     use crate::store::embedded::EmbeddedStore;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -448,10 +456,9 @@ mod tests {
                 xref: store.clone(),
                 claims: store.clone(),
                 state: store.clone(),
-                echo: store.clone(),
+                echo: EchoGuard::new(store.clone(), store.clone(), Duration::from_secs(3600)),
                 fields: EnerfloFields::default(),
                 budget: Duration::from_secs(5),
-                echo_ttl: Duration::from_secs(3600),
                 idempotency_ttl: Duration::from_secs(86_400),
             }),
             enerflo,
@@ -570,7 +577,7 @@ mod tests {
         // By id: stage 5.2 pushed Enerflo note 9 and the CRM answered c-9.
         put_note_record(
             k.store.as_ref(),
-            &crm_note_scope("c-9"),
+            &StateKey::CrmNote("c-9".into()),
             &NoteRecord {
                 origin: NoteOrigin::Enerflo,
                 install_id: 700001,
@@ -606,7 +613,7 @@ mod tests {
         // GIVEN Enerflo note 21 is being pushed to the CRM
         let k = kit(Duration::ZERO);
         let far = crate::timefmt::now_millis() + 5_000;
-        mark_in_flight(k.store.as_ref(), NoteOrigin::Enerflo, 700001, far)
+        mark_in_flight(k.store.as_ref(), Direction::ToCrm, 700001, far)
             .await
             .expect("mark");
         // WHEN the CRM's automation posts it back, text altered, before the CRM answered us
@@ -622,7 +629,7 @@ mod tests {
         // ... and then the push completes: the CRM answered c-21
         put_note_record(
             k.store.as_ref(),
-            &crm_note_scope("c-21"),
+            &StateKey::CrmNote("c-21".into()),
             &NoteRecord {
                 origin: NoteOrigin::Enerflo,
                 install_id: 700001,
@@ -633,7 +640,7 @@ mod tests {
         )
         .await
         .expect("state");
-        mark_in_flight(k.store.as_ref(), NoteOrigin::Enerflo, 700001, 0)
+        mark_in_flight(k.store.as_ref(), Direction::ToCrm, 700001, 0)
             .await
             .expect("clear");
         // THEN the post-back answers echo and Enerflo is not called

@@ -1,5 +1,6 @@
-//! Stage 5.2: v1 `new_install_note` -> `note.created` to the CRM, with the loop control both note
-//! directions share.
+//! Stage 5.2: v1 `new_install_note` -> `note.created` to the CRM, run by the outbound pipeline
+//! (`crate::pipeline`). The loop control both note directions share (note records, in-flight
+//! marks) is in `crate::sync::notes`.
 //!
 //! Notes travel both ways, so each note remembers where it came from (sync state `note#...`,
 //! written by this stage and by the inbound route `POST /crm/installs/{install}/notes`):
@@ -9,202 +10,100 @@
 //!   write; it is dropped as an echo;
 //! - a note we pushed to the CRM whose automation posts it back carries the CRM note id the CRM
 //!   answered (origin `enerflo`), or matches `crm:note:install:<id>`, recorded before the push.
+//!
+//! The entity lease is the install's notes (`note#install:<id>`, as the FIFO group: both read the
+//! install id with `crate::enerflo::install_note::install_id`); the synced state is the note
+//! record under the note's Enerflo id (`note#enerflo_note:<id>`).
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::lock::EntityLock;
-use crate::canonical::{CrmEvent, CrmEventType, EnerfloRefs};
+use crate::canonical::{CrmEventType, EnerfloRefs};
 use crate::config::EnerfloFields;
-use crate::consumer::{Outcome, OutcomeKind, StageHandler};
-use crate::crm::CrmConnector;
+use crate::consumer::OutcomeKind;
+use crate::crm::CrmAck;
 use crate::enerflo::envelope::Envelope;
-use crate::enerflo::install_note::{InstallNote, note_target, note_text_hash};
-use crate::error::{StoreError, SyncError};
-use crate::hashing::sha256_hex;
-use crate::queue::MessageMeta;
-use crate::store::{
-    ClaimStore, EchoStore, EntityKind, IdForm, IdRef, SyncState, SyncStateStore, XrefStore,
+use crate::enerflo::install_note::{InstallNote, install_id, note_text_hash};
+use crate::error::SyncError;
+use crate::pipeline::{
+    Decision, EntityKeys, Kit, OutboundStage, Push, ReadError, Remember, StageMessage,
 };
-use crate::timefmt::now_rfc3339;
-
-/// Which system a synced note was first written in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NoteOrigin {
-    /// Created in the CRM and written to Enerflo by `POST /crm/installs/{install}/notes`.
-    Crm,
-    /// Created in Enerflo and pushed to the CRM by this stage.
-    Enerflo,
-}
-
-impl NoteOrigin {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Crm => "crm",
-            Self::Enerflo => "enerflo",
-        }
-    }
-}
-
-/// What is remembered about one synced note, under both of its ids.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NoteRecord {
-    pub origin: NoteOrigin,
-    pub install_id: u64,
-    pub enerflo_note_id: Option<String>,
-    pub crm_note_id: Option<String>,
-}
-
-/// State scope of a note by its Enerflo id.
-pub fn enerflo_note_scope(note_id: &str) -> String {
-    format!("note#enerflo_note:{note_id}")
-}
-
-/// State scope of a note by its CRM id.
-pub fn crm_note_scope(crm_note_id: &str) -> String {
-    format!("note#crm:{crm_note_id}")
-}
-
-pub async fn get_note_record(
-    state: &dyn SyncStateStore,
-    scope: &str,
-) -> Result<Option<NoteRecord>, StoreError> {
-    let Some(s) = state.get_state(scope).await? else {
-        return Ok(None);
-    };
-    let text = |k: &str| {
-        s.data
-            .get(k)
-            .and_then(crate::enerflo::lenient::value_to_string)
-    };
-    let origin = match s.data.get("origin").and_then(Value::as_str) {
-        Some("crm") => NoteOrigin::Crm,
-        _ => NoteOrigin::Enerflo,
-    };
-    Ok(Some(NoteRecord {
-        origin,
-        install_id: s
-            .data
-            .get("install_id")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
-        enerflo_note_id: text("enerflo_note_id"),
-        crm_note_id: text("crm_note_id"),
-    }))
-}
-
-pub async fn put_note_record(
-    state: &dyn SyncStateStore,
-    scope: &str,
-    record: &NoteRecord,
-    text_hash: &str,
-) -> Result<(), StoreError> {
-    state
-        .put_state(
-            scope,
-            &SyncState {
-                hash: text_hash.to_owned(),
-                data: json!({
-                    "origin": record.origin.as_str(),
-                    "install_id": record.install_id,
-                    "enerflo_note_id": record.enerflo_note_id,
-                    "crm_note_id": record.crm_note_id,
-                }),
-                updated_at: now_rfc3339(),
-                seq: 0,
-            },
-        )
-        .await
-}
+use crate::registry::Stage;
+use crate::store::{EntityKind, EntityLink, IdForm, IdRef, SyncState};
+use crate::sync::notes::{
+    NoteOrigin, NoteRecord, id_json, in_flight, mark_in_flight, put_note_record,
+};
+use crate::sync::{Direction, EchoTarget, StateKey};
 
 /// How long a push to the CRM is marked in flight at most (longer than any CRM timeout).
 const PUSH_MARK_MS: i64 = 30_000;
 
-/// State scope marking a note on its way from `origin` to the other system for an install.
-fn in_flight_scope(origin: NoteOrigin, install_id: u64) -> String {
-    match origin {
-        NoteOrigin::Crm => format!("note#writing:install:{install_id}"),
-        NoteOrigin::Enerflo => format!("note#pushing:install:{install_id}"),
+pub struct NoteStage {
+    pub fields: EnerfloFields,
+    pub install_id_paths: Vec<String>,
+}
+
+/// A readable `new_install_note`: the install and text are known.
+pub struct NoteEvent {
+    pub install_id: u64,
+    pub text: String,
+    /// [`note_text_hash`] of the text: the content hash and echo fingerprint.
+    pub hash: String,
+    pub note: InstallNote,
+    pub event: String,
+    /// The webhook record, for `raw`.
+    pub record: Value,
+}
+
+impl NoteEvent {
+    fn label(&self) -> String {
+        format!(
+            "note {} on install {}",
+            self.note.note_id.as_deref().unwrap_or("(no id)"),
+            self.install_id
+        )
+    }
+
+    fn record_of(&self, origin: NoteOrigin, crm_note_id: Option<String>) -> NoteRecord {
+        NoteRecord {
+            origin,
+            install_id: self.install_id,
+            enerflo_note_id: self.note.note_id.clone(),
+            crm_note_id,
+        }
+    }
+
+    /// The note record, as the synced state remembers it.
+    fn remember(&self, origin: NoteOrigin, crm_note_id: Option<String>) -> Remember {
+        Remember {
+            hash: self.hash.clone(),
+            data: self.record_of(origin, crm_note_id).to_data(),
+        }
     }
 }
 
-/// Marks (until `until_ms`, Unix milliseconds; 0 clears) a note from `origin` being written to
-/// the other system for `install_id`. While it is, a note coming back from that other system that
-/// is not recognised yet may be its echo, whose id we do not know yet and whose text the other
-/// system may have altered: it is held back (the note stage retries shortly; the inbound route
-/// waits) instead of being written again. Concurrent writers may clear each other's mark; the
-/// content fingerprint still covers that case.
-pub async fn mark_in_flight(
-    state: &dyn SyncStateStore,
-    origin: NoteOrigin,
-    install_id: u64,
-    until_ms: i64,
-) -> Result<(), StoreError> {
-    state
-        .put_state(
-            &in_flight_scope(origin, install_id),
-            &SyncState {
-                hash: String::new(),
-                data: json!({"until_ms": until_ms}),
-                updated_at: now_rfc3339(),
-                seq: 0,
-            },
-        )
-        .await
-}
-
-/// Whether a note from `origin` is being written to the other system for `install_id`.
-pub async fn in_flight(
-    state: &dyn SyncStateStore,
-    origin: NoteOrigin,
-    install_id: u64,
-) -> Result<bool, StoreError> {
-    Ok(state
-        .get_state(&in_flight_scope(origin, install_id))
-        .await?
-        .and_then(|s| s.data.get("until_ms").and_then(Value::as_i64))
-        .is_some_and(|until| until > crate::timefmt::now_millis()))
-}
-
-/// A note id as JSON: a number when it is one (Enerflo's v1 ids are), else text.
-pub fn id_json(id: &str) -> Value {
-    id.parse::<u64>()
-        .map(Value::from)
-        .unwrap_or_else(|_| Value::String(id.to_owned()))
-}
-
-pub struct NoteStage {
-    pub crm: Arc<dyn CrmConnector>,
-    pub xref: Arc<dyn XrefStore>,
-    pub claims: Arc<dyn ClaimStore>,
-    pub state: Arc<dyn SyncStateStore>,
-    pub echo: Arc<dyn EchoStore>,
-    pub fields: EnerfloFields,
-    pub install_id_paths: Vec<String>,
-    pub include_raw: bool,
-    pub echo_ttl: Duration,
-}
-
 #[async_trait]
-impl StageHandler for NoteStage {
-    async fn handle(
-        &self,
-        meta: &MessageMeta,
-        body: &str,
-        _attempt: u32,
-    ) -> Result<Outcome, SyncError> {
-        let envelope = Envelope::parse(body.as_bytes(), Some(&meta.event))
-            .map_err(|e| SyncError::permanent(format!("{} body unreadable: {e}", meta.event)))?;
-        if envelope.event != "new_install_note" {
-            return Err(SyncError::permanent(format!(
-                "the note stage does not handle `{}`",
-                envelope.event
-            )));
-        }
-        let note = InstallNote::read(&envelope.record, &self.fields, &self.install_id_paths);
+impl OutboundStage for NoteStage {
+    type Event = NoteEvent;
+
+    fn stage(&self) -> Stage {
+        Stage::Note
+    }
+
+    fn read(&self, msg: &StageMessage<'_>) -> Result<NoteEvent, ReadError> {
+        let envelope =
+            Envelope::parse(msg.body.as_bytes(), Some(&msg.meta.event)).map_err(|e| {
+                ReadError::Unreadable {
+                    event: msg.meta.event.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
+        let mut note = InstallNote::read(&envelope.record, &self.fields, &self.install_id_paths);
+        // The registry's note extractor (the FIFO group) reads the install the same way.
+        note.install_id = install_id(&envelope.record, &self.install_id_paths);
         let mut missing = Vec::new();
         if note.install_id.is_none() {
             missing.push(format!(
@@ -218,54 +117,60 @@ impl StageHandler for NoteStage {
                 self.fields.note_text_paths.join(", ")
             ));
         }
-        let (Some(install_id), Some(text)) = (note.install_id, note.text.clone()) else {
-            return Err(SyncError::permanent(format!(
-                "new_install_note not recognisable: {}",
-                missing.join("; ")
-            )));
+        let (Some(install), Some(text)) = (note.install_id, note.text.clone()) else {
+            return Err(ReadError::Missing {
+                event: envelope.event,
+                what: missing,
+            });
         };
-
-        let lock = EntityLock::acquire(
-            &self.claims,
-            &format!("note#install:{install_id}"),
-            Duration::from_secs(60),
-        )
-        .await?;
-        let result = self.sync(&envelope, &note, install_id, &text, meta).await;
-        lock.release().await;
-        result
+        Ok(NoteEvent {
+            install_id: install,
+            hash: note_text_hash(&text),
+            text,
+            note,
+            event: envelope.event,
+            record: envelope.record,
+        })
     }
-}
 
-impl NoteStage {
-    async fn sync(
+    async fn resolve(
         &self,
-        envelope: &Envelope,
-        note: &InstallNote,
-        install_id: u64,
-        text: &str,
-        meta: &MessageMeta,
-    ) -> Result<Outcome, SyncError> {
-        let hash = note_text_hash(text);
-        let label = format!(
-            "note {} on install {install_id}",
-            note.note_id.as_deref().unwrap_or("(no id)")
-        );
+        _kit: &Kit,
+        _msg: &StageMessage<'_>,
+        ev: &mut NoteEvent,
+    ) -> Result<EntityKeys, SyncError> {
         // A note without an id is known by its install, time and text.
-        let scope = match &note.note_id {
-            Some(id) => enerflo_note_scope(id),
-            None => format!(
-                "note#install:{install_id}:{}:{hash}",
-                note.created_at.as_deref().unwrap_or("")
-            ),
+        let state = match &ev.note.note_id {
+            Some(id) => StateKey::EnerfloNote(id.clone()),
+            None => StateKey::NoteByContent {
+                install: ev.install_id,
+                created_at: ev.note.created_at.clone().unwrap_or_default(),
+                hash: ev.hash.clone(),
+            },
         };
-        if let Some(known) = get_note_record(self.state.as_ref(), &scope).await? {
+        Ok(EntityKeys {
+            lease: StateKey::Notes(ev.install_id),
+            state,
+        })
+    }
+
+    async fn decide(
+        &self,
+        kit: &Kit,
+        _msg: &StageMessage<'_>,
+        ev: NoteEvent,
+        last: Option<&SyncState>,
+    ) -> Result<Decision, SyncError> {
+        let install_id = ev.install_id;
+        let label = ev.label();
+        if let Some(last) = last {
+            let known = NoteRecord::from_data(&last.data);
             return Ok(match known.origin {
-                NoteOrigin::Crm => Outcome::new(
+                NoteOrigin::Crm => Decision::skip(
                     OutcomeKind::Echo,
                     format!("{label} was written by us from the CRM"),
                 ),
-                NoteOrigin::Enerflo => Outcome::new(
+                NoteOrigin::Enerflo => Decision::skip(
                     OutcomeKind::Unchanged,
                     format!(
                         "{label} was already pushed (CRM note {})",
@@ -274,47 +179,40 @@ impl NoteStage {
                 ),
             });
         }
-        let ours = |crm_note_id: Option<String>| NoteRecord {
-            origin: NoteOrigin::Crm,
-            install_id,
-            enerflo_note_id: note.note_id.clone(),
-            crm_note_id,
-        };
-        if let Some(id) = &note.note_id
-            && let Some(link) = self
+        if let Some(id) = &ev.note.note_id
+            && let Some(link) = kit
                 .xref
                 .resolve(EntityKind::Note, &IdRef::new(IdForm::EnerfloNote, id))
                 .await?
             && link.crm_id.is_some()
         {
-            put_note_record(
-                self.state.as_ref(),
-                &scope,
-                &ours(link.crm_id.clone()),
-                &hash,
-            )
-            .await?;
-            return Ok(Outcome::new(
-                OutcomeKind::Echo,
-                format!(
+            return Ok(Decision::Skip {
+                outcome: OutcomeKind::Echo,
+                detail: format!(
                     "{label} is linked to CRM note {}",
                     link.crm_id.as_deref().unwrap_or("")
                 ),
-            ));
+                remember: Some(ev.remember(NoteOrigin::Crm, link.crm_id.clone())),
+            });
         }
-        if self
+        let target = EchoTarget::Notes(install_id);
+        if kit
             .echo
-            .is_echo(&format!("enerflo:{}", note_target(install_id)), &hash)
+            .fingerprinted(
+                Direction::ToEnerflo,
+                &target,
+                std::slice::from_ref(&ev.hash),
+            )
             .await?
         {
             // Remembered as the last synced state, so a later copy is not pushed either.
-            put_note_record(self.state.as_ref(), &scope, &ours(None), &hash).await?;
-            return Ok(Outcome::new(
-                OutcomeKind::Echo,
-                format!("{label} matches a note we wrote to Enerflo"),
-            ));
+            return Ok(Decision::Skip {
+                outcome: OutcomeKind::Echo,
+                detail: format!("{label} matches a note we wrote to Enerflo"),
+                remember: Some(ev.remember(NoteOrigin::Crm, None)),
+            });
         }
-        if in_flight(self.state.as_ref(), NoteOrigin::Crm, install_id).await? {
+        if in_flight(kit.state.as_ref(), Direction::ToEnerflo, install_id).await? {
             return Err(SyncError::transient_after(
                 format!(
                     "{label}: a CRM note is being written to this install; waiting for its answer to tell an echo from a new note"
@@ -323,7 +221,7 @@ impl NoteStage {
             ));
         }
 
-        let project = self
+        let project = kit
             .xref
             .resolve(
                 EntityKind::Project,
@@ -336,122 +234,127 @@ impl NoteStage {
                 .and_then(|p| p.id(form))
                 .and_then(|v| v.parse::<u64>().ok())
         };
-        let refs = EnerfloRefs {
+        let enerflo = EnerfloRefs {
             install_id: Some(install_id),
             deal_id: project.as_ref().and_then(|p| p.id(IdForm::Deal)),
             survey_id: num(IdForm::Survey),
             ..EnerfloRefs::default()
         };
-        let event = CrmEvent {
-            event_type: CrmEventType::NoteCreated,
-            id: format!(
-                "evt_{}",
-                &sha256_hex(
-                    format!(
-                        "note.created|{install_id}|{}|{hash}",
-                        note.note_id.as_deref().unwrap_or("")
-                    )
-                    .as_bytes()
-                )[..32]
-            ),
-            occurred_at: note
-                .created_at
-                .clone()
-                .filter(|t| crate::timefmt::parse_enerflo_time(t).is_some())
-                .or_else(|| Some(meta.received_at.clone()).filter(|s| !s.is_empty()))
-                .unwrap_or_else(now_rfc3339),
-            source_event: envelope.event.clone(),
-            crm_id: project.as_ref().and_then(|p| p.crm_id.clone()),
-            enerflo: refs,
-            data: json!({"note": {
-                "id": note.note_id.as_deref().map(id_json),
-                "text": text,
-                "author": note.author,
-                "created_at": note.created_at,
-            }}),
-            raw: self
-                .include_raw
-                .then(|| json!({"webhook": envelope.record})),
-        };
+        // The project the note is on, for the event's `crm_id`; nothing is adopted on it (see
+        // `adopts_crm_id`), so an install not linked yet stays unlinked.
+        let link = project.unwrap_or_else(|| EntityLink {
+            kind: EntityKind::Project,
+            key: String::new(),
+            ids: BTreeSet::new(),
+            crm_id: None,
+        });
+        let data = json!({"note": {
+            "id": ev.note.note_id.as_deref().map(id_json),
+            "text": ev.text,
+            "author": ev.note.author,
+            "created_at": ev.note.created_at,
+        }});
 
-        // Before the push: the CRM's automation may post the note back before it answers us.
-        self.echo
-            .record_write(
-                &format!("crm:{}", note_target(install_id)),
-                &hash,
-                self.echo_ttl.as_secs(),
-            )
-            .await?;
-        // Marked in flight until the CRM's note id is linked, so a post-back the fingerprint
-        // does not recognise (the CRM altered the text) waits for the link instead of writing.
+        // Marked in flight until the CRM's note id is linked, so a post-back the fingerprint does
+        // not recognise (the CRM altered the text) waits for the link instead of writing. Marked
+        // here, as the last step of `decide`: between it and the delivery the pipeline only
+        // builds the event and records the echo fingerprint, all under the install's lease, so
+        // the mark is up before the CRM can see the note, as when it was set right before the
+        // delivery; `settled` clears it whether the push then succeeds or fails.
         mark_in_flight(
-            self.state.as_ref(),
-            NoteOrigin::Enerflo,
+            kit.state.as_ref(),
+            Direction::ToCrm,
             install_id,
             crate::timefmt::now_millis() + PUSH_MARK_MS,
         )
         .await?;
-        let pushed = self.push(&event, note, install_id, &scope, &hash).await;
-        if let Err(e) =
-            mark_in_flight(self.state.as_ref(), NoteOrigin::Enerflo, install_id, 0).await
-        {
-            tracing::warn!(error = %e, "note push mark not cleared; it expires by itself");
-        }
-        let crm_note_id = pushed?;
-        Ok(Outcome::new(
-            OutcomeKind::Delivered,
-            format!(
-                "note.created for {label} (CRM note {}, event {})",
-                crm_note_id.as_deref().unwrap_or("none"),
-                event.id
-            ),
-        ))
+        Ok(Decision::Push(Box::new(Push {
+            event_type: CrmEventType::NoteCreated,
+            source_event: ev.event.clone(),
+            occurred_at: ev
+                .note
+                .created_at
+                .clone()
+                .filter(|t| crate::timefmt::parse_enerflo_time(t).is_some()),
+            kind: EntityKind::Project,
+            link,
+            enerflo,
+            data,
+            raw: kit.include_raw.then(|| json!({"webhook": ev.record})),
+            remember: ev.remember(NoteOrigin::Enerflo, None),
+            // Before the push: the CRM's automation may post the note back before it answers us.
+            echo: Some((target, vec![ev.hash.clone()])),
+            subject: label,
+        })))
     }
 
-    /// Delivers the event, then records and links the CRM note id it answered.
-    async fn push(
+    /// The CRM's answer names the CRM note, not the project.
+    fn adopts_crm_id(&self) -> bool {
+        false
+    }
+
+    /// Records and links the CRM note id the CRM answered.
+    async fn delivered(
         &self,
-        event: &CrmEvent,
-        note: &InstallNote,
-        install_id: u64,
-        scope: &str,
-        hash: &str,
-    ) -> Result<Option<String>, SyncError> {
-        let ack = self.crm.deliver(event).await?;
-        let pushed = NoteRecord {
-            origin: NoteOrigin::Enerflo,
-            install_id,
-            enerflo_note_id: note.note_id.clone(),
-            crm_note_id: ack.crm_id.clone(),
+        kit: &Kit,
+        push: &Push,
+        crm_id: Option<&str>,
+        _ack: &CrmAck,
+    ) -> Result<(), SyncError> {
+        let Some(crm_note_id) = crm_id else {
+            return Ok(());
         };
-        if let Some(crm_note_id) = &ack.crm_id {
-            // The origin first, then the link: whoever finds the link finds the origin too.
-            put_note_record(
-                self.state.as_ref(),
-                &crm_note_scope(crm_note_id),
-                &pushed,
-                hash,
-            )
-            .await?;
-            let mut ids = Vec::new();
-            if let Some(id) = &note.note_id {
-                ids.push(IdRef::new(IdForm::EnerfloNote, id));
-            }
-            ids.push(IdRef::new(IdForm::Crm, crm_note_id));
-            self.xref.link(EntityKind::Note, &ids).await?;
+        let mut pushed = NoteRecord::from_data(&push.remember.data);
+        pushed.crm_note_id = Some(crm_note_id.to_owned());
+        // The origin first, then the link: whoever finds the link finds the origin too.
+        put_note_record(
+            kit.state.as_ref(),
+            &StateKey::CrmNote(crm_note_id.to_owned()),
+            &pushed,
+            &push.remember.hash,
+        )
+        .await?;
+        let mut ids = Vec::new();
+        if let Some(id) = &pushed.enerflo_note_id {
+            ids.push(IdRef::new(IdForm::EnerfloNote, id));
         }
-        put_note_record(self.state.as_ref(), scope, &pushed, hash).await?;
-        Ok(ack.crm_id)
+        ids.push(IdRef::new(IdForm::Crm, crm_note_id));
+        kit.xref.link(EntityKind::Note, &ids).await?;
+        Ok(())
+    }
+
+    /// The note record under its Enerflo id, with the CRM note id answered.
+    fn remember(&self, push: &Push, crm_id: Option<&str>) -> Remember {
+        let mut pushed = NoteRecord::from_data(&push.remember.data);
+        pushed.crm_note_id = crm_id.map(str::to_owned);
+        Remember {
+            hash: push.remember.hash.clone(),
+            data: pushed.to_data(),
+        }
+    }
+
+    /// Only now (the CRM note id linked and the record saved) is the in-flight mark cleared.
+    async fn settled(&self, kit: &Kit, push: &Push) {
+        let install_id = NoteRecord::from_data(&push.remember.data).install_id;
+        if let Err(e) = mark_in_flight(kit.state.as_ref(), Direction::ToCrm, install_id, 0).await {
+            tracing::warn!(error = %e, "note push mark not cleared; it expires by itself");
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::{DEFAULT_INSTALL_ID_PATHS, Stage};
-    use crate::crm::{CrmAck, CrmError};
+    use crate::canonical::CrmEvent;
+    use crate::classify::DEFAULT_INSTALL_ID_PATHS;
+    use crate::consumer::StageHandler;
+    use crate::crm::{CrmConnector, CrmError};
+    use crate::pipeline::Pipeline;
+    use crate::queue::MessageMeta;
     use crate::store::embedded::EmbeddedStore;
-    use std::sync::Mutex;
+    use crate::store::{EchoStore, XrefStore};
+    use crate::sync::notes::get_note_record;
+    use std::sync::{Arc, Mutex};
 
     /// A CRM that answers a new note id per event and remembers what it got.
     #[derive(Default)]
@@ -471,30 +374,26 @@ mod tests {
         }
     }
 
-    struct Kit {
-        stage: NoteStage,
+    struct Setup {
+        stage: Pipeline<NoteStage>,
         crm: Arc<FakeCrm>,
         store: Arc<EmbeddedStore>,
     }
 
-    fn kit() -> Kit {
+    fn kit() -> Setup {
         let store = Arc::new(EmbeddedStore::in_memory().expect("store"));
         let crm = Arc::new(FakeCrm::default());
-        Kit {
-            stage: NoteStage {
-                crm: crm.clone(),
-                xref: store.clone(),
-                claims: store.clone(),
-                state: store.clone(),
-                echo: store.clone(),
-                fields: EnerfloFields::default(),
-                install_id_paths: DEFAULT_INSTALL_ID_PATHS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                include_raw: false,
-                echo_ttl: Duration::from_secs(3600),
-            },
+        Setup {
+            stage: Pipeline::new(
+                NoteStage {
+                    fields: EnerfloFields::default(),
+                    install_id_paths: DEFAULT_INSTALL_ID_PATHS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                },
+                Kit::on(store.clone(), crm.clone(), false),
+            ),
             crm,
             store,
         }
@@ -563,7 +462,7 @@ mod tests {
             .expect("resolve")
             .expect("linked");
         assert_eq!(link.crm_id.as_deref(), Some("crm-note-1"));
-        let origin = get_note_record(k.store.as_ref(), &crm_note_scope("crm-note-1"))
+        let origin = get_note_record(k.store.as_ref(), &StateKey::CrmNote("crm-note-1".into()))
             .await
             .expect("read")
             .expect("stored");
@@ -586,7 +485,7 @@ mod tests {
         // By id: 5.1 stored the origin of Enerflo note 56.
         put_note_record(
             k.store.as_ref(),
-            &enerflo_note_scope("56"),
+            &StateKey::EnerfloNote("56".into()),
             &NoteRecord {
                 origin: NoteOrigin::Crm,
                 install_id: 700001,
@@ -661,7 +560,7 @@ mod tests {
         let k = kit();
         mark_in_flight(
             k.store.as_ref(),
-            NoteOrigin::Crm,
+            Direction::ToEnerflo,
             700001,
             crate::timefmt::now_millis() + 5_000,
         )
@@ -688,7 +587,7 @@ mod tests {
             )
             .await
             .expect("link");
-        mark_in_flight(k.store.as_ref(), NoteOrigin::Crm, 700001, 0)
+        mark_in_flight(k.store.as_ref(), Direction::ToEnerflo, 700001, 0)
             .await
             .expect("clear");
         let out = k.stage.handle(&meta(), &body, 2).await.expect("ok");
@@ -698,7 +597,7 @@ mod tests {
         // ... while an expired mark holds nothing back
         mark_in_flight(
             k.store.as_ref(),
-            NoteOrigin::Crm,
+            Direction::ToEnerflo,
             700001,
             crate::timefmt::now_millis() - 1,
         )
@@ -710,6 +609,147 @@ mod tests {
             .await
             .expect("ok");
         assert_eq!(other.status, "delivered");
+    }
+
+    /// A CRM that notes, on each delivery, whether the push was marked in flight, and then
+    /// answers a CRM note id or fails.
+    struct ProbeCrm {
+        store: Arc<EmbeddedStore>,
+        fail: bool,
+        marked: Mutex<Vec<bool>>,
+    }
+
+    #[async_trait]
+    impl CrmConnector for ProbeCrm {
+        async fn deliver(&self, _event: &CrmEvent) -> Result<CrmAck, CrmError> {
+            let marked = in_flight(self.store.as_ref(), Direction::ToCrm, 700001)
+                .await
+                .expect("read");
+            self.marked.lock().expect("lock").push(marked);
+            if self.fail {
+                return Err(CrmError::Unavailable {
+                    status: Some(503),
+                    detail: "crm down".into(),
+                    retry_after: None,
+                });
+            }
+            Ok(CrmAck {
+                status: 200,
+                crm_id: Some("crm-note-9".into()),
+            })
+        }
+    }
+
+    fn probed(fail: bool) -> (Pipeline<NoteStage>, Arc<ProbeCrm>, Arc<EmbeddedStore>) {
+        let store = Arc::new(EmbeddedStore::in_memory().expect("store"));
+        let crm = Arc::new(ProbeCrm {
+            store: store.clone(),
+            fail,
+            marked: Mutex::new(Vec::new()),
+        });
+        let stage = Pipeline::new(
+            kit().stage.stage,
+            Kit::on(store.clone(), crm.clone(), false),
+        );
+        (stage, crm, store)
+    }
+
+    #[tokio::test]
+    async fn a_push_is_marked_in_flight_while_delivering_and_the_mark_is_cleared_after() {
+        // GIVEN a CRM that answers
+        let (stage, crm, store) = probed(false);
+        // WHEN a new note is pushed
+        let out = stage
+            .handle(&meta(), &note_event(70, "Meter set"), 1)
+            .await
+            .expect("ok");
+        // THEN the mark was up during the delivery and is down after it
+        assert_eq!(out.status, "delivered");
+        assert_eq!(*crm.marked.lock().expect("lock"), vec![true]);
+        assert!(
+            !in_flight(store.as_ref(), Direction::ToCrm, 700001)
+                .await
+                .expect("read")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_push_clears_its_in_flight_mark_and_records_no_note() {
+        // GIVEN a CRM that is down
+        let (stage, crm, store) = probed(true);
+        // WHEN a new note is pushed
+        let err = stage
+            .handle(&meta(), &note_event(71, "Meter set"), 1)
+            .await
+            .expect_err("fails");
+        // THEN it is retried later, the mark does not hold the inbound route back, and no note
+        // record says it was pushed
+        assert!(err.is_transient(), "{err}");
+        assert_eq!(*crm.marked.lock().expect("lock"), vec![true]);
+        assert!(
+            !in_flight(store.as_ref(), Direction::ToCrm, 700001)
+                .await
+                .expect("read")
+        );
+        assert_eq!(
+            get_note_record(store.as_ref(), &StateKey::EnerfloNote("71".into()))
+                .await
+                .expect("read"),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pushed_note_keeps_its_crm_note_id_and_leaves_the_projects_crm_id_alone() {
+        // GIVEN install 700001 linked to CRM project crm-proj-1
+        let k = kit();
+        k.store
+            .link(EntityKind::Project, &[IdRef::new(IdForm::Install, 700001)])
+            .await
+            .expect("link");
+        k.store
+            .set_crm_id(EntityKind::Project, "install:700001", "crm-proj-1")
+            .await
+            .expect("crm id");
+        // WHEN a note is pushed and the CRM answers the CRM note's id
+        let out = k
+            .stage
+            .handle(&meta(), &note_event(72, "Panels delivered"), 1)
+            .await
+            .expect("ok");
+        assert_eq!(out.status, "delivered");
+        // THEN the project keeps its CRM id
+        let project = k
+            .store
+            .resolve(EntityKind::Project, &IdRef::new(IdForm::Install, 700001))
+            .await
+            .expect("resolve")
+            .expect("linked");
+        assert_eq!(project.crm_id.as_deref(), Some("crm-proj-1"));
+        // ... and the note is remembered under its Enerflo id with the CRM note id answered
+        let record = get_note_record(k.store.as_ref(), &StateKey::EnerfloNote("72".into()))
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(
+            record,
+            NoteRecord {
+                origin: NoteOrigin::Enerflo,
+                install_id: 700001,
+                enerflo_note_id: Some("72".into()),
+                crm_note_id: Some("crm-note-1".into()),
+            }
+        );
+        let again = k
+            .stage
+            .handle(&meta(), &note_event(72, "Panels delivered"), 1)
+            .await
+            .expect("ok");
+        assert!(
+            again.detail.contains("CRM note crm-note-1"),
+            "{}",
+            again.detail
+        );
     }
 
     #[tokio::test]

@@ -29,6 +29,13 @@ pub enum StateKey {
     Notes(u64),
     /// Stage 5: a note by its Enerflo id (`note#enerflo_note:<id>`).
     EnerfloNote(String),
+    /// Stage 5.2: a note without an Enerflo id, by its install, creation time (as sent, may be
+    /// empty) and text hash (`note#install:<id>:<created_at>:<hash>`).
+    NoteByContent {
+        install: u64,
+        created_at: String,
+        hash: String,
+    },
     /// Stage 5: a note by its CRM id (`note#crm:<id>`).
     CrmNote(String),
     /// Stage 5.1's claim: one CRM note (`note#<crm note id>`).
@@ -58,6 +65,11 @@ impl fmt::Display for StateKey {
             Self::ChangeOrder(install) => write!(f, "change_order#install:{install}"),
             Self::Notes(install) => write!(f, "note#install:{install}"),
             Self::EnerfloNote(id) => write!(f, "note#enerflo_note:{id}"),
+            Self::NoteByContent {
+                install,
+                created_at,
+                hash,
+            } => write!(f, "note#install:{install}:{created_at}:{hash}"),
             Self::CrmNote(id) => write!(f, "note#crm:{id}"),
             Self::CrmNoteClaim(id) => write!(f, "note#{id}"),
             Self::NoteInFlight(Direction::ToEnerflo, install) => {
@@ -141,7 +153,16 @@ mod tests {
             (StateKey::ChangeOrder(7), "change_order#install:7"),
             (StateKey::Notes(7), "note#install:7"),
             (StateKey::EnerfloNote("5".into()), "note#enerflo_note:5"),
+            (
+                StateKey::NoteByContent {
+                    install: 7,
+                    created_at: "2025-03-01T09:59:00Z".into(),
+                    hash: "h1".into(),
+                },
+                "note#install:7:2025-03-01T09:59:00Z:h1",
+            ),
             (StateKey::CrmNote("c5".into()), "note#crm:c5"),
+            (StateKey::CrmNoteClaim("c5".into()), "note#c5"),
             (
                 StateKey::NoteInFlight(Direction::ToEnerflo, 7),
                 "note#writing:install:7",

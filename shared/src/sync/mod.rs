@@ -8,6 +8,7 @@ pub mod echo;
 pub mod keys;
 pub mod lease;
 pub mod links;
+pub mod notes;
 
 pub use echo::{Direction, EchoGuard};
 pub use keys::{EchoTarget, StateKey};
