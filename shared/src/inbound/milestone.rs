@@ -25,8 +25,8 @@ use crate::http::inbound::{enerflo_problem, json_object, resolve_install, store_
 use crate::http::problem::FieldError;
 use crate::http::router::{InboundRoute, RouteParams};
 use crate::http::{HttpRequest, HttpResponse, Problem};
-use crate::stages::milestone::milestone_fingerprint;
 use crate::store::{ClaimStore, StoreError, XrefStore};
+use crate::sync::fingerprints::milestone_fingerprint;
 use crate::sync::{Direction, EchoGuard, EchoTarget, EntityLease, StateKey};
 use crate::timefmt::iso_date;
 

@@ -24,8 +24,8 @@ use crate::http::inbound::{enerflo_problem, json_object, resolve_install, store_
 use crate::http::problem::FieldError;
 use crate::http::router::{InboundRoute, RouteParams};
 use crate::http::{HttpRequest, HttpResponse, Problem};
-use crate::stages::status::{status_fingerprint, status_name_fingerprint};
 use crate::store::{ClaimStore, StoreError, XrefStore};
+use crate::sync::fingerprints::{status_fingerprint, status_name_fingerprint};
 use crate::sync::{Direction, EchoGuard, EchoTarget, EntityLease, StateKey};
 
 const LOCK_WAIT: Duration = Duration::from_secs(5);

@@ -380,7 +380,7 @@ mod tests {
         }
 
         async fn deliver(&self, body: &str) -> Outcome {
-            let env = Envelope::parse(body.as_bytes(), None).unwrap();
+            let env = crate::enerflo::envelope::Envelope::parse(body.as_bytes(), None).unwrap();
             let meta = MessageMeta {
                 stage: Stage::Leads,
                 event: env.event,

@@ -32,19 +32,11 @@ use crate::pipeline::{
 };
 use crate::registry::Stage;
 use crate::store::{EntityKind, IdForm, IdRef, SyncState};
+pub use crate::sync::fingerprints::milestone_fingerprint;
 use crate::sync::{Direction, EchoTarget, StateKey};
 use crate::timefmt::{enerflo_date, parse_enerflo_time};
 
 pub const EVENT: &str = "project_milestone_updated";
-
-/// The fingerprint of a milestone write: `None` (not carried) hashes as `"*"`.
-pub fn milestone_fingerprint(start: &DateChange, completed: &DateChange) -> String {
-    let slot = |c: &DateChange| match c {
-        None => json!("*"),
-        Some(d) => json!(d),
-    };
-    content_hash(&json!({"start_date": slot(start), "completed_date": slot(completed)}))
-}
 
 /// What one `project_milestone_updated` says.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,28 +21,18 @@ use crate::canonical::CrmEventType;
 use crate::config::EnerfloFields;
 use crate::consumer::OutcomeKind;
 use crate::enerflo::EnerfloApi;
-use crate::enerflo::api_status::{StatusCatalog, name_in, normalise_name};
+use crate::enerflo::api_status::{StatusCatalog, name_in};
 use crate::enerflo::lenient::{path, value_to_string, value_to_u64};
 use crate::error::SyncError;
-use crate::hashing::content_hash;
 use crate::mapping::project::install_project_refs;
 use crate::pipeline::{
     Decision, EntityKeys, Kit, OutboundStage, Push, ReadError, Remember, StageMessage,
 };
 use crate::registry::{STATUS_INSTALL_ID_PATHS, Stage, status_install_id};
 use crate::store::{EntityKind, IdForm, IdRef, SyncState};
+use crate::sync::fingerprints::{status_fingerprint, status_name_fingerprint};
 use crate::sync::{Direction, EchoTarget, StateKey};
 use crate::timefmt::parse_enerflo_time;
-
-pub fn status_fingerprint(status_id: u64) -> String {
-    content_hash(&status_id)
-}
-
-/// The fingerprint of a status by name, recorded beside the id's when we push, so a CRM sending
-/// the name back is recognised without reading the status list from Enerflo.
-pub fn status_name_fingerprint(name: &str) -> String {
-    content_hash(&format!("name:{}", normalise_name(name)))
-}
 
 /// What one install event says about the status.
 #[derive(Clone, Debug, PartialEq, Eq)]

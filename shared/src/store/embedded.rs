@@ -80,7 +80,7 @@ impl EmbeddedStore {
         Ok(Self::new(open_database(None)?))
     }
 
-    /// Drops every entity lock (`stages::lock::EntityLock`, claim keys `lock#...`) still held;
+    /// Drops every entity lock (`sync::EntityLease`, claim keys `lock#...`) still held;
     /// returns how many. Only for start-up of a single-process runner, when no worker can hold
     /// one: a lock left by a killed process would otherwise block its entity for the rest of the
     /// lease (60 s), while that message's backoff grows.

@@ -5,6 +5,7 @@
 //! of them share lives here.
 
 pub mod echo;
+pub mod fingerprints;
 pub mod keys;
 pub mod lease;
 pub mod links;
