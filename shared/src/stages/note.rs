@@ -380,6 +380,18 @@ mod tests {
         store: Arc<EmbeddedStore>,
     }
 
+    /// Install 700001 linked to CRM project `crm-proj-1`, as a synced project is.
+    async fn link_project(k: &Setup) {
+        k.store
+            .link(EntityKind::Project, &[IdRef::new(IdForm::Install, 700001)])
+            .await
+            .expect("link");
+        k.store
+            .set_crm_id(EntityKind::Project, "install:700001", "crm-proj-1")
+            .await
+            .expect("crm id");
+    }
+
     fn kit() -> Setup {
         let store = Arc::new(EmbeddedStore::in_memory().expect("store"));
         let crm = Arc::new(FakeCrm::default());
@@ -422,14 +434,7 @@ mod tests {
     async fn a_new_enerflo_note_is_pushed_once_and_linked_to_the_crm_note() {
         // GIVEN a note written in Enerflo on a project the CRM knows
         let k = kit();
-        k.store
-            .link(EntityKind::Project, &[IdRef::new(IdForm::Install, 700001)])
-            .await
-            .expect("link");
-        k.store
-            .set_crm_id(EntityKind::Project, "install:700001", "crm-proj-1")
-            .await
-            .expect("crm id");
+        link_project(&k).await;
         // WHEN its event arrives twice
         let first = k
             .stage
@@ -703,14 +708,7 @@ mod tests {
     async fn a_pushed_note_keeps_its_crm_note_id_and_leaves_the_projects_crm_id_alone() {
         // GIVEN install 700001 linked to CRM project crm-proj-1
         let k = kit();
-        k.store
-            .link(EntityKind::Project, &[IdRef::new(IdForm::Install, 700001)])
-            .await
-            .expect("link");
-        k.store
-            .set_crm_id(EntityKind::Project, "install:700001", "crm-proj-1")
-            .await
-            .expect("crm id");
+        link_project(&k).await;
         // WHEN a note is pushed and the CRM answers the CRM note's id
         let out = k
             .stage
