@@ -11,9 +11,9 @@ use super::signature::sign;
 use super::{CrmAck, CrmConnector, CrmError};
 use crate::canonical::CrmEvent;
 use crate::config::SigningSecret;
-use crate::enerflo::client::{body_text, parse_retry_after};
 use crate::retry::Pause;
 use crate::timefmt::now_unix;
+use crate::wire::{body_text, http_client, parse_retry_after};
 
 /// How long a 429 that names no time holds the other deliveries.
 const PAUSE_WITHOUT_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -33,11 +33,7 @@ impl WebhookCrmConnector {
         secret: SigningSecret,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("enerflo-crm-sync/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = http_client(timeout)?;
         Ok(Self {
             http,
             url: url.to_owned(),

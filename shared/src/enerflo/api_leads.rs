@@ -6,8 +6,9 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::client::{EnerfloApi, EnerfloError, body_text};
+use super::client::{EnerfloApi, EnerfloError};
 use super::lenient::{first_path, value_to_u64};
+use crate::wire::body_text;
 
 pub const LEAD_ADD_PATH: &str = "/api/v1/partner/action/lead/add";
 

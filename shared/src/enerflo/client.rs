@@ -18,6 +18,9 @@ use super::install::Install;
 use crate::error::{RemoteAnswer, SyncError};
 use crate::retry::{Held, Pause};
 use crate::secret::Secret;
+use crate::wire::{
+    body_text, encode_segment, http_client, json_shape, parse_retry_after, truncate, without_url,
+};
 
 /// A failed Enerflo call. `Display` (and so every log line) names the kind and status only: what
 /// Enerflo answered may quote the customer data we sent, and is reached through
@@ -222,19 +225,6 @@ impl dyn EnerfloApi {
     }
 }
 
-/// Percent-encodes one path segment (ids come from payloads: never let one add a path).
-pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Sliding one-minute window shared by every call of this client (one per process: the limit
 /// is per key, so Lambda concurrency x this limit must stay under Enerflo's 300/min).
 struct RateWindow {
@@ -287,11 +277,7 @@ impl HttpEnerfloClient {
         timeout: Duration,
         per_minute: usize,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("enerflo-crm-sync/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = http_client(timeout)?;
         Ok(Self {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -324,7 +310,7 @@ impl HttpEnerfloClient {
             detail: if e.is_timeout() {
                 "request timed out".into()
             } else {
-                format!("request failed: {}", without_url(&e))
+                format!("request failed: {}", without_url(&e, "<enerflo>"))
             },
             retry_after: None,
         })?;
@@ -336,7 +322,7 @@ impl HttpEnerfloClient {
             .map(|v| truncate(&String::from_utf8_lossy(v.as_bytes()), 100));
         let bytes = resp.bytes().await.map_err(|e| EnerfloError::Unavailable {
             status: Some(status),
-            detail: format!("reading the body failed: {}", without_url(&e)),
+            detail: format!("reading the body failed: {}", without_url(&e, "<enerflo>")),
             retry_after,
         })?;
         match status {
@@ -432,105 +418,6 @@ impl EnerfloApi for HttpEnerfloClient {
             tracing::info!(path, attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying enerflo call");
             tokio::time::sleep(wait).await;
         }
-    }
-}
-
-fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(url) = e.url() {
-        s = s.replace(url.as_str(), "<enerflo>");
-    }
-    s
-}
-
-/// `Retry-After` in seconds or as an HTTP date; else `x-ratelimit-reset` (Unix seconds).
-pub fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    if let Some(v) = text("retry-after") {
-        if let Ok(secs) = v.parse::<u64>() {
-            return Some(Duration::from_secs(secs));
-        }
-        if let Ok(when) = httpdate::parse_http_date(v) {
-            return Some(
-                when.duration_since(std::time::SystemTime::now())
-                    .unwrap_or_default(),
-            );
-        }
-    }
-    let reset = text("x-ratelimit-reset")?.parse::<i64>().ok()?;
-    let delta = reset - crate::timefmt::now_unix();
-    (delta > 0).then(|| Duration::from_secs(delta as u64))
-}
-
-/// An error body as short plain text: HTML tags and whitespace runs collapsed, at most 300 chars.
-pub fn body_text(bytes: &[u8]) -> String {
-    let raw = String::from_utf8_lossy(bytes);
-    if let Ok(v) = serde_json::from_str::<Value>(&raw) {
-        let msg = v
-            .get("message")
-            .or_else(|| v.get("error"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let errors = v.get("errors").map(|e| e.to_string());
-        let text = match (msg, errors) {
-            (Some(m), Some(e)) => format!("{m} {e}"),
-            (Some(m), None) => m,
-            (None, Some(e)) => e,
-            (None, None) => v.to_string(),
-        };
-        return truncate(&text, 300);
-    }
-    let mut out = String::with_capacity(raw.len().min(1024));
-    let mut in_tag = false;
-    let lower = raw.to_ascii_lowercase();
-    // Drop <head>/<style>/<script> content wholesale: it is markup, not the message.
-    let cut = ["</head>", "</style>", "</script>"]
-        .iter()
-        .filter_map(|m| lower.rfind(m).map(|i| i + m.len()))
-        .max()
-        .unwrap_or(0);
-    for c in raw[cut..].chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => {
-                in_tag = false;
-                out.push(' ');
-            }
-            _ if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    truncate(&out.split_whitespace().collect::<Vec<_>>().join(" "), 300)
-}
-
-/// A JSON answer's shape, never its values (they may be customer data): for an error that says
-/// what came instead of the expected object.
-fn json_shape(v: &Value) -> String {
-    match v {
-        Value::Null => "the body is empty".to_owned(),
-        Value::Object(m) if m.is_empty() => "the body is an empty object".to_owned(),
-        Value::Object(m) => truncate(
-            &format!(
-                "the body is an object with keys {}",
-                m.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
-            ),
-            300,
-        ),
-        Value::Array(items) => format!("the body is an array of {} items", items.len()),
-        _ => "the body is a bare JSON value".to_owned(),
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_owned()
-    } else {
-        format!("{}...", s.chars().take(max).collect::<String>())
     }
 }
 
