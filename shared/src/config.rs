@@ -25,6 +25,40 @@ pub struct ConfigError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrmConnectorKind {
     Webhook,
+    HubSpot,
+}
+
+/// `HUBSPOT_*`: the native HubSpot connector (DESIGN 3.6).
+#[derive(Clone, Debug)]
+pub struct HubSpotSettings {
+    /// `HUBSPOT_ACCESS_TOKEN`, a private app token. Required in Lambda; locally, without it the
+    /// runner serves a HubSpot sandbox.
+    pub access_token: Option<Secret>,
+    /// `HUBSPOT_BASE_URL`, default `https://api.hubapi.com`.
+    pub base_url: String,
+    /// `HUBSPOT_PIPELINE`, default `default`: the deal pipeline new deals go into.
+    pub pipeline: String,
+    /// `HUBSPOT_CLIENT_SECRET`: verifies the v3 signature of workflow webhooks.
+    pub client_secret: Option<Secret>,
+    /// `HUBSPOT_RATE_LIMIT`: calls per rolling 10 seconds this process may make (default 100,
+    /// HubSpot's Free/Starter burst limit). Shared by every caller in the process.
+    pub ten_second_budget: u32,
+    /// `HUBSPOT_PUBLIC_URL`: the public base URL HubSpot calls (the API's URL, with a custom
+    /// domain or stage prefix), for v3 signatures, which cover the exact URL.
+    pub public_url: Option<String>,
+}
+
+impl Default for HubSpotSettings {
+    fn default() -> Self {
+        Self {
+            access_token: None,
+            base_url: "https://api.hubapi.com".into(),
+            pipeline: "default".into(),
+            client_secret: None,
+            ten_second_budget: 100,
+            public_url: None,
+        }
+    }
 }
 
 /// A Standard Webhooks signing secret (`whsec_<base64>`); holds the decoded key.
@@ -251,6 +285,10 @@ pub struct Config {
     pub inbound_wait_budget: Duration,
     pub webhook_tokens: SecretSet,
     pub crm_connector: CrmConnectorKind,
+    /// The mapping profile of a native connector (`CRM_MAPPING_FILE`, else the connector's
+    /// default built in); `None` for `webhook`.
+    pub crm_profile: Option<std::sync::Arc<crate::crm::profile::Profile>>,
+    pub hubspot: HubSpotSettings,
     pub crm_webhook_url: Option<String>,
     pub crm_webhook_secret: Option<SigningSecret>,
     pub crm_timeout: Duration,
@@ -276,7 +314,8 @@ pub struct Config {
 pub enum Need {
     WebhookToken,
     EnerfloApi,
-    CrmWebhook,
+    /// What the configured CRM connector needs (`CRM_WEBHOOK_*` or `HUBSPOT_ACCESS_TOKEN`).
+    Crm,
     CrmInboundToken,
     Table,
     Queue(Stage),
@@ -322,10 +361,41 @@ impl Config {
             url("ENERFLO_BASE_URL", &mut problems).unwrap_or_else(|| "https://enerflo.io".into());
         let crm_connector = match var("CRM_CONNECTOR").as_deref() {
             None | Some("webhook") => CrmConnectorKind::Webhook,
+            Some("hubspot") => CrmConnectorKind::HubSpot,
             Some(_) => {
-                problems.push("CRM_CONNECTOR must be `webhook`".into());
+                problems.push("CRM_CONNECTOR must be `webhook` or `hubspot`".into());
                 CrmConnectorKind::Webhook
             }
+        };
+        let crm_profile = match crm_connector {
+            CrmConnectorKind::Webhook => {
+                if var("CRM_MAPPING_FILE").is_some() {
+                    problems.push(
+                        "CRM_MAPPING_FILE is for the native connectors; CRM_CONNECTOR=webhook sends the canonical event".into(),
+                    );
+                }
+                None
+            }
+            CrmConnectorKind::HubSpot => match crate::crm::profile::load(
+                var("CRM_MAPPING_FILE").as_deref(),
+                "built-in hubspot",
+                crate::crm::profile::HUBSPOT_DEFAULT,
+            ) {
+                Ok(p) => Some(std::sync::Arc::new(p)),
+                Err(e) => {
+                    problems.push(e.to_string());
+                    None
+                }
+            },
+        };
+        let hubspot = HubSpotSettings {
+            access_token: var("HUBSPOT_ACCESS_TOKEN").map(Secret::new),
+            base_url: url("HUBSPOT_BASE_URL", &mut problems)
+                .unwrap_or_else(|| HubSpotSettings::default().base_url),
+            pipeline: var("HUBSPOT_PIPELINE").unwrap_or_else(|| "default".into()),
+            client_secret: var("HUBSPOT_CLIENT_SECRET").map(Secret::new),
+            ten_second_budget: number("HUBSPOT_RATE_LIMIT", 100, 3, 10_000, &mut problems) as u32,
+            public_url: url("HUBSPOT_PUBLIC_URL", &mut problems),
         };
         let crm_webhook_secret =
             var("CRM_WEBHOOK_SECRET").and_then(|s| match SigningSecret::parse(&s) {
@@ -460,6 +530,8 @@ impl Config {
             )),
             webhook_tokens,
             crm_connector,
+            crm_profile,
+            hubspot,
             crm_webhook_url: url("CRM_WEBHOOK_URL", &mut problems),
             crm_webhook_secret,
             crm_timeout: Duration::from_secs(number("CRM_TIMEOUT_SECS", 10, 1, 120, &mut problems)),
@@ -526,7 +598,14 @@ impl Config {
                     problems.push("WEBHOOK_TOKEN is required (a long random value; comma-separate two during a rotation)".into())
                 }
                 Need::EnerfloApi if self.enerflo_api_key.is_none() => problems.push("ENERFLO_API_KEY is required".into()),
-                Need::CrmWebhook => {
+                Need::Crm
+                    if self.crm_connector == CrmConnectorKind::HubSpot
+                        && self.hubspot.access_token.is_none() =>
+                {
+                    problems.push("HUBSPOT_ACCESS_TOKEN is required for CRM_CONNECTOR=hubspot (a private app token)".into());
+                }
+                Need::Crm if self.crm_connector == CrmConnectorKind::HubSpot => {}
+                Need::Crm => {
                     if self.crm_webhook_url.is_none() {
                         problems.push("CRM_WEBHOOK_URL is required for CRM_CONNECTOR=webhook".into());
                     }
@@ -604,7 +683,7 @@ mod tests {
                 Need::EnerfloApi,
                 Need::Table,
                 Need::Queue(Stage::Project),
-                Need::CrmWebhook,
+                Need::Crm,
             ])
             .expect_err("missing");
         let text = err.to_string();

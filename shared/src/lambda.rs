@@ -101,12 +101,7 @@ pub async fn run_stage_consumer(
 
     crate::telemetry::init();
     let config = Config::from_env()?;
-    config.require(&[
-        Need::Table,
-        Need::Queue(stage),
-        Need::EnerfloApi,
-        Need::CrmWebhook,
-    ])?;
+    config.require(&[Need::Table, Need::Queue(stage), Need::EnerfloApi, Need::Crm])?;
     let ports = runtime::aws_ports(&config).await?;
     let (enerflo, crm) = (
         runtime::enerflo_client(&config)?,

@@ -116,6 +116,9 @@ pub fn enerflo_client(config: &Config) -> Result<Arc<dyn EnerfloApi>, ConfigErro
 }
 
 pub fn crm_connector(config: &Config) -> Result<Arc<dyn CrmConnector>, ConfigError> {
+    if config.crm_connector == crate::config::CrmConnectorKind::HubSpot {
+        return Ok(Arc::new(hubspot_connector(config)?));
+    }
     let url = config
         .crm_webhook_url
         .clone()
@@ -127,6 +130,40 @@ pub fn crm_connector(config: &Config) -> Result<Arc<dyn CrmConnector>, ConfigErr
     let connector = WebhookCrmConnector::new(&url, secret, config.crm_timeout)
         .map_err(|e| startup("CRM HTTP client", e))?;
     Ok(Arc::new(connector))
+}
+
+/// The HubSpot API client: one per process, shared by every caller so the 10-second budget and
+/// a 429's pause hold for all of them.
+pub fn hubspot_api(
+    config: &Config,
+) -> Result<Arc<crate::crm::hubspot::api::HubSpotApi>, ConfigError> {
+    let token = config.hubspot.access_token.clone().ok_or_else(|| {
+        startup(
+            "HUBSPOT_ACCESS_TOKEN",
+            "is required for CRM_CONNECTOR=hubspot",
+        )
+    })?;
+    let api = crate::crm::hubspot::api::HubSpotApi::new(
+        &config.hubspot.base_url,
+        token,
+        config.crm_timeout,
+        config.hubspot.ten_second_budget,
+    )
+    .map_err(|e| startup("HubSpot HTTP client", e))?;
+    Ok(Arc::new(api))
+}
+
+pub fn hubspot_connector(config: &Config) -> Result<crate::crm::HubSpotConnector, ConfigError> {
+    let profile = config
+        .crm_profile
+        .clone()
+        .ok_or_else(|| startup("CRM_MAPPING_FILE", "no mapping profile loaded"))?;
+    Ok(crate::crm::HubSpotConnector::new(
+        hubspot_api(config)?,
+        profile,
+        &config.hubspot.pipeline,
+        config.fields.milestone_keys.clone(),
+    ))
 }
 
 /// The webhook ingest handler, wired from configuration.

@@ -3,6 +3,8 @@
 //!
 //! [`Config`]: crate::config::Config
 
+pub mod hubspot;
+pub mod profile;
 pub mod signature;
 pub mod webhook;
 
@@ -13,6 +15,7 @@ use async_trait::async_trait;
 use crate::canonical::CrmEvent;
 use crate::error::{RemoteAnswer, SyncError};
 
+pub use hubspot::HubSpotConnector;
 pub use webhook::WebhookCrmConnector;
 
 /// The CRM's answer to one event.
