@@ -629,3 +629,6 @@ fn note_body(text: &str, author: Option<&str>, marker: &str) -> String {
     }
     body + &tail
 }
+
+#[cfg(test)]
+mod tests;
