@@ -4,7 +4,7 @@
 //! and every request is written to the call log with its body and answer.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::{Body, to_bytes};
@@ -30,11 +30,37 @@ pub async fn gate(State(fake): State<Arc<HubSpotFake>>, req: Request, next: Next
     let since_start = fake.clock.since_start();
     let at_ms = fake.now_ms();
     let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, MAX_BODY).await.unwrap_or_default();
-    let req = Request::from_parts(parts, Body::from(bytes.clone()));
-
-    let outcome = decide(&fake, &method, &path, req, next).await;
-    let (mut resp, counted, fault, hang) = outcome;
+    let (bytes, outcome) = match to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => {
+            let req = Request::from_parts(parts, Body::from(bytes.clone()));
+            (bytes, decide(&fake, &method, &path, req, next).await)
+        }
+        Err(e) => {
+            let refusal = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "VALIDATION_ERROR",
+                format!(
+                    "The request body could not be read in full (at most {MAX_BODY} bytes): {e}"
+                ),
+            );
+            let d = Decision {
+                resp: refusal.into_response(),
+                admitted: None,
+                fault: None,
+                hang: None,
+            };
+            (Default::default(), d)
+        }
+    };
+    let Decision {
+        mut resp,
+        admitted,
+        fault,
+        hang,
+    } = outcome;
+    let since_start = admitted.map_or(since_start, |at| {
+        at.saturating_duration_since(fake.clock.start)
+    });
     let status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
     let resp_bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
@@ -49,7 +75,7 @@ pub async fn gate(State(fake): State<Arc<HubSpotFake>>, req: Request, next: Next
         at: iso_ms(at_ms),
         at_ms,
         since_start,
-        counted,
+        counted: admitted.is_some(),
         fault,
     });
     if let Some(d) = hang {
@@ -58,15 +84,33 @@ pub async fn gate(State(fake): State<Arc<HubSpotFake>>, req: Request, next: Next
     resp
 }
 
-/// The answer, whether the rate limiter counted the request, the fault used, and how long to
-/// hang (after logging) before answering.
+/// What the gate decided.
+struct Decision {
+    resp: Response,
+    /// When the rate limiter admitted (counted) the request, on the fake's clock.
+    admitted: Option<Instant>,
+    /// The scripted fault used.
+    fault: Option<String>,
+    /// How long to hang (after logging) before answering.
+    hang: Option<Duration>,
+}
+
+fn refused(resp: Response) -> Decision {
+    Decision {
+        resp,
+        admitted: None,
+        fault: None,
+        hang: None,
+    }
+}
+
 async fn decide(
     fake: &Arc<HubSpotFake>,
     method: &Method,
     path: &str,
     req: Request,
     next: Next,
-) -> (Response, bool, Option<String>, Option<Duration>) {
+) -> Decision {
     let bearer = req
         .headers()
         .get("authorization")
@@ -79,12 +123,7 @@ async fn decide(
             "correlationId": correlation_id(),
             "category": "INVALID_AUTHENTICATION",
         });
-        return (
-            (StatusCode::UNAUTHORIZED, Json(body)).into_response(),
-            false,
-            None,
-            None,
-        );
+        return refused((StatusCode::UNAUTHORIZED, Json(body)).into_response());
     }
     if let Some(granted) = &fake.opts.scopes
         && let Some(needed) = required_scope(method, path)
@@ -97,16 +136,18 @@ async fn decide(
             "errors": [{"message": "One or more of the following scopes are required.", "context": {"requiredGranularScopes": [needed]}}],
             "category": "MISSING_SCOPES",
         });
-        return (
-            (StatusCode::FORBIDDEN, Json(body)).into_response(),
-            false,
-            None,
-            None,
-        );
+        return refused((StatusCode::FORBIDDEN, Json(body)).into_response());
     }
 
     let search = is_search(method, path);
-    let (headers, verdict) = fake.rate().admit(fake.clock.now(), fake.now_ms(), search);
+    // The admission time is taken under the limiter's lock, so the call log's times of admitted
+    // requests are the limiter's own (what `max_requests_in_any_window` counts).
+    let (admitted, headers, verdict) = {
+        let mut rate = fake.rate();
+        let now = fake.clock.now();
+        let (headers, verdict) = rate.admit(now, fake.now_ms(), search);
+        (now, headers, verdict)
+    };
     if let Err(limited) = verdict {
         let mut resp = (
             StatusCode::TOO_MANY_REQUESTS,
@@ -117,7 +158,7 @@ async fn decide(
         if fake.opts.retry_after {
             retry_after(&mut resp, limited.retry_in);
         }
-        return (resp, false, None, None);
+        return refused(resp);
     }
 
     let fault = fake.faults().take(method.as_str(), path);
@@ -164,7 +205,12 @@ async fn decide(
         }
     };
     headers.apply(resp.headers_mut());
-    (resp, true, label, hang)
+    Decision {
+        resp,
+        admitted: Some(admitted),
+        fault: label,
+        hang,
+    }
 }
 
 fn retry_after(resp: &mut Response, wait: Duration) {

@@ -173,24 +173,40 @@ impl RecordView {
     }
 }
 
-/// The fake's clock: real time plus whatever [`HubSpotFake::advance`] added.
+/// The fake's clock: real time (or the moment it was frozen) plus whatever
+/// [`HubSpotFake::advance`] added.
 struct Clock {
     start: Instant,
     skew: Mutex<Duration>,
+    /// Set by [`HubSpotFake::freeze_clock`]: the instant and epoch ms time stands still at.
+    frozen: Mutex<Option<(Instant, i64)>>,
 }
 
 impl Clock {
     fn skew(&self) -> Duration {
-        *self.skew.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.skew)
+    }
+
+    fn frozen(&self) -> Option<(Instant, i64)> {
+        *lock(&self.frozen)
     }
 
     fn now(&self) -> Instant {
-        Instant::now() + self.skew()
+        self.frozen().map_or_else(Instant::now, |(i, _)| i) + self.skew()
+    }
+
+    fn now_ms(&self) -> i64 {
+        let base = self.frozen().map_or_else(real_ms, |(_, ms)| ms);
+        base + self.skew().as_millis() as i64
     }
 
     fn since_start(&self) -> Duration {
         self.now().saturating_duration_since(self.start)
     }
+}
+
+fn real_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// The first record id (ids are one increasing sequence of digit strings over all types).
@@ -220,6 +236,7 @@ impl HubSpotFake {
             clock: Clock {
                 start: Instant::now(),
                 skew: Mutex::new(Duration::ZERO),
+                frozen: Mutex::new(None),
             },
             opts,
         })
@@ -282,10 +299,18 @@ impl HubSpotFake {
         *lock(&self.clock.skew) += d;
     }
 
+    /// Stops the fake's clock where it is: from now on only [`HubSpotFake::advance`] moves it,
+    /// so tests can put requests exactly at a window's edge.
+    pub fn freeze_clock(&self) {
+        let mut frozen = lock(&self.clock.frozen);
+        if frozen.is_none() {
+            *frozen = Some((Instant::now(), real_ms()));
+        }
+    }
+
     /// Epoch milliseconds on the fake's clock.
     pub fn now_ms(&self) -> i64 {
-        let real = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-        real + self.clock.skew().as_millis() as i64
+        self.clock.now_ms()
     }
 
     fn store(&self) -> MutexGuard<'_, Store> {

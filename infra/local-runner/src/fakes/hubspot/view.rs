@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -65,12 +65,19 @@ async fn records_json(State(fake): State<Arc<HubSpotFake>>) -> Json<Value> {
     Json(Value::Object(out))
 }
 
-async fn page(State(fake): State<Arc<HubSpotFake>>) -> impl IntoResponse {
+async fn page(
+    State(fake): State<Arc<HubSpotFake>>,
+    OriginalUri(uri): OriginalUri,
+) -> impl IntoResponse {
+    // Nested (the runner serves this page at `/sandbox/hubspot`), a relative link would miss the
+    // prefix: link from the path the page was asked for.
+    let json_link = format!("{}/_fake/records.json", uri.path().trim_end_matches('/'));
     let mut h = String::new();
     h.push_str("<!doctype html><html><head><meta charset=\"utf-8\"><title>HubSpot fake</title>");
     h.push_str("<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}code{font-size:90%}</style>");
     h.push_str("</head><body><h1>HubSpot fake</h1>");
-    h.push_str("<p>What the local HubSpot holds. Read-only; reload to refresh. As JSON: <a href=\"_fake/records.json\">_fake/records.json</a>.</p>");
+    h.push_str("<p>What the local HubSpot holds. Read-only; reload to refresh. As JSON: ");
+    let _ = write!(h, "<a href=\"{0}\">{0}</a>.</p>", escape(&json_link));
     let rate = fake.rate_state();
     let _ = write!(
         h,
