@@ -1578,14 +1578,17 @@ fn the_retry_schedule_starts_at_a_minute_grows_and_caps_at_eight_hours() {
     );
 }
 
+/// What a receiver saw of one request: method, path and query, headers, body.
+type Seen = (String, String, HeaderMap, String);
+
 /// A local webhook receiver answering a script of statuses (then 200), recording each request.
 struct Receiver {
     url: String,
-    seen: Arc<Mutex<Vec<(String, String, HeaderMap, String)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 async fn receiver(script: Vec<(u16, Option<&'static str>)>) -> Receiver {
-    let seen: Arc<Mutex<Vec<(String, String, HeaderMap, String)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let script = Arc::new(Mutex::new(script.into_iter()));
     let s2 = seen.clone();
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
