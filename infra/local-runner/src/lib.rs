@@ -2,6 +2,7 @@
 //! durable store and queue (redb under `DATA_DIR`). With no Enerflo credentials it serves an
 //! Enerflo sandbox at `/sandbox/enerflo`; with no CRM URL a CRM inbox at `/crm-inbox`.
 
+pub mod fakes;
 pub mod inbox;
 pub mod sandbox;
 
