@@ -35,7 +35,7 @@ pub struct InstallTarget {
 
 /// Resolves `{install}`: `enerflo:<id>` addresses Enerflo's install id directly; anything else is
 /// the CRM's project id, looked up in the cross-reference table. Unlinked -> 404; a failed lookup
-/// -> 503 (never "not found", PEER_LESSONS 8).
+/// -> 503 (never "not found", docs/peer-lessons.md 8).
 pub async fn resolve_install(xref: &dyn XrefStore, raw: &str) -> Result<InstallTarget, Problem> {
     if let Some(id) = raw.strip_prefix("enerflo:") {
         let install_id = InstallId::parse(id)
