@@ -153,7 +153,7 @@ pub struct Pricing {
 }
 
 /// A file reference: name and source step only. Enerflo's URLs are short-lived pre-signed links
-/// (PEER_LESSONS 14) and are never handed to the CRM as if permanent.
+/// (docs/peer-lessons.md 14) and are never handed to the CRM as if permanent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FileRef {
     pub name: Option<String>,

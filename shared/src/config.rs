@@ -94,7 +94,7 @@ pub struct StageQueueUrls {
     pub dlq_url: String,
 }
 
-/// Enerflo field names that are undocumented (ENERFLO_API.md section 6): the request bodies we
+/// Enerflo field names that are undocumented (docs/enerflo-api.md 6): the request bodies we
 /// send for milestones, statuses and notes, and the candidate paths we read from events whose
 /// shape is unknown. Kept in one place and overridable by environment, each a comma-separated
 /// list where several candidates are tried in order.
@@ -197,8 +197,8 @@ impl Default for EnerfloFields {
 }
 
 /// The undocumented parts of `POST /api/v1/partner/action/lead/add` and of the customer events
-/// (ENERFLO_API.md 2.1, 3.7): names of the optional lead/add fields, where its answer carries the
-/// customer id, and where customer events carry the lead owner. Empty names send nothing.
+/// (docs/enerflo-api.md 2.1, 3.7): names of the optional lead/add fields, where its answer carries
+/// the customer id, and where customer events carry the lead owner. Empty names send nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeadFields {
     /// `ENERFLO_LEAD_NOTES_FIELD` (inside `lead`): the note text.

@@ -291,8 +291,9 @@ mod tests {
     use http::{HeaderMap, Method};
 
     use super::*;
+    use crate::embedded_db::open_database;
     use crate::queue::embedded::EmbeddedQueue;
-    use crate::store::embedded::{EmbeddedStore, open_database};
+    use crate::store::embedded::EmbeddedStore;
 
     fn ingest(stages: &[Stage]) -> (WebhookIngest, Arc<EmbeddedQueue>) {
         let db = open_database(None).expect("db");
