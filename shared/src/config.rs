@@ -1,6 +1,6 @@
 //! Configuration: one typed struct, read from the environment once at start-up and validated.
 //! A missing or malformed value stops start-up with a message naming the variable. The same
-//! names work in Lambda and in the local runner (DESIGN 3.4).
+//! names work in Lambda and in the local runner (docs/design.md 3.4).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ pub enum CrmConnectorKind {
     HubSpot,
 }
 
-/// `HUBSPOT_*`: the native HubSpot connector (DESIGN 3.6).
+/// `HUBSPOT_*`: the native HubSpot connector (docs/design.md 3.6).
 #[derive(Clone, Debug)]
 pub struct HubSpotSettings {
     /// `HUBSPOT_ACCESS_TOKEN`, a private app token. Required in Lambda; locally, without it the

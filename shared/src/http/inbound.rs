@@ -93,7 +93,7 @@ pub fn store_problem(e: StoreError) -> Problem {
 }
 
 /// Enerflo's failure as the caller's answer: 429 and 5xx/timeouts keep `Retry-After`; a 4xx
-/// rejection of the caller's own input is passed back (DESIGN 3.5) as 422.
+/// rejection of the caller's own input is passed back (docs/design.md 3.5) as 422.
 pub fn enerflo_problem(e: EnerfloError) -> Problem {
     match e {
         EnerfloError::RateLimited { retry_after } => Problem::new(

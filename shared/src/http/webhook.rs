@@ -1,5 +1,5 @@
 //! `POST /enerflo/webhooks/{token}`: verify, classify, derive the dedupe key, log, enqueue,
-//! answer. It never calls Enerflo or the CRM (DESIGN 4: acknowledge fast).
+//! answer. It never calls Enerflo or the CRM (docs/design.md 4: acknowledge fast).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //!
 //! Echo fingerprints (target `milestone:install:<id>:<milestone id>`): the hash covers
 //! `{"start_date", "completed_date"}` as `YYYY-MM-DD` or null, and a date a write did not carry
-//! hashes as `"*"`, so a fingerprint covers only the fields written (DESIGN 3.5). A fingerprint
+//! hashes as `"*"`, so a fingerprint covers only the fields written (docs/design.md 3.5). A fingerprint
 //! counts only while no write in the other direction came after it ([`still_ours`]). The echo and
 //! lock helpers here serve stage 4 (status) too.
 

@@ -9,7 +9,7 @@ use crate::http::problem::FieldError;
 const MAX_TEXT: usize = 255;
 const MAX_NOTES: usize = 10_000;
 
-/// A lead as the CRM sends it (DESIGN 3.2), validated: it cannot hold a missing name, a
+/// A lead as the CRM sends it (docs/design.md 3.2), validated: it cannot hold a missing name, a
 /// non-US state or a malformed e-mail.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeadRequest {
