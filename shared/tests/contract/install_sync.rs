@@ -33,7 +33,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 const REAL: &str = include_str!("../../../tests/fixtures/enerflo/v1-update_install.json");
-const DOCS: &str = include_str!("../../../tests/fixtures/enerflo/v1-update_install.docs-variant.json");
+const DOCS: &str =
+    include_str!("../../../tests/fixtures/enerflo/v1-update_install.docs-variant.json");
 const TOKEN: &str = "test-crm-token";
 
 /// Enerflo with a fixed status list and install object; records every call.

@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sync_tests::{Harness, TOKEN, fixture, fixture_json, start};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
+use sync_tests::crm::crm_accepts;
+use sync_tests::enerflo::{SAMPLE_DEAL, finds_installs};
+use sync_tests::{TOKEN, fixture, fixture_json, start};
 
 /// `MAX_BODY_BYTES` by default: the README's and the template's 1 MiB.
 const MAX_BODY_BYTES: usize = 1_048_576;
-const DEAL: &str = "00000000-0000-4000-8000-000000000010";
+const DEAL: &str = SAMPLE_DEAL;
 
 #[tokio::test]
 async fn a_wrong_token_is_404_problem_json_and_enqueues_nothing() {
@@ -182,27 +182,12 @@ fn incompressible(n: usize) -> String {
         .collect()
 }
 
-async fn enerflo_finds_install_and_crm_accepts(h: &Harness) {
-    Mock::given(method("GET"))
-        .and(path(format!("/api/v3/installs/find/{DEAL}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": 700001, "survey_id": 4000001, "customer_id": 900001,
-            "customer": {"id": 900001, "first_name": "Pat", "last_name": "Placeholder"}
-        })))
-        .mount(&h.enerflo)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/crm/events"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"crm_id": "crm-big-1"})))
-        .mount(&h.crm)
-        .await;
-}
-
 #[tokio::test]
 async fn a_body_of_exactly_max_body_bytes_is_accepted_and_reaches_the_crm_intact() {
     // GIVEN the default limit, and an Enerflo and a CRM that work (the CRM gets the raw payload)
     let h = start(&[("CRM_INCLUDE_RAW", "true")]).await;
-    enerflo_finds_install_and_crm_accepts(&h).await;
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, "crm-big-1").await;
     let body = submission_of_len(MAX_BODY_BYTES, compressible);
 
     // WHEN a project submission of exactly MAX_BODY_BYTES arrives
