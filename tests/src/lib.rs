@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use enerflo_sync::config::Config;
 use enerflo_sync::enerflo::{EnerfloApi, HttpEnerfloClient};
 use enerflo_sync::secret::Secret;
-use enerflo_sync::store::{EntityKind, IdForm, IdRef};
+use enerflo_sync::store::{EntityKind, EventRecord, IdForm, IdRef};
 use enerflo_sync_local::Runner;
 use serde_json::Value;
 use wiremock::MockServer;
@@ -197,15 +197,45 @@ fn quick_config(mut env: HashMap<String, String>, sandbox: bool, extra: &[(&str,
     config
 }
 
-/// Starts a runner pointed at fresh wiremock servers. `extra` overrides environment variables;
-/// the retry backoff is shortened so retry tests finish in seconds.
-pub async fn start(extra: &[(&str, &str)]) -> Harness {
+/// Which Enerflo the runner talks to.
+enum EnerfloKind {
+    /// The wiremock Enerflo, with the test settings of [`quick_config`].
+    Mock,
+    /// The runner's own sandbox, with the test settings of [`quick_config`].
+    Sandbox,
+    /// The wiremock Enerflo through a client without the per-minute limit, default settings.
+    Unthrottled,
+}
+
+async fn launch(tag: &str, kind: EnerfloKind, extra: &[(&str, &str)]) -> Harness {
     let enerflo = MockServer::start().await;
     let crm = MockServer::start().await;
-    let config = quick_config(runner_env("runner", Some(&enerflo), &crm), false, extra);
-    let runner = enerflo_sync_local::start(config)
+    let sandbox = matches!(kind, EnerfloKind::Sandbox);
+    let env = runner_env(tag, (!sandbox).then_some(&enerflo), &crm);
+    let (config, client) = match kind {
+        EnerfloKind::Mock | EnerfloKind::Sandbox => (quick_config(env, sandbox, extra), None),
+        EnerfloKind::Unthrottled => {
+            let client: std::sync::Arc<dyn EnerfloApi> = std::sync::Arc::new(
+                HttpEnerfloClient::new(
+                    &enerflo.uri(),
+                    Secret::new(ENERFLO_API_KEY),
+                    Duration::from_secs(5),
+                    usize::MAX,
+                )
+                .expect("client"),
+            );
+            let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
+            (config, Some(client))
+        }
+    };
+    let runner = enerflo_sync_local::start_with_enerflo(config, client)
         .await
         .expect("runner starts");
+    assert_eq!(
+        runner.sandbox.is_some(),
+        sandbox,
+        "the sandbox serves exactly when there is no Enerflo key"
+    );
     Harness {
         runner,
         enerflo,
@@ -214,53 +244,23 @@ pub async fn start(extra: &[(&str, &str)]) -> Harness {
     }
 }
 
+/// Starts a runner pointed at fresh wiremock servers. `extra` overrides environment variables;
+/// the retry backoff is shortened so retry tests finish in seconds.
+pub async fn start(extra: &[(&str, &str)]) -> Harness {
+    launch("runner", EnerfloKind::Mock, extra).await
+}
+
 /// Starts a runner on its own Enerflo sandbox (no `ENERFLO_API_KEY`): like the real platform, the
 /// sandbox fires webhooks back into the runner after each write. The CRM is the wiremock server.
 pub async fn start_with_sandbox(extra: &[(&str, &str)]) -> Harness {
-    let enerflo = MockServer::start().await;
-    let crm = MockServer::start().await;
-    let config = quick_config(runner_env("sandboxed", None, &crm), true, extra);
-    let runner = enerflo_sync_local::start(config)
-        .await
-        .expect("runner starts");
-    assert!(
-        runner.sandbox.is_some(),
-        "no Enerflo key: the sandbox serves"
-    );
-    Harness {
-        runner,
-        enerflo,
-        crm,
-        http: reqwest::Client::new(),
-    }
+    launch("sandboxed", EnerfloKind::Sandbox, extra).await
 }
 
 /// A runner with the default settings (retries, timeouts, backoff) and an Enerflo client without
 /// the per-minute limit, for load: that limit (proven by client unit tests) would measure
 /// Enerflo's quota, not the pipeline.
 pub async fn start_unthrottled() -> Harness {
-    let enerflo = MockServer::start().await;
-    let crm = MockServer::start().await;
-    let env = runner_env("load", Some(&enerflo), &crm);
-    let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
-    let client: std::sync::Arc<dyn EnerfloApi> = std::sync::Arc::new(
-        HttpEnerfloClient::new(
-            &enerflo.uri(),
-            Secret::new(ENERFLO_API_KEY),
-            Duration::from_secs(5),
-            usize::MAX,
-        )
-        .expect("client"),
-    );
-    let runner = enerflo_sync_local::start_with_enerflo(config, Some(client))
-        .await
-        .expect("runner starts");
-    Harness {
-        runner,
-        enerflo,
-        crm,
-        http: reqwest::Client::new(),
-    }
+    launch("load", EnerfloKind::Unthrottled, &[]).await
 }
 
 impl Harness {
@@ -394,6 +394,11 @@ impl Harness {
             .await
             .map_or(0, |r| r.len());
         (crm, enerflo, self.queued())
+    }
+
+    /// The event log's records of `entity`, newest first (at most 50).
+    pub async fn event_log(&self, entity: &str) -> Vec<EventRecord> {
+        self.runner.ports.log.for_entity(entity, 50).await.unwrap()
     }
 
     /// Waits until the event log records `outcome` for an `event` of `entity` (e.g. the echo of a

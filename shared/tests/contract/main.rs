@@ -2,6 +2,7 @@
 //! moto), the two-way install sync with in-process fakes, and the project mapping.
 
 mod install_sync;
+mod kit;
 mod mapping_project;
 mod queue;
 mod store;

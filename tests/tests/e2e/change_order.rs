@@ -115,13 +115,7 @@ async fn a_repeat_of_the_same_change_order_writes_nothing() {
     assert_eq!((status, body["status"].as_str()), (202, Some("queued")));
     h.drain(Duration::from_secs(10)).await;
     assert_eq!(h.crm_events().await.len(), 1);
-    let log = h
-        .runner
-        .ports
-        .log
-        .for_entity(&format!("install:{INSTALL}"), 5)
-        .await
-        .unwrap();
+    let log = h.event_log(&format!("install:{INSTALL}")).await;
     assert_eq!(log[0].outcome, "unchanged", "{log:?}");
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use enerflo_sync::classify::Stage;
 use enerflo_sync::queue::{EventQueue, MessageMeta, QueueMessage};
 use serde_json::{Value, json};
-use sync_tests::crm::{CrmIds, crm_accepts, deliveries};
+use sync_tests::crm::{CrmIds, EVENTS_PATH, crm_accepts, deliveries};
 use sync_tests::enerflo::{deal_id, finds_installs, submission, submission_json};
 use sync_tests::faulty::{FaultyServer, Mode};
 use sync_tests::{Harness, start, wait_until};
@@ -41,6 +41,31 @@ fn per_deal(events: &[(String, Value)]) -> BTreeMap<String, usize> {
     out
 }
 
+/// Which fake a [`FaultyServer`] stands in front of.
+enum Behind {
+    Enerflo,
+    Crm,
+}
+
+/// A runner with an ample retry budget (1000 attempts) whose Enerflo or CRM is a faulty server
+/// (passing requests through until told otherwise) in front of the fake; the fake Enerflo finds
+/// every project's install and the fake CRM keeps one record per deal.
+async fn start_behind_faulty(side: Behind) -> (FaultyServer, Harness) {
+    let faulty = FaultyServer::start().await;
+    let (setting, value) = match side {
+        Behind::Enerflo => ("ENERFLO_BASE_URL", faulty.uri()),
+        Behind::Crm => ("CRM_WEBHOOK_URL", format!("{}{EVENTS_PATH}", faulty.uri())),
+    };
+    let h = start(&[(setting, &value), ("RETRY_MAX_ATTEMPTS", "1000")]).await;
+    faulty.set_upstream(&match side {
+        Behind::Enerflo => h.enerflo.uri(),
+        Behind::Crm => h.crm.uri(),
+    });
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, CrmIds::per_deal()).await;
+    (faulty, h)
+}
+
 async fn post_queued(h: &Harness, body: String) {
     let (status, answer) = h.post_webhook(body).await;
     assert_eq!(
@@ -55,15 +80,7 @@ async fn post_queued(h: &Harness, body: String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enerflo_refusing_connections_then_answering_503_loses_and_duplicates_nothing() {
     // GIVEN Enerflo refuses connections (behind a faulty server), and the retry budget is ample
-    let enerflo = FaultyServer::start().await;
-    let h = start(&[
-        ("ENERFLO_BASE_URL", &enerflo.uri()),
-        ("RETRY_MAX_ATTEMPTS", "1000"),
-    ])
-    .await;
-    enerflo.set_upstream(&h.enerflo.uri());
-    finds_installs(&h.enerflo).await;
-    crm_accepts(&h.crm, CrmIds::per_deal()).await;
+    let (enerflo, h) = start_behind_faulty(Behind::Enerflo).await;
     enerflo.set_mode(Mode::Refuse).await;
 
     // WHEN 20 projects are submitted while it is down, it then answers 503 for a while, and
@@ -120,15 +137,7 @@ async fn enerflo_refusing_connections_then_answering_503_loses_and_duplicates_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crm_500s_timeouts_and_lost_acks_then_recovery_deliver_every_event_once() {
     // GIVEN the CRM (behind a faulty server) answers 500
-    let crm = FaultyServer::start().await;
-    let h = start(&[
-        ("CRM_WEBHOOK_URL", &format!("{}/crm/events", crm.uri())),
-        ("RETRY_MAX_ATTEMPTS", "1000"),
-    ])
-    .await;
-    crm.set_upstream(&h.crm.uri());
-    finds_installs(&h.enerflo).await;
-    crm_accepts(&h.crm, CrmIds::per_deal()).await;
+    let (crm, h) = start_behind_faulty(Behind::Crm).await;
     crm.set_mode(Mode::status(500)).await;
 
     // WHEN 10 projects are submitted, the CRM answers 500s, then hangs past the connector's
@@ -223,15 +232,7 @@ fn retry_after_violations(server: &FaultyServer) -> Vec<String> {
 /// duplicated and that the rate stayed under Enerflo's 300 a minute. Returns the requests that
 /// came sooner after a 429 than its `Retry-After` allowed.
 async fn survive_429_storm(storm: usize) -> Vec<String> {
-    let enerflo = FaultyServer::start().await;
-    let h = start(&[
-        ("ENERFLO_BASE_URL", &enerflo.uri()),
-        ("RETRY_MAX_ATTEMPTS", "1000"),
-    ])
-    .await;
-    enerflo.set_upstream(&h.enerflo.uri());
-    finds_installs(&h.enerflo).await;
-    crm_accepts(&h.crm, CrmIds::per_deal()).await;
+    let (enerflo, h) = start_behind_faulty(Behind::Enerflo).await;
     enerflo.script(
         Mode::Status {
             code: 429,

@@ -506,13 +506,7 @@ async fn a_crm_lead_echoing_back_from_enerflo_produces_no_crm_write() {
 
     // THEN the CRM gets nothing back
     assert_eq!(h.crm_events().await.len(), 0);
-    let log = h
-        .runner
-        .ports
-        .log
-        .for_entity("customer:900001", 10)
-        .await
-        .unwrap();
+    let log = h.event_log("customer:900001").await;
     assert_eq!(log[0].outcome, "echo", "{log:#?}");
 
     // ... while a real change made in Enerflo later updates the CRM record the lead came from

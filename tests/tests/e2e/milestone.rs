@@ -251,7 +251,7 @@ async fn against_an_enerflo_that_fires_webhooks_the_crm_milestone_write_does_not
     let entity = format!("install:{INSTALL}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let log = h.runner.ports.log.for_entity(&entity, 10).await.unwrap();
+        let log = h.event_log(&entity).await;
         let echoes = log.iter().filter(|r| r.outcome == "echo").count();
         if echoes == 2 {
             break;

@@ -66,13 +66,7 @@ async fn crm_note_round_trip_creates_one_enerflo_note_and_its_echo_never_reaches
     // THEN nothing reaches the CRM, and the event is logged as an echo
     assert_eq!(h.crm_events().await.len(), 0);
     assert_eq!(note_writes(&h.enerflo).await, 1);
-    let log = h
-        .runner
-        .ports
-        .log
-        .for_entity(&format!("install:{INSTALL}"), 5)
-        .await
-        .unwrap();
+    let log = h.event_log(&format!("install:{INSTALL}")).await;
     assert_eq!(log[0].outcome, "echo", "{log:?}");
 }
 
@@ -530,13 +524,7 @@ async fn an_enerflo_echo_with_altered_text_that_overtakes_the_answer_is_still_no
     // THEN the echo was held back until the ids were linked, then dropped
     assert_eq!(h.crm_events().await.len(), 0);
     assert!(h.runner.queue.dead_letters(Stage::Note).unwrap().is_empty());
-    let log = h
-        .runner
-        .ports
-        .log
-        .for_entity(&format!("install:{INSTALL}"), 5)
-        .await
-        .unwrap();
+    let log = h.event_log(&format!("install:{INSTALL}")).await;
     assert_eq!(log[0].outcome, "echo", "{log:?}");
 }
 

@@ -131,13 +131,7 @@ async fn submitted_then_received_for_the_same_submission_writes_one_crm_record()
         1,
         "the unchanged received copy must not write again: {events:#?}"
     );
-    let log = h
-        .runner
-        .ports
-        .log
-        .for_entity(&format!("deal:{DEAL}"), 10)
-        .await
-        .unwrap();
+    let log = h.event_log(&format!("deal:{DEAL}")).await;
     let outcomes: Vec<_> = log
         .iter()
         .map(|e| (e.event.as_str(), e.outcome.as_str()))
@@ -285,13 +279,7 @@ async fn crm_500_is_retried_then_dead_lettered_with_the_reason() {
         "{}",
         dead[0].reason
     );
-    let logged = h
-        .runner
-        .ports
-        .log
-        .for_entity(&format!("deal:{DEAL}"), 1)
-        .await
-        .unwrap();
+    let logged = h.event_log(&format!("deal:{DEAL}")).await;
     assert_eq!(logged[0].outcome, "dead_lettered");
 }
 

@@ -92,13 +92,7 @@ async fn a_status_change_is_pushed_once_and_an_unchanged_status_is_not_pushed() 
         events[1]["crm_id"], "crm-proj-1",
         "the project's CRM id is carried"
     );
-    let log = h
-        .runner
-        .ports
-        .log
-        .for_entity(&format!("install:{INSTALL}"), 10)
-        .await
-        .unwrap();
+    let log = h.event_log(&format!("install:{INSTALL}")).await;
     assert!(log.iter().any(|r| r.outcome == "unchanged"), "{log:#?}");
 }
 

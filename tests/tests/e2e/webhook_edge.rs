@@ -98,15 +98,7 @@ async fn a_body_over_the_limit_is_413_and_not_logged() {
     let (status, body) = h.post_webhook(big.to_string()).await;
     assert_eq!(status, 413);
     assert_eq!(body["status"], 413);
-    assert!(
-        h.runner
-            .ports
-            .log
-            .for_entity("deal:d-big", 5)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.event_log("deal:d-big").await.is_empty());
 }
 
 #[tokio::test]
@@ -234,15 +226,7 @@ async fn a_body_one_byte_over_max_body_bytes_is_413_naming_the_limit() {
         answer["detail"].as_str().unwrap().contains("1048576"),
         "{answer}"
     );
-    assert!(
-        h.runner
-            .ports
-            .log
-            .for_entity(&format!("deal:{DEAL}"), 5)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.event_log(&format!("deal:{DEAL}")).await.is_empty());
 }
 
 #[tokio::test]
@@ -266,15 +250,7 @@ async fn a_body_within_the_limit_that_no_queue_message_holds_even_compressed_is_
         "{answer}"
     );
     // ... and nothing was written: no event log record, no message, no claim on its dedupe key
-    assert!(
-        h.runner
-            .ports
-            .log
-            .for_entity(&format!("deal:{DEAL}"), 5)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.event_log(&format!("deal:{DEAL}")).await.is_empty());
     assert_eq!(
         h.runner
             .queue
