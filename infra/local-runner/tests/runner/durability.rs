@@ -4,49 +4,35 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+use crate::kit::{Process, fixture, free_port, inbox};
+
+/// A runner on `port` logging at `rust_log`, with no Enerflo settings but `enerflo`: without any,
+/// it serves its own sandbox and CRM inbox.
+fn spawn(data_dir: &Path, port: u16, rust_log: &str, enerflo: &[(&str, String)]) -> Process {
+    Process::spawn(data_dir, &format!("127.0.0.1:{port}"), rust_log, enerflo)
 }
 
-fn spawn(data_dir: &std::path::Path, port: u16, enerflo_key: Option<&str>) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_enerflo-sync-local"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("DATA_DIR", data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if let Some(key) = enerflo_key {
-        // A wrong key makes the sandbox answer 401, so nothing is delivered before the kill.
-        cmd.env("ENERFLO_API_KEY", key).env(
+/// A runner whose own sandbox is called with `key`: a wrong key makes the sandbox answer 401, so
+/// nothing is delivered (the events stay queued).
+fn sandbox_key(port: u16, key: &str) -> [(&'static str, String); 2] {
+    [
+        ("ENERFLO_API_KEY", key.to_owned()),
+        (
             "ENERFLO_BASE_URL",
             format!("http://127.0.0.1:{port}/sandbox/enerflo"),
-        );
-    }
-    let mut child = cmd.spawn().expect("runner starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Some(Ok(line)) = lines.next()
-            && line.contains("listening on")
-        {
-            std::thread::spawn(move || for _ in lines.by_ref() {});
-            return child;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("runner did not start");
+        ),
+    ]
+}
+
+/// A runner on `port` that is listening, at `RUST_LOG=warn`.
+fn started(data_dir: &Path, port: u16, enerflo: &[(&str, String)]) -> Process {
+    let mut runner = spawn(data_dir, port, "warn", enerflo);
+    runner.wait_listening(Duration::from_secs(20));
+    runner
 }
 
 #[tokio::test]
@@ -59,14 +45,10 @@ async fn an_accepted_webhook_survives_kill_9_and_is_delivered_after_restart() {
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let body = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/enerflo/v2-deal.projectSubmitted.json"
-    ))
-    .unwrap();
+    let body = fixture("v2-deal.projectSubmitted.json");
 
     // GIVEN a runner whose Enerflo calls fail (sandbox rejects the key), so the event stays queued
-    let mut first = spawn(&dir, port, Some("wrong-key"));
+    let mut first = started(&dir, port, &sandbox_key(port, "wrong-key"));
     let resp = http
         .post(format!(
             "http://127.0.0.1:{port}/enerflo/webhooks/local-webhook-token"
@@ -77,22 +59,14 @@ async fn an_accepted_webhook_survives_kill_9_and_is_delivered_after_restart() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 202);
     // WHEN it is killed without any chance to clean up
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill();
 
     // THEN a restarted runner (with working sandbox credentials) delivers it to the CRM inbox
-    let mut second = spawn(&dir, port, None);
+    let mut second = started(&dir, port, &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut count = 0;
     while Instant::now() < deadline {
-        let inbox: serde_json::Value = http
-            .get(format!("http://127.0.0.1:{port}/crm-inbox/events"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let inbox = inbox(&http, port).await;
         count = inbox["count"].as_u64().unwrap_or(0);
         if count > 0 {
             assert_eq!(inbox["events"][0]["event"]["type"], "project.submitted");
@@ -101,8 +75,7 @@ async fn an_accepted_webhook_survives_kill_9_and_is_delivered_after_restart() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(
         count, 1,
@@ -110,34 +83,17 @@ async fn an_accepted_webhook_survives_kill_9_and_is_delivered_after_restart() {
     );
 }
 
-/// Like [`spawn`], with the runner's Enerflo at `enerflo_url` (any API key) and the CRM inbox local.
-fn spawn_against(data_dir: &std::path::Path, port: u16, enerflo_url: &str) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_enerflo-sync-local"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("DATA_DIR", data_dir)
-        .env("RUST_LOG", "warn")
-        .env("ENERFLO_BASE_URL", enerflo_url)
-        .env("ENERFLO_API_KEY", "slow-enerflo-key")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("runner starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Some(Ok(line)) = lines.next()
-            && line.contains("listening on")
-        {
-            std::thread::spawn(move || for _ in lines.by_ref() {});
-            return child;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("runner did not start");
+/// A runner listening on `port` whose Enerflo is at `enerflo_url` (any API key); the CRM inbox
+/// is local.
+fn started_against(data_dir: &Path, port: u16, enerflo_url: &str) -> Process {
+    started(
+        data_dir,
+        port,
+        &[
+            ("ENERFLO_BASE_URL", enerflo_url.to_owned()),
+            ("ENERFLO_API_KEY", "slow-enerflo-key".to_owned()),
+        ],
+    )
 }
 
 fn deal_id(n: u64) -> String {
@@ -167,16 +123,6 @@ async fn slow_enerflo() -> String {
     url
 }
 
-async fn inbox(http: &reqwest::Client, port: u16) -> serde_json::Value {
-    http.get(format!("http://127.0.0.1:{port}/crm-inbox/events"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_batch_then_restart_loses_no_acknowledged_event_and_duplicates_none() {
     let dir = std::env::temp_dir().join(format!(
@@ -189,15 +135,11 @@ async fn sigkill_mid_batch_then_restart_loses_no_acknowledged_event_and_duplicat
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let sample = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/enerflo/v2-deal.projectSubmitted.json"
-    ))
-    .unwrap();
+    let sample = fixture("v2-deal.projectSubmitted.json");
     let enerflo = slow_enerflo().await;
 
     // GIVEN a runner that accepted 30 project submissions (distinct deals, short codes, customers)
-    let mut first = spawn_against(&dir, port, &enerflo);
+    let mut first = started_against(&dir, port, &enerflo);
     for n in 1..=30u64 {
         let body = sample
             .replace("00000000-0000-4000-8000-000000000010", &deal_id(n))
@@ -230,15 +172,14 @@ async fn sigkill_mid_batch_then_restart_loses_no_acknowledged_event_and_duplicat
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill();
     assert!(
         at_kill < 30,
         "the kill came after the work was done ({at_kill})"
     );
 
     // THEN a restarted runner delivers the rest, and the inbox holds each event exactly once
-    let mut second = spawn_against(&dir, port, &enerflo);
+    let mut second = started_against(&dir, port, &enerflo);
     let deadline = Instant::now() + Duration::from_secs(60);
     let restarted = Instant::now();
     let mut last = serde_json::Value::Null;
@@ -253,8 +194,7 @@ async fn sigkill_mid_batch_then_restart_loses_no_acknowledged_event_and_duplicat
     // Let any redelivery still under way land before judging "exactly once".
     tokio::time::sleep(Duration::from_secs(1)).await;
     let settled = inbox(&http, port).await;
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill();
     let _ = std::fs::remove_dir_all(&dir);
 
     assert_eq!(
@@ -289,100 +229,6 @@ async fn sigkill_mid_batch_then_restart_loses_no_acknowledged_event_and_duplicat
     );
 }
 
-/// A runner started like [`spawn`], at `RUST_LOG=info`, with every line of its stdout and stderr
-/// collected (its log lines are JSON on stdout; a start-up error is on stderr).
-struct Logged {
-    child: Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Logged {
-    fn spawn(data_dir: &std::path::Path, port: u16, enerflo_key: Option<&str>) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_enerflo-sync-local"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("DATA_DIR", data_dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(key) = enerflo_key {
-            cmd.env("ENERFLO_API_KEY", key).env(
-                "ENERFLO_BASE_URL",
-                format!("http://127.0.0.1:{port}/sandbox/enerflo"),
-            );
-        }
-        let mut child = cmd.spawn().expect("runner starts");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut readers = Vec::new();
-        let streams: [Box<dyn std::io::Read + Send>; 2] = [
-            Box::new(child.stdout.take().unwrap()),
-            Box::new(child.stderr.take().unwrap()),
-        ];
-        for stream in streams {
-            let lines = lines.clone();
-            readers.push(std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            }));
-        }
-        Self {
-            child,
-            lines,
-            readers,
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Waits until the runner printed its banner (it listens), or panics with what it wrote.
-    fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.lines().iter().any(|l| l.contains("listening on")) {
-            if Instant::now() > deadline || self.child.try_wait().unwrap().is_some() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("runner did not start: {:#?}", self.lines());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits for the process to exit (killing it after `timeout`), then for its output to end.
-    fn wait_exit(&mut self, timeout: Duration) -> (std::process::ExitStatus, Vec<String>) {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "runner did not exit within {timeout:?}: {:#?}",
-                    self.lines()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        for reader in self.readers.drain(..) {
-            reader.join().unwrap();
-        }
-        (status, self.lines())
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn sigterm_shuts_the_runner_down_gracefully_and_an_event_accepted_before_it_is_delivered_after_restart()
  {
@@ -392,15 +238,11 @@ async fn sigterm_shuts_the_runner_down_gracefully_and_an_event_accepted_before_i
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let body = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/enerflo/v2-deal.projectSubmitted.json"
-    ))
-    .unwrap();
+    let body = fixture("v2-deal.projectSubmitted.json");
 
     // GIVEN a runner whose Enerflo calls fail (sandbox rejects the key), holding an accepted event
-    let mut first = Logged::spawn(&dir, port, Some("wrong-key"));
-    first.wait_listening();
+    let mut first = spawn(&dir, port, "info", &sandbox_key(port, "wrong-key"));
+    first.wait_listening(Duration::from_secs(20));
     let resp = http
         .post(format!(
             "http://127.0.0.1:{port}/enerflo/webhooks/local-webhook-token"
@@ -441,7 +283,7 @@ async fn sigterm_shuts_the_runner_down_gracefully_and_an_event_accepted_before_i
     );
 
     // AND a restarted runner (with working sandbox credentials) delivers the event exactly once
-    let mut second = spawn(&dir, port, None);
+    let mut second = started(&dir, port, &[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = serde_json::Value::Null;
     while Instant::now() < deadline {
@@ -451,8 +293,7 @@ async fn sigterm_shuts_the_runner_down_gracefully_and_an_event_accepted_before_i
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(last["count"], 1, "delivered after the restart: {last}");
     assert_eq!(last["events"][0]["event"]["type"], "project.submitted");
@@ -465,11 +306,11 @@ async fn a_second_runner_on_the_same_data_dir_exits_non_zero_naming_the_director
     let http = reqwest::Client::new();
 
     // GIVEN a runner on a data dir
-    let mut first = Logged::spawn(&dir, port, None);
-    first.wait_listening();
+    let mut first = spawn(&dir, port, "info", &[]);
+    first.wait_listening(Duration::from_secs(20));
 
     // WHEN a second runner starts on the same data dir (on another port)
-    let mut second = Logged::spawn(&dir, free_port(), None);
+    let mut second = spawn(&dir, free_port(), "info", &[]);
     let (status, lines) = second.wait_exit(Duration::from_secs(20));
 
     // THEN it exits non-zero, saying the directory is in use and what to do

@@ -2,4 +2,5 @@
 //! and log hygiene.
 
 mod durability;
+mod kit;
 mod log_hygiene;
