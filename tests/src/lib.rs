@@ -20,8 +20,10 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use enerflo_sync::classify::Stage;
 use enerflo_sync::config::Config;
 use enerflo_sync::enerflo::{EnerfloApi, HttpEnerfloClient};
+use enerflo_sync::queue::DeadLetter;
 use enerflo_sync::secret::Secret;
 use enerflo_sync::store::{EntityKind, EventRecord, IdForm, IdRef};
 use enerflo_sync_local::Runner;
@@ -394,6 +396,11 @@ impl Harness {
             .await
             .map_or(0, |r| r.len());
         (crm, enerflo, self.queued())
+    }
+
+    /// The dead letters of `stage`'s queue.
+    pub fn dead_letters(&self, stage: Stage) -> Vec<DeadLetter> {
+        self.runner.queue.dead_letters(stage).unwrap()
     }
 
     /// The event log's records of `entity`, newest first (at most 50).

@@ -224,7 +224,7 @@ async fn a_change_order_event_with_nothing_signed_is_dead_lettered_with_the_reas
     body["change_orders"][0]["status"] = json!("pending");
     assert_eq!(deliver(&h, &body).await.0, 202);
     h.drain(Duration::from_secs(10)).await;
-    let dead = h.runner.queue.dead_letters(Stage::ChangeOrder).unwrap();
+    let dead = h.dead_letters(Stage::ChangeOrder);
     assert_eq!(dead.len(), 1);
     assert!(
         dead[0].reason.contains("no complete signed change order"),

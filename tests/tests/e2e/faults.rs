@@ -118,13 +118,7 @@ async fn enerflo_refusing_connections_then_answering_503_loses_and_duplicates_no
     assert!(deals.values().all(|&c| c == 1), "{deals:?}");
     let ids: BTreeSet<_> = events.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(ids.len(), 20);
-    assert!(
-        h.runner
-            .queue
-            .dead_letters(Stage::Project)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.dead_letters(Stage::Project).is_empty());
     assert!(
         enerflo.count("pass") >= 20,
         "each project was hydrated once Enerflo was back: {:?}",
@@ -192,13 +186,7 @@ async fn crm_500s_timeouts_and_lost_acks_then_recovery_deliver_every_event_once(
     );
     let deals = per_deal(&events);
     assert_eq!(deals.values().filter(|&&c| c == 2).count(), swallowed);
-    assert!(
-        h.runner
-            .queue
-            .dead_letters(Stage::Project)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.dead_letters(Stage::Project).is_empty());
 }
 
 // ----- Enerflo 429 storm --------------------------------------------------------------------------
@@ -365,18 +353,18 @@ async fn poison_messages_are_dead_lettered_with_a_reason_and_never_block_other_e
         || async { deliveries(&h.crm).await.len() >= 10 },
     )
     .await;
-    let dead = h.runner.queue.dead_letters(Stage::Project).unwrap();
+    let dead = h.dead_letters(Stage::Project);
     assert!(
         dead.iter().all(|d| !d.body.contains(&missing)),
         "the retried poison did not hold the other entities back"
     );
     // ... and every poison ends in the DLQ with its reason, the transient one after the budget
     wait_until(Duration::from_secs(60), "6 dead letters", || async {
-        h.runner.queue.dead_letters(Stage::Project).unwrap().len() >= 6
+        h.dead_letters(Stage::Project).len() >= 6
     })
     .await;
     h.settle().await;
-    let dead = h.runner.queue.dead_letters(Stage::Project).unwrap();
+    let dead = h.dead_letters(Stage::Project);
     assert_eq!(dead.len(), 6, "{dead:#?}");
     let reason_of = |pred: &dyn Fn(&enerflo_sync::queue::DeadLetter) -> bool| {
         let d = dead.iter().find(|d| pred(d)).expect("dead letter present");

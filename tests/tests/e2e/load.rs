@@ -261,7 +261,7 @@ async fn load_mixed_webhooks_every_routed_event_reaches_the_crm_exactly_once() {
     );
     assert_eq!(received, expected);
     for stage in enerflo_sync_local::CONSUMER_STAGES {
-        let dead = h.runner.queue.dead_letters(*stage).unwrap();
+        let dead = h.dead_letters(*stage);
         assert!(
             dead.is_empty(),
             "{stage}: {:?}",

@@ -97,7 +97,7 @@ async fn an_event_that_cannot_be_understood_is_dead_lettered_with_what_was_missi
     let body = json!({"webhook_event": "project_milestone_updated", "milestone": {"title": "?"}})
         .to_string();
     h.deliver(body.clone()).await;
-    let dead = h.runner.queue.dead_letters(Stage::Milestone).unwrap();
+    let dead = h.dead_letters(Stage::Milestone);
     assert_eq!(dead.len(), 1);
     assert!(
         dead[0].reason.contains("no install id"),

@@ -237,7 +237,7 @@ async fn a_note_event_without_a_recognisable_install_id_is_dead_lettered_with_th
     assert_eq!(h.post_webhook(no_text).await.0, 202);
     h.drain(Duration::from_secs(10)).await;
 
-    let dead = h.runner.queue.dead_letters(Stage::Note).unwrap();
+    let dead = h.dead_letters(Stage::Note);
     assert_eq!(dead.len(), 2, "{dead:?}");
     let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
     assert!(
@@ -523,7 +523,7 @@ async fn an_enerflo_echo_with_altered_text_that_overtakes_the_answer_is_still_no
 
     // THEN the echo was held back until the ids were linked, then dropped
     assert_eq!(h.crm_events().await.len(), 0);
-    assert!(h.runner.queue.dead_letters(Stage::Note).unwrap().is_empty());
+    assert!(h.dead_letters(Stage::Note).is_empty());
     let log = h.event_log(&format!("install:{INSTALL}")).await;
     assert_eq!(log[0].outcome, "echo", "{log:?}");
 }

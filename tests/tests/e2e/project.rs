@@ -190,13 +190,7 @@ async fn installs_find_404_then_200_is_retried_until_it_succeeds() {
     h.drain(Duration::from_secs(15)).await;
     assert_eq!(h.enerflo_calls("/api/v3/installs/find/").await, 3);
     assert_eq!(h.crm_events().await.len(), 1);
-    assert!(
-        h.runner
-            .queue
-            .dead_letters(Stage::Project)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.dead_letters(Stage::Project).is_empty());
 }
 
 #[tokio::test]
@@ -211,7 +205,7 @@ async fn installs_find_404_past_the_retry_budget_dead_letters_with_the_reason() 
 
     assert_eq!(h.post_webhook(submitted()).await.0, 202);
     h.drain(Duration::from_secs(15)).await;
-    let dead = h.runner.queue.dead_letters(Stage::Project).unwrap();
+    let dead = h.dead_letters(Stage::Project);
     assert_eq!(dead.len(), 1);
     assert!(
         dead[0].reason.contains("not created yet"),
@@ -272,7 +266,7 @@ async fn crm_500_is_retried_then_dead_lettered_with_the_reason() {
         events.windows(2).all(|w| w[0]["id"] == w[1]["id"]),
         "the event id is stable across retries"
     );
-    let dead = h.runner.queue.dead_letters(Stage::Project).unwrap();
+    let dead = h.dead_letters(Stage::Project);
     assert_eq!(dead.len(), 1);
     assert!(
         dead[0].reason.contains("CRM unavailable: HTTP 500"),
@@ -314,7 +308,7 @@ async fn installs_find_200_without_an_install_id_makes_no_crm_write_and_dead_let
     // THEN nothing reached the CRM; the event was retried, then dead-lettered with the reason
     assert_eq!(h.crm_events().await.len(), 0);
     assert_eq!(h.enerflo_calls("/api/v3/installs/find/").await, 3);
-    let dead = h.runner.queue.dead_letters(Stage::Project).unwrap();
+    let dead = h.dead_letters(Stage::Project);
     assert_eq!(dead.len(), 1);
     assert!(
         dead[0].reason.contains(&format!(
@@ -353,11 +347,5 @@ async fn a_200_html_maintenance_page_then_the_install_writes_the_crm_once() {
     let events = h.crm_events().await;
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0]["enerflo"]["install_id"], 700001);
-    assert!(
-        h.runner
-            .queue
-            .dead_letters(Stage::Project)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.dead_letters(Stage::Project).is_empty());
 }

@@ -294,13 +294,7 @@ async fn against_an_enerflo_that_fires_webhooks_the_crm_status_write_does_not_lo
     let events = h.crm_events().await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["data"]["previous"]["name"], "On Hold");
-    assert!(
-        h.runner
-            .queue
-            .dead_letters(Stage::Status)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.dead_letters(Stage::Status).is_empty());
 }
 
 #[tokio::test]
