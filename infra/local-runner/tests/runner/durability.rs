@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::kit::{Process, fixture, free_port, inbox};
+use crate::kit::{Process, fixture, free_port, inbox, post_webhook};
 
 /// A runner on `port` logging at `rust_log`, with no Enerflo settings but `enerflo`: without any,
 /// it serves its own sandbox and CRM inbox.
@@ -49,15 +49,7 @@ async fn an_accepted_webhook_survives_kill_9_and_is_delivered_after_restart() {
 
     // GIVEN a runner whose Enerflo calls fail (sandbox rejects the key), so the event stays queued
     let mut first = started(&dir, port, &sandbox_key(port, "wrong-key"));
-    let resp = http
-        .post(format!(
-            "http://127.0.0.1:{port}/enerflo/webhooks/local-webhook-token"
-        ))
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
+    assert_eq!(post_webhook(&http, port, body).await, 202);
     // WHEN it is killed without any chance to clean up
     first.kill();
 
@@ -148,15 +140,7 @@ async fn sigkill_mid_batch_then_restart_loses_no_acknowledged_event_and_duplicat
                 "00000000-0000-4000-8000-000000000003",
                 &format!("00000000-0000-4000-a000-{n:012}"),
             );
-        let resp = http
-            .post(format!(
-                "http://127.0.0.1:{port}/enerflo/webhooks/local-webhook-token"
-            ))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 202);
+        assert_eq!(post_webhook(&http, port, body).await, 202);
     }
 
     // WHEN it is killed with SIGKILL while it works through them
@@ -243,15 +227,7 @@ async fn sigterm_shuts_the_runner_down_gracefully_and_an_event_accepted_before_i
     // GIVEN a runner whose Enerflo calls fail (sandbox rejects the key), holding an accepted event
     let mut first = spawn(&dir, port, "info", &sandbox_key(port, "wrong-key"));
     first.wait_listening(Duration::from_secs(20));
-    let resp = http
-        .post(format!(
-            "http://127.0.0.1:{port}/enerflo/webhooks/local-webhook-token"
-        ))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
+    assert_eq!(post_webhook(&http, port, body).await, 202);
 
     // WHEN it is sent SIGTERM (what supervisors, `docker stop` and `kill` send)
     let kill = Command::new("kill")

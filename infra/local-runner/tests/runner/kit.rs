@@ -49,6 +49,20 @@ pub async fn inbox(http: &reqwest::Client, port: u16) -> Value {
         .unwrap()
 }
 
+/// Posts `body` to the webhook route of the runner on `port` (the local default token) and
+/// returns the answer's status.
+pub async fn post_webhook(http: &reqwest::Client, port: u16, body: String) -> u16 {
+    http.post(format!(
+        "http://127.0.0.1:{port}/enerflo/webhooks/local-webhook-token"
+    ))
+    .body(body)
+    .send()
+    .await
+    .unwrap()
+    .status()
+    .as_u16()
+}
+
 /// The runner binary as a child process: no environment but `PATH`, `DATA_DIR`, `LISTEN_ADDR`,
 /// `RUST_LOG` and the settings given; every line of its stdout (JSON logs, the banner) and stderr
 /// (a start-up error) is collected. Killed and reaped on drop.
