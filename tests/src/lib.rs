@@ -49,21 +49,18 @@ pub fn fixture_json(name: &str) -> Value {
     serde_json::from_str(&fixture(name)).expect("fixture is JSON")
 }
 
+/// A fresh directory of its own: unique across processes (pid), tests in one process (a
+/// counter: `cargo test` runs a binary's tests as threads of one process) and runs (a random tag).
 pub fn temp_dir(tag: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!(
-        "sync-tests-{tag}-{}-{:x}",
+        "sync-tests-{tag}-{}-{n}-{:x}",
         std::process::id(),
-        fastrand_u64()
+        fastrand::u64(..)
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-fn fastrand_u64() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    t.as_nanos() as u64 ^ (std::process::id() as u64) << 32
 }
 
 // ----- waiting on observed progress -------------------------------------------------------------

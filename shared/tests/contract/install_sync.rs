@@ -1,7 +1,7 @@
 //! Stages 3 and 4 without HTTP or threads: the consumers and inbound routes driven directly, on
 //! the embedded store, with a scripted Enerflo and a recording CRM. Both directions and the echo
 //! protection between them. (The same behaviours through the local runner over HTTP are in
-//! `tests/tests/{status,milestone}_e2e.rs`.)
+//! `tests/tests/e2e/{status,milestone}.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

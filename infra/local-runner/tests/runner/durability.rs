@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::kit::{Process, fixture, free_port, inbox, post_webhook};
+use crate::kit::{Process, data_dir, fixture, free_port, inbox, post_webhook};
 
 /// A runner on `port` logging at `rust_log`, with no Enerflo settings but `enerflo`: without any,
 /// it serves its own sandbox and CRM inbox.
@@ -37,8 +37,7 @@ fn started(data_dir: &Path, port: u16, enerflo: &[(&str, String)]) -> Process {
 
 #[tokio::test]
 async fn an_accepted_webhook_survives_kill_9_and_is_delivered_after_restart() {
-    let dir =
-        std::env::temp_dir().join(format!("durability-{}-{}", std::process::id(), free_port()));
+    let dir = data_dir("durability");
     let port = free_port();
     // No pooled connections: the second runner listens on the port the killed one used.
     let http = reqwest::Client::builder()
@@ -117,11 +116,7 @@ async fn slow_enerflo() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_batch_then_restart_loses_no_acknowledged_event_and_duplicates_none() {
-    let dir = std::env::temp_dir().join(format!(
-        "kill-mid-batch-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
+    let dir = data_dir("kill-mid-batch");
     let port = free_port();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -216,7 +211,7 @@ async fn sigkill_mid_batch_then_restart_loses_no_acknowledged_event_and_duplicat
 #[tokio::test]
 async fn sigterm_shuts_the_runner_down_gracefully_and_an_event_accepted_before_it_is_delivered_after_restart()
  {
-    let dir = std::env::temp_dir().join(format!("sigterm-{}-{}", std::process::id(), free_port()));
+    let dir = data_dir("sigterm");
     let port = free_port();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -277,7 +272,7 @@ async fn sigterm_shuts_the_runner_down_gracefully_and_an_event_accepted_before_i
 
 #[tokio::test]
 async fn a_second_runner_on_the_same_data_dir_exits_non_zero_naming_the_directory_as_in_use() {
-    let dir = std::env::temp_dir().join(format!("in-use-{}-{}", std::process::id(), free_port()));
+    let dir = data_dir("in-use");
     let port = free_port();
     let http = reqwest::Client::new();
 

@@ -29,13 +29,16 @@ pub fn fixture(name: &str) -> String {
     .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
-/// A fresh data directory path for a runner (not created: the runner creates it).
+/// A fresh data directory path for a runner (not created: the runner creates it), unique across
+/// processes, tests in one process and runs.
 pub fn data_dir(tag: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    std::env::temp_dir().join(format!("{tag}-{}-{nanos}", std::process::id()))
+    std::env::temp_dir().join(format!("{tag}-{}-{n}-{nanos}", std::process::id()))
 }
 
 /// The local CRM inbox of the runner on `port` (`GET /crm-inbox/events`).
