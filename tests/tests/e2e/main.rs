@@ -4,6 +4,7 @@
 
 mod change_order;
 mod faults;
+mod hubspot;
 mod leads;
 mod load;
 mod milestone;
