@@ -6,14 +6,15 @@ SHELL := bash
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: help run test lint fmt build bench clean-local
+.PHONY: help run test lint fmt build check-sam-build bench clean-local
 
 help:
 	@echo "make run          run the whole pipeline locally (embedded store and queue, no AWS)"
 	@echo "make test         fmt check, clippy, tests against moto, cfn-lint, template rules"
 	@echo "make lint         fmt check, clippy, cfn-lint, template rules (no tests)"
 	@echo "make fmt          format the workspace"
-	@echo "make build        build the Lambda binaries with cargo-lambda"
+	@echo "make build        the Lambda binaries (ARCH=x86_64|arm64), glibc 2.34, checked"
+	@echo "make check-sam-build  check what sam build packaged (ARCH=x86_64|arm64)"
 	@echo "make bench        run the performance benchmarks"
 	@echo "make clean-local  delete the local runner's state (.local-data/)"
 
@@ -33,16 +34,32 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# `sam build` runs cargo-lambda too; the cargo compiler avoids needing zig on this machine.
+# The Lambda binaries, for the template's Architecture (ARCH=x86_64 or ARCH=arm64), linked by
+# cargo-lambda's zig against glibc 2.34 (provided.al2023's), whatever glibc this host has; then
+# checked (infra/scripts/check_glibc.py). `pip install cargo-lambda` brings zig. Output:
+# target/lambda/<function>/bootstrap.
+ARCH ?= x86_64
+LAMBDA_TARGET_x86_64 := x86_64-unknown-linux-gnu.2.34
+LAMBDA_TARGET_arm64 := aarch64-unknown-linux-gnu.2.34
+FUNCTIONS := $(sort $(notdir $(wildcard functions/*)))
+
 build:
-	@if $(CARGO) lambda --version >/dev/null 2>&1; then \
-	  $(CARGO) lambda build --release --compiler cargo; \
-	  echo "Binaries are in target/lambda/. To deploy: CARGO_LAMBDA_COMPILER=cargo sam build && sam deploy --guided"; \
-	else \
-	  echo "cargo-lambda is not installed: python3 -m pip install cargo-lambda (or see https://www.cargo-lambda.info)." >&2; \
-	  echo "Then run 'make build', or 'CARGO_LAMBDA_COMPILER=cargo sam build' to package for deploy." >&2; \
+	@if [[ -z "$(LAMBDA_TARGET_$(ARCH))" ]]; then \
+	  echo "ARCH must be x86_64 or arm64 (the template's Architecture), not '$(ARCH)'" >&2; exit 1; \
+	fi
+	@if ! $(CARGO) lambda --version >/dev/null 2>&1; then \
+	  echo "cargo-lambda is not installed: python3 -m pip install cargo-lambda (it brings zig)." >&2; \
 	  exit 1; \
 	fi
+	$(CARGO) lambda build --release --locked --compiler cargo-zigbuild \
+	  --target $(LAMBDA_TARGET_$(ARCH)) $(addprefix -p ,$(FUNCTIONS))
+	$(PYTHON) infra/scripts/check_glibc.py --arch $(ARCH) \
+	  $(foreach f,$(FUNCTIONS),target/lambda/$(f)/bootstrap)
+
+# After `sam build`: the binaries SAM packaged, checked the same way (glibc, and ARCH = the
+# template's Architecture).
+check-sam-build:
+	$(PYTHON) infra/scripts/check_glibc.py --arch $(ARCH) .aws-sam/build/*/bootstrap
 
 bench:
 	$(CARGO) bench -p enerflo-sync

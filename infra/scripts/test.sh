@@ -10,6 +10,9 @@ cd "$ROOT"
 MOTO="$ROOT/infra/scripts/moto.sh"
 CHECK="$ROOT/infra/scripts/check_template.py"
 BAD_TEMPLATE="infra/scripts/bad-template.yaml"
+GLIBC="$ROOT/infra/scripts/check_glibc.py"
+GLIBC_FIXTURES="infra/scripts/fixtures/glibc"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 # One failure per rule is what the negative fixture promises (see its header).
 EXPECTED_RULES=(iam-wildcard sqs-visibility queue-dlq batch-failures noecho access-log-path function-role
   role-scope stage-registry)
@@ -61,6 +64,41 @@ fi
 
 "$MOTO" stop
 moto_started=0
+
+# Lambda's provided.al2023 has glibc 2.34. The debug binaries are linked like a host-linker
+# Lambda build would be (the C code of the TLS stack binds to this host's glibc), so checking them
+# catches a host whose glibc would break the functions at cold start, without a release build.
+step "function binaries need at most glibc 2.34"
+functions=()
+for dir in functions/*/; do
+  functions+=("$(basename "$dir")")
+done
+package_args=()
+for name in "${functions[@]}"; do
+  package_args+=(-p "$name")
+done
+cargo build --locked "${package_args[@]}"
+binaries=()
+for name in "${functions[@]}"; do
+  binaries+=("$TARGET_DIR/debug/$name")
+done
+python3 "$GLIBC" "${binaries[@]}"
+
+step "glibc check: a binary needing GLIBC_2.38 must fail"
+# Fixtures linked by zig against glibc 2.38 and 2.34 (see $GLIBC_FIXTURES/make-fixtures.sh).
+python3 "$GLIBC" "$GLIBC_FIXTURES/needs-glibc-2.34-x86_64"
+for fixture in "$GLIBC_FIXTURES/needs-glibc-2.38-x86_64" "$GLIBC_FIXTURES/needs-glibc-2.38-aarch64"; do
+  set +e
+  glibc_output="$(python3 "$GLIBC" "$fixture" 2>&1)"
+  glibc_status=$?
+  set -e
+  printf '%s\n' "$glibc_output"
+  if ((glibc_status != 1)) || ! grep -q "^FAIL .*GLIBC_2.38 .*strlcpy" <<<"$glibc_output"; then
+    echo "FAIL: expected check_glibc.py to exit 1 naming strlcpy@GLIBC_2.38 on $fixture, got $glibc_status" >&2
+    exit 1
+  fi
+done
+echo "binaries needing GLIBC_2.38 rejected, as expected"
 
 step "cfn-lint template.yaml"
 cfn-lint template.yaml
