@@ -44,6 +44,27 @@ secrets and least privilege):
                    a stage's queue or DLQ, and no *_QUEUE_URL / *_DLQ_URL variable names a prefix
                    the registry does not list.
 
+  alarm-actions    every AWS::CloudWatch::Alarm notifies an SNS topic of this template (AlarmActions
+                   and OKActions hold a Ref to it, unconditionally): an alarm with no action
+                   tells nobody
+  alarm-coverage   every function has an Errors and a Throttles alarm (AWS/Lambda, FunctionName =
+                   that function), every SQS source queue an ApproximateAgeOfOldestMessage alarm
+                   and every DLQ an ApproximateNumberOfMessagesVisible alarm
+  function-logging every function's LoggingConfig (Globals.Function's merged with its own, as SAM
+                   merges them) has LogFormat JSON, ApplicationLogLevel and SystemLogLevel (Lambda
+                   drops DEBUG lines otherwise, whatever RUST_LOG says) and a LogGroup of this
+                   template with RetentionInDays; its environment sets RUST_LOG. Checked on the
+                   SAM output too when it can be transformed
+  architecture     every function's Architectures is [!Ref <parameter>] of a parameter allowing
+                   exactly x86_64 and arm64, so one stack parameter picks the CPU of all
+  resource-names   a physical name the template sets (QueueName, TopicName, FunctionName, ...)
+                   fits its service's limit for any parameter value: the stack name counts as
+                   128 characters, a parameter as its MaxLength (unknown length fails); a FIFO
+                   queue's name ends in .fifo. Names left out are CloudFormation's, which fit
+  dashboard        an AWS::CloudWatch::Dashboard shows, for every stage, its source queue's
+                   ApproximateAgeOfOldestMessage and its DLQ's ApproximateNumberOfMessagesVisible
+                   (`${Queue.QueueName}` in the body)
+
 Usage: check_template.py [--stages STAGES_JSON] [TEMPLATE]   (default: template.yaml)
   --stages defaults to infra/stages.json of the nearest directory above the template that has
   one (the repository root for template.yaml and for infra/scripts/bad-template.yaml).
@@ -93,6 +114,28 @@ ROLE_SERVICES = {"logs", "sqs", "dynamodb"}
 SQS_SEND = "sqs:sendmessage"
 LAMBDA_PRINCIPAL = "lambda.amazonaws.com"
 # `${Table.Arn}` or `${Table.Arn}/index/<name>` in a Sub.
+# Longest value of each pseudo parameter a name can embed.
+PSEUDO_LENGTHS = {
+    "AWS::StackName": 128,
+    "AWS::Region": 20,
+    "AWS::AccountId": 12,
+    "AWS::Partition": 10,
+    "AWS::URLSuffix": 16,
+}
+# Physical name properties and their service's length limit.
+NAME_LIMITS = {
+    "AWS::SQS::Queue": ("QueueName", 80),
+    "AWS::SNS::Topic": ("TopicName", 256),
+    "AWS::Serverless::Function": ("FunctionName", 64),
+    "AWS::Lambda::Function": ("FunctionName", 64),
+    "AWS::IAM::Role": ("RoleName", 64),
+    "AWS::DynamoDB::Table": ("TableName", 255),
+    "AWS::CloudWatch::Dashboard": ("DashboardName", 255),
+    "AWS::CloudWatch::Alarm": ("AlarmName", 255),
+    "AWS::Logs::LogGroup": ("LogGroupName", 512),
+}
+ARCHITECTURES = {"x86_64", "arm64"}
+SUB_VARIABLE = re.compile(r"\$\{([^}!][^}]*)\}")
 SUB_ARN = re.compile(r"\$\{([A-Za-z0-9]+)(?:\.Arn)?\}(?:/index/[A-Za-z0-9_.-]+)?")
 
 
@@ -251,6 +294,12 @@ class Checker:
         self.check_role_scope()
         self.check_sam_roles()
         self.check_stage_registry()
+        self.check_alarm_actions()
+        self.check_alarm_coverage()
+        self.check_function_logging()
+        self.check_architecture()
+        self.check_resource_names()
+        self.check_dashboard()
         return self.results
 
     # ---- value helpers -----------------------------------------------------------------------
@@ -716,6 +765,20 @@ class Checker:
                 not managed,
                 f"SAM attaches managed policies {managed}" if managed else "no managed policy",
             )
+        # What SAM made of Globals and each function's LoggingConfig: the deployed function's.
+        log_groups = {r for r in self.resources if self.rtype(r) == "AWS::Logs::LogGroup"}
+        for logical_id, resource in _mapping(output.get("Resources")).items():
+            resource = _mapping(resource)
+            if resource.get("Type") != "AWS::Lambda::Function":
+                continue
+            config = _mapping(resource.get("Properties")).get("LoggingConfig")
+            problems = self.logging_problems(config, log_groups)
+            self.record(
+                "function-logging",
+                f"SAM output function {logical_id}",
+                not problems,
+                "; ".join(problems) or "LoggingConfig with levels and its own log group",
+            )
 
     # ---- role-scope ---------------------------------------------------------------------------
 
@@ -1047,6 +1110,242 @@ class Checker:
                         f"no registry stage has env_prefix {match.group(1)} (known: "
                         f"{', '.join(sorted(prefixes))})",
                     )
+
+
+    # ---- alarm-actions, alarm-coverage --------------------------------------------------------
+
+    def alarms(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for logical_id in self.resources:
+            if self.rtype(logical_id) == "AWS::CloudWatch::Alarm":
+                yield logical_id, self.props(logical_id)
+
+    def check_alarm_actions(self) -> None:
+        for alarm_id, props in self.alarms():
+            problems = []
+            for key in ("AlarmActions", "OKActions"):
+                value = props.get(key)
+                if not isinstance(value, list):
+                    problems.append(
+                        f"{key} is not a plain list (a condition can leave the alarm without one)"
+                    )
+                    continue
+                topics = [
+                    t for t in map(self.target, value) if t and self.rtype(t) == "AWS::SNS::Topic"
+                ]
+                if not topics:
+                    problems.append(f"{key} names no SNS topic of this template")
+            self.record(
+                "alarm-actions",
+                alarm_id,
+                not problems,
+                "; ".join(problems) or "notifies the template's SNS topic",
+            )
+
+    def alarm_targets(self, namespace: str, metric: str, dimension: str) -> set[str]:
+        """Resources some alarm watches `namespace`/`metric` of, by the `dimension` naming them."""
+        found: set[str] = set()
+        for _, props in self.alarms():
+            if props.get("Namespace") != namespace or props.get("MetricName") != metric:
+                continue
+            for item in _list(props.get("Dimensions")):
+                item = _mapping(item)
+                if item.get("Name") == dimension:
+                    target = self.target(item.get("Value"))
+                    if target:
+                        found.add(target)
+        return found
+
+    def check_alarm_coverage(self) -> None:
+        rule = "alarm-coverage"
+        errors = self.alarm_targets("AWS/Lambda", "Errors", "FunctionName")
+        throttles = self.alarm_targets("AWS/Lambda", "Throttles", "FunctionName")
+        for function_id in self.functions():
+            missing = [n for n, got in (("Errors", errors), ("Throttles", throttles)) if function_id not in got]
+            self.record(
+                rule,
+                function_id,
+                not missing,
+                f"no {' or '.join(missing)} alarm (AWS/Lambda, FunctionName !Ref {function_id})"
+                if missing
+                else "Errors and Throttles alarms",
+            )
+        age = self.alarm_targets("AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName")
+        depth = self.alarm_targets("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName")
+        sources = {q for _, q, _, _ in self.sqs_sources() if q and self.rtype(q) == "AWS::SQS::Queue"}
+        for queue_id in sorted(sources):
+            self.record(
+                rule,
+                queue_id,
+                queue_id in age,
+                "ApproximateAgeOfOldestMessage alarm"
+                if queue_id in age
+                else "source queue without an ApproximateAgeOfOldestMessage alarm: a stuck "
+                "stage goes unnoticed until messages expire",
+            )
+            dlq = self.dlq_of(queue_id)
+            if dlq is not None:
+                self.record(
+                    rule,
+                    dlq,
+                    dlq in depth,
+                    "ApproximateNumberOfMessagesVisible alarm"
+                    if dlq in depth
+                    else "DLQ without an ApproximateNumberOfMessagesVisible alarm: dead letters "
+                    "go unnoticed",
+                )
+
+    # ---- function-logging, architecture -------------------------------------------------------
+
+    def merged(self, function_id: str, key: str) -> Any:
+        """A function property as SAM resolves it: maps merged over Globals.Function's, other
+        values overriding them."""
+        global_value = _mapping(self.globals.get("Function")).get(key)
+        own = self.props(function_id).get(key)
+        if isinstance(global_value, dict) and isinstance(own, dict):
+            return {**global_value, **own}
+        return own if own is not None else global_value
+
+    def logging_problems(self, config: Any, log_groups: set[str]) -> list[str]:
+        config = _mapping(config)
+        problems = []
+        if config.get("LogFormat") != "JSON":
+            problems.append("LogFormat is not JSON (log levels need it)")
+        for key in ("ApplicationLogLevel", "SystemLogLevel"):
+            if key not in config:
+                problems.append(f"no {key}: Lambda keeps INFO and above whatever RUST_LOG says")
+        group = self.target(config.get("LogGroup"))
+        if group is None or group not in log_groups:
+            problems.append("LogGroup is not !Ref of an AWS::Logs::LogGroup of this template")
+        elif "RetentionInDays" not in self.props(group):
+            problems.append(f"its log group {group} has no RetentionInDays (logs kept forever)")
+        return problems
+
+    def check_function_logging(self) -> None:
+        log_groups = {r for r in self.resources if self.rtype(r) == "AWS::Logs::LogGroup"}
+        for function_id in self.functions():
+            problems = self.logging_problems(self.merged(function_id, "LoggingConfig"), log_groups)
+            if "RUST_LOG" not in self.environment(function_id):
+                problems.append("no RUST_LOG in its environment")
+            self.record(
+                "function-logging",
+                function_id,
+                not problems,
+                "; ".join(problems) or "JSON logs with application and system levels, own log group",
+            )
+
+    def check_architecture(self) -> None:
+        for function_id in self.functions():
+            value = self.merged(function_id, "Architectures")
+            items = _list(value)
+            problem = None
+            if len(items) != 1 or not isinstance(items[0], dict) or set(items[0]) != {"Ref"}:
+                problem = f"Architectures {value!r} is not [!Ref <parameter>]"
+            else:
+                name = items[0]["Ref"]
+                allowed = _mapping(self.parameters.get(name)).get("AllowedValues")
+                if name not in self.parameters:
+                    problem = f"Architectures refers to {name}, which is not a parameter"
+                elif not isinstance(allowed, list) or set(map(str, allowed)) != ARCHITECTURES:
+                    problem = f"parameter {name} must allow exactly x86_64 and arm64 (AllowedValues)"
+            self.record(
+                "architecture",
+                function_id,
+                problem is None,
+                problem or "Architectures from the stack parameter",
+            )
+
+    # ---- resource-names -----------------------------------------------------------------------
+
+    def longest(self, value: Any) -> int | None:
+        """The longest string a name value can evaluate to; None when unbounded or unknown."""
+        if isinstance(value, str):
+            return len(value)
+        if isinstance(value, dict) and set(value) == {"Ref"}:
+            name = value["Ref"]
+            if name in PSEUDO_LENGTHS:
+                return PSEUDO_LENGTHS[name]
+            return _int(_mapping(self.parameters.get(name)).get("MaxLength"))
+        if isinstance(value, dict) and "Fn::Sub" in value:
+            text = value["Fn::Sub"]
+            variables: dict[str, Any] = {}
+            if isinstance(text, list) and text:
+                variables = _mapping(text[1]) if len(text) > 1 else {}
+                text = text[0]
+            if not isinstance(text, str):
+                return None
+            total = len(SUB_VARIABLE.sub("", text))
+            for name in SUB_VARIABLE.findall(text):
+                length = (
+                    self.longest(variables[name]) if name in variables
+                    else self.longest({"Ref": name}) if "." not in name
+                    else None
+                )
+                if length is None:
+                    return None
+                total += length
+            return total
+        if isinstance(value, dict) and "Fn::Join" in value:
+            delimiter, parts = (_list(value["Fn::Join"]) + ["", []])[:2]
+            lengths = [self.longest(p) for p in _list(parts)]
+            if None in lengths or not isinstance(delimiter, str):
+                return None
+            return sum(lengths) + len(delimiter) * max(len(lengths) - 1, 0)  # type: ignore[arg-type]
+        return None
+
+    def check_resource_names(self) -> None:
+        for logical_id in self.resources:
+            rtype = self.rtype(logical_id)
+            if rtype not in NAME_LIMITS:
+                continue
+            key, limit = NAME_LIMITS[rtype]
+            props = self.props(logical_id)
+            if key not in props:
+                continue
+            longest = self.longest(props[key])
+            problems = []
+            if longest is None:
+                problems.append(
+                    f"{key} cannot be shown to fit {limit} characters (a part of unknown length); "
+                    "leave it out and CloudFormation names it within the limit"
+                )
+            elif longest > limit:
+                problems.append(
+                    f"{key} can be {longest} characters (the stack name counts as 128), over "
+                    f"{rtype}'s {limit}; leave it out and CloudFormation names it within the limit"
+                )
+            if rtype == "AWS::SQS::Queue" and _truthy(self.scalar(props.get("FifoQueue"))):
+                texts = list(self.literal_strings(props[key]))
+                if not texts or not all(t.endswith(".fifo") for t in texts):
+                    problems.append(f"a FIFO queue's {key} must end in .fifo")
+            self.record(
+                "resource-names",
+                f"{logical_id} {key}",
+                not problems,
+                "; ".join(problems) or f"at most {longest} of {limit} characters",
+            )
+
+    # ---- dashboard ----------------------------------------------------------------------------
+
+    def check_dashboard(self) -> None:
+        bodies = []
+        for logical_id in self.resources:
+            if self.rtype(logical_id) == "AWS::CloudWatch::Dashboard":
+                bodies.extend(self.literal_strings(self.props(logical_id).get("DashboardBody")))
+        text = "\n".join(bodies)
+        sources = {q for _, q, _, _ in self.sqs_sources() if q and self.rtype(q) == "AWS::SQS::Queue"}
+        for queue_id in sorted(sources):
+            dlq = self.dlq_of(queue_id)
+            missing = []
+            if f"${{{queue_id}.QueueName}}" not in text or "ApproximateAgeOfOldestMessage" not in text:
+                missing.append(f"{queue_id}'s oldest-message age")
+            if dlq and (f"${{{dlq}.QueueName}}" not in text or "ApproximateNumberOfMessagesVisible" not in text):
+                missing.append(f"{dlq}'s depth")
+            self.record(
+                "dashboard",
+                queue_id,
+                not missing,
+                f"no dashboard shows {' or '.join(missing)}" if missing else "on the dashboard",
+            )
 
 
 # --------------------------------------------------------------------------------------------
