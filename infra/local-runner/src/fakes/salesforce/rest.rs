@@ -224,7 +224,15 @@ fn record_url(version: &str, object: &str, id: &str) -> String {
 
 /// Runs one request whose path starts `/services/data/vNN.N`; `env.version` is already checked.
 pub fn dispatch(db: &mut Db, env: &mut Env<'_>, req: &Req) -> Resp {
-    let segs: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(4).collect();
+    // Segments are matched and used decoded (`cust%20one` is the external id `cust one`).
+    let decoded: Vec<String> = req
+        .path
+        .trim_end_matches('/')
+        .split('/')
+        .skip(4)
+        .map(|s| super::percent_decode(s, false))
+        .collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let m = req.method.as_str();
     let v = env.version.clone();
     match segs.as_slice() {

@@ -348,15 +348,9 @@ impl Db {
             .collect()
     }
 
-    /// Converts one value for `f`: `Err(Some)` a parse error (the whole write fails with it),
-    /// `Err(None)` never; validation errors go to `errs`. `None` means null.
-    fn convert(
-        &self,
-        obj: &ObjectDef,
-        f: &FieldDef,
-        v: &Value,
-        errs: &mut Errs,
-    ) -> Result<Option<Value>, SfError> {
+    /// Converts one value for `f`: `Err` a parse error (the whole write fails with it);
+    /// validation errors go to `errs`. `Ok(None)` means null.
+    fn convert(&self, f: &FieldDef, v: &Value, errs: &mut Errs) -> Result<Option<Value>, SfError> {
         if v.is_null() {
             return Ok(None);
         }
@@ -497,10 +491,7 @@ impl Db {
                 let target = targets
                     .iter()
                     .filter(|t| t.key_prefix == ids::prefix(&id))
-                    .find_map(|t| {
-                        self.get(&t.name, &id)
-                            .filter(|_| t.name != "ContentNote" || targets.len() == 1)
-                    });
+                    .find_map(|t| self.get(&t.name, &id));
                 match target {
                     Some(r) if r.deleted => errs.push(SfError::on(
                         "ENTITY_IS_DELETED",
@@ -514,7 +505,6 @@ impl Db {
                         &[&f.name],
                     )),
                 }
-                let _ = obj;
                 Ok(Some(Value::String(id)))
             }
         }
@@ -647,7 +637,7 @@ impl Db {
                 continue;
             }
             let (f, value) = match obj.field(k) {
-                Some(f) => (f, self.convert(obj, f, v, &mut errs).map_err(|e| vec![e])?),
+                Some(f) => (f, self.convert(f, v, &mut errs).map_err(|e| vec![e])?),
                 None => match obj.relationship(k) {
                     Some(f) => (
                         f,
@@ -719,9 +709,11 @@ impl Db {
             }
         }
         for f in &obj.fields {
+            // A defaulted field is filled when left out, not when sent as null.
+            let sent_null = matches!(changes.get(&f.name), Some(None));
             let required = !f.nillable
                 && (f.createable || f.updateable)
-                && (mode == Mode::Update || !f.defaulted_on_create);
+                && (mode == Mode::Update || !f.defaulted_on_create || sent_null);
             let checked = match mode {
                 Mode::Create => f.createable,
                 Mode::Update => changes.contains_key(&f.name),
@@ -1017,7 +1009,7 @@ impl Db {
         };
         let mut scratch = Errs::new();
         let key = self
-            .convert(&obj, &f, &Value::String(value.to_owned()), &mut scratch)
+            .convert(&f, &Value::String(value.to_owned()), &mut scratch)
             .map_err(|e| vec![e])?;
         if let Some(e) = scratch.into_iter().next() {
             return Err(vec![e]);
@@ -1025,7 +1017,7 @@ impl Db {
         let key = key.ok_or_else(|| vec![SfError::not_found()])?;
         if let Some((k, v)) = body.iter().find(|(k, _)| k.eq_ignore_ascii_case(&f.name)) {
             let mut s = Errs::new();
-            let given = self.convert(&obj, &f, v, &mut s).ok().flatten();
+            let given = self.convert(&f, v, &mut s).ok().flatten();
             if given.as_ref().is_none_or(|g| !same(&f, g, &key)) {
                 return Err(vec![SfError::on(
                     "INVALID_FIELD",

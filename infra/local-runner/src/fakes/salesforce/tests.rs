@@ -2136,3 +2136,35 @@ async fn concurrent_upserts_of_one_external_id_make_one_record() {
     assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 200, 201]);
     assert_eq!(t.fake.records("Contact").len(), 1);
 }
+
+#[tokio::test]
+async fn external_id_values_in_the_path_are_percent_decoded() {
+    let t = T::new().await;
+    let a = t
+        .patch(
+            &format!("{V}/sobjects/Contact/Enerflo_Customer_Id__c/cust%20one%2F2"),
+            json!({"LastName": "Doe"}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(
+        t.fake.records("Contact")[0].str("Enerflo_Customer_Id__c"),
+        Some("cust one/2")
+    );
+    let got = t
+        .get(&format!(
+            "{V}/sobjects/Contact/Enerflo_Customer_Id__c/cust%20one%2F2"
+        ))
+        .await;
+    assert_eq!(got.status, 200);
+}
+
+#[tokio::test]
+async fn a_defaulted_required_field_gets_its_default_but_an_explicit_null_is_missing() {
+    let t = T::new().await;
+    let id = t.create("Lead", json!({"LastName": "Doe", "Company": "Doe household"})).await;
+    assert_eq!(t.fake.record("Lead", &id).unwrap().str("Status"), Some(LEAD_STATUSES[0]));
+    let a = t.post(&format!("{V}/sobjects/Lead"), json!({"LastName": "Doe", "Company": "Doe household", "Status": null})).await;
+    assert_eq!((a.status, a.code()), (400, "REQUIRED_FIELD_MISSING"));
+    assert_eq!(a.body[0]["fields"], json!(["Status"]));
+}
