@@ -14,7 +14,8 @@
 //! others `ALL_OR_NONE_OPERATION_ROLLED_BACK`. Create/update need v42.0+.
 //!
 //! Where Salesforce's docs give no error code for a malformed composite or collection body, the
-//! fake answers `JSON_PARSER_ERROR` (shape) or `LIMIT_EXCEEDED` (too many subrequests).
+//! fake answers `JSON_PARSER_ERROR` (shape), `LIMIT_EXCEEDED` (too many subrequests),
+//! `INVALID_HEADER` (an inherited header set) or `INVALID_INPUT` (a nested composite).
 
 use std::collections::BTreeMap;
 

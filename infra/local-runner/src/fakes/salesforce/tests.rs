@@ -2162,9 +2162,67 @@ async fn external_id_values_in_the_path_are_percent_decoded() {
 #[tokio::test]
 async fn a_defaulted_required_field_gets_its_default_but_an_explicit_null_is_missing() {
     let t = T::new().await;
-    let id = t.create("Lead", json!({"LastName": "Doe", "Company": "Doe household"})).await;
-    assert_eq!(t.fake.record("Lead", &id).unwrap().str("Status"), Some(LEAD_STATUSES[0]));
-    let a = t.post(&format!("{V}/sobjects/Lead"), json!({"LastName": "Doe", "Company": "Doe household", "Status": null})).await;
+    let id = t
+        .create(
+            "Lead",
+            json!({"LastName": "Doe", "Company": "Doe household"}),
+        )
+        .await;
+    assert_eq!(
+        t.fake.record("Lead", &id).unwrap().str("Status"),
+        Some(LEAD_STATUSES[0])
+    );
+    let a = t
+        .post(
+            &format!("{V}/sobjects/Lead"),
+            json!({"LastName": "Doe", "Company": "Doe household", "Status": null}),
+        )
+        .await;
     assert_eq!((a.status, a.code()), (400, "REQUIRED_FIELD_MISSING"));
     assert_eq!(a.body[0]["fields"], json!(["Status"]));
+}
+
+#[tokio::test]
+async fn a_timeout_fault_applies_nothing_and_a_hang_after_apply_fault_makes_the_write() {
+    let t = T::new().await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let send = |path: String| {
+        client
+            .patch(format!("{}{path}", t.base))
+            .bearer_auth(&t.token)
+            .header("content-type", "application/json")
+            .body(json!({"LastName": "Doe"}).to_string())
+            .send()
+    };
+    t.fake.script(Fault::new(
+        "/services/data/*/sobjects/Contact/**",
+        FaultKind::Timeout(Duration::from_secs(30)),
+    ));
+    assert!(
+        send(format!("{V}/sobjects/Contact/Enerflo_Customer_Id__c/c1"))
+            .await
+            .is_err(),
+        "the client times out"
+    );
+    assert!(
+        t.fake.records("Contact").is_empty(),
+        "a timed-out request applied nothing"
+    );
+    t.fake.script(Fault::new(
+        "/services/data/*/sobjects/Contact/**",
+        FaultKind::HangAfterApply(Duration::from_secs(30)),
+    ));
+    assert!(
+        send(format!("{V}/sobjects/Contact/Enerflo_Customer_Id__c/c2"))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        t.fake.find("Contact", "Enerflo_Customer_Id__c", "c2").len(),
+        1,
+        "the write was made before the hang"
+    );
 }
