@@ -774,10 +774,12 @@ pub fn standard_objects() -> Vec<ObjectDef> {
     ]
 }
 
-/// The custom fields the Enerflo connector writes, as `enerflo-sync-ops salesforce setup` asks an
-/// admin to create them: the keys (External ID + Unique) on Contact, Lead and Opportunity, and
-/// the project fields on Opportunity (`docs/crm-connectors.md` section 3.6). Tests add more with
-/// [`super::SalesforceFake::seed_field`].
+/// The custom fields the default Salesforce mapping profile (`shared/profiles/salesforce.json`)
+/// writes, as an admin creates them: the keys (External ID + Unique, case-insensitive) on Contact
+/// and Lead (a profile may map leads to either) and Opportunity, and the project, status,
+/// milestone and change-order fields on Opportunity; plus a restricted `Status__c` picklist and
+/// a `Contact__c` lookup (`docs/crm-connectors.md` section 3.6) for profiles that use them. Tests
+/// add more with [`super::SalesforceFake::seed_field`].
 pub fn enerflo_fields() -> Vec<(String, FieldDef)> {
     let mut out = Vec::new();
     for object in ["Contact", "Lead"] {
@@ -793,10 +795,6 @@ pub fn enerflo_fields() -> Vec<(String, FieldDef)> {
                 .label("Enerflo Customer UUID")
                 .external_id(),
         ));
-        out.push((
-            object.to_owned(),
-            FieldDef::text("Enerflo_Sync_Source__c", 40).label("Enerflo Sync Source"),
-        ));
     }
     let opp = |f: FieldDef| ("Opportunity".to_owned(), f);
     out.extend([
@@ -806,27 +804,40 @@ pub fn enerflo_fields() -> Vec<(String, FieldDef)> {
         opp(FieldDef::text("Enerflo_Install_Id__c", 64)
             .label("Enerflo Install ID")
             .external_id()),
-        opp(FieldDef::text("Enerflo_Sync_Source__c", 40).label("Enerflo Sync Source")),
+        opp(FieldDef::number("System_Size_kW__c", 6, 2).label("System Size (kW)")),
+        opp(FieldDef::text("Panel__c", 255).label("Panel")),
+        opp(FieldDef::number("Panel_Count__c", 18, 0).label("Panel Count")),
+        opp(FieldDef::text("Inverters__c", 255).label("Inverters")),
+        opp(FieldDef::number("Battery_Count__c", 18, 0).label("Battery Count")),
+        opp(FieldDef::textarea("Adders__c", 32_768).label("Adders")),
+        opp(FieldDef::textarea("Adders_JSON__c", 131_072).label("Adders (JSON)")),
+        opp(FieldDef::text("Finance_Product__c", 255).label("Finance Product")),
+        opp(FieldDef::text("Finance_Method__c", 255).label("Finance Method")),
+        opp(FieldDef::number("Finance_Term_Months__c", 18, 0).label("Finance Term (months)")),
+        opp(FieldDef::currency("Gross_Cost__c", 16, 2).label("Gross Cost")),
+        opp(FieldDef::currency("Net_Cost__c", 16, 2).label("Net Cost")),
+        opp(FieldDef::number("Gross_PPW__c", 14, 4).label("Gross PPW")),
+        opp(FieldDef::number("Net_PPW__c", 14, 4).label("Net PPW")),
+        opp(FieldDef::checkbox("Resubmission__c").label("Resubmission")),
+        opp(FieldDef::text("Enerflo_Status__c", 255).label("Enerflo Status")),
+        opp(FieldDef::checkbox("On_Hold__c").label("On Hold")),
+        opp(FieldDef::datetime("Status_Changed_At__c").label("Status Changed At")),
+        opp(FieldDef::text("Last_Milestone__c", 255).label("Last Milestone")),
+        opp(FieldDef::date("Last_Milestone_Date__c").label("Last Milestone Date")),
+        opp(FieldDef::text("Last_Change_Order_Id__c", 64).label("Last Change Order ID")),
+        opp(FieldDef::datetime("Change_Order_Signed_At__c").label("Change Order Signed At")),
+        opp(FieldDef::date("Site_Survey_Date__c").label("Site Survey Date")),
+        opp(FieldDef::date("Design_Date__c").label("Design Date")),
+        opp(FieldDef::date("Permit_Date__c").label("Permit Date")),
+        opp(FieldDef::date("Install_Date__c").label("Install Date")),
+        opp(FieldDef::date("Inspection_Date__c").label("Inspection Date")),
+        opp(FieldDef::date("PTO_Date__c").label("PTO Date")),
         opp(FieldDef::picklist(
             "Status__c",
             &["Active", "On Hold", "Voided", "Cancelled", "Completed"],
             true,
         )
         .label("Status")),
-        opp(FieldDef::text("Enerflo_Status__c", 255).label("Enerflo Status")),
-        opp(FieldDef::number("System_Size_kW__c", 6, 2).label("System Size (kW)")),
-        opp(FieldDef::text("Panel_Type__c", 255).label("Panel Type")),
-        opp(FieldDef::number("Panel_Count__c", 18, 0).label("Panel Count")),
-        opp(FieldDef::text("Battery_Type__c", 255).label("Battery Type")),
-        opp(FieldDef::number("Battery_Count__c", 18, 0).label("Battery Count")),
-        opp(FieldDef::textarea("Adders__c", 131_072).label("Adders")),
-        opp(FieldDef::text("Finance_Type__c", 255).label("Finance Type")),
-        opp(FieldDef::text("Lender__c", 255).label("Lender")),
-        opp(FieldDef::currency("Contract_Price__c", 16, 2).label("Contract Price")),
-        opp(FieldDef::text("Last_Change_Order_Id__c", 64).label("Last Change Order ID")),
-        opp(FieldDef::date("Site_Survey_Date__c").label("Site Survey Date")),
-        opp(FieldDef::date("Install_Date__c").label("Install Date")),
-        opp(FieldDef::date("PTO_Date__c").label("PTO Date")),
         opp(FieldDef::lookup("Contact__c", &["Contact"], "Contact__r").label("Homeowner")),
     ]);
     out
