@@ -1,6 +1,6 @@
 //! Configuration: one typed struct, read from the environment once at start-up and validated.
 //! A missing or malformed value stops start-up with a message naming the variable. The same
-//! names work in Lambda and in the local runner (DESIGN 3.4).
+//! names work in Lambda and in the local runner (docs/design.md 3.4).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,9 +26,39 @@ pub struct ConfigError {
 pub enum CrmConnectorKind {
     Webhook,
     HubSpot,
+    Salesforce,
 }
 
-/// `HUBSPOT_*`: the native HubSpot connector (DESIGN 3.6).
+/// `SALESFORCE_*`: the native Salesforce connector (docs/design.md 3.6).
+#[derive(Clone, Debug, Default)]
+pub struct SalesforceSettings {
+    /// `SALESFORCE_LOGIN_URL`: the org's My Domain (`https://acme.my.salesforce.com`), where the
+    /// token endpoint is. Required in Lambda; locally, without it the runner serves a sandbox.
+    pub login_url: Option<String>,
+    /// `SALESFORCE_CLIENT_ID`: the external client app's consumer key.
+    pub client_id: Option<String>,
+    /// `SALESFORCE_CLIENT_SECRET`: for the client credentials flow.
+    pub client_secret: Option<Secret>,
+    /// `SALESFORCE_USERNAME` + `SALESFORCE_PRIVATE_KEY` (PEM): the JWT bearer flow instead.
+    pub username: Option<String>,
+    pub private_key: Option<Secret>,
+    /// `SALESFORCE_JWT_AUDIENCE`: the assertion's `aud` (default `https://login.salesforce.com`,
+    /// `https://test.salesforce.com` for a sandbox My Domain).
+    pub audience: Option<String>,
+    /// `SALESFORCE_API_VERSION`, default [`SALESFORCE_API_VERSION`].
+    pub api_version: String,
+    /// `SALESFORCE_API_BUDGET_PERCENT`: the share of the org's daily API allocation the sync may
+    /// use (default 50).
+    pub budget_percent: u32,
+    /// `SALESFORCE_ORG_ID`: the org whose Outbound Messages are accepted.
+    pub org_id: Option<String>,
+}
+
+/// The Salesforce REST API version used unless `SALESFORCE_API_VERSION` says otherwise (Spring
+/// '26; upsert's `created` flag needs 46.0 or later).
+pub const SALESFORCE_API_VERSION: &str = "66.0";
+
+/// `HUBSPOT_*`: the native HubSpot connector (docs/design.md 3.6).
 #[derive(Clone, Debug)]
 pub struct HubSpotSettings {
     /// `HUBSPOT_ACCESS_TOKEN`, a private app token. Required in Lambda; locally, without it the
@@ -94,7 +124,7 @@ pub struct StageQueueUrls {
     pub dlq_url: String,
 }
 
-/// Enerflo field names that are undocumented (ENERFLO_API.md section 6): the request bodies we
+/// Enerflo field names that are undocumented (docs/enerflo-api.md 6): the request bodies we
 /// send for milestones, statuses and notes, and the candidate paths we read from events whose
 /// shape is unknown. Kept in one place and overridable by environment, each a comma-separated
 /// list where several candidates are tried in order.
@@ -197,8 +227,8 @@ impl Default for EnerfloFields {
 }
 
 /// The undocumented parts of `POST /api/v1/partner/action/lead/add` and of the customer events
-/// (ENERFLO_API.md 2.1, 3.7): names of the optional lead/add fields, where its answer carries the
-/// customer id, and where customer events carry the lead owner. Empty names send nothing.
+/// (docs/enerflo-api.md 2.1, 3.7): names of the optional lead/add fields, where its answer carries
+/// the customer id, and where customer events carry the lead owner. Empty names send nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeadFields {
     /// `ENERFLO_LEAD_NOTES_FIELD` (inside `lead`): the note text.
@@ -289,6 +319,7 @@ pub struct Config {
     /// default built in); `None` for `webhook`.
     pub crm_profile: Option<std::sync::Arc<crate::crm::profile::Profile>>,
     pub hubspot: HubSpotSettings,
+    pub salesforce: SalesforceSettings,
     pub crm_webhook_url: Option<String>,
     pub crm_webhook_secret: Option<SigningSecret>,
     pub crm_timeout: Duration,
@@ -362,8 +393,9 @@ impl Config {
         let crm_connector = match var("CRM_CONNECTOR").as_deref() {
             None | Some("webhook") => CrmConnectorKind::Webhook,
             Some("hubspot") => CrmConnectorKind::HubSpot,
+            Some("salesforce") => CrmConnectorKind::Salesforce,
             Some(_) => {
-                problems.push("CRM_CONNECTOR must be `webhook` or `hubspot`".into());
+                problems.push("CRM_CONNECTOR must be `webhook`, `hubspot` or `salesforce`".into());
                 CrmConnectorKind::Webhook
             }
         };
@@ -387,6 +419,51 @@ impl Config {
                     None
                 }
             },
+            CrmConnectorKind::Salesforce => match crate::crm::profile::load(
+                var("CRM_MAPPING_FILE").as_deref(),
+                "built-in salesforce",
+                crate::crm::profile::SALESFORCE_DEFAULT,
+            ) {
+                Ok(p) => Some(std::sync::Arc::new(p)),
+                Err(e) => {
+                    problems.push(e.to_string());
+                    None
+                }
+            },
+        };
+        let salesforce = SalesforceSettings {
+            login_url: url("SALESFORCE_LOGIN_URL", &mut problems),
+            client_id: var("SALESFORCE_CLIENT_ID"),
+            client_secret: var("SALESFORCE_CLIENT_SECRET").map(Secret::new),
+            username: var("SALESFORCE_USERNAME"),
+            private_key: var("SALESFORCE_PRIVATE_KEY").map(|pem| {
+                if let Err(why) = crate::crm::salesforce::auth::parse_private_key(&pem) {
+                    problems.push(format!("SALESFORCE_PRIVATE_KEY {why}"));
+                }
+                Secret::new(pem)
+            }),
+            audience: url("SALESFORCE_JWT_AUDIENCE", &mut problems),
+            api_version: match var("SALESFORCE_API_VERSION") {
+                None => SALESFORCE_API_VERSION.to_owned(),
+                Some(v) => {
+                    let bare = v.trim_start_matches('v').to_owned();
+                    match bare
+                        .split_once('.')
+                        .map(|(a, b)| (a.parse::<u32>(), b.parse::<u32>()))
+                    {
+                        Some((Ok(major), Ok(_))) if major >= 46 => bare,
+                        _ => {
+                            problems.push(format!(
+                                "SALESFORCE_API_VERSION must be like {SALESFORCE_API_VERSION}, and 46.0 or later"
+                            ));
+                            SALESFORCE_API_VERSION.to_owned()
+                        }
+                    }
+                }
+            },
+            budget_percent: number("SALESFORCE_API_BUDGET_PERCENT", 50, 1, 100, &mut problems)
+                as u32,
+            org_id: var("SALESFORCE_ORG_ID"),
         };
         let hubspot = HubSpotSettings {
             access_token: var("HUBSPOT_ACCESS_TOKEN").map(Secret::new),
@@ -532,6 +609,7 @@ impl Config {
             crm_connector,
             crm_profile,
             hubspot,
+            salesforce,
             crm_webhook_url: url("CRM_WEBHOOK_URL", &mut problems),
             crm_webhook_secret,
             crm_timeout: Duration::from_secs(number("CRM_TIMEOUT_SECS", 10, 1, 120, &mut problems)),
@@ -605,6 +683,19 @@ impl Config {
                     problems.push("HUBSPOT_ACCESS_TOKEN is required for CRM_CONNECTOR=hubspot (a private app token)".into());
                 }
                 Need::Crm if self.crm_connector == CrmConnectorKind::HubSpot => {}
+                Need::Crm if self.crm_connector == CrmConnectorKind::Salesforce => {
+                    let sf = &self.salesforce;
+                    if sf.login_url.is_none() {
+                        problems.push("SALESFORCE_LOGIN_URL is required for CRM_CONNECTOR=salesforce (the org's My Domain)".into());
+                    }
+                    if sf.client_id.is_none() {
+                        problems.push("SALESFORCE_CLIENT_ID is required for CRM_CONNECTOR=salesforce".into());
+                    }
+                    match (&sf.client_secret, &sf.username, &sf.private_key) {
+                        (Some(_), _, _) | (None, Some(_), Some(_)) => {}
+                        _ => problems.push("CRM_CONNECTOR=salesforce needs SALESFORCE_CLIENT_SECRET (client credentials) or SALESFORCE_USERNAME and SALESFORCE_PRIVATE_KEY (JWT bearer)".into()),
+                    }
+                }
                 Need::Crm => {
                     if self.crm_webhook_url.is_none() {
                         problems.push("CRM_WEBHOOK_URL is required for CRM_CONNECTOR=webhook".into());

@@ -116,8 +116,14 @@ pub fn enerflo_client(config: &Config) -> Result<Arc<dyn EnerfloApi>, ConfigErro
 }
 
 pub fn crm_connector(config: &Config) -> Result<Arc<dyn CrmConnector>, ConfigError> {
-    if config.crm_connector == crate::config::CrmConnectorKind::HubSpot {
-        return Ok(Arc::new(hubspot_connector(config)?));
+    match config.crm_connector {
+        crate::config::CrmConnectorKind::HubSpot => {
+            return Ok(Arc::new(hubspot_connector(config)?));
+        }
+        crate::config::CrmConnectorKind::Salesforce => {
+            return Ok(Arc::new(salesforce_connector(config)?));
+        }
+        crate::config::CrmConnectorKind::Webhook => {}
     }
     let url = config
         .crm_webhook_url
@@ -162,6 +168,76 @@ pub fn hubspot_connector(config: &Config) -> Result<crate::crm::HubSpotConnector
         hubspot_api(config)?,
         profile,
         &config.hubspot.pipeline,
+        config.fields.milestone_keys.clone(),
+    ))
+}
+
+/// The Salesforce API client (one per process: one cached token, one view of the API budget).
+pub fn salesforce_api(
+    config: &Config,
+) -> Result<Arc<crate::crm::salesforce::api::SalesforceApi>, ConfigError> {
+    use crate::crm::salesforce::auth::{Authenticator, Grant, parse_private_key};
+    let sf = &config.salesforce;
+    let login = sf.login_url.clone().ok_or_else(|| {
+        startup(
+            "SALESFORCE_LOGIN_URL",
+            "is required for CRM_CONNECTOR=salesforce",
+        )
+    })?;
+    let client_id = sf.client_id.clone().ok_or_else(|| {
+        startup(
+            "SALESFORCE_CLIENT_ID",
+            "is required for CRM_CONNECTOR=salesforce",
+        )
+    })?;
+    let grant = match (&sf.client_secret, &sf.username, &sf.private_key) {
+        (Some(secret), _, _) => Grant::ClientCredentials {
+            client_id,
+            client_secret: secret.clone(),
+        },
+        (None, Some(username), Some(pem)) => Grant::JwtBearer {
+            client_id,
+            username: username.clone(),
+            key: Arc::new(
+                parse_private_key(pem.expose())
+                    .map_err(|e| startup("SALESFORCE_PRIVATE_KEY", e))?,
+            ),
+            audience: sf.audience.clone().unwrap_or_else(|| {
+                if login.contains(".sandbox.") {
+                    "https://test.salesforce.com".into()
+                } else {
+                    "https://login.salesforce.com".into()
+                }
+            }),
+        },
+        _ => {
+            return Err(startup(
+                "SALESFORCE_CLIENT_SECRET",
+                "or SALESFORCE_USERNAME and SALESFORCE_PRIVATE_KEY are required",
+            ));
+        }
+    };
+    let http = crate::wire::http_client(config.crm_timeout)
+        .map_err(|e| startup("Salesforce HTTP client", e))?;
+    let auth = Authenticator::new(http.clone(), &login, grant);
+    Ok(Arc::new(crate::crm::salesforce::api::SalesforceApi::new(
+        http,
+        auth,
+        &sf.api_version,
+        sf.budget_percent,
+    )))
+}
+
+pub fn salesforce_connector(
+    config: &Config,
+) -> Result<crate::crm::SalesforceConnector, ConfigError> {
+    let profile = config
+        .crm_profile
+        .clone()
+        .ok_or_else(|| startup("CRM_MAPPING_FILE", "no mapping profile loaded"))?;
+    Ok(crate::crm::SalesforceConnector::new(
+        salesforce_api(config)?,
+        profile,
         config.fields.milestone_keys.clone(),
     ))
 }

@@ -5,6 +5,7 @@
 
 pub mod hubspot;
 pub mod profile;
+pub mod salesforce;
 pub mod signature;
 pub mod webhook;
 
@@ -16,13 +17,14 @@ use crate::canonical::CrmEvent;
 use crate::error::{RemoteAnswer, SyncError};
 
 pub use hubspot::HubSpotConnector;
+pub use salesforce::SalesforceConnector;
 pub use webhook::WebhookCrmConnector;
 
 /// The CRM's answer to one event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CrmAck {
     pub status: u16,
-    /// The record the event created or updated, when the CRM says (DESIGN 3.5).
+    /// The record the event created or updated, when the CRM says (docs/design.md 3.5).
     pub crm_id: Option<String>,
 }
 

@@ -1,6 +1,6 @@
 //! The mapping profile of the native CRM connectors: which CRM record each event type writes, the
 //! unique key properties it is found by, and each CRM property from a canonical field (a path
-//! into the event's `data`, DESIGN 3.3) with its conversion; the Enerflo status -> pipeline stage
+//! into the event's `data`, docs/design.md 3.3) with its conversion; the Enerflo status -> pipeline stage
 //! map and the milestone -> date property map.
 //!
 //! One JSON file (`CRM_MAPPING_FILE`), or the connector's default built in
@@ -779,6 +779,9 @@ pub fn parse_date(s: &str) -> Option<Date> {
 
 /// The built-in HubSpot profile (documented in the README, "HubSpot").
 pub const HUBSPOT_DEFAULT: &str = include_str!("../../profiles/hubspot.json");
+
+/// The built-in Salesforce profile (documented in the README, "Salesforce").
+pub const SALESFORCE_DEFAULT: &str = include_str!("../../profiles/salesforce.json");
 
 /// The profile to use: `CRM_MAPPING_FILE` when set, else `default` (built in).
 pub fn load(

@@ -7,6 +7,7 @@
 //! before a create, so a retry never makes a second record (docs/crm-connectors.md 2.5-2.9).
 
 pub mod api;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -37,6 +37,7 @@ mod objects;
 mod pipelines;
 mod properties;
 mod rate;
+mod seed;
 mod store;
 mod view;
 
@@ -60,6 +61,7 @@ pub use faults::{Fault, FaultKind};
 pub use notes::NOTE_BODY_LIMIT;
 pub use pipelines::{Pipeline, Stage};
 pub use rate::{Policy, RateState};
+pub use seed::seed_profile;
 pub use store::{ObjectType, PropOption, PropertyDef};
 
 use errors::WriteError;
