@@ -2226,3 +2226,68 @@ async fn a_timeout_fault_applies_nothing_and_a_hang_after_apply_fault_makes_the_
         "the write was made before the hang"
     );
 }
+
+/// Every custom field the default Salesforce profile writes, with the object it is on.
+fn profile_custom_fields() -> Vec<(String, String)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/profiles/salesforce.json"
+    );
+    let profile: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    let mut add = |object: &str, spec: &Value| {
+        let keys = spec["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k["property"].as_str());
+        let props = ["properties", "on_create"].into_iter().flat_map(|p| {
+            spec[p]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k.as_str())
+        });
+        for f in keys.chain(props).filter(|f| f.ends_with("__c")) {
+            out.push((object.to_owned(), f.to_owned()));
+        }
+    };
+    for (_, spec) in profile["events"].as_object().unwrap() {
+        if let Some(object) = spec["object"].as_str() {
+            add(object, spec);
+        }
+        if let Some(object) = spec["contact"]["object"].as_str() {
+            add(object, &spec["contact"]);
+        }
+    }
+    for (_, field) in profile["milestone_dates"].as_object().unwrap() {
+        out.push(("Opportunity".to_owned(), field.as_str().unwrap().to_owned()));
+    }
+    out
+}
+
+#[test]
+fn enerflo_fields_hold_every_custom_field_of_the_default_profile() {
+    let fields = profile_custom_fields();
+    assert!(fields.len() > 20, "{fields:?}");
+    let have = enerflo_fields();
+    for (object, field) in fields {
+        assert!(
+            have.iter().any(|(o, f)| o == &object && f.name == field),
+            "{object}.{field} is written by the default profile but not in enerflo_fields()"
+        );
+    }
+    let keys: Vec<&str> = have
+        .iter()
+        .filter(|(_, f)| f.external_id)
+        .map(|(_, f)| f.name.as_str())
+        .collect();
+    for k in [
+        "Enerflo_Customer_Id__c",
+        "Enerflo_Customer_Uuid__c",
+        "Enerflo_Deal_Id__c",
+        "Enerflo_Install_Id__c",
+    ] {
+        assert!(keys.contains(&k), "{k} is an external id");
+    }
+}
