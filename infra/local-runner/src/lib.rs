@@ -421,56 +421,11 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use std::collections::HashMap;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    use axum::Json;
-    use axum::routing::{get, post};
     use enerflo_sync::store::{EntityKind, IdForm, IdRef};
-    use serde_json::json;
 
+    use super::fakes::hubspot::ObjectType;
     use super::*;
-
-    /// The HubSpot endpoints the notes poll calls: one note (once `ready`) on deal 9001.
-    #[derive(Clone, Default)]
-    struct FakeHubSpot {
-        ready: Arc<AtomicBool>,
-        searches: Arc<AtomicUsize>,
-    }
-
-    async fn fake_hubspot(fake: FakeHubSpot) -> String {
-        let search = {
-            let fake = fake.clone();
-            move || {
-                let fake = fake.clone();
-                async move {
-                    fake.searches.fetch_add(1, Ordering::SeqCst);
-                    let now = enerflo_sync::timefmt::now_rfc3339();
-                    let results = if fake.ready.load(Ordering::SeqCst) {
-                        json!([{"id": "501", "properties": {
-                            "hs_note_body": "<p>Roof photos uploaded</p>",
-                            "hs_lastmodifieddate": now, "enerflo_note_id": null}}])
-                    } else {
-                        json!([])
-                    };
-                    Json(
-                        json!({"total": results.as_array().map_or(0, Vec::len), "results": results}),
-                    )
-                }
-            }
-        };
-        let app = axum::Router::new()
-            .route("/crm/v3/objects/notes/search", post(search))
-            .route(
-                "/crm/v4/objects/notes/501/associations/deals",
-                get(|| async { Json(json!({"results": [{"toObjectId": 9001}]})) }),
-            );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        format!("http://{addr}")
-    }
 
     async fn until(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -483,15 +438,12 @@ mod tests {
         }
     }
 
+    /// `make run` with `CRM_CONNECTOR=hubspot` and no token: the HubSpot sandbox, polled for notes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_crm_connector_hubspot_the_runner_polls_hubspot_notes_into_enerflo_once() {
-        let fake = FakeHubSpot::default();
-        let base = fake_hubspot(fake.clone()).await;
         let dir = std::env::temp_dir().join(format!("hsin-notes-poll-{}", fastrand::u64(..)));
         let vars: HashMap<&str, String> = [
             ("CRM_CONNECTOR", "hubspot".to_owned()),
-            ("HUBSPOT_ACCESS_TOKEN", "fake-hubspot-token".to_owned()),
-            ("HUBSPOT_BASE_URL", base),
             ("HUBSPOT_NOTES_POLL_SECS", "1".to_owned()),
             ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
             ("DATA_DIR", dir.display().to_string()),
@@ -501,7 +453,18 @@ mod tests {
         let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
         let runner = start(config).await.unwrap();
         let sandbox = runner.sandbox.clone().expect("the Enerflo sandbox");
-        // GIVEN deal 9001 is the synced project of install 700001
+        let hubspot = runner.hubspot.clone().expect("the HubSpot sandbox");
+        // GIVEN a deal that is the synced project of install 700001
+        let deal = hubspot
+            .seed_record(
+                ObjectType::Deal,
+                &[
+                    ("dealname", "Example"),
+                    ("pipeline", "default"),
+                    ("dealstage", "appointmentscheduled"),
+                ],
+            )
+            .unwrap();
         runner
             .ports
             .xref
@@ -509,13 +472,29 @@ mod tests {
                 EntityKind::Project,
                 &[
                     IdRef::new(IdForm::Install, 700001),
-                    IdRef::new(IdForm::Crm, "9001"),
+                    IdRef::new(IdForm::Crm, &deal),
                 ],
             )
             .await
             .unwrap();
-        // WHEN a note is written on it in HubSpot
-        fake.ready.store(true, Ordering::SeqCst);
+        // WHEN a note is written on it in HubSpot, beside one of ours (pushed from Enerflo)
+        let now = enerflo_sync::timefmt::now_millis().to_string();
+        for props in [
+            vec![
+                ("hs_note_body", "<p>Roof photos uploaded</p>"),
+                ("hs_timestamp", now.as_str()),
+            ],
+            vec![
+                ("hs_note_body", "<p>From Enerflo</p>"),
+                ("hs_timestamp", now.as_str()),
+                ("enerflo_note_id", "30000"),
+            ],
+        ] {
+            let note = hubspot.seed_record(ObjectType::Note, &props).unwrap();
+            hubspot
+                .seed_association(ObjectType::Note, &note, ObjectType::Deal, &deal)
+                .unwrap();
+        }
         let posted = || {
             sandbox
                 .calls()
@@ -523,14 +502,18 @@ mod tests {
                 .filter(|c| c.as_str() == "POST /api/v3/installs/700001/notes")
                 .count()
         };
-        // THEN a poll brings it to Enerflo
-        until("the note in Enerflo", || posted() == 1).await;
-        // ... and two more polls later it is still there once
-        let seen = fake.searches.load(Ordering::SeqCst);
-        until("two more polls", || {
-            fake.searches.load(Ordering::SeqCst) >= seen + 2
-        })
-        .await;
+        let searches = || {
+            hubspot
+                .calls()
+                .iter()
+                .filter(|c| c.path.ends_with("/notes/search") && c.status == 200)
+                .count()
+        };
+        // THEN a poll (once HubSpot's search has indexed it) brings the HubSpot note to Enerflo
+        until("the note in Enerflo", || posted() >= 1).await;
+        // ... and two polls later there is still that one, and ours was never sent
+        let seen = searches();
+        until("two more polls", || searches() >= seen + 2).await;
         assert_eq!(posted(), 1);
         runner.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
