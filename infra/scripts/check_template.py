@@ -39,7 +39,10 @@ secrets and least privilege):
                    DLQ URLs, <ENV_PREFIX>_DLQ_URL = its DLQ's URL; the webhook function
                    (enerflo-webhook) has <ENV_PREFIX>_QUEUE_URL of every stage and may SendMessage
                    to every stage queue. Every inbound route has exactly one function building its
-                   `function`, with an HttpApi event of its method and path. No function builds a
+                   `function`, with an HttpApi event of its method and path. Every scheduled
+                   function has exactly one function building it, with a Schedule (or ScheduleV2)
+                   event whose expression is !Ref its schedule parameter, a parameter of the
+                   template. No function builds a
                    binary the registry does not list (enerflo-webhook aside), no queue is other than
                    a stage's queue or DLQ, and no *_QUEUE_URL / *_DLQ_URL variable names a prefix
                    the registry does not list.
@@ -207,12 +210,24 @@ class InboundRoute:
 
 
 @dataclass(frozen=True)
+class ScheduledFunction:
+    name: str
+    function: str
+    schedule_parameter: str
+
+
+@dataclass(frozen=True)
 class StageRegistry:
     outbound: tuple[OutboundStage, ...]
     inbound: tuple[InboundRoute, ...]
+    scheduled: tuple[ScheduledFunction, ...] = ()
 
     def binaries(self) -> set[str]:
-        return {s.function for s in self.outbound} | {r.function for r in self.inbound}
+        return (
+            {s.function for s in self.outbound}
+            | {r.function for r in self.inbound}
+            | {s.function for s in self.scheduled}
+        )
 
 
 def _registry_entries(
@@ -243,7 +258,16 @@ def load_registry(path: str) -> StageRegistry:
         InboundRoute(**e)
         for e in _registry_entries(document, "inbound", ("route", "method", "path", "function"))
     )
-    return StageRegistry(outbound, inbound)
+    # Optional: a registry without scheduled functions has none.
+    scheduled = tuple(
+        ScheduledFunction(**e)
+        for e in (
+            _registry_entries(document, "scheduled", ("name", "function", "schedule_parameter"))
+            if "scheduled" in document
+            else ()
+        )
+    )
+    return StageRegistry(outbound, inbound, scheduled)
 
 
 def default_registry_path(template_path: str) -> str:
@@ -1088,6 +1112,37 @@ class Checker:
                 f"{function_id} serves {wanted}"
                 if wanted in routes
                 else f"{function_id} has no HttpApi event {wanted} (it has {routes or 'none'})",
+            )
+
+        parameters = _mapping(self.template.get("Parameters"))
+        for scheduled in registry.scheduled:
+            where = f"scheduled function {scheduled.name}"
+            function_id = self.sole_builder(scheduled.function, builders, where)
+            if function_id is None:
+                continue
+            expressions = []
+            for event in _mapping(self.props(function_id).get("Events")).values():
+                event = _mapping(event)
+                if event.get("Type") in ("Schedule", "ScheduleV2"):
+                    event_props = _mapping(event.get("Properties"))
+                    expressions.append(
+                        event_props.get("Schedule", event_props.get("ScheduleExpression"))
+                    )
+            wanted = {"Ref": scheduled.schedule_parameter}
+            problems = []
+            if scheduled.schedule_parameter not in parameters:
+                problems.append(f"the template has no parameter {scheduled.schedule_parameter}")
+            if expressions != [wanted]:
+                problems.append(
+                    f"{function_id} must have exactly one Schedule event with Schedule: "
+                    f"!Ref {scheduled.schedule_parameter} (it has {expressions or 'none'})"
+                )
+            self.record(
+                rule,
+                where,
+                not problems,
+                "; ".join(problems)
+                or f"{function_id} runs on !Ref {scheduled.schedule_parameter}",
             )
 
         for queue_id in self.resources:

@@ -76,6 +76,9 @@ pub struct HubSpotSettings {
     /// `HUBSPOT_PUBLIC_URL`: the public base URL HubSpot calls (the API's URL, with a custom
     /// domain or stage prefix), for v3 signatures, which cover the exact URL.
     pub public_url: Option<String>,
+    /// `HUBSPOT_NOTES_POLL_SECS` (default 60): how often the local runner polls HubSpot for notes
+    /// (in AWS the `HubSpotNotesPollSchedule` rule decides).
+    pub notes_poll_interval: std::time::Duration,
 }
 
 impl Default for HubSpotSettings {
@@ -87,6 +90,7 @@ impl Default for HubSpotSettings {
             client_secret: None,
             ten_second_budget: 100,
             public_url: None,
+            notes_poll_interval: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -473,6 +477,13 @@ impl Config {
             client_secret: var("HUBSPOT_CLIENT_SECRET").map(Secret::new),
             ten_second_budget: number("HUBSPOT_RATE_LIMIT", 100, 3, 10_000, &mut problems) as u32,
             public_url: url("HUBSPOT_PUBLIC_URL", &mut problems),
+            notes_poll_interval: std::time::Duration::from_secs(number(
+                "HUBSPOT_NOTES_POLL_SECS",
+                60,
+                1,
+                86_400,
+                &mut problems,
+            )),
         };
         let crm_webhook_secret =
             var("CRM_WEBHOOK_SECRET").and_then(|s| match SigningSecret::parse(&s) {

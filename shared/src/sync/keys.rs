@@ -45,6 +45,8 @@ pub enum StateKey {
     NoteInFlight(Direction, u64),
     /// When we last wrote `target` in a direction (`written#<target>`, `pushed#<target>`).
     LastWrite(Direction, EchoTarget),
+    /// The HubSpot notes poll: how far it has read (`hubspot-notes#watermark`), and its lease.
+    HubSpotNotesWatermark,
 }
 
 use super::echo::Direction;
@@ -80,6 +82,7 @@ impl fmt::Display for StateKey {
             }
             Self::LastWrite(Direction::ToEnerflo, target) => write!(f, "written#{target}"),
             Self::LastWrite(Direction::ToCrm, target) => write!(f, "pushed#{target}"),
+            Self::HubSpotNotesWatermark => f.write_str("hubspot-notes#watermark"),
         }
     }
 }
@@ -179,6 +182,7 @@ mod tests {
                 StateKey::LastWrite(Direction::ToCrm, t.clone()),
                 "pushed#milestone:install:7:3901",
             ),
+            (StateKey::HubSpotNotesWatermark, "hubspot-notes#watermark"),
         ];
         for (key, text) in cases {
             assert_eq!(key.scope(), text);
