@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::deadline;
 use crate::error::SyncError;
+use crate::metrics::{self, Event};
 use crate::queue::{Delivery, EventQueue, MessageMeta};
 use crate::retry::RetryPolicy;
 use crate::store::EventLog;
@@ -34,6 +35,9 @@ const HARD_STOP: Duration = Duration::from_secs(1);
 /// How long a message's try count is kept: longer than SQS keeps any message (14 days at most;
 /// `template.yaml` keeps them 4).
 const ATTEMPT_COUNT_TTL_SECS: u64 = 15 * 24 * 3600;
+
+/// The metrics stage of a message whose attributes could not be read.
+const UNREADABLE: &str = "unreadable";
 
 /// What a handler did with a message that needs no retry (the event log's `outcome`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,7 +178,13 @@ impl Consumer {
                 receive_count = delivery.receive_count,
                 attempt = tracing::field::Empty,
             );
-            let disposition = self.process_one(delivery).instrument(span).await;
+            let stage = delivery
+                .meta
+                .as_ref()
+                .map_or(UNREADABLE, |m| m.stage.as_str());
+            let disposition = metrics::scope(stage, self.process_one(delivery))
+                .instrument(span)
+                .await;
             if disposition == Disposition::Retry && !group.is_empty() {
                 failed_groups.insert(group);
             }
@@ -227,6 +237,9 @@ impl Consumer {
         match result {
             Ok(outcome) => {
                 tracing::info!(outcome = outcome.status.as_str(), detail = %outcome.detail, "processed");
+                if let Some(event) = Event::from_outcome(outcome.status.as_str()) {
+                    metrics::count(meta.stage.as_str(), event);
+                }
                 self.log_outcome(meta, outcome.status.as_str(), Some(&outcome.detail))
                     .await;
                 Disposition::Done
@@ -237,6 +250,7 @@ impl Consumer {
                 // Logs get the reason without what the other system answered: it may quote the
                 // customer data we sent (the event log keeps the whole reason).
                 tracing::warn!(reason = %err.log_reason(), delay_secs = delay.as_secs(), "will retry");
+                metrics::count(meta.stage.as_str(), Event::Retried);
                 if let Err(e) = self.queue.defer(meta.stage, &delivery.receipt, delay).await {
                     tracing::error!(error = %e, "could not defer; the queue's visibility timeout applies");
                 }
@@ -318,6 +332,7 @@ impl Consumer {
         match self.queue.dead_letter(stage, &parked, reason).await {
             Ok(()) => {
                 tracing::error!(reason = log_reason, "dead-lettered");
+                metrics::count(stage.as_str(), Event::DeadLettered);
                 if let Some(meta) = meta {
                     self.log_outcome(meta, "dead_lettered", Some(reason)).await;
                 }

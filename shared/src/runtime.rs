@@ -448,7 +448,7 @@ pub fn leads_route(
     ports: &Ports,
     enerflo: Arc<dyn EnerfloApi>,
 ) -> Arc<dyn crate::http::router::InboundRoute> {
-    Arc::new(crate::inbound::leads::LeadsRoute {
+    let route = Arc::new(crate::inbound::leads::LeadsRoute {
         enerflo,
         xref: ports.xref.clone(),
         claims: ports.claims.clone(),
@@ -457,7 +457,8 @@ pub fn leads_route(
         fields: config.fields.lead.clone(),
         budget: config.inbound_wait_budget,
         peer_wait: crate::inbound::leads::PEER_WAIT,
-    })
+    });
+    crate::metrics::scoped("crm_leads", route)
 }
 
 /// `POST /crm/installs/{install}/notes` (stage 5.1), wired from configuration.
@@ -466,7 +467,7 @@ pub fn notes_route(
     ports: &Ports,
     enerflo: Arc<dyn EnerfloApi>,
 ) -> Arc<dyn crate::http::router::InboundRoute> {
-    Arc::new(crate::inbound::notes::NotesRoute {
+    let route = Arc::new(crate::inbound::notes::NotesRoute {
         enerflo,
         xref: ports.xref.clone(),
         claims: ports.claims.clone(),
@@ -475,7 +476,8 @@ pub fn notes_route(
         fields: config.fields.clone(),
         budget: config.inbound_wait_budget,
         idempotency_ttl: config.idempotency_ttl,
-    })
+    });
+    crate::metrics::scoped("crm_note", route)
 }
 
 /// `PUT /crm/installs/{install}/milestones/{milestone}` (stage 3.1), wired from configuration.
@@ -484,14 +486,15 @@ pub fn milestone_route(
     ports: &Ports,
     enerflo: Arc<dyn EnerfloApi>,
 ) -> Arc<dyn crate::http::router::InboundRoute> {
-    Arc::new(crate::inbound::milestone::MilestoneRoute {
+    let route = Arc::new(crate::inbound::milestone::MilestoneRoute {
         enerflo,
         xref: ports.xref.clone(),
         claims: ports.claims.clone(),
         echo: ports.echo_guard(config),
         fields: config.fields.clone(),
         budget: config.inbound_wait_budget,
-    })
+    });
+    crate::metrics::scoped("crm_milestone", route)
 }
 
 /// `PUT /crm/installs/{install}/status` (stage 4.1), wired from configuration.
@@ -500,7 +503,7 @@ pub fn status_route(
     ports: &Ports,
     enerflo: Arc<dyn EnerfloApi>,
 ) -> Arc<dyn crate::http::router::InboundRoute> {
-    Arc::new(crate::inbound::status::StatusRoute {
+    let route = Arc::new(crate::inbound::status::StatusRoute {
         enerflo,
         xref: ports.xref.clone(),
         claims: ports.claims.clone(),
@@ -508,5 +511,6 @@ pub fn status_route(
         catalog: Arc::new(crate::enerflo::api_status::StatusCatalog::default()),
         status_field: config.fields.status_field.clone(),
         budget: config.inbound_wait_budget,
-    })
+    });
+    crate::metrics::scoped("crm_status", route)
 }

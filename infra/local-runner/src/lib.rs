@@ -237,6 +237,8 @@ pub async fn start_with_enerflo(
         app = app.nest("/sandbox/hubspot", hs.router());
     }
     let app = app
+        // The counters the Lambdas emit as EMF lines (shared/src/metrics.rs), in Prometheus text.
+        .route("/metrics", axum::routing::get(prometheus_metrics))
         .fallback(move |req: axum::extract::Request| serve(state.clone(), req))
         .layer(axum::extract::DefaultBodyLimit::disable());
     if let Some(sb) = &sandbox {
@@ -293,6 +295,7 @@ impl Runner {
             self.addr
         );
         println!("  data dir:        {}", self.config.data_dir.display());
+        println!("  metrics:         GET {}", self.url("/metrics"));
         println!(
             "  Enerflo webhook: POST {}",
             self.url(&format!("/enerflo/webhooks/{}", self.webhook_token))
@@ -391,6 +394,17 @@ async fn notes_poll(poll: NotesPoll, every: Duration, mut shutdown: watch::Recei
             _ = shutdown.changed() => {}
         }
     }
+}
+
+async fn prometheus_metrics() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        enerflo_sync::metrics::prometheus_text(),
+    )
+        .into_response()
 }
 
 async fn serve(state: AppState, req: axum::extract::Request) -> Response {

@@ -73,8 +73,8 @@ impl CrmConnector for WebhookCrmConnector {
             .header("webhook-id", &event.id)
             .header("webhook-timestamp", ts.to_string())
             .header("webhook-signature", signature)
-            .body(body)
-            .send()
+            .body(body);
+        let resp = crate::metrics::observe(crate::metrics::Target::Crm, resp.send())
             .await
             .map_err(|e| CrmError::Unavailable {
                 status: None,

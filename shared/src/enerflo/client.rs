@@ -304,16 +304,18 @@ impl HttpEnerfloClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| EnerfloError::Unavailable {
-            status: None,
-            // reqwest's message can carry the URL; ours never carries the key (it is a header).
-            detail: if e.is_timeout() {
-                "request timed out".into()
-            } else {
-                format!("request failed: {}", without_url(&e, "<enerflo>"))
-            },
-            retry_after: None,
-        })?;
+        let resp = crate::metrics::observe(crate::metrics::Target::Enerflo, req.send())
+            .await
+            .map_err(|e| EnerfloError::Unavailable {
+                status: None,
+                // reqwest's message can carry the URL; ours never carries the key (it is a header).
+                detail: if e.is_timeout() {
+                    "request timed out".into()
+                } else {
+                    format!("request failed: {}", without_url(&e, "<enerflo>"))
+                },
+                retry_after: None,
+            })?;
         let status = resp.status().as_u16();
         let retry_after = parse_retry_after(resp.headers());
         let content_type = resp

@@ -11,6 +11,7 @@ use super::{HttpRequest, HttpResponse, Problem};
 use crate::classify::{Classification, Stage, classify};
 use crate::enerflo::envelope::Envelope;
 use crate::hashing::json_sha256_hex;
+use crate::metrics::{self, Event};
 use crate::queue::{EventQueue, MAX_MESSAGE_BYTES, MessageMeta, QueueMessage, check_size};
 use crate::secret::SecretSet;
 use crate::store::{Claim, ClaimStore, EventLog, EventRecord};
@@ -94,6 +95,7 @@ impl WebhookIngest {
                     tracing::warn!(error = %e, event = %envelope.event, "ignored event not logged");
                 }
                 tracing::info!(event = %envelope.event, dedupe_key = %key, outcome = "ignored", "webhook");
+                metrics::count(metrics::UNROUTED, Event::Ignored);
                 return HttpResponse::json(
                     StatusCode::ACCEPTED,
                     &json!({"status": "ignored", "event": envelope.event}),
@@ -101,6 +103,7 @@ impl WebhookIngest {
             }
             Classification::Routed { stage, entity } => (stage, entity),
         };
+        metrics::count(stage.as_str(), Event::Received);
 
         let key = dedupe_key_from_hash(&envelope.event, entity.as_deref(), &body_hash);
         let group = entity
@@ -155,6 +158,7 @@ impl WebhookIngest {
                     tracing::warn!(error = %e, "duplicate delivery not counted");
                 }
                 tracing::info!(outcome = "duplicate", "webhook");
+                metrics::count(stage.as_str(), Event::Duplicate);
                 return HttpResponse::json(
                     StatusCode::ACCEPTED,
                     &json!({"status": "duplicate", "stage": stage, "dedupe_key": key}),
@@ -226,6 +230,10 @@ impl WebhookIngest {
             tracing::warn!(error = %e, "claim not completed");
         }
         tracing::info!(outcome, "webhook");
+        metrics::count(
+            stage.as_str(),
+            if queued { Event::Queued } else { Event::Parked },
+        );
         let mut body = json!({"status": "queued", "stage": stage, "dedupe_key": key});
         if !queued {
             // No consumer for this stage in this deployment: kept in the event log for replay.

@@ -125,6 +125,7 @@ fn json_log(lines: &[String]) -> Vec<Value> {
     let banner = [
         "enerflo-crm-sync local runner listening on",
         "  data dir:",
+        "  metrics:",
         "  Enerflo webhook:",
         "  Enerflo:",
         "  CRM:",

@@ -1,6 +1,7 @@
 //! The local runner binary as a process, one test binary: durability across kills and restarts,
-//! and log hygiene.
+//! log hygiene, and the metrics it writes and serves.
 
 mod durability;
 mod kit;
 mod log_hygiene;
+mod metrics;

@@ -196,11 +196,13 @@ impl HubSpotApi {
         if let Some(left) = deadline::remaining() {
             req = req.timeout(deadline::bound(left));
         }
-        let resp = req.send().await.map_err(|e| CrmError::Unavailable {
-            status: None,
-            detail: format!("HubSpot call failed: {}", without_url(&e, "<hubspot>")),
-            retry_after: None,
-        })?;
+        let resp = crate::metrics::observe(crate::metrics::Target::Crm, req.send())
+            .await
+            .map_err(|e| CrmError::Unavailable {
+                status: None,
+                detail: format!("HubSpot call failed: {}", without_url(&e, "<hubspot>")),
+                retry_after: None,
+            })?;
         let status = resp.status().as_u16();
         let retry_after = parse_retry_after(resp.headers());
         let bytes = resp.bytes().await.map_err(|e| CrmError::Unavailable {

@@ -146,6 +146,12 @@ impl SalesforceApi {
         }
     }
 
+    /// The token (one fetch, then cached), for checking the credentials without a data call
+    /// (`enerflo-sync-ops doctor`).
+    pub async fn session(&self) -> Result<Session, CrmError> {
+        self.auth.session().await
+    }
+
     /// `/services/data/vNN.N` + `rest`.
     pub fn data_path(&self, rest: &str) -> String {
         format!("/services/data/{}{rest}", self.version)
@@ -206,14 +212,16 @@ impl SalesforceApi {
         if let Some(left) = deadline::remaining() {
             req = req.timeout(deadline::bound(left));
         }
-        let resp = req.send().await.map_err(|e| CrmError::Unavailable {
-            status: None,
-            detail: format!(
-                "Salesforce call failed: {}",
-                without_url(&e, "<salesforce>")
-            ),
-            retry_after: None,
-        })?;
+        let resp = crate::metrics::observe(crate::metrics::Target::Crm, req.send())
+            .await
+            .map_err(|e| CrmError::Unavailable {
+                status: None,
+                detail: format!(
+                    "Salesforce call failed: {}",
+                    without_url(&e, "<salesforce>")
+                ),
+                retry_after: None,
+            })?;
         let status = resp.status().as_u16();
         if let Some(h) = resp
             .headers()

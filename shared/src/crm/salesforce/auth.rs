@@ -156,8 +156,8 @@ impl Authenticator {
             .post(&url)
             .header("content-type", "application/x-www-form-urlencoded")
             .header("accept", "application/json")
-            .body(body)
-            .send()
+            .body(body);
+        let resp = crate::metrics::observe(crate::metrics::Target::Crm, resp.send())
             .await
             .map_err(|e| CrmError::Unavailable {
                 status: None,
