@@ -237,6 +237,33 @@ pub async fn observe(
     result
 }
 
+/// [`observe`] as a request builder method: `req.observed(Target::Crm).send().await` sends `req`
+/// and records the call.
+pub trait Observe {
+    fn observed(self, target: Target) -> Observed;
+}
+
+impl Observe for reqwest::RequestBuilder {
+    fn observed(self, target: Target) -> Observed {
+        Observed {
+            target,
+            request: self,
+        }
+    }
+}
+
+/// A request whose [`send`](Observed::send) is recorded with [`call`].
+pub struct Observed {
+    target: Target,
+    request: reqwest::RequestBuilder,
+}
+
+impl Observed {
+    pub async fn send(self) -> Result<reqwest::Response, reqwest::Error> {
+        observe(self.target, self.request.send()).await
+    }
+}
+
 fn emit(line: &str) {
     // One write of the whole line under stdout's lock: never interleaved with a log line.
     let mut out = std::io::stdout().lock();

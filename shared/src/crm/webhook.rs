@@ -11,6 +11,7 @@ use super::signature::sign;
 use super::{CrmAck, CrmConnector, CrmError};
 use crate::canonical::CrmEvent;
 use crate::config::SigningSecret;
+use crate::metrics::Observe as _;
 use crate::retry::Pause;
 use crate::timefmt::now_unix;
 use crate::wire::{body_text, http_client, parse_retry_after};
@@ -73,8 +74,9 @@ impl CrmConnector for WebhookCrmConnector {
             .header("webhook-id", &event.id)
             .header("webhook-timestamp", ts.to_string())
             .header("webhook-signature", signature)
-            .body(body);
-        let resp = crate::metrics::observe(crate::metrics::Target::Crm, resp.send())
+            .body(body)
+            .observed(crate::metrics::Target::Crm)
+            .send()
             .await
             .map_err(|e| CrmError::Unavailable {
                 status: None,

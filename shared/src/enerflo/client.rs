@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::install::Install;
 use crate::error::{RemoteAnswer, SyncError};
+use crate::metrics::Observe as _;
 use crate::retry::{Held, Pause};
 use crate::secret::Secret;
 use crate::wire::{
@@ -304,18 +305,17 @@ impl HttpEnerfloClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = crate::metrics::observe(crate::metrics::Target::Enerflo, req.send())
-            .await
-            .map_err(|e| EnerfloError::Unavailable {
-                status: None,
-                // reqwest's message can carry the URL; ours never carries the key (it is a header).
-                detail: if e.is_timeout() {
-                    "request timed out".into()
-                } else {
-                    format!("request failed: {}", without_url(&e, "<enerflo>"))
-                },
-                retry_after: None,
-            })?;
+        let req = req.observed(crate::metrics::Target::Enerflo);
+        let resp = req.send().await.map_err(|e| EnerfloError::Unavailable {
+            status: None,
+            // reqwest's message can carry the URL; ours never carries the key (it is a header).
+            detail: if e.is_timeout() {
+                "request timed out".into()
+            } else {
+                format!("request failed: {}", without_url(&e, "<enerflo>"))
+            },
+            retry_after: None,
+        })?;
         let status = resp.status().as_u16();
         let retry_after = parse_retry_after(resp.headers());
         let content_type = resp

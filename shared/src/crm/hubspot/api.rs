@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::crm::CrmError;
 use crate::deadline;
+use crate::metrics::Observe as _;
 use crate::retry::Pause;
 use crate::secret::Secret;
 use crate::wire::{encode_segment, http_client, parse_retry_after, truncate, without_url};
@@ -196,13 +197,12 @@ impl HubSpotApi {
         if let Some(left) = deadline::remaining() {
             req = req.timeout(deadline::bound(left));
         }
-        let resp = crate::metrics::observe(crate::metrics::Target::Crm, req.send())
-            .await
-            .map_err(|e| CrmError::Unavailable {
-                status: None,
-                detail: format!("HubSpot call failed: {}", without_url(&e, "<hubspot>")),
-                retry_after: None,
-            })?;
+        let req = req.observed(crate::metrics::Target::Crm);
+        let resp = req.send().await.map_err(|e| CrmError::Unavailable {
+            status: None,
+            detail: format!("HubSpot call failed: {}", without_url(&e, "<hubspot>")),
+            retry_after: None,
+        })?;
         let status = resp.status().as_u16();
         let retry_after = parse_retry_after(resp.headers());
         let bytes = resp.bytes().await.map_err(|e| CrmError::Unavailable {

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::auth::{Authenticator, Session};
 use crate::crm::CrmError;
 use crate::deadline;
+use crate::metrics::Observe as _;
 use crate::retry::Pause;
 use crate::wire::{truncate, without_url};
 
@@ -212,16 +213,15 @@ impl SalesforceApi {
         if let Some(left) = deadline::remaining() {
             req = req.timeout(deadline::bound(left));
         }
-        let resp = crate::metrics::observe(crate::metrics::Target::Crm, req.send())
-            .await
-            .map_err(|e| CrmError::Unavailable {
-                status: None,
-                detail: format!(
-                    "Salesforce call failed: {}",
-                    without_url(&e, "<salesforce>")
-                ),
-                retry_after: None,
-            })?;
+        let req = req.observed(crate::metrics::Target::Crm);
+        let resp = req.send().await.map_err(|e| CrmError::Unavailable {
+            status: None,
+            detail: format!(
+                "Salesforce call failed: {}",
+                without_url(&e, "<salesforce>")
+            ),
+            retry_after: None,
+        })?;
         let status = resp.status().as_u16();
         if let Some(h) = resp
             .headers()

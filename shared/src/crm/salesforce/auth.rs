@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::crm::CrmError;
+use crate::metrics::Observe as _;
 use crate::secret::Secret;
 use crate::wire::{truncate, without_url};
 
@@ -156,8 +157,9 @@ impl Authenticator {
             .post(&url)
             .header("content-type", "application/x-www-form-urlencoded")
             .header("accept", "application/json")
-            .body(body);
-        let resp = crate::metrics::observe(crate::metrics::Target::Crm, resp.send())
+            .body(body)
+            .observed(crate::metrics::Target::Crm)
+            .send()
             .await
             .map_err(|e| CrmError::Unavailable {
                 status: None,
