@@ -2,8 +2,10 @@
 //! replay them (all, by stage, by time range, by entity) to their queue, look up an entity's
 //! cross-references and recent events, and re-run one event from the event log. Works against
 //! AWS (or moto, via `AWS_ENDPOINT_URL`) and against a stopped local runner's `DATA_DIR`.
-//! [`hubspot::setup`] readies a HubSpot portal for `CRM_CONNECTOR=hubspot`.
+//! [`hubspot::setup`] readies a HubSpot portal for `CRM_CONNECTOR=hubspot`; [`doctor::doctor`]
+//! checks a deployment's Enerflo key and CRM connector and prints what to subscribe.
 
+pub mod doctor;
 pub mod hubspot;
 
 use std::path::Path;

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use enerflo_sync::classify::Stage;
 use enerflo_sync::config::Config;
 use enerflo_sync_ops::{
-    Backend, Filter, entity_report, event_rerun, event_show, event_summary, hubspot,
+    Backend, Filter, doctor, entity_report, event_rerun, event_show, event_summary, hubspot,
     list_dead_letters, parse_time, replay,
 };
 use indicatif::{ProgressBar, ProgressStyle};
@@ -49,6 +49,17 @@ enum Command {
     Hubspot {
         #[command(subcommand)]
         action: HubspotAction,
+    },
+    /// Check the Enerflo key and the CRM connector with the functions' variables, list the
+    /// company's install statuses (and an install's milestone ids), and print the Enerflo
+    /// subscription URLs and the CRM-side calls. Exits 1 when anything is wrong.
+    Doctor {
+        /// The API's public base URL: the stack's ApiBaseUrl output (or the local runner's URL).
+        #[arg(long)]
+        public_url: Option<String>,
+        /// An install whose milestone ids to list and check MILESTONE_KEY_MAP against.
+        #[arg(long)]
+        install: Option<u64>,
     },
 }
 
@@ -150,6 +161,28 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Doctor {
+        public_url,
+        install,
+    } = &cli.command
+    {
+        let config = Config::from_env()?;
+        let options = doctor::DoctorOptions {
+            public_url: public_url.clone(),
+            install: *install,
+            ..doctor::DoctorOptions::default()
+        };
+        let report = doctor::doctor(&config, &options).await;
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        } else {
+            print!("{}", report.to_text());
+        }
+        if report.has_problems() {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let backend = match &cli.data_dir {
         Some(dir) => Backend::local(dir)?,
         None => Backend::aws(&Config::from_env()?).await?,
@@ -232,7 +265,9 @@ async fn main() -> anyhow::Result<()> {
             v["raw_body"] = serde_json::Value::String(e.raw_body);
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
-        Command::Hubspot { .. } => unreachable!("handled before a backend is built"),
+        Command::Hubspot { .. } | Command::Doctor { .. } => {
+            unreachable!("handled before a backend is built")
+        }
         Command::Event {
             action: EventAction::Rerun { dedupe_key },
         } => {

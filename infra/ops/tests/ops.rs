@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// A directory without main.rs: a module of this binary, not a test target of its own.
+#[path = "ops/doctor.rs"]
+mod doctor;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
