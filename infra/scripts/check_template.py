@@ -64,6 +64,11 @@ secrets and least privilege):
                    fits its service's limit for any parameter value: the stack name counts as
                    128 characters, a parameter as its MaxLength (unknown length fails); a FIFO
                    queue's name ends in .fifo. Names left out are CloudFormation's, which fit
+  secret-pattern   a Standard Webhooks signing secret parameter (named *WebhookSecret) has an
+                   AllowedPattern that accepts what the functions decode (`whsec_` + padded
+                   standard base64 of 24+ bytes) and rejects what fails them at start-up (no
+                   prefix, a base64 of the wrong length, characters outside base64), so a bad
+                   value fails the deploy instead of every function's init
   dashboard        an AWS::CloudWatch::Dashboard shows, for every stage, its source queue's
                    ApproximateAgeOfOldestMessage and its DLQ's ApproximateNumberOfMessagesVisible
                    (`${Queue.QueueName}` in the body)
@@ -78,6 +83,7 @@ not be read.
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import json
 import os
@@ -324,6 +330,7 @@ class Checker:
         self.check_architecture()
         self.check_resource_names()
         self.check_dashboard()
+        self.check_secret_patterns()
         return self.results
 
     # ---- value helpers -----------------------------------------------------------------------
@@ -1377,6 +1384,50 @@ class Checker:
                 f"{logical_id} {key}",
                 not problems,
                 "; ".join(problems) or f"at most {longest} of {limit} characters",
+            )
+
+    # ---- secret-pattern -----------------------------------------------------------------------
+
+    def check_secret_patterns(self) -> None:
+        good = [
+            "whsec_" + base64.b64encode(bytes(range(n))).decode() for n in (24, 32, 33, 34)
+        ]
+        bad = {
+            "no whsec_ prefix": base64.b64encode(bytes(32)).decode(),
+            "a base64 text of the wrong length": "whsec_" + "A" * 33,
+            "padding inside": "whsec_" + "AAAA=AAA" * 5,
+            "a character outside base64": "whsec_" + "A" * 31 + "!",
+            "too short a key": "whsec_" + base64.b64encode(bytes(8)).decode(),
+        }
+        for name, param in self.parameters.items():
+            if not name.endswith("WebhookSecret"):
+                continue
+            pattern = _mapping(param).get("AllowedPattern")
+            problems = []
+            if not isinstance(pattern, str):
+                problems.append("no AllowedPattern: any text deploys, and the functions fail at init")
+            else:
+                try:
+                    regex = re.compile(pattern)
+                except re.error as error:
+                    regex = None
+                    problems.append(f"AllowedPattern is not a regular expression: {error}")
+                if regex is not None:
+                    problems.extend(
+                        f"rejects a valid secret ({sample[:14]}...)"
+                        for sample in good
+                        if not regex.fullmatch(sample)
+                    )
+                    problems.extend(
+                        f"accepts {why} ({sample[:14]}...)"
+                        for why, sample in bad.items()
+                        if regex.fullmatch(sample)
+                    )
+            self.record(
+                "secret-pattern",
+                f"parameter {name}",
+                not problems,
+                "; ".join(problems) or "AllowedPattern admits exactly whsec_ + padded base64",
             )
 
     # ---- dashboard ----------------------------------------------------------------------------

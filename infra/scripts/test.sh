@@ -16,7 +16,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 # One failure per rule is what the negative fixture promises (see its header).
 EXPECTED_RULES=(iam-wildcard sqs-visibility queue-dlq batch-failures noecho access-log-path function-role
   role-scope stage-registry alarm-actions alarm-coverage function-logging architecture resource-names
-  dashboard)
+  dashboard secret-pattern)
 
 step() {
   printf '\n==> %s\n' "$*"
