@@ -42,6 +42,7 @@ ARCH ?= x86_64
 LAMBDA_TARGET_x86_64 := x86_64-unknown-linux-gnu.2.34
 LAMBDA_TARGET_arm64 := aarch64-unknown-linux-gnu.2.34
 FUNCTIONS := $(sort $(notdir $(wildcard functions/*)))
+LAMBDA_DIR := $(or $(CARGO_TARGET_DIR),target)/lambda
 
 build:
 	@if [[ -z "$(LAMBDA_TARGET_$(ARCH))" ]]; then \
@@ -54,7 +55,7 @@ build:
 	$(CARGO) lambda build --release --locked --compiler cargo-zigbuild \
 	  --target $(LAMBDA_TARGET_$(ARCH)) $(addprefix -p ,$(FUNCTIONS))
 	$(PYTHON) infra/scripts/check_glibc.py --arch $(ARCH) \
-	  $(foreach f,$(FUNCTIONS),target/lambda/$(f)/bootstrap)
+	  $(foreach f,$(FUNCTIONS),$(LAMBDA_DIR)/$(f)/bootstrap)
 
 # After `sam build`: the binaries SAM packaged, checked the same way (glibc, and ARCH = the
 # template's Architecture).
