@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{too_new} of {len(args.binaries)} binaries need a glibc newer than {show(limit)} "
             "(Lambda's provided.al2023 has 2.34): built like this, they fail at cold start. "
             "A host linker binds C code to the host's glibc: build for Lambda with `make build` "
-            "(zig, glibc 2.34) or `sam build` (cargo-lambda's zig, glibc 2.17), whatever the host "
+            "(zig, glibc 2.34) or `sam build` (cargo-lambda's zig, its default glibc), whatever the host "
             "has, never with `--compiler cargo` on a host newer than glibc 2.34; README "
             "\"Deploy\"."
         )
