@@ -51,6 +51,8 @@ pub struct Runner {
     pub inbox: Option<Arc<Inbox>>,
     /// The local HubSpot sandbox, when `CRM_CONNECTOR=hubspot` has no token.
     pub hubspot: Option<Arc<fakes::hubspot::HubSpotFake>>,
+    /// The local Salesforce sandbox, when `CRM_CONNECTOR=salesforce` has no login URL.
+    pub salesforce: Option<Arc<fakes::salesforce::SalesforceFake>>,
     pub webhook_token: String,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -104,6 +106,19 @@ pub async fn start_with_enerflo(
         config.enerflo_base_url = format!("{base}/sandbox/enerflo");
         config.enerflo_api_key = Some(Secret::new(SANDBOX_API_KEY));
         Some(Sandbox::new(SANDBOX_API_KEY, config.fields.clone()))
+    } else {
+        None
+    };
+    let salesforce = if config.crm_connector == CrmConnectorKind::Salesforce
+        && config.salesforce.login_url.is_none()
+    {
+        let opts = fakes::salesforce::FakeOptions::default().with_enerflo_fields();
+        let sf = &mut config.salesforce;
+        sf.login_url = Some(format!("{base}/sandbox/salesforce"));
+        sf.client_id = Some(opts.client_id.clone());
+        sf.client_secret = Some(Secret::new(opts.client_secret.clone()));
+        sf.org_id.get_or_insert_with(|| opts.org_id.clone());
+        Some(fakes::salesforce::SalesforceFake::new(opts))
     } else {
         None
     };
@@ -236,6 +251,9 @@ pub async fn start_with_enerflo(
     if let Some(hs) = &hubspot {
         app = app.nest("/sandbox/hubspot", hs.router());
     }
+    if let Some(sf) = &salesforce {
+        app = app.nest("/sandbox/salesforce", sf.router());
+    }
     let app = app
         .fallback(move |req: axum::extract::Request| serve(state.clone(), req))
         .layer(axum::extract::DefaultBodyLimit::disable());
@@ -276,6 +294,7 @@ pub async fn start_with_enerflo(
         sandbox,
         inbox,
         hubspot,
+        salesforce,
         webhook_token,
         shutdown,
         tasks,
@@ -304,6 +323,14 @@ impl Runner {
                 self.url("/sandbox/enerflo/calls")
             ),
             None => println!("  Enerflo:         {}", self.config.enerflo_base_url),
+        }
+        if self.salesforce.is_some() {
+            println!(
+                "  CRM:             Salesforce sandbox; its records: {} (JSON: {})",
+                self.url("/sandbox/salesforce"),
+                self.url("/sandbox/salesforce/_fake/records.json")
+            );
+            return;
         }
         match (&self.inbox, &self.hubspot) {
             (Some(_), _) => println!(

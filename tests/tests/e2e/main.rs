@@ -10,6 +10,7 @@ mod load;
 mod milestone;
 mod notes;
 mod project;
+mod salesforce;
 mod security;
 mod signature_interop;
 mod status;
