@@ -41,6 +41,7 @@ fn record(key: &str, entity: &str, body: &str) -> EventRecord {
         detail: None,
         deliveries: 1,
         attempts: 3,
+        history: Vec::new(),
     }
 }
 
