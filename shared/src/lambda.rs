@@ -124,13 +124,14 @@ pub async fn run_inbound_route(route: crate::registry::Route) -> Result<(), lamb
     let ports = runtime::aws_ports(&config).await?;
     let enerflo = runtime::enerflo_client(&config)?;
     let handler = runtime::inbound_route(route, &config, &ports, enerflo);
-    serve_http(Router::for_route(
+    let mut router = Router::for_route(
         route,
         handler,
         config.crm_inbound_tokens.clone(),
         config.max_body_bytes,
-    ))
-    .await
+    );
+    router.calls = Some(ports.call_log(&config));
+    serve_http(router).await
 }
 
 #[cfg(test)]

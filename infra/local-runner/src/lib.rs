@@ -157,6 +157,7 @@ pub async fn start_with_enerflo(
         notes: Some(runtime::notes_route(&config, &ports, enerflo.clone())),
         milestones: Some(runtime::milestone_route(&config, &ports, enerflo.clone())),
         status: Some(runtime::status_route(&config, &ports, enerflo.clone())),
+        calls: Some(ports.call_log(&config)),
     };
 
     let (shutdown, shutdown_rx) = watch::channel(false);

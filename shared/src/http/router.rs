@@ -9,6 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use http::Method;
 
+use super::calls::CallLog;
 use super::webhook::{ROUTE_PREFIX, WebhookIngest};
 use super::{HttpRequest, HttpResponse, Problem};
 use crate::secret::SecretSet;
@@ -42,6 +43,8 @@ pub struct Router {
     pub status: Option<Arc<dyn InboundRoute>>,
     /// `POST /crm/installs/{install}/notes`
     pub notes: Option<Arc<dyn InboundRoute>>,
+    /// Where every authenticated `/crm/*` call is recorded (`None`: nowhere).
+    pub calls: Option<Arc<CallLog>>,
 }
 
 impl Router {
@@ -83,9 +86,10 @@ impl Router {
             return ingest.handle(&req, token).await;
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let (route, allow, params) = match segments.as_slice() {
-            ["crm", "leads"] => (&self.leads, Method::POST, RouteParams::default()),
+        let (name, route, allow, params) = match segments.as_slice() {
+            ["crm", "leads"] => ("leads", &self.leads, Method::POST, RouteParams::default()),
             ["crm", "installs", install, "milestones", milestone] => (
+                "milestone",
                 &self.milestones,
                 Method::PUT,
                 RouteParams {
@@ -94,6 +98,7 @@ impl Router {
                 },
             ),
             ["crm", "installs", install, "status"] => (
+                "status",
                 &self.status,
                 Method::PUT,
                 RouteParams {
@@ -102,6 +107,7 @@ impl Router {
                 },
             ),
             ["crm", "installs", install, "notes"] => (
+                "note",
                 &self.notes,
                 Method::POST,
                 RouteParams {
@@ -134,7 +140,12 @@ impl Router {
         {
             return Problem::not_found().into_response();
         }
-        route.handle(&req, &params).await
+        let arrived = CallLog::arrived();
+        let answer = route.handle(&req, &params).await;
+        if let Some(calls) = &self.calls {
+            calls.record(name, arrived, &req, &params, &answer).await;
+        }
+        answer
     }
 
     fn authorised(&self, req: &HttpRequest) -> bool {
@@ -223,6 +234,64 @@ mod tests {
             .handle(lead_request("wrong-token", b"{}"))
             .await;
         assert_eq!(small.status.as_u16(), 401);
+    }
+
+    struct AnswersStatus;
+
+    #[async_trait]
+    impl InboundRoute for AnswersStatus {
+        async fn handle(&self, _req: &HttpRequest, _params: &RouteParams) -> HttpResponse {
+            HttpResponse::json(
+                http::StatusCode::OK,
+                &serde_json::json!({"status": "updated", "install_id": 700001}),
+            )
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answered_crm_call_is_in_the_event_log_under_its_install_and_an_unauthorised_one_is_not()
+     {
+        use crate::store::EventLog;
+        let store = Arc::new(crate::store::embedded::EmbeddedStore::in_memory().unwrap());
+        let router = Router {
+            crm_tokens: SecretSet::parse("new-token"),
+            status: Some(Arc::new(AnswersStatus)),
+            calls: Some(Arc::new(CallLog {
+                log: store.clone(),
+                xref: store.clone(),
+                ttl_secs: 3600,
+            })),
+            ..Router::default()
+        };
+        let mut req = lead_request("new-token", br#"{"status":"On Hold"}"#);
+        req.method = Method::PUT;
+        req.path = "/crm/installs/enerflo:700001/status".into();
+        assert_eq!(router.handle(req.clone()).await.status.as_u16(), 200);
+        let mut wrong = req.clone();
+        wrong.headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("Bearer wrong"),
+        );
+        assert_eq!(router.handle(wrong).await.status.as_u16(), 401);
+
+        let logged = store.for_entity("install:700001", 10).await.unwrap();
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        let call = &logged[0];
+        assert_eq!(
+            (
+                call.event.as_str(),
+                call.outcome.as_str(),
+                call.stage.as_deref()
+            ),
+            ("crm.status", "updated", None)
+        );
+        assert_eq!(call.raw_body, r#"{"status":"On Hold"}"#);
+        let detail = call.detail.as_deref().unwrap_or_default();
+        assert!(
+            detail.starts_with("PUT /crm/installs/enerflo:700001/status -> 200 "),
+            "{detail}"
+        );
+        assert_eq!(call.history.len(), 1);
     }
 
     #[tokio::test]

@@ -258,7 +258,8 @@ pub const MAX_HISTORY: usize = 50;
 /// Longest detail a history entry keeps.
 pub const HISTORY_DETAIL_BYTES: usize = 1_000;
 
-fn cut(text: &str, max: usize) -> String {
+/// `text` cut to at most `max` bytes (on a character boundary), marked with `…` when cut.
+pub(crate) fn cut(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }
