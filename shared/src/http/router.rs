@@ -252,7 +252,7 @@ mod tests {
     async fn an_answered_crm_call_is_in_the_event_log_under_its_install_and_an_unauthorised_one_is_not()
      {
         use crate::store::EventLog;
-        let store = Arc::new(crate::store::embedded::EmbeddedStore::in_memory().unwrap());
+        let store = Arc::new(crate::store::embedded::EmbeddedStore::in_memory().expect("store"));
         let router = Router {
             crm_tokens: SecretSet::parse("new-token"),
             status: Some(Arc::new(AnswersStatus)),
@@ -274,7 +274,7 @@ mod tests {
         );
         assert_eq!(router.handle(wrong).await.status.as_u16(), 401);
 
-        let logged = store.for_entity("install:700001", 10).await.unwrap();
+        let logged = store.for_entity("install:700001", 10).await.expect("read");
         assert_eq!(logged.len(), 1, "{logged:?}");
         let call = &logged[0];
         assert_eq!(
