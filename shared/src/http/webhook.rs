@@ -264,6 +264,7 @@ fn record(
         detail: None,
         deliveries: 1,
         attempts: 0,
+        history: vec![crate::store::OutcomeEntry::new(received_at, outcome, None)],
     }
 }
 
