@@ -123,6 +123,12 @@ pub fn crm_connector(config: &Config) -> Result<Arc<dyn CrmConnector>, ConfigErr
         crate::config::CrmConnectorKind::Salesforce => {
             return Ok(Arc::new(salesforce_connector(config)?));
         }
+        crate::config::CrmConnectorKind::Monday => {
+            return Err(startup(
+                "CRM_CONNECTOR=monday",
+                "keeps its own cross-references in the state table: build it with crm_connector_with",
+            ));
+        }
         crate::config::CrmConnectorKind::Webhook => {}
     }
     let url = config
@@ -136,6 +142,92 @@ pub fn crm_connector(config: &Config) -> Result<Arc<dyn CrmConnector>, ConfigErr
     let connector = WebhookCrmConnector::new(&url, secret, config.crm_timeout)
         .map_err(|e| startup("CRM HTTP client", e))?;
     Ok(Arc::new(connector))
+}
+
+/// The configured CRM connector, given the ports a connector may keep its own records in (the
+/// Monday.com connector's item cross-references and daily call count).
+pub fn crm_connector_with(
+    config: &Config,
+    ports: &Ports,
+) -> Result<Arc<dyn CrmConnector>, ConfigError> {
+    if config.crm_connector == crate::config::CrmConnectorKind::Monday {
+        let api = monday_api(config, ports)?;
+        return Ok(Arc::new(monday_connector(config, ports, api)?));
+    }
+    crm_connector(config)
+}
+
+/// The Monday.com API client: one per process, shared by every caller so the minute budget, the
+/// complexity reading and a limit's pause hold for all of them; the daily call count lives in
+/// the state table, shared by every process.
+pub fn monday_api(
+    config: &Config,
+    ports: &Ports,
+) -> Result<Arc<crate::crm::monday::api::MondayApi>, ConfigError> {
+    let token = config.monday.api_token.clone().ok_or_else(|| {
+        startup("MONDAY_API_TOKEN", "is required for CRM_CONNECTOR=monday")
+    })?;
+    let api = crate::crm::monday::api::MondayApi::new(
+        &config.monday.api_url,
+        token,
+        &config.monday.api_version,
+        config.crm_timeout,
+        config.monday.minute_budget,
+        Some(crate::crm::monday::api::DailyBudget {
+            counter: ports.log.clone(),
+            limit: config.monday.daily_call_budget,
+        }),
+    )
+    .map_err(|e| startup("Monday.com HTTP client", e))?;
+    Ok(Arc::new(api))
+}
+
+/// Profile object -> Monday board id, every problem named.
+pub fn monday_boards(
+    config: &Config,
+) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    let profile = config
+        .crm_profile
+        .clone()
+        .ok_or_else(|| startup("CRM_MAPPING_FILE", "no mapping profile loaded"))?;
+    let mut boards = std::collections::BTreeMap::new();
+    let mut problems = Vec::new();
+    for object in profile.objects() {
+        match config.monday_board(&object) {
+            Ok(id) => {
+                boards.insert(object, id);
+            }
+            Err(why) if !problems.contains(&why) => problems.push(why),
+            Err(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(boards)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+pub fn monday_connector(
+    config: &Config,
+    ports: &Ports,
+    api: Arc<crate::crm::monday::api::MondayApi>,
+) -> Result<crate::crm::MondayConnector, ConfigError> {
+    let profile = config
+        .crm_profile
+        .clone()
+        .ok_or_else(|| startup("CRM_MAPPING_FILE", "no mapping profile loaded"))?;
+    Ok(crate::crm::MondayConnector::new(
+        api,
+        profile,
+        monday_boards(config)?,
+        config.fields.milestone_keys.clone(),
+        crate::crm::monday::MondayStores {
+            xref: ports.xref.clone(),
+            state: ports.state.clone(),
+            claims: ports.claims.clone(),
+        },
+    ))
 }
 
 /// The HubSpot API client: one per process, shared by every caller so the 10-second budget and
