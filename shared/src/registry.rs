@@ -253,6 +253,9 @@ pub enum Route {
     Milestone,
     Status,
     Note,
+    /// `POST /crm/monday/webhooks/{token}`: Monday.com board webhooks, translated to the routes
+    /// above (`crate::inbound::monday`).
+    Monday,
 }
 
 impl Route {
@@ -273,7 +276,7 @@ pub struct RouteSpec {
     pub function: &'static str,
 }
 
-pub static ROUTES: [RouteSpec; 4] = [
+pub static ROUTES: [RouteSpec; 5] = [
     RouteSpec {
         route: Route::Leads,
         name: "leads",
@@ -301,6 +304,13 @@ pub static ROUTES: [RouteSpec; 4] = [
         method: "POST",
         path: "/crm/installs/{install}/notes",
         function: "crm-note-to-enerflo",
+    },
+    RouteSpec {
+        route: Route::Monday,
+        name: "monday",
+        method: "POST",
+        path: "/crm/monday/webhooks/{token}",
+        function: "crm-monday-to-enerflo",
     },
 ];
 
@@ -342,7 +352,13 @@ mod tests {
         events.sort();
         events.dedup();
         assert_eq!(events.len(), n, "an event is listed by two stages");
-        for route in [Route::Leads, Route::Milestone, Route::Status, Route::Note] {
+        for route in [
+            Route::Leads,
+            Route::Milestone,
+            Route::Status,
+            Route::Note,
+            Route::Monday,
+        ] {
             assert_eq!(ROUTES.iter().filter(|r| r.route == route).count(), 1);
             assert_eq!(route.spec().route, route);
         }

@@ -437,6 +437,64 @@ pub fn inbound_route(
         Route::Milestone => milestone_route(config, ports, enerflo),
         Route::Status => status_route(config, ports, enerflo),
         Route::Note => notes_route(config, ports, enerflo),
+        Route::Monday => monday_route(config, ports, enerflo, None),
+    }
+}
+
+/// `POST /crm/monday/webhooks/{token}`, wired from configuration: Monday.com board webhooks
+/// through the four canonical routes. `api` is the process's Monday client when it has one
+/// already (the local runner shares the connector's); else one is built when
+/// `MONDAY_API_TOKEN` is set. Without a profile (another connector) it answers 404.
+pub fn monday_route(
+    config: &Config,
+    ports: &Ports,
+    enerflo: Arc<dyn EnerfloApi>,
+    api: Option<Arc<crate::crm::monday::api::MondayApi>>,
+) -> Arc<dyn crate::http::router::InboundRoute> {
+    let profile = match (&config.crm_profile, config.crm_connector) {
+        (Some(p), crate::config::CrmConnectorKind::Monday) => p.clone(),
+        _ => return Arc::new(NotServed),
+    };
+    let api = api.or_else(|| {
+        config
+            .monday
+            .api_token
+            .as_ref()
+            .and_then(|_| monday_api(config, ports).ok())
+    });
+    let boards = match monday_boards(config) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "the Monday.com webhook route has no boards; it answers 404");
+            return Arc::new(NotServed);
+        }
+    };
+    Arc::new(crate::inbound::monday::MondayWebhookRoute {
+        tokens: config.monday.webhook_tokens.clone(),
+        signing_secret: config.monday.signing_secret.clone(),
+        api,
+        profile,
+        boards,
+        state: ports.state.clone(),
+        claims: ports.claims.clone(),
+        leads: leads_route(config, ports, enerflo.clone()),
+        status: status_route(config, ports, enerflo.clone()),
+        milestone: milestone_route(config, ports, enerflo.clone()),
+        notes: notes_route(config, ports, enerflo),
+    })
+}
+
+/// A route this configuration does not serve: 404, as an unknown path.
+struct NotServed;
+
+#[async_trait::async_trait]
+impl crate::http::router::InboundRoute for NotServed {
+    async fn handle(
+        &self,
+        _req: &crate::http::HttpRequest,
+        _params: &crate::http::router::RouteParams,
+    ) -> crate::http::HttpResponse {
+        crate::http::Problem::not_found().into_response()
     }
 }
 

@@ -42,6 +42,9 @@ pub struct Router {
     pub status: Option<Arc<dyn InboundRoute>>,
     /// `POST /crm/installs/{install}/notes`
     pub notes: Option<Arc<dyn InboundRoute>>,
+    /// `POST /crm/monday/webhooks/{token}`: authenticated by its path token (and Monday's JWT)
+    /// in the route itself, not by the bearer.
+    pub monday: Option<Arc<dyn InboundRoute>>,
 }
 
 impl Router {
@@ -63,6 +66,7 @@ impl Router {
             Route::Milestone => &mut router.milestones,
             Route::Status => &mut router.status,
             Route::Note => &mut router.notes,
+            Route::Monday => &mut router.monday,
         };
         *slot = Some(handler);
         router
@@ -83,6 +87,19 @@ impl Router {
             return ingest.handle(&req, token).await;
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if let ["crm", "monday", "webhooks", token] = segments.as_slice()
+            && !token.is_empty()
+        {
+            let Some(route) = &self.monday else {
+                return Problem::not_found().into_response();
+            };
+            if let Some(limit) = self.max_body_bytes
+                && req.body.len() > limit
+            {
+                return Problem::too_large(limit).into_response();
+            }
+            return route.handle(&req, &RouteParams::default()).await;
+        }
         let (route, allow, params) = match segments.as_slice() {
             ["crm", "leads"] => (&self.leads, Method::POST, RouteParams::default()),
             ["crm", "installs", install, "milestones", milestone] => (

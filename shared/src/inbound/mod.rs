@@ -3,5 +3,6 @@
 
 pub mod leads;
 pub mod milestone;
+pub mod monday;
 pub mod notes;
 pub mod status;

@@ -360,8 +360,9 @@ impl MondayConnector {
             detail: "Monday.com created the item but named no id".into(),
             retry_after: None,
         })?;
-        self.remember_item(scope, &item).await?;
+        // What we wrote first, then where: a webhook of this creation finds either.
         self.record_writes(&item, &write).await?;
+        self.remember_item(scope, &item).await?;
         if answer.replayed {
             // The first answer of this key, from an earlier try: write this event's values.
             self.change(board, &item, &update, event, spend)
