@@ -44,6 +44,32 @@ const CREATE_LEASE_WAIT: Duration = Duration::from_secs(8);
 /// The profile property that is the item's name rather than a column.
 pub const NAME: &str = "name";
 
+/// The board webhooks the inbound route needs, per profile object: (object, event, config).
+/// `enerflo-sync-ops monday setup` creates them; the local sandbox starts with them.
+pub fn webhook_subscriptions(profile: &Profile) -> Vec<(String, &'static str, Value)> {
+    let projects = profile.event(CrmEventType::StatusChanged).object.clone();
+    let customers = profile.event(CrmEventType::LeadUpserted).object.clone();
+    let mut out = vec![(
+        projects.clone(),
+        "change_specific_column_value",
+        json!({"columnId": profile.stages.property}),
+    )];
+    let mut dates: Vec<&String> = profile.milestone_dates.values().collect();
+    dates.sort();
+    dates.dedup();
+    for column in dates {
+        out.push((
+            projects.clone(),
+            "change_specific_column_value",
+            json!({"columnId": column}),
+        ));
+    }
+    out.push((projects, "create_update", Value::Null));
+    out.push((customers.clone(), "create_item", Value::Null));
+    out.push((customers, "change_column_value", Value::Null));
+    out
+}
+
 /// The marker closing every update we post: what a retry looks for, and what the inbound route
 /// recognises as our own.
 pub fn update_marker(note_key: &str) -> String {
