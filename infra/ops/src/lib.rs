@@ -5,6 +5,7 @@
 //! [`hubspot::setup`] readies a HubSpot portal for `CRM_CONNECTOR=hubspot`.
 
 pub mod hubspot;
+pub mod monday;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -44,6 +44,59 @@ const CREATE_LEASE_WAIT: Duration = Duration::from_secs(8);
 /// The profile property that is the item's name rather than a column.
 pub const NAME: &str = "name";
 
+/// Every column the profile writes or watches, per profile object, with its Monday type, in a
+/// stable order: keys (`text`), properties and `on_create` columns (their `column_type`), the
+/// link to the customer (`board_relation`), the status column (`status`) and the milestone date
+/// columns (`date`). The item's name is no column. What `monday setup` checks and creates.
+pub fn wanted_columns(profile: &Profile) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    fn add(out: &mut BTreeMap<String, Vec<(String, String)>>, object: &str, id: &str, kind: &str) {
+        let cols = out.entry(object.to_owned()).or_default();
+        if id != NAME && !cols.iter().any(|(c, _)| c == id) {
+            cols.push((id.to_owned(), kind.to_owned()));
+        }
+    }
+    fn walk(out: &mut BTreeMap<String, Vec<(String, String)>>, m: &EventMap) {
+        for k in &m.keys {
+            add(out, &m.object, &k.property, "text");
+        }
+        for (id, p) in m.properties.iter().chain(&m.on_create) {
+            add(out, &m.object, id, p.column_type());
+        }
+        if let Some(c) = &m.contact {
+            walk(out, c);
+        }
+        if let Some(Link::Lookup { field }) = &m.link {
+            add(out, &m.object, field, "board_relation");
+        }
+    }
+    for t in super::profile::EVENT_TYPES {
+        walk(&mut out, profile.event(t));
+    }
+    let projects = profile.event(CrmEventType::StatusChanged).object.clone();
+    add(&mut out, &projects, &profile.stages.property, "status");
+    for c in profile.milestone_dates.values() {
+        add(&mut out, &projects, c, "date");
+    }
+    out
+}
+
+/// The status labels the profile writes: the first stage and every label of the status map.
+pub fn wanted_labels(profile: &Profile) -> Vec<String> {
+    let mut labels: Vec<String> = Vec::new();
+    for l in profile
+        .stages
+        .first_stage
+        .iter()
+        .chain(profile.stages.by_status.values())
+    {
+        if !labels.contains(l) {
+            labels.push(l.clone());
+        }
+    }
+    labels
+}
+
 /// The board webhooks the inbound route needs, per profile object: (object, event, config).
 /// `enerflo-sync-ops monday setup` creates them; the local sandbox starts with them.
 pub fn webhook_subscriptions(profile: &Profile) -> Vec<(String, &'static str, Value)> {

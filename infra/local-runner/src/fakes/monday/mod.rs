@@ -1206,36 +1206,9 @@ pub async fn spawn(opts: FakeOptions) -> (String, Arc<MondayFake>) {
 /// profile with its type, the status column with the status map's labels, the link column.
 pub fn seed_profile(fake: &MondayFake, profile: &enerflo_sync::crm::profile::Profile) -> (u64, u64) {
     use enerflo_sync::canonical::CrmEventType;
-    let mut per_object: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    let mut add = |object: &str, id: &str, kind: &str| {
-        let cols = per_object.entry(object.to_owned()).or_default();
-        if id != "name" && !cols.iter().any(|(c, _)| c == id) {
-            cols.push((id.to_owned(), kind.to_owned()));
-        }
-    };
-    fn walk(add: &mut dyn FnMut(&str, &str, &str), m: &enerflo_sync::crm::profile::EventMap) {
-        for k in &m.keys {
-            add(&m.object, &k.property, "text");
-        }
-        for (id, p) in m.properties.iter().chain(&m.on_create) {
-            add(&m.object, id, p.column_type());
-        }
-        if let Some(c) = &m.contact {
-            walk(add, c);
-        }
-        if let Some(enerflo_sync::crm::profile::Link::Lookup { field }) = &m.link {
-            add(&m.object, field, "board_relation");
-        }
-    }
-    for t in enerflo_sync::crm::profile::EVENT_TYPES {
-        walk(&mut add, profile.event(t));
-    }
+    let per_object = enerflo_sync::crm::monday::wanted_columns(profile);
     let projects_object = profile.event(CrmEventType::StatusChanged).object.clone();
     let customers_object = profile.event(CrmEventType::LeadUpserted).object.clone();
-    add(&projects_object, &profile.stages.property, "status");
-    for c in profile.milestone_dates.values() {
-        add(&projects_object, c, "date");
-    }
     let mut ids = BTreeMap::new();
     for object in [&customers_object, &projects_object] {
         let cols = per_object.get(object.as_str()).cloned().unwrap_or_default();
@@ -1244,12 +1217,7 @@ pub fn seed_profile(fake: &MondayFake, profile: &enerflo_sync::crm::profile::Pro
         ids.insert(object.clone(), fake.add_board(title, &spec));
     }
     let (customers, projects) = (ids[&customers_object], ids[&projects_object]);
-    let mut labels: Vec<String> = Vec::new();
-    for l in profile.stages.first_stage.iter().chain(profile.stages.by_status.values()) {
-        if !labels.contains(l) {
-            labels.push(l.clone());
-        }
-    }
+    let labels = enerflo_sync::crm::monday::wanted_labels(profile);
     let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
     fake.set_labels(projects, &profile.stages.property, &refs);
     {
