@@ -164,9 +164,11 @@ pub fn monday_api(
     config: &Config,
     ports: &Ports,
 ) -> Result<Arc<crate::crm::monday::api::MondayApi>, ConfigError> {
-    let token = config.monday.api_token.clone().ok_or_else(|| {
-        startup("MONDAY_API_TOKEN", "is required for CRM_CONNECTOR=monday")
-    })?;
+    let token = config
+        .monday
+        .api_token
+        .clone()
+        .ok_or_else(|| startup("MONDAY_API_TOKEN", "is required for CRM_CONNECTOR=monday"))?;
     let api = crate::crm::monday::api::MondayApi::new(
         &config.monday.api_url,
         token,

@@ -131,25 +131,24 @@ pub async fn start_with_enerflo(
     if config.crm_connector == CrmConnectorKind::Monday && config.monday.webhook_tokens.is_empty() {
         config.monday.webhook_tokens = SecretSet::parse(LOCAL_MONDAY_WEBHOOK_TOKEN);
     }
-    let monday = if config.crm_connector == CrmConnectorKind::Monday
-        && config.monday.api_token.is_none()
-    {
-        config.monday.api_token = Some(Secret::new(SANDBOX_MONDAY_TOKEN));
-        config.monday.api_url = format!("{base}/sandbox/monday/v2");
-        let fake = fakes::monday::MondayFake::new(fakes::monday::FakeOptions {
-            token: SANDBOX_MONDAY_TOKEN.into(),
-            ..fakes::monday::FakeOptions::default()
-        });
-        if let Some(profile) = &config.crm_profile {
-            // What `enerflo-sync-ops monday setup` would create on a real account.
-            let (customers, projects) = fakes::monday::seed_profile(&fake, profile);
-            config.monday.customers_board = Some(customers.to_string());
-            config.monday.projects_board = Some(projects.to_string());
-        }
-        Some(fake)
-    } else {
-        None
-    };
+    let monday =
+        if config.crm_connector == CrmConnectorKind::Monday && config.monday.api_token.is_none() {
+            config.monday.api_token = Some(Secret::new(SANDBOX_MONDAY_TOKEN));
+            config.monday.api_url = format!("{base}/sandbox/monday/v2");
+            let fake = fakes::monday::MondayFake::new(fakes::monday::FakeOptions {
+                token: SANDBOX_MONDAY_TOKEN.into(),
+                ..fakes::monday::FakeOptions::default()
+            });
+            if let Some(profile) = &config.crm_profile {
+                // What `enerflo-sync-ops monday setup` would create on a real account.
+                let (customers, projects) = fakes::monday::seed_profile(&fake, profile);
+                config.monday.customers_board = Some(customers.to_string());
+                config.monday.projects_board = Some(projects.to_string());
+            }
+            Some(fake)
+        } else {
+            None
+        };
     let inbox =
         if config.crm_connector == CrmConnectorKind::Webhook && config.crm_webhook_url.is_none() {
             let secret = match config.crm_webhook_secret.clone() {

@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 use enerflo_sync::classify::Stage;
 use enerflo_sync::config::Config;
 use enerflo_sync_ops::{
-    Backend, Filter, entity_report, event_rerun, event_show, event_summary, hubspot, monday,
-    list_dead_letters, parse_time, replay,
+    Backend, Filter, entity_report, event_rerun, event_show, event_summary, hubspot,
+    list_dead_letters, monday, parse_time, replay,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 

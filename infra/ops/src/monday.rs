@@ -76,7 +76,10 @@ pub struct SetupReport {
 
 impl SetupReport {
     pub fn count(&self, outcome: Outcome) -> usize {
-        self.findings.iter().filter(|f| f.outcome == outcome).count()
+        self.findings
+            .iter()
+            .filter(|f| f.outcome == outcome)
+            .count()
     }
 
     pub fn has_problems(&self) -> bool {
@@ -170,7 +173,11 @@ pub async fn setup(config: &Config, options: &SetupOptions) -> anyhow::Result<Se
     let status_column = profile.stages.property.clone();
     let labels = wanted_labels(&profile);
     let customers_board = boards
-        .get(&profile.event(enerflo_sync::canonical::CrmEventType::LeadUpserted).object)
+        .get(
+            &profile
+                .event(enerflo_sync::canonical::CrmEventType::LeadUpserted)
+                .object,
+        )
         .cloned();
     for (object, columns) in wanted_columns(&profile) {
         let Some(board) = boards.get(&object) else {
@@ -269,11 +276,10 @@ pub async fn setup(config: &Config, options: &SetupOptions) -> anyhow::Result<Se
         }
     }
     if let Some(base) = &options.webhook_url {
-        let token = config
-            .monday
-            .webhook_tokens
-            .first()
-            .ok_or_else(|| anyhow!("MONDAY_WEBHOOK_TOKEN is required to create the webhooks"))?;
+        let token =
+            config.monday.webhook_tokens.first().ok_or_else(|| {
+                anyhow!("MONDAY_WEBHOOK_TOKEN is required to create the webhooks")
+            })?;
         let url = format!(
             "{}/crm/monday/webhooks/{}",
             base.trim_end_matches('/'),
@@ -310,9 +316,9 @@ pub async fn setup(config: &Config, options: &SetupOptions) -> anyhow::Result<Se
                 Some(c) => format!("board {board}: webhook {event} on {c}"),
                 None => format!("board {board}: webhook {event}"),
             };
-            let have = existing[board].iter().any(|(e, c)| {
-                e == event && c.get("columnId") == config_json.get("columnId")
-            });
+            let have = existing[board]
+                .iter()
+                .any(|(e, c)| e == event && c.get("columnId") == config_json.get("columnId"));
             if have {
                 report.push(Outcome::Ok, what);
                 continue;
@@ -328,7 +334,10 @@ pub async fn setup(config: &Config, options: &SetupOptions) -> anyhow::Result<Se
                 Ok(_) => report.push(Outcome::Created, what),
                 Err(e) => report.push(
                     Outcome::Problem,
-                    format!("{what} not created: {}", e.answer().unwrap_or(&e.to_string())),
+                    format!(
+                        "{what} not created: {}",
+                        e.answer().unwrap_or(&e.to_string())
+                    ),
                 ),
             }
         }
@@ -378,7 +387,10 @@ mod tests {
             ("MONDAY_API_URL", format!("{url}/v2")),
             ("MONDAY_CUSTOMERS_BOARD", customers.to_string()),
             ("MONDAY_PROJECTS_BOARD", projects.to_string()),
-            ("MONDAY_WEBHOOK_TOKEN", "hook-token-0123456789abcdef0123".to_owned()),
+            (
+                "MONDAY_WEBHOOK_TOKEN",
+                "hook-token-0123456789abcdef0123".to_owned(),
+            ),
             ("MONDAY_RATE_LIMIT", "5000".to_owned()),
         ]);
         let config = config_from(|k| env.get(k).cloned()).unwrap();
@@ -388,29 +400,56 @@ mod tests {
         };
         let first = setup(&config, &options).await.unwrap();
         let text = first.to_text();
-        assert!(text.contains(&format!("created  board {customers}: column enerflo_customer_id (text)")), "{text}");
-        assert!(text.contains(&format!("created  board {projects}: column date_permit (date)")), "{text}");
-        assert!(text.contains("status label `Permitting Complete`"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "created  board {customers}: column enerflo_customer_id (text)"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "created  board {projects}: column date_permit (date)"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("status label `Permitting Complete`"),
+            "{text}"
+        );
         assert!(text.contains(&format!("problem  board {customers}: column zip is a numbers column; the profile writes it as text")), "{text}");
         assert!(first.has_problems());
         let board = fake.board(projects).unwrap();
         assert_eq!(board.column("customer").unwrap().kind, "board_relation");
-        assert!(board
-            .column("project_status")
-            .unwrap()
-            .labels
-            .iter()
-            .any(|(_, l)| l == "Permitting Complete"));
-        assert!(fake.items(projects).is_empty(), "the scratch item is deleted");
+        assert!(
+            board
+                .column("project_status")
+                .unwrap()
+                .labels
+                .iter()
+                .any(|(_, l)| l == "Permitting Complete")
+        );
+        assert!(
+            fake.items(projects).is_empty(),
+            "the scratch item is deleted"
+        );
         let hooks = fake.webhooks();
-        assert_eq!(hooks.len(), webhook_subscriptions(config.crm_profile.as_ref().unwrap()).len());
-        assert!(hooks.iter().all(|h| h.url.ends_with("/crm/monday/webhooks/hook-token-0123456789abcdef0123")));
+        assert_eq!(
+            hooks.len(),
+            webhook_subscriptions(config.crm_profile.as_ref().unwrap()).len()
+        );
+        assert!(hooks.iter().all(|h| {
+            h.url
+                .ends_with("/crm/monday/webhooks/hook-token-0123456789abcdef0123")
+        }));
 
         // Run again: nothing more is created; the wrong column is still reported, unchanged.
         let second = setup(&config, &options).await.unwrap();
         assert_eq!(second.count(Outcome::Created), 0, "{}", second.to_text());
         assert_eq!(second.count(Outcome::Problem), 1, "{}", second.to_text());
-        assert_eq!(fake.board(customers).unwrap().column("zip").unwrap().kind, "numbers");
+        assert_eq!(
+            fake.board(customers).unwrap().column("zip").unwrap().kind,
+            "numbers"
+        );
         assert_eq!(fake.webhooks().len(), hooks.len());
 
         // Without --create, a missing column is reported as missing.

@@ -328,7 +328,11 @@ impl FieldValue {
                 Ok(id) => json!({"item_ids": [id]}),
                 Err(_) => return Err(format!("`{text}` is not an item id")),
             },
-            other => return Err(format!("`{other}` is not a Monday column type this sync writes")),
+            other => {
+                return Err(format!(
+                    "`{other}` is not a Monday column type this sync writes"
+                ));
+            }
         })
     }
 }

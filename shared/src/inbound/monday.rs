@@ -72,10 +72,23 @@ pub struct MondayWebhookRoute {
 
 /// What a webhook asks of a canonical route.
 enum Target {
-    Status { item: String, name: String },
-    Milestone { item: String, key: String, date: Option<String> },
-    Note { item: String, update: String, text: String },
-    Lead { item: String },
+    Status {
+        item: String,
+        name: String,
+    },
+    Milestone {
+        item: String,
+        key: String,
+        date: Option<String>,
+    },
+    Note {
+        item: String,
+        update: String,
+        text: String,
+    },
+    Lead {
+        item: String,
+    },
 }
 
 fn done(status: &str, detail: impl Into<String>) -> HttpResponse {
@@ -96,7 +109,12 @@ fn id_text(v: Option<&Value>) -> Option<String> {
 #[async_trait]
 impl InboundRoute for MondayWebhookRoute {
     async fn handle(&self, req: &HttpRequest, _params: &RouteParams) -> HttpResponse {
-        let token = req.path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        let token = req
+            .path
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("");
         if self.tokens.is_empty() || !self.tokens.matches(token.as_bytes()) {
             return Problem::not_found().into_response();
         }
@@ -209,14 +227,18 @@ impl MondayWebhookRoute {
             return done("ignored", format!("a `{kind}` event names no item"));
         };
         if self.board_object(&board).is_none() {
-            return done("ignored", format!("board {board} is not one the profile syncs"));
+            return done(
+                "ignored",
+                format!("board {board} is not one the profile syncs"),
+            );
         }
         let projects = self.board_of(CrmEventType::StatusChanged) == Some(board.as_str());
         let customers = self.board_of(CrmEventType::LeadUpserted) == Some(board.as_str());
         let column = event.get("columnId").and_then(Value::as_str).unwrap_or("");
         let target = match kind {
             "update_column_value" if projects && column == self.profile.stages.property => {
-                let label = columns::from_webhook("status", event.get("value").unwrap_or(&Value::Null));
+                let label =
+                    columns::from_webhook("status", event.get("value").unwrap_or(&Value::Null));
                 if label.is_empty() {
                     return done("ignored", "the status was cleared");
                 }
@@ -249,9 +271,13 @@ impl MondayWebhookRoute {
                     .find(|(_, c)| c.as_str() == column)
                     .map(|(k, _)| k.clone())
                 else {
-                    return done("ignored", format!("column {column} drives nothing in Enerflo"));
+                    return done(
+                        "ignored",
+                        format!("column {column} drives nothing in Enerflo"),
+                    );
                 };
-                let date = columns::from_webhook("date", event.get("value").unwrap_or(&Value::Null));
+                let date =
+                    columns::from_webhook("date", event.get("value").unwrap_or(&Value::Null));
                 match self.echo(&item, column, "date", &date).await {
                     Ok(true) => return done("echo", "our own write of the date"),
                     Ok(false) => {}
@@ -283,7 +309,12 @@ impl MondayWebhookRoute {
             "create_pulse" | "update_column_value" | "update_name" if customers => {
                 Target::Lead { item }
             }
-            other => return done("ignored", format!("`{other}` on board {board} drives nothing in Enerflo")),
+            other => {
+                return done(
+                    "ignored",
+                    format!("`{other}` on board {board} drives nothing in Enerflo"),
+                );
+            }
         };
         let (route, method, path, body) = match target {
             Target::Status { item, name } => (
@@ -428,7 +459,10 @@ impl MondayWebhookRoute {
             };
             if now.is_empty()
                 || path.starts_with('$')
-                || !matches!(property.conversion, Conversion::Text | Conversion::Number { .. })
+                || !matches!(
+                    property.conversion,
+                    Conversion::Text | Conversion::Number { .. }
+                )
             {
                 continue;
             }

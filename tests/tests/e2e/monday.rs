@@ -186,7 +186,10 @@ async fn every_outbound_exchange_lands_on_the_boards_and_its_echo_writes_nothing
     m.h.deliver(fixture("v1-new_customer.json")).await;
     let customer = m.the_item(m.customers);
     assert_eq!(customer.name, "Pat Placeholder");
-    assert_eq!(m.text(customer.id, "enerflo_customer_id").as_deref(), Some("900001"));
+    assert_eq!(
+        m.text(customer.id, "enerflo_customer_id").as_deref(),
+        Some("900001")
+    );
     assert_eq!(m.text(customer.id, "zip").as_deref(), Some("75001"));
     assert!(m.text(customer.id, "email").unwrap().contains('@'));
 
@@ -194,19 +197,33 @@ async fn every_outbound_exchange_lands_on_the_boards_and_its_echo_writes_nothing
     m.h.deliver(submission(1)).await;
     let project = m.the_item(m.projects);
     assert_eq!(m.text(project.id, "project_status").as_deref(), Some("New"));
-    assert_eq!(m.text(project.id, "enerflo_install_id").as_deref(), Some("700001"));
+    assert_eq!(
+        m.text(project.id, "enerflo_install_id").as_deref(),
+        Some("700001")
+    );
     assert_eq!(m.text(project.id, "panel_count").as_deref(), Some("20"));
     assert_eq!(
         m.text(project.id, "customer").as_deref(),
         Some(customer.id.to_string().as_str())
     );
-    assert_eq!(m.fake.items(m.customers).len(), 1, "the customer's item was reused");
+    assert_eq!(
+        m.fake.items(m.customers).len(),
+        1,
+        "the customer's item was reused"
+    );
 
     // 4.2: a status through the status map; one it does not map leaves the label alone.
     m.h.deliver(status_event(5, "Voided")).await;
-    assert_eq!(m.text(project.id, "project_status").as_deref(), Some("Voided"));
-    m.h.deliver(status_event(321, "Example Custom Status")).await;
-    assert_eq!(m.text(project.id, "project_status").as_deref(), Some("Voided"));
+    assert_eq!(
+        m.text(project.id, "project_status").as_deref(),
+        Some("Voided")
+    );
+    m.h.deliver(status_event(321, "Example Custom Status"))
+        .await;
+    assert_eq!(
+        m.text(project.id, "project_status").as_deref(),
+        Some("Voided")
+    );
     assert_eq!(
         m.text(project.id, "enerflo_status").as_deref(),
         Some("Example Custom Status")
@@ -220,7 +237,10 @@ async fn every_outbound_exchange_lands_on_the_boards_and_its_echo_writes_nothing
         .to_string(),
     )
     .await;
-    assert_eq!(m.text(project.id, "date_permit").as_deref(), Some("2025-05-02"));
+    assert_eq!(
+        m.text(project.id, "date_permit").as_deref(),
+        Some("2025-05-02")
+    );
 
     // 5.2: an Enerflo note becomes an update on the project's item.
     m.h.deliver(
@@ -235,9 +255,8 @@ async fn every_outbound_exchange_lands_on_the_boards_and_its_echo_writes_nothing
     assert!(updates[0].text_body.contains("Permit approved"));
 
     // 6: the signed change order writes its columns and an update of what changed.
-    let (status, _) = m
-        .h
-        .post_webhook_with_token(
+    let (status, _) =
+        m.h.post_webhook_with_token(
             &format!("{}?event=signed_change_order", sync_tests::TOKEN),
             fixture("v1-signed_change_order.json"),
         )
@@ -253,7 +272,12 @@ async fn every_outbound_exchange_lands_on_the_boards_and_its_echo_writes_nothing
     // Every write above fired the boards' webhooks back into the runner: all were our own.
     m.webhooks_answered().await;
     assert!(!m.fake.deliveries().is_empty());
-    assert_eq!(writes(&m.h.enerflo).await, 0, "{:#?}", enerflo_writes(&m.h).await);
+    assert_eq!(
+        writes(&m.h.enerflo).await,
+        0,
+        "{:#?}",
+        enerflo_writes(&m.h).await
+    );
     // Every mutation carried an Idempotency-Key.
     for c in m.fake.calls() {
         if c.query.trim_start().starts_with("mutation") {
@@ -272,7 +296,12 @@ async fn every_inbound_exchange_reaches_enerflo() {
 
     // 3.1: a person sets the permit date.
     m.fake
-        .user_sets(project.id, "date_permit", json!({"date": "2025-06-03"}), PERSON)
+        .user_sets(
+            project.id,
+            "date_permit",
+            json!({"date": "2025-06-03"}),
+            PERSON,
+        )
         .unwrap();
     // 5.1: ... posts an update.
     let update = m
@@ -297,7 +326,10 @@ async fn every_inbound_exchange_reaches_enerflo() {
         .iter()
         .find(|(_, p, _)| p.ends_with("/milestones/3902"))
         .unwrap_or_else(|| panic!("{w:#?}"));
-    assert_eq!(milestone.1, format!("/api/v3/installs/{SAMPLE_INSTALL}/milestones/3902"));
+    assert_eq!(
+        milestone.1,
+        format!("/api/v3/installs/{SAMPLE_INSTALL}/milestones/3902")
+    );
     assert!(milestone.2.to_string().contains("2025-06-03"), "{w:#?}");
     assert_eq!(note_writes(&m.h.enerflo).await, 1);
     let leads = lead_add_bodies(&m.h.enerflo).await;
@@ -341,7 +373,11 @@ async fn permitting_complete_on_monday_updates_the_enerflo_status() {
         .filter(|(meth, p, _)| meth == "PUT" && *p == format!("/api/v3/installs/{SAMPLE_INSTALL}"))
         .collect();
     assert_eq!(status.len(), 1, "{w:#?}");
-    assert!(status[0].2.to_string().contains("12"), "status id 12: {:?}", status[0].2);
+    assert!(
+        status[0].2.to_string().contains("12"),
+        "status id 12: {:?}",
+        status[0].2
+    );
 }
 
 #[tokio::test]
@@ -361,13 +397,21 @@ async fn repeated_and_concurrent_deliveries_make_one_item_even_while_the_search_
         .chain((0..4).map(|_| m.h.post_webhook(fixture("v1-new_customer.json"))));
     join_all(posts).await;
     m.h.settle().await;
-    assert_eq!(m.fake.items(m.projects).len(), 1, "{:#?}", m.fake.items(m.projects));
-    assert_eq!(m.fake.items(m.customers).len(), 1, "{:#?}", m.fake.items(m.customers));
+    assert_eq!(
+        m.fake.items(m.projects).len(),
+        1,
+        "{:#?}",
+        m.fake.items(m.projects)
+    );
+    assert_eq!(
+        m.fake.items(m.customers).len(),
+        1,
+        "{:#?}",
+        m.fake.items(m.customers)
+    );
     // A later redelivery with another customer update: still one item each.
-    m.h.deliver(
-        fixture("v1-new_customer.json").replace("\"Pat\"", "\"Patricia\""),
-    )
-    .await;
+    m.h.deliver(fixture("v1-new_customer.json").replace("\"Pat\"", "\"Patricia\""))
+        .await;
     assert_eq!(m.fake.items(m.customers).len(), 1);
     no_dead_letters(&m.h);
 }
@@ -385,13 +429,25 @@ async fn a_wrong_column_value_format_dead_letters_the_event_naming_the_column() 
     let file = dir.join("profile.json");
     std::fs::write(&file, profile).unwrap();
     let file = file.display().to_string();
-    let m = monday(FakeOptions::default(), &[("CRM_MAPPING_FILE", file.as_str())]).await;
+    let m = monday(
+        FakeOptions::default(),
+        &[("CRM_MAPPING_FILE", file.as_str())],
+    )
+    .await;
     enerflo_answers(&m.h).await;
     m.h.deliver(submission(1)).await;
     let dead = m.h.dead_letters(Stage::Project);
     assert_eq!(dead.len(), 1, "{dead:#?}");
-    assert!(dead[0].reason.contains("ColumnValueException"), "{}", dead[0].reason);
-    assert!(dead[0].reason.contains("column panel"), "{}", dead[0].reason);
+    assert!(
+        dead[0].reason.contains("ColumnValueException"),
+        "{}",
+        dead[0].reason
+    );
+    assert!(
+        dead[0].reason.contains("column panel"),
+        "{}",
+        dead[0].reason
+    );
     assert_eq!(dead[0].attempts, 1, "permanent: not retried");
     assert!(m.fake.items(m.projects).is_empty());
 }
@@ -411,7 +467,11 @@ async fn a_complexity_error_waits_and_loses_nothing() {
     assert_eq!(limited.len(), 2, "{calls:#?}");
     // The call after a 429 waited the time Monday gave.
     let first = calls.iter().position(|c| c.status == 429).unwrap();
-    let after = calls.iter().skip(first + 2).find(|c| c.status == 200).unwrap();
+    let after = calls
+        .iter()
+        .skip(first + 2)
+        .find(|c| c.status == 200)
+        .unwrap();
     assert!(after.at_ms - calls[first].at_ms >= 2000, "{calls:#?}");
     no_dead_letters(&m.h);
 }
@@ -428,10 +488,14 @@ async fn the_challenge_is_answered_and_a_forged_webhook_is_rejected() {
     )
     .await;
     enerflo_answers(&m.h).await;
-    let (status, body) = m.post_hook(HOOK_TOKEN, json!({"challenge": "abc123"}), None).await;
+    let (status, body) = m
+        .post_hook(HOOK_TOKEN, json!({"challenge": "abc123"}), None)
+        .await;
     assert_eq!((status, body), (200, json!({"challenge": "abc123"})));
     // A wrong path token is an unknown path.
-    let (status, _) = m.post_hook("wrong-token", json!({"challenge": "abc123"}), None).await;
+    let (status, _) = m
+        .post_hook("wrong-token", json!({"challenge": "abc123"}), None)
+        .await;
     assert_eq!(status, 404);
 
     m.h.deliver(submission(1)).await;
@@ -444,19 +508,23 @@ async fn the_challenge_is_answered_and_a_forged_webhook_is_rejected() {
     // No JWT, and a JWT signed with another secret: refused, Enerflo untouched.
     let (status, _) = m.post_hook(HOOK_TOKEN, event.clone(), None).await;
     assert_eq!(status, 401);
-    let aud = m.h.runner.url(&format!("/crm/monday/webhooks/{HOOK_TOKEN}"));
+    let aud =
+        m.h.runner
+            .url(&format!("/crm/monday/webhooks/{HOOK_TOKEN}"));
     let now = enerflo_sync::timefmt::now_unix();
-    let claims = json!({"accountId": 1, "userId": PERSON, "aud": aud, "exp": now + 300, "iat": now});
+    let claims =
+        json!({"accountId": 1, "userId": PERSON, "aud": aud, "exp": now + 300, "iat": now});
     let forged = jwt(b"not-the-secret", &claims);
     let (status, _) = m.post_hook(HOOK_TOKEN, event.clone(), Some(&forged)).await;
     assert_eq!(status, 401);
     assert_eq!(writes(&m.h.enerflo).await, 0);
     // The fake's own (signed) deliveries were accepted: they were answered 200.
-    assert!(m
-        .fake
-        .deliveries()
-        .iter()
-        .all(|d| d.authorization.is_some() && d.attempts.contains(&200)));
+    assert!(
+        m.fake
+            .deliveries()
+            .iter()
+            .all(|d| d.authorization.is_some() && d.attempts.contains(&200))
+    );
     // Signed with the secret, the same event goes through.
     let (status, _) = m
         .post_hook(HOOK_TOKEN, event, Some(&jwt(secret.as_bytes(), &claims)))
@@ -478,9 +546,8 @@ async fn an_unlinked_item_is_answered_503_so_monday_retries_it() {
         "pulseId": item, "columnId": "project_status", "columnType": "color",
         "value": {"label": {"index": 2, "text": "Voided"}}, "userId": PERSON,
         "triggerUuid": "11111111111111111111111111111111", "subscriptionId": 1}});
-    let a = m
-        .h
-        .request(
+    let a =
+        m.h.request(
             http::Method::POST,
             &format!("/crm/monday/webhooks/{HOOK_TOKEN}"),
             None,

@@ -194,11 +194,7 @@ impl MondayApi {
             tokio::time::sleep(wait).await;
             *self.complexity.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
-        if let Err(wait) = self
-            .minute
-            .acquire(deadline::bound(MAX_INLINE_WAIT))
-            .await
-        {
+        if let Err(wait) = self.minute.acquire(deadline::bound(MAX_INLINE_WAIT)).await {
             return Err(CrmError::Unavailable {
                 status: None,
                 detail: format!(
@@ -209,7 +205,10 @@ impl MondayApi {
             });
         }
         if let Some(daily) = &self.daily {
-            let day = crate::timefmt::now_rfc3339().get(..10).unwrap_or("").to_owned();
+            let day = crate::timefmt::now_rfc3339()
+                .get(..10)
+                .unwrap_or("")
+                .to_owned();
             let used = daily
                 .counter
                 .count_attempt(&format!("monday-calls#{day}"), DAY_COUNTER_TTL)
@@ -308,8 +307,10 @@ impl MondayApi {
             .and_then(Value::as_f64)
             .filter(|s| s.is_finite() && *s >= 0.0);
         if let (Some(after), Some(reset)) = (after, reset) {
-            *self.complexity.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((after, Instant::now() + Duration::from_secs_f64(reset.min(120.0))));
+            *self.complexity.lock().unwrap_or_else(|p| p.into_inner()) = Some((
+                after,
+                Instant::now() + Duration::from_secs_f64(reset.min(120.0)),
+            ));
         }
     }
 
@@ -347,7 +348,11 @@ impl MondayApi {
             };
             return CrmError::Unavailable {
                 status: Some(429),
-                detail: format!("Monday.com: {what} ({}), waiting {}s", e.text, wait.as_secs()),
+                detail: format!(
+                    "Monday.com: {what} ({}), waiting {}s",
+                    e.text,
+                    wait.as_secs()
+                ),
                 retry_after: Some(wait),
             }
             .into();
@@ -549,13 +554,19 @@ mod tests {
         let e = read_error(&current);
         assert_eq!(e.code, "COMPLEXITY_BUDGET_EXHAUSTED");
         assert_eq!(e.retry_in, Some(Duration::from_secs(22)));
-        assert!(e.text.contains("request_id 00000000-0000-0000-0000-000000000001"));
+        assert!(
+            e.text
+                .contains("request_id 00000000-0000-0000-0000-000000000001")
+        );
         let legacy = json!({"error_code": "ComplexityException", "status_code": 429,
             "error_message": "Complexity budget exhausted, query cost 30001 budget remaining 20 out of 1000000 reset in 12 seconds",
             "errors": ["Complexity budget exhausted"]});
         let e = read_error(&legacy);
         assert_eq!(e.code, "ComplexityException");
-        assert!(e.text.starts_with("ComplexityException: Complexity budget exhausted"));
+        assert!(
+            e.text
+                .starts_with("ComplexityException: Complexity budget exhausted")
+        );
     }
 
     #[test]
@@ -585,8 +596,14 @@ mod tests {
     #[test]
     fn idempotency_keys_are_stable_and_carry_no_data() {
         let a = idempotency_key(&["create", "111", "enerflo_deal_id", "deal-1"]);
-        assert_eq!(a, idempotency_key(&["create", "111", "enerflo_deal_id", "deal-1"]));
-        assert_ne!(a, idempotency_key(&["create", "111", "enerflo_deal_id", "deal-2"]));
+        assert_eq!(
+            a,
+            idempotency_key(&["create", "111", "enerflo_deal_id", "deal-1"])
+        );
+        assert_ne!(
+            a,
+            idempotency_key(&["create", "111", "enerflo_deal_id", "deal-2"])
+        );
         assert!(!a.contains("deal-1"));
         assert!(a.len() < 64);
     }

@@ -37,25 +37,16 @@ pub fn from_webhook(column_type: &str, value: &Value) -> String {
             .pointer("/label/text")
             .and_then(Value::as_str)
             .map(str::to_owned),
-        "date" => value
-            .get("date")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        "date" => value.get("date").and_then(Value::as_str).map(str::to_owned),
         "email" => value
             .get("email")
             .and_then(Value::as_str)
             .map(str::to_owned),
-        "phone" => value
-            .get("phone")
-            .and_then(Value::as_str)
-            .map(digits),
+        "phone" => value.get("phone").and_then(Value::as_str).map(digits),
         "numbers" | "numeric" => value
             .get("value")
             .map(|v| number(&v.as_str().map_or_else(|| v.to_string(), str::to_owned))),
-        "long_text" => value
-            .get("text")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        "long_text" => value.get("text").and_then(Value::as_str).map(str::to_owned),
         _ => value
             .get("value")
             .and_then(Value::as_str)
@@ -110,7 +101,10 @@ mod tests {
         let date = json!({"date": "2026-03-04"});
         assert_eq!(
             written("date", &date).unwrap(),
-            from_webhook("date", &json!({"date": "2026-03-04", "icon": null, "time": null}))
+            from_webhook(
+                "date",
+                &json!({"date": "2026-03-04", "icon": null, "time": null})
+            )
         );
         assert_eq!(
             written("date", &date).unwrap(),
@@ -125,8 +119,16 @@ mod tests {
             from_read("numbers", Some("8.4"), Some("\"8.4\""))
         );
         assert_eq!(
-            written("phone", &json!({"phone": "+15555550100", "countryShortName": "US"})).unwrap(),
-            from_read("phone", Some("+1 555 555 0100"), Some(r#"{"phone":"15555550100","countryShortName":"US"}"#))
+            written(
+                "phone",
+                &json!({"phone": "+15555550100", "countryShortName": "US"})
+            )
+            .unwrap(),
+            from_read(
+                "phone",
+                Some("+1 555 555 0100"),
+                Some(r#"{"phone":"15555550100","countryShortName":"US"}"#)
+            )
         );
         assert_eq!(written("text", &Value::Null).unwrap(), "");
     }

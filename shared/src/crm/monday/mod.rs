@@ -294,16 +294,17 @@ impl MondayConnector {
                 name = Some(value.text());
                 continue;
             }
-            let rendered = value
-                .monday(property.column_type())
-                .map_err(|why| CrmError::Rejected {
-                    status: 422,
-                    message: format!(
-                        "column `{column}` ({} column) on board {}: the value {why}",
-                        property.column_type(),
-                        map.object
-                    ),
-                })?;
+            let rendered =
+                value
+                    .monday(property.column_type())
+                    .map_err(|why| CrmError::Rejected {
+                        status: 422,
+                        message: format!(
+                            "column `{column}` ({} column) on board {}: the value {why}",
+                            property.column_type(),
+                            map.object
+                        ),
+                    })?;
             values.insert(column.clone(), rendered);
         }
         for (k, v) in &applied.keys {
@@ -359,10 +360,7 @@ impl MondayConnector {
                 Err(e) => return Err(e.into_crm(&format!("updating item {item} of board {board}"))),
             }
         }
-        if let Some(item) = self
-            .search(&board, &key_column, &key_value, spend)
-            .await?
-        {
+        if let Some(item) = self.search(&board, &key_column, &key_value, spend).await? {
             self.remember_item(&scope, &item).await?;
             self.change(&board, &item, &update, event, spend)
                 .await
@@ -377,7 +375,9 @@ impl MondayConnector {
                 retry_after: Some(Duration::from_secs(5)),
             })?;
         let created = self
-            .create(map, event, &board, &scope, &applied, &key_value, extra, spend)
+            .create(
+                map, event, &board, &scope, &applied, &key_value, extra, spend,
+            )
             .await;
         lease.release().await;
         created
@@ -479,8 +479,14 @@ impl MondayConnector {
                 spend,
             )
             .await?;
-        if answer.data.get("change_multiple_column_values").is_none_or(Value::is_null) {
-            return Err(MondayError::NotFound(format!("item {item} is not on board {board}")));
+        if answer
+            .data
+            .get("change_multiple_column_values")
+            .is_none_or(Value::is_null)
+        {
+            return Err(MondayError::NotFound(format!(
+                "item {item} is not on board {board}"
+            )));
         }
         Ok(())
     }
@@ -513,7 +519,12 @@ impl MondayConnector {
             .collect();
         ids.sort_by_key(|i| (i.len(), i.clone()));
         if ids.len() > 1 {
-            tracing::warn!(board, column, items = ids.len(), "several Monday.com items hold one Enerflo id; the oldest is used");
+            tracing::warn!(
+                board,
+                column,
+                items = ids.len(),
+                "several Monday.com items hold one Enerflo id; the oldest is used"
+            );
         }
         Ok(ids.into_iter().next())
     }

@@ -34,8 +34,8 @@ fn b64(s: &str) -> Result<Vec<u8>, JwtError> {
 
 fn mac(secret: &[u8], signed: &[u8]) -> Hmac<Sha256> {
     // HMAC takes keys of any length.
-    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable_hmac());
+    let mut m =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).unwrap_or_else(|_| unreachable_hmac());
     m.update(signed);
     m
 }
@@ -57,12 +57,7 @@ pub fn sign(secret: &[u8], claims: &Value) -> String {
 
 /// Verifies `authorization` (the raw JWT, or `Bearer <jwt>`) for a request to `path` at `now`
 /// (Unix seconds); the claims when it holds.
-pub fn verify(
-    secret: &[u8],
-    authorization: &str,
-    path: &str,
-    now: i64,
-) -> Result<Value, JwtError> {
+pub fn verify(secret: &[u8], authorization: &str, path: &str, now: i64) -> Result<Value, JwtError> {
     let token = authorization.trim();
     let token = token
         .strip_prefix("Bearer ")
@@ -70,7 +65,8 @@ pub fn verify(
         .unwrap_or(token)
         .trim();
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::Malformed);
     };
@@ -94,7 +90,11 @@ pub fn verify(
             .split_once("://")
             .map(|(_, rest)| rest.find('/').map_or("/", |i| &rest[i..]))
             .unwrap_or(aud);
-        let aud_path = aud_path.split('?').next().unwrap_or("").trim_end_matches('/');
+        let aud_path = aud_path
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('/');
         if !path.trim_end_matches('/').ends_with(aud_path) || aud_path.is_empty() {
             return Err(JwtError::Audience);
         }
@@ -143,8 +143,8 @@ mod tests {
         );
         // A token whose claims were changed after signing.
         let mut parts: Vec<String> = jwt.split('.').map(str::to_owned).collect();
-        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(claims(9_999_999).to_string());
+        parts[1] =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims(9_999_999).to_string());
         assert_eq!(
             verify(secret, &parts.join("."), PATH, 1_000_000),
             Err(JwtError::Signature)

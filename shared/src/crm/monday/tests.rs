@@ -110,7 +110,9 @@ async fn search_finds(server: &MockServer, ids: &[&str]) {
     let items: Vec<Value> = ids.iter().map(|i| json!({"id": i})).collect();
     Mock::given(method("POST"))
         .and(body_string_contains("items_page_by_column_values"))
-        .respond_with(data(json!({"items_page_by_column_values": {"cursor": null, "items": items}})))
+        .respond_with(data(
+            json!({"items_page_by_column_values": {"cursor": null, "items": items}}),
+        ))
         .mount(server)
         .await;
 }
@@ -130,7 +132,9 @@ async fn a_new_lead_is_looked_up_then_created_once_in_each_column_s_format() {
         .await;
     Mock::given(method("POST"))
         .and(body_string_contains("change_multiple_column_values"))
-        .respond_with(data(json!({"change_multiple_column_values": {"id": "5551"}})))
+        .respond_with(data(
+            json!({"change_multiple_column_values": {"id": "5551"}}),
+        ))
         .mount(&server)
         .await;
     let k = kit(&server, None);
@@ -142,8 +146,14 @@ async fn a_new_lead_is_looked_up_then_created_once_in_each_column_s_format() {
     assert!(create["query"].as_str().unwrap().contains("complexity"));
     let values: Value = serde_json::from_str(create["variables"]["v"].as_str().unwrap()).unwrap();
     assert_eq!(values["enerflo_customer_id"], "7");
-    assert_eq!(values["email"], json!({"email": "jane@example.test", "text": "jane@example.test"}));
-    assert_eq!(values["phone"], json!({"phone": "+15550100000", "countryShortName": "US"}));
+    assert_eq!(
+        values["email"],
+        json!({"email": "jane@example.test", "text": "jane@example.test"})
+    );
+    assert_eq!(
+        values["phone"],
+        json!({"phone": "+15550100000", "countryShortName": "US"})
+    );
     assert_eq!(values["zip"], "02110");
     let search = &calls(&server, "items_page_by_column_values").await[0];
     assert_eq!(
@@ -156,7 +166,10 @@ async fn a_new_lead_is_looked_up_then_created_once_in_each_column_s_format() {
     let again = k.connector.deliver(&lead()).await.unwrap();
     assert_eq!(again.crm_id.as_deref(), Some("5551"));
     assert_eq!(calls(&server, "create_item").await.len(), 1);
-    assert_eq!(calls(&server, "change_multiple_column_values").await.len(), 1);
+    assert_eq!(
+        calls(&server, "change_multiple_column_values").await.len(),
+        1
+    );
     drop(k.store);
 }
 
@@ -165,7 +178,9 @@ async fn a_status_sets_the_label_of_the_status_map_creating_none() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(body_string_contains("change_multiple_column_values"))
-        .respond_with(data(json!({"change_multiple_column_values": {"id": "777"}})))
+        .respond_with(data(
+            json!({"change_multiple_column_values": {"id": "777"}}),
+        ))
         .mount(&server)
         .await;
     let k = kit(&server, None);
@@ -178,7 +193,10 @@ async fn a_status_sets_the_label_of_the_status_map_creating_none() {
     let sent = calls(&server, "change_multiple_column_values").await;
     assert_eq!(sent.len(), 1, "a linked item costs one call");
     let values: Value = serde_json::from_str(sent[0]["variables"]["v"].as_str().unwrap()).unwrap();
-    assert_eq!(values["project_status"], json!({"label": "Permitting Complete"}));
+    assert_eq!(
+        values["project_status"],
+        json!({"label": "Permitting Complete"})
+    );
     assert_eq!(values["enerflo_status"], "permitting complete");
     assert_eq!(sent[0]["variables"]["l"], false, "no label is created");
 }
@@ -221,7 +239,10 @@ async fn a_value_that_does_not_fit_its_column_is_refused_before_sending() {
     );
     match k.connector.deliver(&ev).await.unwrap_err() {
         CrmError::Rejected { message, .. } => {
-            assert!(message.contains("column `phone` (phone column)"), "{message}")
+            assert!(
+                message.contains("column `phone` (phone column)"),
+                "{message}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -290,7 +311,9 @@ async fn a_long_limit_error_is_transient_with_monday_s_wait_and_holds_every_call
 async fn past_the_daily_call_budget_nothing_is_sent_and_the_reason_names_it() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(data(json!({"change_multiple_column_values": {"id": "777"}})))
+        .respond_with(data(
+            json!({"change_multiple_column_values": {"id": "777"}}),
+        ))
         .mount(&server)
         .await;
     let k = kit(&server, Some(2));
@@ -369,31 +392,64 @@ async fn an_install_event_without_its_item_waits_for_the_project() {
 fn every_column_type_gets_its_own_value_format() {
     let t = |s: &str| FieldValue::Text(s.into());
     assert_eq!(t("x").monday("text").unwrap(), json!("x"));
-    assert_eq!(t("a\nb").monday("long_text").unwrap(), json!({"text": "a\nb"}));
-    assert_eq!(FieldValue::Number(8.4).monday("numbers").unwrap(), json!("8.4"));
+    assert_eq!(
+        t("a\nb").monday("long_text").unwrap(),
+        json!({"text": "a\nb"})
+    );
+    assert_eq!(
+        FieldValue::Number(8.4).monday("numbers").unwrap(),
+        json!("8.4")
+    );
     assert!(t("eight").monday("numbers").is_err());
-    assert_eq!(t("Done").monday("status").unwrap(), json!({"label": "Done"}));
-    assert_eq!(t("2026-03-04").monday("date").unwrap(), json!({"date": "2026-03-04"}));
+    assert_eq!(
+        t("Done").monday("status").unwrap(),
+        json!({"label": "Done"})
+    );
+    assert_eq!(
+        t("2026-03-04").monday("date").unwrap(),
+        json!({"date": "2026-03-04"})
+    );
     assert!(t("soon").monday("date").is_err());
-    let at = crate::crm::profile::convert_one(&Conversion::DateTime, &json!("2026-03-04T18:00:00-02:00")).unwrap();
-    assert_eq!(at.monday("date").unwrap(), json!({"date": "2026-03-04", "time": "20:00:00"}));
+    let at = crate::crm::profile::convert_one(
+        &Conversion::DateTime,
+        &json!("2026-03-04T18:00:00-02:00"),
+    )
+    .unwrap();
+    assert_eq!(
+        at.monday("date").unwrap(),
+        json!({"date": "2026-03-04", "time": "20:00:00"})
+    );
     assert_eq!(
         t("+44 20 7946 0000").monday("phone").unwrap(),
         json!({"phone": "+442079460000"})
     );
     assert_eq!(
-        t("29.9, -95.3, 1 Placeholder Way").monday("location").unwrap(),
+        t("29.9, -95.3, 1 Placeholder Way")
+            .monday("location")
+            .unwrap(),
         json!({"lat": "29.9", "lng": "-95.3", "address": "1 Placeholder Way"})
     );
     assert!(t("1 Placeholder Way").monday("location").is_err());
-    assert_eq!(t("Roof; Battery").monday("dropdown").unwrap(), json!({"labels": ["Roof", "Battery"]}));
+    assert_eq!(
+        t("Roof; Battery").monday("dropdown").unwrap(),
+        json!({"labels": ["Roof", "Battery"]})
+    );
     assert_eq!(
         t("https://app.example.test/p/1").monday("link").unwrap(),
         json!({"url": "https://app.example.test/p/1", "text": "https://app.example.test/p/1"})
     );
-    assert_eq!(FieldValue::Bool(true).monday("checkbox").unwrap(), json!({"checked": "true"}));
-    assert_eq!(FieldValue::Bool(false).monday("checkbox").unwrap(), Value::Null);
-    assert_eq!(t("55").monday("board_relation").unwrap(), json!({"item_ids": [55]}));
+    assert_eq!(
+        FieldValue::Bool(true).monday("checkbox").unwrap(),
+        json!({"checked": "true"})
+    );
+    assert_eq!(
+        FieldValue::Bool(false).monday("checkbox").unwrap(),
+        Value::Null
+    );
+    assert_eq!(
+        t("55").monday("board_relation").unwrap(),
+        json!({"item_ids": [55]})
+    );
 }
 
 #[test]
@@ -414,5 +470,8 @@ fn the_built_in_monday_profile_is_valid_and_names_its_boards() {
     );
     let bad = MONDAY_DEFAULT.replace("\"column\": \"email\"", "\"column\": \"e-mail\"");
     let err = Profile::parse("x", &bad).unwrap_err();
-    assert!(err.to_string().contains("column: `e-mail` is not one of"), "{err}");
+    assert!(
+        err.to_string().contains("column: `e-mail` is not one of"),
+        "{err}"
+    );
 }

@@ -66,7 +66,9 @@ pub fn write(
     }
     let kind = column.kind.as_str();
     if READ_ONLY.contains(&kind) {
-        return Err(bad(format!("the {kind} column cannot be changed through the API")));
+        return Err(bad(format!(
+            "the {kind} column cannot be changed through the API"
+        )));
     }
     if let Value::String(s) = value
         && JSON_ONLY.contains(&kind)
@@ -89,7 +91,8 @@ pub fn write(
         }
         Ok(o)
     };
-    let str_at = |o: &Map<String, Value>, k: &str| o.get(k).and_then(Value::as_str).map(str::to_owned);
+    let str_at =
+        |o: &Map<String, Value>, k: &str| o.get(k).and_then(Value::as_str).map(str::to_owned);
     let stored = match kind {
         "text" | "name" => match value {
             Value::String(s) => Stored {
@@ -187,10 +190,7 @@ pub fn write(
                 }
             };
             if !is_date(&date) {
-                return Err(bad(format!(
-                    "`{}` is not a date as YYYY-MM-DD",
-                    cut(&date)
-                )));
+                return Err(bad(format!("`{}` is not a date as YYYY-MM-DD", cut(&date))));
             }
             if let Some(t) = &time
                 && !is_time(t)
@@ -216,7 +216,8 @@ pub fn write(
                 }
                 _ => {
                     let o = only(&["email", "text"])?;
-                    let e = str_at(o, "email").ok_or_else(|| bad("an email value needs `email`"))?;
+                    let e =
+                        str_at(o, "email").ok_or_else(|| bad("an email value needs `email`"))?;
                     let t = str_at(o, "text").unwrap_or_else(|| e.clone());
                     (e, t)
                 }
@@ -248,7 +249,10 @@ pub fn write(
                 }
             };
             let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
-            if digits.len() < 5 || phone.chars().any(|c| !(c.is_ascii_digit() || "+ -()".contains(c)))
+            if digits.len() < 5
+                || phone
+                    .chars()
+                    .any(|c| !(c.is_ascii_digit() || "+ -()".contains(c)))
             {
                 return Err(bad("invalid phone number"));
             }
@@ -366,7 +370,11 @@ pub fn write(
             }
             Stored {
                 value: json!({"linkedPulseIds": ids.iter().map(|i| json!({"linkedPulseId": i})).collect::<Vec<_>>()}),
-                text: ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+                text: ids
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }
         }
         other => return Err(bad(format!("the fake does not write {other} columns"))),

@@ -46,16 +46,16 @@ pub fn jwt(secret: &[u8], claims: &Value) -> String {
 impl MondayFake {
     /// The challenge of a new webhook: POST `{"challenge": ...}`; `Ok` when it is echoed.
     pub(super) async fn challenge(&self, url: &str) -> Result<(), String> {
-        let token: String = (0..32)
-            .map(|_| fastrand::alphanumeric())
-            .collect();
+        let token: String = (0..32).map(|_| fastrand::alphanumeric()).collect();
         let resp = self
             .http
             .post(url)
             .json(&json!({"challenge": token}))
             .send()
             .await
-            .map_err(|_| "Internal Server Error: the webhook URL did not answer the challenge".to_owned())?;
+            .map_err(|_| {
+                "Internal Server Error: the webhook URL did not answer the challenge".to_owned()
+            })?;
         let status = resp.status().as_u16();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if status == 200 && body.get("challenge").and_then(Value::as_str) == Some(token.as_str()) {

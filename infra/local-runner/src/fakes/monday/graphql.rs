@@ -8,8 +8,7 @@
 //! `delete_webhook`.
 
 use graphql_parser::query::{
-    Definition, Document, Field, OperationDefinition, Selection, SelectionSet,
-    Value as GValue,
+    Definition, Document, Field, OperationDefinition, Selection, SelectionSet, Value as GValue,
 };
 use serde_json::{Map, Value, json};
 
@@ -57,8 +56,8 @@ impl Sel {
 
 /// Parses `query` with `variables`; the error is Monday's `Parse error on ...` text.
 pub fn parse(query: &str, variables: &Map<String, Value>) -> Result<Operation, String> {
-    let doc: Document<String> =
-        graphql_parser::parse_query(query).map_err(|e| format!("Parse error on {}", one_line(&e.to_string())))?;
+    let doc: Document<String> = graphql_parser::parse_query(query)
+        .map_err(|e| format!("Parse error on {}", one_line(&e.to_string())))?;
     let op = doc
         .definitions
         .iter()
@@ -122,7 +121,11 @@ fn selection(
     Ok(out)
 }
 
-fn field(f: &Field<'_, String>, vars: &Map<String, Value>, on: Option<&str>) -> Result<SelField, String> {
+fn field(
+    f: &Field<'_, String>,
+    vars: &Map<String, Value>,
+    on: Option<&str>,
+) -> Result<SelField, String> {
     let mut args = Map::new();
     for (name, v) in &f.arguments {
         args.insert(name.clone(), value(v, vars)?);
@@ -145,7 +148,9 @@ fn value(v: &GValue<'_, String>, vars: &Map<String, Value>) -> Result<Value, Str
         GValue::Boolean(b) => Value::Bool(*b),
         GValue::Null => Value::Null,
         GValue::Enum(e) => Value::String(e.clone()),
-        GValue::List(l) => Value::Array(l.iter().map(|x| value(x, vars)).collect::<Result<_, _>>()?),
+        GValue::List(l) => {
+            Value::Array(l.iter().map(|x| value(x, vars)).collect::<Result<_, _>>()?)
+        }
         GValue::Object(o) => {
             let mut m = Map::new();
             for (k, x) in o {
@@ -168,7 +173,9 @@ pub fn project(
         return full.clone();
     }
     match full {
-        Value::Array(items) => Value::Array(items.iter().map(|i| project(i, sel, children)).collect()),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|i| project(i, sel, children)).collect())
+        }
         Value::Object(obj) => {
             let typename = obj.get("__typename").and_then(Value::as_str);
             let mut out = Map::new();
@@ -178,7 +185,8 @@ pub fn project(
                 {
                     continue;
                 }
-                let v = children(full, f).unwrap_or_else(|| obj.get(&f.name).cloned().unwrap_or(Value::Null));
+                let v = children(full, f)
+                    .unwrap_or_else(|| obj.get(&f.name).cloned().unwrap_or(Value::Null));
                 out.insert(f.key.clone(), project(&v, &f.sel, children));
             }
             Value::Object(out)

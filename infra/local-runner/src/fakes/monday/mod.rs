@@ -187,7 +187,10 @@ fn real_ms() -> i64 {
 fn iso(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -281,7 +284,12 @@ impl MondayFake {
             c.labels = labels
                 .iter()
                 .enumerate()
-                .map(|(i, l)| (if i >= 5 { i as u64 + 1 } else { i as u64 }, (*l).to_owned()))
+                .map(|(i, l)| {
+                    (
+                        if i >= 5 { i as u64 + 1 } else { i as u64 },
+                        (*l).to_owned(),
+                    )
+                })
                 .collect();
         }
     }
@@ -326,7 +334,17 @@ impl MondayFake {
         let mut s = lock(&self.store);
         let id = s.next_webhook_id();
         let signed = self.opts.signing_secret.is_some();
-        s.webhooks.insert(id, Webhook { id, board, url: url.into(), event: event.into(), config, signed });
+        s.webhooks.insert(
+            id,
+            Webhook {
+                id,
+                board,
+                url: url.into(),
+                event: event.into(),
+                config,
+                signed,
+            },
+        );
         id
     }
 
@@ -359,7 +377,13 @@ impl MondayFake {
     // ---- what a Monday user does (their webhooks fire, with their user id) -----------------
 
     /// A person sets `column` of `item` to `value` (a write value as the API takes it).
-    pub fn user_sets(self: &Arc<Self>, item: u64, column: &str, value: Value, user: u64) -> Result<(), String> {
+    pub fn user_sets(
+        self: &Arc<Self>,
+        item: u64,
+        column: &str,
+        value: Value,
+        user: u64,
+    ) -> Result<(), String> {
         let emits = {
             let mut s = lock(&self.store);
             let board = s.live_item(item).ok_or("no such item")?.board;
@@ -373,7 +397,12 @@ impl MondayFake {
     }
 
     /// A person posts an update on `item`.
-    pub fn user_posts_update(self: &Arc<Self>, item: u64, body: &str, user: u64) -> Result<u64, String> {
+    pub fn user_posts_update(
+        self: &Arc<Self>,
+        item: u64,
+        body: &str,
+        user: u64,
+    ) -> Result<u64, String> {
         let (id, emit) = {
             let mut s = lock(&self.store);
             let now = self.now_ms();
@@ -384,13 +413,28 @@ impl MondayFake {
     }
 
     /// A person creates an item on `board` with `values`.
-    pub fn user_creates_item(self: &Arc<Self>, board: u64, name: &str, values: Value, user: u64) -> Result<u64, String> {
+    pub fn user_creates_item(
+        self: &Arc<Self>,
+        board: u64,
+        name: &str,
+        values: Value,
+        user: u64,
+    ) -> Result<u64, String> {
         let (id, emits) = {
             let mut s = lock(&self.store);
             let now = self.now_ms();
             let values = values.as_object().cloned().unwrap_or_default();
-            create_item(&mut s, board, name, &values, false, now, self.opts.search_lag, user)
-                .map_err(|e| e.message)?
+            create_item(
+                &mut s,
+                board,
+                name,
+                &values,
+                false,
+                now,
+                self.opts.search_lag,
+                user,
+            )
+            .map_err(|e| e.message)?
         };
         self.emit(emits, user);
         Ok(id)
@@ -427,7 +471,11 @@ impl MondayFake {
         let now = self.now_ms();
         let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
         let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let query = parsed.get("query").and_then(Value::as_str).unwrap_or("").to_owned();
+        let query = parsed
+            .get("query")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let variables = parsed.get("variables").cloned().unwrap_or(Value::Null);
         let key = header("idempotency-key").map(str::to_owned);
         let mut call = Call {
@@ -441,22 +489,30 @@ impl MondayFake {
             at_ms: now,
         };
         let version = header("api-version").unwrap_or(CURRENT_VERSION).to_owned();
-        let answer = |fake: &Self, mut call: Call, status: u16, body: Value, extra: &[(&str, String)]| {
-            call.status = status;
-            call.response = body.to_string();
-            fake.log(call);
-            let mut resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(body)).into_response();
-            let h = resp.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&version) {
-                h.insert("api-version", v);
-            }
-            for (k, v) in extra {
-                if let (Ok(name), Ok(value)) = (axum::http::HeaderName::try_from(*k), HeaderValue::from_str(v)) {
-                    h.insert(name, value);
+        let answer =
+            |fake: &Self, mut call: Call, status: u16, body: Value, extra: &[(&str, String)]| {
+                call.status = status;
+                call.response = body.to_string();
+                fake.log(call);
+                let mut resp = (
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                    axum::Json(body),
+                )
+                    .into_response();
+                let h = resp.headers_mut();
+                if let Ok(v) = HeaderValue::from_str(&version) {
+                    h.insert("api-version", v);
                 }
-            }
-            resp
-        };
+                for (k, v) in extra {
+                    if let (Ok(name), Ok(value)) = (
+                        axum::http::HeaderName::try_from(*k),
+                        HeaderValue::from_str(v),
+                    ) {
+                        h.insert(name, value);
+                    }
+                }
+                resp
+            };
         let auth = header("authorization").unwrap_or("");
         let auth = auth.strip_prefix("Bearer ").unwrap_or(auth);
         if auth != self.opts.token {
@@ -472,8 +528,18 @@ impl MondayFake {
                 let retry_in = (60_000 - (now - l.minute[0])).max(1000) as u64 / 1000;
                 drop(l);
                 self.count_day(1);
-                let (status, body) = self.limit_error("MINUTE_RATE_LIMIT_EXCEEDED", "Minute rate limit exceeded", retry_in);
-                return answer(self, call, status, body, &[("retry-after", retry_in.to_string())]);
+                let (status, body) = self.limit_error(
+                    "MINUTE_RATE_LIMIT_EXCEEDED",
+                    "Minute rate limit exceeded",
+                    retry_in,
+                );
+                return answer(
+                    self,
+                    call,
+                    status,
+                    body,
+                    &[("retry-after", retry_in.to_string())],
+                );
             }
             l.minute.push(now);
         }
@@ -486,8 +552,15 @@ impl MondayFake {
             if used >= u64::from(limit) * 10 {
                 self.count_day(1);
                 let retry_in = ((day + 1) * 86_400_000 - now) as u64 / 1000;
-                let (status, body) = self.limit_error("DAILY_LIMIT_EXCEEDED", "Daily limit exceeded", retry_in);
-                return answer(self, call, status, body, &[("retry-after", retry_in.to_string())]);
+                let (status, body) =
+                    self.limit_error("DAILY_LIMIT_EXCEEDED", "Daily limit exceeded", retry_in);
+                return answer(
+                    self,
+                    call,
+                    status,
+                    body,
+                    &[("retry-after", retry_in.to_string())],
+                );
             }
         }
         self.count_day(10);
@@ -516,25 +589,43 @@ impl MondayFake {
             (!f.is_empty()).then(|| f.remove(0))
         } {
             let (status, body) = match fault {
-                Fault::Complexity { retry_in } => self.limit_error("COMPLEXITY_BUDGET_EXHAUSTED", "Complexity budget exhausted", retry_in),
+                Fault::Complexity { retry_in } => self.limit_error(
+                    "COMPLEXITY_BUDGET_EXHAUSTED",
+                    "Complexity budget exhausted",
+                    retry_in,
+                ),
                 Fault::Answer { status, body } => (status, body),
             };
-            let retry = body.pointer("/errors/0/extensions/retry_in_seconds").and_then(Value::as_u64);
-            let extra: Vec<(&str, String)> = retry.map(|r| ("retry-after", r.to_string())).into_iter().collect();
+            let retry = body
+                .pointer("/errors/0/extensions/retry_in_seconds")
+                .and_then(Value::as_u64);
+            let extra: Vec<(&str, String)> = retry
+                .map(|r| ("retry-after", r.to_string()))
+                .into_iter()
+                .collect();
             return answer(self, call, status, body, &extra);
         }
         // Complexity: what the operation costs against the minute's budget.
         let cost: u64 = op
             .fields
             .iter()
-            .map(|f| self.opts.costs.get(&f.name).copied().unwrap_or(self.opts.default_cost))
+            .map(|f| {
+                self.opts
+                    .costs
+                    .get(&f.name)
+                    .copied()
+                    .unwrap_or(self.opts.default_cost)
+            })
             .sum();
         let budget = self.opts.complexity_per_minute;
         let (before, after, reset_in) = {
             let mut l = lock(&self.limits);
             l.complexity.retain(|(t, _)| now - t < 60_000);
             let used: u64 = l.complexity.iter().map(|(_, c)| c).sum();
-            let reset_in = l.complexity.first().map_or(60, |(t, _)| ((60_000 - (now - t)) / 1000).max(1));
+            let reset_in = l
+                .complexity
+                .first()
+                .map_or(60, |(t, _)| ((60_000 - (now - t)) / 1000).max(1));
             match budget {
                 Some(b) if cost > QUERY_COMPLEXITY_LIMIT => {
                     drop(l);
@@ -556,13 +647,23 @@ impl MondayFake {
                         }
                     }
                     drop(l);
-                    let (status, mut body) = self.limit_error("COMPLEXITY_BUDGET_EXHAUSTED", "Complexity budget exhausted", wait);
+                    let (status, mut body) = self.limit_error(
+                        "COMPLEXITY_BUDGET_EXHAUSTED",
+                        "Complexity budget exhausted",
+                        wait,
+                    );
                     if let Some(ext) = body.pointer_mut("/errors/0/extensions") {
                         ext["complexity"] = json!(cost);
                         ext["complexity_budget_left"] = json!(b.saturating_sub(used));
                         ext["complexity_budget_limit"] = json!(b);
                     }
-                    return answer(self, call, status, body, &[("retry-after", wait.to_string())]);
+                    return answer(
+                        self,
+                        call,
+                        status,
+                        body,
+                        &[("retry-after", wait.to_string())],
+                    );
                 }
                 Some(b) => {
                     l.complexity.push((now, cost));
@@ -572,14 +673,23 @@ impl MondayFake {
             }
         };
         // Idempotency: a replay of a finished mutation, or a conflict with a running one.
-        if op.mutation && let Some(k) = &key {
+        if op.mutation
+            && let Some(k) = &key
+        {
             let mut idem = lock(&self.idempotency);
-            idem.done.retain(|_, (t, _, _)| now - *t < IDEMPOTENCY_TTL_MS);
+            idem.done
+                .retain(|_, (t, _, _)| now - *t < IDEMPOTENCY_TTL_MS);
             if let Some((_, status, body)) = idem.done.get(k).cloned() {
                 drop(idem);
                 call.replayed = true;
                 let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                return answer(self, call, status, body, &[("idempotency-replayed", "true".into())]);
+                return answer(
+                    self,
+                    call,
+                    status,
+                    body,
+                    &[("idempotency-replayed", "true".into())],
+                );
             }
             if !idem.in_flight.insert(k.clone()) {
                 drop(idem);
@@ -611,8 +721,10 @@ impl MondayFake {
                     if let Some(d) = e.data {
                         ext["error_data"] = d;
                     }
-                    errors.push(json!({"message": e.message, "locations": [{"line": 1, "column": 1}],
-                                       "path": [f.key], "extensions": ext}));
+                    errors.push(
+                        json!({"message": e.message, "locations": [{"line": 1, "column": 1}],
+                                       "path": [f.key], "extensions": ext}),
+                    );
                 }
             }
         }
@@ -620,7 +732,9 @@ impl MondayFake {
         if !errors.is_empty() {
             body["errors"] = Value::Array(errors);
         }
-        if op.mutation && let Some(k) = &key {
+        if op.mutation
+            && let Some(k) = &key
+        {
             let mut idem = lock(&self.idempotency);
             idem.in_flight.remove(k);
             idem.done.insert(k.clone(), (now, 200, body.to_string()));
@@ -628,42 +742,93 @@ impl MondayFake {
         self.emit(emits, self.opts.user_id);
         let rate = {
             let l = lock(&self.limits);
-            let minute_left = self.opts.minute_limit.map_or(0, |m| m as usize - l.minute.len().min(m as usize));
+            let minute_left = self
+                .opts
+                .minute_limit
+                .map_or(0, |m| m as usize - l.minute.len().min(m as usize));
             format!("\"minuteRate\";r={minute_left}, \"complexityMinute\";r={after};t={reset_in}")
         };
         answer(self, call, 200, body, &[("ratelimit", rate)])
     }
 
     /// One root field: its projected value, and the webhook events it caused.
-    async fn resolve(&self, f: &RootField, mutation: bool, now: i64) -> Result<(Value, Vec<Emit>), FieldError> {
+    async fn resolve(
+        &self,
+        f: &RootField,
+        mutation: bool,
+        now: i64,
+    ) -> Result<(Value, Vec<Emit>), FieldError> {
         let a = &f.args;
         let user = self.opts.user_id;
         if f.name == "create_webhook" {
-            let board = id_arg(a, "board_id").ok_or_else(|| ferr("InvalidArgumentException", "board_id is required"))?;
-            let url = a.get("url").and_then(Value::as_str).unwrap_or("").to_owned();
-            let event = a.get("event").and_then(Value::as_str).unwrap_or("").to_owned();
-            let config = json_arg(a, "config").map_err(|m| ferr("InvalidArgumentException", m))?.unwrap_or(Value::Null);
+            let board = id_arg(a, "board_id")
+                .ok_or_else(|| ferr("InvalidArgumentException", "board_id is required"))?;
+            let url = a
+                .get("url")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let event = a
+                .get("event")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let config = json_arg(a, "config")
+                .map_err(|m| ferr("InvalidArgumentException", m))?
+                .unwrap_or(Value::Null);
             if !lock(&self.store).boards.contains_key(&board) {
-                return Err(ferr("InvalidBoardIdException", format!("Board {board} does not exist")));
+                return Err(ferr(
+                    "InvalidBoardIdException",
+                    format!("Board {board} does not exist"),
+                ));
             }
             if url.len() > 255 || !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ferr("InvalidArgumentException", "url must be an http(s) URL of at most 255 characters"));
+                return Err(ferr(
+                    "InvalidArgumentException",
+                    "url must be an http(s) URL of at most 255 characters",
+                ));
             }
-            const EVENTS: [&str; 6] = ["create_item", "change_column_value", "change_specific_column_value",
-                                       "change_status_column_value", "create_update", "change_name"];
+            const EVENTS: [&str; 6] = [
+                "create_item",
+                "change_column_value",
+                "change_specific_column_value",
+                "change_status_column_value",
+                "create_update",
+                "change_name",
+            ];
             if !EVENTS.contains(&event.as_str()) {
-                return Err(ferr("InvalidArgumentException", format!("event {event} is not served by this fake")));
+                return Err(ferr(
+                    "InvalidArgumentException",
+                    format!("event {event} is not served by this fake"),
+                ));
             }
             if event == "change_specific_column_value" && config.get("columnId").is_none() {
-                return Err(ferr("InvalidWebhookConfigException", "change_specific_column_value needs config.columnId"));
+                return Err(ferr(
+                    "InvalidWebhookConfigException",
+                    "change_specific_column_value needs config.columnId",
+                ));
             }
-            if event == "change_status_column_value" && (config.get("columnId").is_none() || config.get("columnValue").is_none()) {
-                return Err(ferr("InvalidWebhookConfigException", "change_status_column_value needs config.columnId and config.columnValue"));
+            if event == "change_status_column_value"
+                && (config.get("columnId").is_none() || config.get("columnValue").is_none())
+            {
+                return Err(ferr(
+                    "InvalidWebhookConfigException",
+                    "change_status_column_value needs config.columnId and config.columnValue",
+                ));
             }
-            self.challenge(&url).await.map_err(|m| ferr("INTERNAL_SERVER_ERROR", m))?;
+            self.challenge(&url)
+                .await
+                .map_err(|m| ferr("INTERNAL_SERVER_ERROR", m))?;
             let mut s = lock(&self.store);
             let id = s.next_webhook_id();
-            let wh = Webhook { id, board, url, event, config, signed: self.opts.signing_secret.is_some() };
+            let wh = Webhook {
+                id,
+                board,
+                url,
+                event,
+                config,
+                signed: self.opts.signing_secret.is_some(),
+            };
             let full = webhook_json(&wh);
             s.webhooks.insert(id, wh);
             return Ok((project(&full, &f.selection, &|_, _| None), Vec::new()));
@@ -673,7 +838,14 @@ impl MondayFake {
         let children = |full: &Value, sf: &SelField| children_of(&s, full, sf);
         let _ = &children;
         match (mutation, f.name.as_str()) {
-            (false, "me") => Ok((project(&json!({"id": user.to_string(), "name": "Enerflo Sync", "account": {"id": self.opts.account_id.to_string()}}), sel, &|_, _| None), vec![])),
+            (false, "me") => Ok((
+                project(
+                    &json!({"id": user.to_string(), "name": "Enerflo Sync", "account": {"id": self.opts.account_id.to_string()}}),
+                    sel,
+                    &|_, _| None,
+                ),
+                vec![],
+            )),
             (false, "boards") => {
                 let ids = ids_arg(a, "ids");
                 let boards: Vec<Value> = s
@@ -687,133 +859,306 @@ impl MondayFake {
             (false, "items") => {
                 let ids = ids_arg(a, "ids");
                 if ids.len() > 100 {
-                    return Err(ferr("InvalidArgumentException", "items takes at most 100 ids"));
+                    return Err(ferr(
+                        "InvalidArgumentException",
+                        "items takes at most 100 ids",
+                    ));
                 }
-                let items: Vec<Value> = ids.iter().filter_map(|i| s.live_item(*i)).map(|i| item_json(&s, i)).collect();
+                let items: Vec<Value> = ids
+                    .iter()
+                    .filter_map(|i| s.live_item(*i))
+                    .map(|i| item_json(&s, i))
+                    .collect();
                 Ok((project_items(&s, &Value::Array(items), sel), vec![]))
             }
             (false, "items_page_by_column_values") => {
-                let board = id_arg(a, "board_id").ok_or_else(|| ferr("InvalidArgumentException", "board_id is required"))?;
+                let board = id_arg(a, "board_id")
+                    .ok_or_else(|| ferr("InvalidArgumentException", "board_id is required"))?;
                 if !s.boards.contains_key(&board) {
-                    return Err(ferr("InvalidBoardIdException", format!("Board {board} does not exist")));
+                    return Err(ferr(
+                        "InvalidBoardIdException",
+                        format!("Board {board} does not exist"),
+                    ));
                 }
                 let limit = a.get("limit").and_then(Value::as_u64).unwrap_or(25);
                 if limit == 0 || limit > 500 {
-                    return Err(ferr("InvalidArgumentException", "limit must be from 1 to 500"));
+                    return Err(ferr(
+                        "InvalidArgumentException",
+                        "limit must be from 1 to 500",
+                    ));
                 }
                 let mut rules = Vec::new();
-                for c in a.get("columns").and_then(Value::as_array).into_iter().flatten() {
-                    let col = c.get("column_id").and_then(Value::as_str).unwrap_or("").to_owned();
-                    if col != "name" && s.boards.get(&board).and_then(|b| b.column(&col)).is_none() {
-                        return Err(FieldError { code: "InvalidColumnIdException", message: "This column ID doesn't exist for the board".into(), data: Some(json!({"column_id": col})) });
+                for c in a
+                    .get("columns")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let col = c
+                        .get("column_id")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned();
+                    if col != "name" && s.boards.get(&board).and_then(|b| b.column(&col)).is_none()
+                    {
+                        return Err(FieldError {
+                            code: "InvalidColumnIdException",
+                            message: "This column ID doesn't exist for the board".into(),
+                            data: Some(json!({"column_id": col})),
+                        });
                     }
-                    let vals = c.get("column_values").and_then(Value::as_array).into_iter().flatten()
-                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect();
+                    let vals = c
+                        .get("column_values")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                        .collect();
                     rules.push((col, vals));
                 }
-                let offset = a.get("cursor").and_then(Value::as_str).and_then(|c| c.strip_prefix("fake-cursor-")).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+                let offset = a
+                    .get("cursor")
+                    .and_then(Value::as_str)
+                    .and_then(|c| c.strip_prefix("fake-cursor-"))
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(0);
                 let found = s.search(board, &rules, now);
-                let page: Vec<Value> = found.iter().skip(offset).take(limit as usize).filter_map(|i| s.live_item(*i)).map(|i| item_json(&s, i)).collect();
-                let cursor = (found.len() > offset + limit as usize).then(|| format!("fake-cursor-{}", offset + limit as usize));
-                Ok((project_items(&s, &json!({"cursor": cursor, "items": page}), sel), vec![]))
+                let page: Vec<Value> = found
+                    .iter()
+                    .skip(offset)
+                    .take(limit as usize)
+                    .filter_map(|i| s.live_item(*i))
+                    .map(|i| item_json(&s, i))
+                    .collect();
+                let cursor = (found.len() > offset + limit as usize)
+                    .then(|| format!("fake-cursor-{}", offset + limit as usize));
+                Ok((
+                    project_items(&s, &json!({"cursor": cursor, "items": page}), sel),
+                    vec![],
+                ))
             }
             (false, "webhooks") => {
-                let board = id_arg(a, "board_id").ok_or_else(|| ferr("InvalidArgumentException", "board_id is required"))?;
-                let list: Vec<Value> = s.webhooks.values().filter(|w| w.board == board).map(webhook_json).collect();
+                let board = id_arg(a, "board_id")
+                    .ok_or_else(|| ferr("InvalidArgumentException", "board_id is required"))?;
+                let list: Vec<Value> = s
+                    .webhooks
+                    .values()
+                    .filter(|w| w.board == board)
+                    .map(webhook_json)
+                    .collect();
                 Ok((project(&Value::Array(list), sel, &|_, _| None), vec![]))
             }
             (true, "create_item") => {
-                let board = id_arg(a, "board_id").ok_or_else(|| ferr("InvalidArgumentException", "board_id is required"))?;
-                let name = a.get("item_name").and_then(Value::as_str).unwrap_or("").to_owned();
-                let values = json_arg(a, "column_values").map_err(|m| ferr("InvalidArgumentException", m))?.unwrap_or(json!({}));
+                let board = id_arg(a, "board_id")
+                    .ok_or_else(|| ferr("InvalidArgumentException", "board_id is required"))?;
+                let name = a
+                    .get("item_name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                let values = json_arg(a, "column_values")
+                    .map_err(|m| ferr("InvalidArgumentException", m))?
+                    .unwrap_or(json!({}));
                 let Some(values) = values.as_object().cloned() else {
-                    return Err(ferr("InvalidArgumentException", "column_values must be a JSON object"));
+                    return Err(ferr(
+                        "InvalidArgumentException",
+                        "column_values must be a JSON object",
+                    ));
                 };
-                let create = a.get("create_labels_if_missing").and_then(Value::as_bool).unwrap_or(false);
-                let (id, emits) = create_item(&mut s, board, &name, &values, create, now, self.opts.search_lag, user)?;
-                let full = s.live_item(id).map(|i| item_json(&s, i)).unwrap_or(Value::Null);
+                let create = a
+                    .get("create_labels_if_missing")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                let (id, emits) = create_item(
+                    &mut s,
+                    board,
+                    &name,
+                    &values,
+                    create,
+                    now,
+                    self.opts.search_lag,
+                    user,
+                )?;
+                let full = s
+                    .live_item(id)
+                    .map(|i| item_json(&s, i))
+                    .unwrap_or(Value::Null);
                 Ok((project_items(&s, &full, sel), emits))
             }
-            (true, "change_multiple_column_values" | "change_column_value" | "change_simple_column_value") => {
-                let item = id_arg(a, "item_id").ok_or_else(|| ferr("InvalidArgumentException", "item_id is required"))?;
-                let board = id_arg(a, "board_id").ok_or_else(|| ferr("InvalidArgumentException", "board_id is required"))?;
+            (
+                true,
+                "change_multiple_column_values"
+                | "change_column_value"
+                | "change_simple_column_value",
+            ) => {
+                let item = id_arg(a, "item_id")
+                    .ok_or_else(|| ferr("InvalidArgumentException", "item_id is required"))?;
+                let board = id_arg(a, "board_id")
+                    .ok_or_else(|| ferr("InvalidArgumentException", "board_id is required"))?;
                 match s.live_item(item) {
                     Some(i) if i.board == board => {}
-                    Some(_) => return Err(ferr("InvalidArgumentException", format!("item {item} is not on board {board}"))),
-                    None => return Err(ferr("InvalidItemIdException", format!("Item {item} does not exist"))),
+                    Some(_) => {
+                        return Err(ferr(
+                            "InvalidArgumentException",
+                            format!("item {item} is not on board {board}"),
+                        ));
+                    }
+                    None => {
+                        return Err(ferr(
+                            "InvalidItemIdException",
+                            format!("Item {item} does not exist"),
+                        ));
+                    }
                 }
                 let values: Map<String, Value> = match f.name.as_str() {
                     "change_multiple_column_values" => {
-                        let v = json_arg(a, "column_values").map_err(|m| ferr("InvalidArgumentException", m))?;
+                        let v = json_arg(a, "column_values")
+                            .map_err(|m| ferr("InvalidArgumentException", m))?;
                         match v {
                             Some(Value::Object(o)) => o,
-                            _ => return Err(ferr("InvalidArgumentException", "column_values must be a JSON object")),
+                            _ => {
+                                return Err(ferr(
+                                    "InvalidArgumentException",
+                                    "column_values must be a JSON object",
+                                ));
+                            }
                         }
                     }
                     "change_column_value" => {
-                        let col = a.get("column_id").and_then(Value::as_str).unwrap_or("").to_owned();
-                        let v = json_arg(a, "value").map_err(|m| ferr("InvalidArgumentException", m))?.unwrap_or(Value::Null);
+                        let col = a
+                            .get("column_id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned();
+                        let v = json_arg(a, "value")
+                            .map_err(|m| ferr("InvalidArgumentException", m))?
+                            .unwrap_or(Value::Null);
                         [(col, v)].into_iter().collect()
                     }
                     _ => {
-                        let col = a.get("column_id").and_then(Value::as_str).unwrap_or("").to_owned();
+                        let col = a
+                            .get("column_id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned();
                         let v = a.get("value").cloned().unwrap_or(Value::Null);
                         [(col, v)].into_iter().collect()
                     }
                 };
-                let create = a.get("create_labels_if_missing").and_then(Value::as_bool).unwrap_or(false);
+                let create = a
+                    .get("create_labels_if_missing")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 let emits = write_values(&mut s, board, item, &values, create, now, user)?;
-                let full = s.live_item(item).map(|i| item_json(&s, i)).unwrap_or(Value::Null);
+                let full = s
+                    .live_item(item)
+                    .map(|i| item_json(&s, i))
+                    .unwrap_or(Value::Null);
                 Ok((project_items(&s, &full, sel), emits))
             }
             (true, "delete_item" | "archive_item") => {
-                let item = id_arg(a, "item_id").ok_or_else(|| ferr("InvalidArgumentException", "item_id is required"))?;
-                let full = s.live_item(item).map(|i| item_json(&s, i)).ok_or_else(|| ferr("InvalidItemIdException", format!("Item {item} does not exist")))?;
+                let item = id_arg(a, "item_id")
+                    .ok_or_else(|| ferr("InvalidArgumentException", "item_id is required"))?;
+                let full = s.live_item(item).map(|i| item_json(&s, i)).ok_or_else(|| {
+                    ferr(
+                        "InvalidItemIdException",
+                        format!("Item {item} does not exist"),
+                    )
+                })?;
                 if let Some(i) = s.items.get_mut(&item) {
                     i.deleted = true;
                 }
                 Ok((project(&full, sel, &|_, _| None), vec![]))
             }
             (true, "create_update") => {
-                let item = id_arg(a, "item_id").ok_or_else(|| ferr("InvalidArgumentException", "item_id is required"))?;
-                let body = a.get("body").and_then(Value::as_str).unwrap_or("").to_owned();
+                let item = id_arg(a, "item_id")
+                    .ok_or_else(|| ferr("InvalidArgumentException", "item_id is required"))?;
+                let body = a
+                    .get("body")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
                 let parent = id_arg(a, "parent_id");
                 let (id, emit) = post_update(&mut s, item, &body, parent, now, user)?;
                 let full = s.updates.get(&id).map(update_json).unwrap_or(Value::Null);
                 Ok((project(&full, sel, &|_, _| None), vec![emit]))
             }
             (true, "create_column") => {
-                let board = id_arg(a, "board_id").ok_or_else(|| ferr("InvalidArgumentException", "board_id is required"))?;
-                let title = a.get("title").and_then(Value::as_str).unwrap_or("").to_owned();
-                let kind = a.get("column_type").and_then(Value::as_str).unwrap_or("").to_owned();
+                let board = id_arg(a, "board_id")
+                    .ok_or_else(|| ferr("InvalidArgumentException", "board_id is required"))?;
+                let title = a
+                    .get("title")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                let kind = a
+                    .get("column_type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
                 if kind.is_empty() {
                     return Err(ferr("InvalidArgumentException", "column_type is required"));
                 }
-                let defaults = json_arg(a, "defaults").map_err(|m| ferr("InvalidArgumentException", m))?;
-                let b = s.boards.get_mut(&board).ok_or_else(|| ferr("InvalidBoardIdException", format!("Board {board} does not exist")))?;
-                let id = a.get("id").and_then(Value::as_str).map_or_else(|| format!("{kind}_mk{}", b.columns.len()), str::to_owned);
+                let defaults =
+                    json_arg(a, "defaults").map_err(|m| ferr("InvalidArgumentException", m))?;
+                let b = s.boards.get_mut(&board).ok_or_else(|| {
+                    ferr(
+                        "InvalidBoardIdException",
+                        format!("Board {board} does not exist"),
+                    )
+                })?;
+                let id = a
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| format!("{kind}_mk{}", b.columns.len()), str::to_owned);
                 if b.column(&id).is_some() {
-                    return Err(ferr("ColumnIdTakenException", format!("Column id {id} is taken on board {board}")));
+                    return Err(ferr(
+                        "ColumnIdTakenException",
+                        format!("Column id {id} is taken on board {board}"),
+                    ));
                 }
                 let mut c = Column::new(&id, &title, &kind);
-                if let Some(labels) = defaults.as_ref().and_then(|d| d.get("labels")).and_then(Value::as_object) {
-                    c.labels = labels.iter().filter_map(|(i, l)| Some((i.parse().ok()?, l.as_str()?.to_owned()))).collect();
+                if let Some(labels) = defaults
+                    .as_ref()
+                    .and_then(|d| d.get("labels"))
+                    .and_then(Value::as_object)
+                {
+                    c.labels = labels
+                        .iter()
+                        .filter_map(|(i, l)| Some((i.parse().ok()?, l.as_str()?.to_owned())))
+                        .collect();
                 }
-                if let Some(ids) = defaults.as_ref().and_then(|d| d.get("boardIds")).and_then(Value::as_array) {
-                    c.linked_boards = ids.iter().filter_map(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok())).collect();
+                if let Some(ids) = defaults
+                    .as_ref()
+                    .and_then(|d| d.get("boardIds"))
+                    .and_then(Value::as_array)
+                {
+                    c.linked_boards = ids
+                        .iter()
+                        .filter_map(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+                        .collect();
                 }
                 let full = column_json(&c);
                 b.columns.push(c);
                 Ok((project(&full, sel, &|_, _| None), vec![]))
             }
             (true, "delete_webhook") => {
-                let id = id_arg(a, "id").ok_or_else(|| ferr("InvalidArgumentException", "id is required"))?;
-                let wh = s.webhooks.remove(&id).ok_or_else(|| ferr("ResourceNotFoundException", format!("Webhook {id} does not exist")))?;
+                let id = id_arg(a, "id")
+                    .ok_or_else(|| ferr("InvalidArgumentException", "id is required"))?;
+                let wh = s.webhooks.remove(&id).ok_or_else(|| {
+                    ferr(
+                        "ResourceNotFoundException",
+                        format!("Webhook {id} does not exist"),
+                    )
+                })?;
                 Ok((project(&webhook_json(&wh), sel, &|_, _| None), vec![]))
             }
             (m, name) => Err(ferr(
                 "GRAPHQL_VALIDATION_FAILED",
-                format!("Field '{name}' doesn't exist on type '{}'", if m { "Mutation" } else { "Query" }),
+                format!(
+                    "Field '{name}' doesn't exist on type '{}'",
+                    if m { "Mutation" } else { "Query" }
+                ),
             )),
         }
     }
@@ -827,7 +1172,9 @@ impl MondayFake {
         for e in emits {
             for wh in hooks.iter().filter(|w| w.board == e.board) {
                 let matches = match (wh.event.as_str(), e.kind) {
-                    ("create_item", "create_item") | ("create_update", "create_update") | ("change_name", "change_name") => true,
+                    ("create_item", "create_item")
+                    | ("create_update", "create_update")
+                    | ("change_name", "change_name") => true,
                     ("change_column_value", "change_column_value") => true,
                     ("change_specific_column_value", "change_column_value") => {
                         wh.config.get("columnId").and_then(Value::as_str) == e.column.as_deref()
@@ -873,25 +1220,35 @@ fn create_item(
     user: u64,
 ) -> Result<(u64, Vec<Emit>), FieldError> {
     if !s.boards.contains_key(&board) {
-        return Err(ferr("InvalidBoardIdException", format!("Board {board} does not exist")));
+        return Err(ferr(
+            "InvalidBoardIdException",
+            format!("Board {board} does not exist"),
+        ));
     }
-    let name = values.get("name").and_then(Value::as_str).unwrap_or(name).to_owned();
+    let name = values
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(name)
+        .to_owned();
     check_name(&name)?;
     let id = s.next_item_id();
-    s.items.insert(id, Item {
+    s.items.insert(
         id,
-        board,
-        name: name.clone(),
-        group: "topics".into(),
-        values: BTreeMap::new(),
-        changed_ms: BTreeMap::new(),
-        created_ms: now,
-        updated_ms: now,
-        indexed_ms: now + lag.as_millis() as i64,
-        indexed: BTreeMap::new(),
-        creator_id: user,
-        deleted: false,
-    });
+        Item {
+            id,
+            board,
+            name: name.clone(),
+            group: "topics".into(),
+            values: BTreeMap::new(),
+            changed_ms: BTreeMap::new(),
+            created_ms: now,
+            updated_ms: now,
+            indexed_ms: now + lag.as_millis() as i64,
+            indexed: BTreeMap::new(),
+            creator_id: user,
+            deleted: false,
+        },
+    );
     let mut rest = values.clone();
     rest.remove("name");
     if let Err(e) = write_values(s, board, id, &rest, create_labels, now, user) {
@@ -912,7 +1269,10 @@ fn create_item(
 fn check_name(name: &str) -> Result<(), FieldError> {
     let n = name.chars().count();
     if n == 0 || n > 255 {
-        return Err(ferr("ItemNameTooLongException", "Item name must be between 1 and 255 characters long"));
+        return Err(ferr(
+            "ItemNameTooLongException",
+            "Item name must be between 1 and 255 characters long",
+        ));
     }
     Ok(())
 }
@@ -927,8 +1287,18 @@ fn write_values(
     now: i64,
     _user: u64,
 ) -> Result<Vec<Emit>, FieldError> {
-    let exists: std::collections::BTreeSet<u64> = s.items.values().filter(|i| !i.deleted).map(|i| i.id).collect();
-    let b = s.boards.get_mut(&board).ok_or_else(|| ferr("InvalidBoardIdException", format!("Board {board} does not exist")))?;
+    let exists: std::collections::BTreeSet<u64> = s
+        .items
+        .values()
+        .filter(|i| !i.deleted)
+        .map(|i| i.id)
+        .collect();
+    let b = s.boards.get_mut(&board).ok_or_else(|| {
+        ferr(
+            "InvalidBoardIdException",
+            format!("Board {board} does not exist"),
+        )
+    })?;
     let mut staged = Vec::new();
     let mut rename = None;
     for (col, v) in values {
@@ -939,8 +1309,11 @@ fn write_values(
             continue;
         }
         let Some(column) = b.columns.iter_mut().find(|c| &c.id == col) else {
-            return Err(FieldError { code: "InvalidColumnIdException", message: "This column ID doesn't exist for the board".into(),
-                                    data: Some(json!({"column_id": col})) });
+            return Err(FieldError {
+                code: "InvalidColumnIdException",
+                message: "This column ID doesn't exist for the board".into(),
+                data: Some(json!({"column_id": col})),
+            });
         };
         let stored = columns::write(column, v, create_labels, &|i| exists.contains(&i)).map_err(|e| FieldError {
             code: e.code,
@@ -949,7 +1322,12 @@ fn write_values(
         })?;
         staged.push((column.clone(), stored));
     }
-    let item_ref = s.items.get_mut(&item).ok_or_else(|| ferr("InvalidItemIdException", format!("Item {item} does not exist")))?;
+    let item_ref = s.items.get_mut(&item).ok_or_else(|| {
+        ferr(
+            "InvalidItemIdException",
+            format!("Item {item} does not exist"),
+        )
+    })?;
     let mut emits = Vec::new();
     for (column, stored) in staged {
         let previous = item_ref.values.get(&column.id).cloned();
@@ -990,16 +1368,47 @@ fn write_values(
     Ok(emits)
 }
 
-fn post_update(s: &mut Store, item: u64, body: &str, parent: Option<u64>, now: i64, user: u64) -> Result<(u64, Emit), FieldError> {
-    let board = s.live_item(item).ok_or_else(|| ferr("InvalidItemIdException", format!("Item {item} does not exist")))?.board;
+fn post_update(
+    s: &mut Store,
+    item: u64,
+    body: &str,
+    parent: Option<u64>,
+    now: i64,
+    user: u64,
+) -> Result<(u64, Emit), FieldError> {
+    let board = s
+        .live_item(item)
+        .ok_or_else(|| {
+            ferr(
+                "InvalidItemIdException",
+                format!("Item {item} does not exist"),
+            )
+        })?
+        .board;
     if body.trim().is_empty() {
         return Err(ferr("InvalidArgumentException", "body must not be empty"));
     }
     let id = s.next_update_id();
     let text = html_text(body);
-    s.updates.insert(id, Update { id, item, body: body.into(), text_body: text.clone(), created_ms: now, creator_id: user, parent_id: parent });
-    let emit = Emit { board, item, kind: "create_update", column: None,
-        payload: json!({"type": "create_update", "body": body, "textBody": text, "updateId": id, "replyId": parent}) };
+    s.updates.insert(
+        id,
+        Update {
+            id,
+            item,
+            body: body.into(),
+            text_body: text.clone(),
+            created_ms: now,
+            creator_id: user,
+            parent_id: parent,
+        },
+    );
+    let emit = Emit {
+        board,
+        item,
+        kind: "create_update",
+        column: None,
+        payload: json!({"type": "create_update", "body": body, "textBody": text, "updateId": id, "replyId": parent}),
+    };
     Ok((id, emit))
 }
 
@@ -1021,16 +1430,31 @@ fn html_text(html: &str) -> String {
             (None, c) => out.push(c),
         }
     }
-    out.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&middot;", "\u{b7}").replace("&amp;", "&").trim().to_owned()
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&middot;", "\u{b7}")
+        .replace("&amp;", "&")
+        .trim()
+        .to_owned()
 }
 
 fn request_id() -> String {
     let h = uuid_hex();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn uuid_hex() -> String {
-    (0..32).map(|_| char::from_digit(fastrand::u32(..16), 16).unwrap_or('0')).collect()
+    (0..32)
+        .map(|_| char::from_digit(fastrand::u32(..16), 16).unwrap_or('0'))
+        .collect()
 }
 
 fn column_json(c: &Column) -> Value {
@@ -1073,7 +1497,10 @@ fn item_json(s: &Store, i: &Item) -> Value {
                     let value = stored.map(|v| {
                         let mut v = v.value.clone();
                         if let Some(o) = v.as_object_mut() {
-                            o.insert("changed_at".into(), json!(iso(*i.changed_ms.get(&c.id).unwrap_or(&i.updated_ms))));
+                            o.insert(
+                                "changed_at".into(),
+                                json!(iso(*i.changed_ms.get(&c.id).unwrap_or(&i.updated_ms))),
+                            );
                         }
                         v.to_string()
                     });
@@ -1115,24 +1542,39 @@ fn children_of(s: &Store, full: &Value, f: &SelField) -> Option<Value> {
     match f.name.as_str() {
         "column_values" => {
             let ids: Vec<String> = match f.args.get("ids") {
-                Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
                 Some(Value::String(one)) => vec![one.clone()],
                 _ => Vec::new(),
             };
             let all = full.get("column_values")?.as_array()?.clone();
-            Some(Value::Array(all.into_iter().filter(|c| ids.is_empty() || ids.iter().any(|i| c["id"] == *i.as_str())).collect()))
+            Some(Value::Array(
+                all.into_iter()
+                    .filter(|c| ids.is_empty() || ids.iter().any(|i| c["id"] == *i.as_str()))
+                    .collect(),
+            ))
         }
         "updates" if full.get("column_values").is_some() => {
             let item: u64 = full.get("id")?.as_str()?.parse().ok()?;
             let limit = f.args.get("limit").and_then(Value::as_u64).unwrap_or(25) as usize;
             let mut ups: Vec<&Update> = s.updates.values().filter(|u| u.item == item).collect();
             ups.reverse();
-            Some(Value::Array(ups.into_iter().take(limit).map(update_json).collect()))
+            Some(Value::Array(
+                ups.into_iter().take(limit).map(update_json).collect(),
+            ))
         }
         "items_page" => {
             let board: u64 = full.get("id")?.as_str()?.parse().ok()?;
             let limit = f.args.get("limit").and_then(Value::as_u64).unwrap_or(25) as usize;
-            let items: Vec<Value> = s.items.values().filter(|i| i.board == board && !i.deleted).take(limit).map(|i| item_json(s, i)).collect();
+            let items: Vec<Value> = s
+                .items
+                .values()
+                .filter(|i| i.board == board && !i.deleted)
+                .take(limit)
+                .map(|i| item_json(s, i))
+                .collect();
             Some(json!({"cursor": null, "items": items}))
         }
         _ => None,
@@ -1156,11 +1598,23 @@ async fn state_json(State(fake): State<Arc<MondayFake>>) -> Response {
         .values()
         .map(|b| {
             let mut j = board_json(b);
-            j["items"] = Value::Array(s.items.values().filter(|i| i.board == b.id && !i.deleted).map(|i| {
-                let mut it = item_json(&s, i);
-                it["updates"] = Value::Array(s.updates.values().filter(|u| u.item == i.id).map(update_json).collect());
-                it
-            }).collect());
+            j["items"] = Value::Array(
+                s.items
+                    .values()
+                    .filter(|i| i.board == b.id && !i.deleted)
+                    .map(|i| {
+                        let mut it = item_json(&s, i);
+                        it["updates"] = Value::Array(
+                            s.updates
+                                .values()
+                                .filter(|u| u.item == i.id)
+                                .map(update_json)
+                                .collect(),
+                        );
+                        it
+                    })
+                    .collect(),
+            );
             j
         })
         .collect();
@@ -1191,7 +1645,9 @@ pub async fn spawn(opts: FakeOptions) -> (String, Arc<MondayFake>) {
         .await
         .expect("bind 127.0.0.1:0 for the Monday.com fake");
     #[allow(clippy::expect_used)]
-    let addr = listener.local_addr().expect("local address of the Monday.com fake");
+    let addr = listener
+        .local_addr()
+        .expect("local address of the Monday.com fake");
     let app = fake.router();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -1204,7 +1660,10 @@ pub async fn spawn(opts: FakeOptions) -> (String, Arc<MondayFake>) {
 /// The boards and columns a profile names, as `enerflo-sync-ops monday setup` would leave them:
 /// a customers and a projects board (ids returned: customers, projects), every column of the
 /// profile with its type, the status column with the status map's labels, the link column.
-pub fn seed_profile(fake: &MondayFake, profile: &enerflo_sync::crm::profile::Profile) -> (u64, u64) {
+pub fn seed_profile(
+    fake: &MondayFake,
+    profile: &enerflo_sync::crm::profile::Profile,
+) -> (u64, u64) {
     use enerflo_sync::canonical::CrmEventType;
     let per_object = enerflo_sync::crm::monday::wanted_columns(profile);
     let projects_object = profile.event(CrmEventType::StatusChanged).object.clone();
@@ -1212,8 +1671,15 @@ pub fn seed_profile(fake: &MondayFake, profile: &enerflo_sync::crm::profile::Pro
     let mut ids = BTreeMap::new();
     for object in [&customers_object, &projects_object] {
         let cols = per_object.get(object.as_str()).cloned().unwrap_or_default();
-        let spec: Vec<(&str, &str, &str)> = cols.iter().map(|(c, k)| (c.as_str(), c.as_str(), k.as_str())).collect();
-        let title = if object == &customers_object { "Customers" } else { "Projects" };
+        let spec: Vec<(&str, &str, &str)> = cols
+            .iter()
+            .map(|(c, k)| (c.as_str(), c.as_str(), k.as_str()))
+            .collect();
+        let title = if object == &customers_object {
+            "Customers"
+        } else {
+            "Projects"
+        };
         ids.insert(object.clone(), fake.add_board(title, &spec));
     }
     let (customers, projects) = (ids[&customers_object], ids[&projects_object]);

@@ -43,8 +43,12 @@ impl Column {
     /// `columns { settings }` as JSON (`settings_str` is its text).
     pub fn settings(&self) -> Value {
         match self.kind.as_str() {
-            "status" => json!({"labels": self.labels.iter().map(|(i, l)| (i.to_string(), Value::String(l.clone()))).collect::<serde_json::Map<_, _>>()}),
-            "dropdown" => json!({"labels": self.labels.iter().map(|(i, l)| json!({"id": i, "name": l})).collect::<Vec<_>>()}),
+            "status" => {
+                json!({"labels": self.labels.iter().map(|(i, l)| (i.to_string(), Value::String(l.clone()))).collect::<serde_json::Map<_, _>>()})
+            }
+            "dropdown" => {
+                json!({"labels": self.labels.iter().map(|(i, l)| json!({"id": i, "name": l})).collect::<Vec<_>>()})
+            }
             "board_relation" => json!({"boardIds": self.linked_boards}),
             _ => json!({}),
         }

@@ -64,10 +64,18 @@ async fn transport_rules_token_version_and_parse_errors() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["errors"][0]["extensions"]["code"], "InvalidVersionException");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "InvalidVersionException"
+    );
     let (status, headers, body) = gql(&url, "query { me { id ", json!({}), None).await;
     assert_eq!(status, 200, "Monday answers a parse error with 200");
-    assert!(body["errors"][0]["message"].as_str().unwrap().starts_with("Parse error on"));
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Parse error on")
+    );
     assert_eq!(headers["api-version"], "2026-10");
     let (_, _, body) = gql(&url, "query { me { id } }", json!({}), None).await;
     assert_eq!(body["data"]["me"]["id"], "3333333", "ids are strings");
@@ -78,33 +86,98 @@ async fn column_values_are_validated_per_type_and_aliases_fail_alone() {
     let (url, fake, board) = fake(FakeOptions::default()).await;
     let ok = json!({"deal": "d-1", "status": {"label": "Done"}, "kw": "8.4", "notes": {"text": "a\nb"},
                     "date_permit": {"date": "2026-03-04"}, "phone": {"phone": "+15555550100", "countryShortName": "US"}});
-    let (_, _, body) = gql(&url, CREATE, json!({"b": board, "n": "P", "v": ok.to_string()}), None).await;
-    let id: u64 = body["data"]["create_item"]["id"].as_str().unwrap().parse().unwrap();
+    let (_, _, body) = gql(
+        &url,
+        CREATE,
+        json!({"b": board, "n": "P", "v": ok.to_string()}),
+        None,
+    )
+    .await;
+    let id: u64 = body["data"]["create_item"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(fake.text(id, "status").as_deref(), Some("Done"));
     assert_eq!(fake.text(id, "date_permit").as_deref(), Some("2026-03-04"));
     for (values, code, column) in [
-        (json!({"status": {"label": "Permitting Complete"}}), "ColumnValueException", "status"),
+        (
+            json!({"status": {"label": "Permitting Complete"}}),
+            "ColumnValueException",
+            "status",
+        ),
         (json!({"kw": "eight"}), "ColumnValueException", "kw"),
-        (json!({"notes": "plain"}), "CorrectedValueException", "notes"),
-        (json!({"date_permit": {"date": "03/04/2026"}}), "ColumnValueException", "date_permit"),
-        (json!({"phone": {"phone": "+15555550100", "countryShortName": "us"}}), "ColumnValueException", "phone"),
+        (
+            json!({"notes": "plain"}),
+            "CorrectedValueException",
+            "notes",
+        ),
+        (
+            json!({"date_permit": {"date": "03/04/2026"}}),
+            "ColumnValueException",
+            "date_permit",
+        ),
+        (
+            json!({"phone": {"phone": "+15555550100", "countryShortName": "us"}}),
+            "ColumnValueException",
+            "phone",
+        ),
         (json!({"nope": "x"}), "InvalidColumnIdException", "nope"),
-        (json!({"status": {"label": "Done", "colour": "red"}}), "ColumnValueException", "status"),
+        (
+            json!({"status": {"label": "Done", "colour": "red"}}),
+            "ColumnValueException",
+            "status",
+        ),
     ] {
-        let (status, _, body) = gql(&url, CREATE, json!({"b": board, "n": "P", "v": values.to_string()}), None).await;
+        let (status, _, body) = gql(
+            &url,
+            CREATE,
+            json!({"b": board, "n": "P", "v": values.to_string()}),
+            None,
+        )
+        .await;
         assert_eq!(status, 200, "{values}");
         assert_eq!(body["data"]["create_item"], Value::Null, "{values}");
-        assert_eq!(body["errors"][0]["extensions"]["code"], code, "{values}: {body}");
-        assert_eq!(body["errors"][0]["extensions"]["error_data"]["column_id"], column, "{values}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], code,
+            "{values}: {body}"
+        );
+        assert_eq!(
+            body["errors"][0]["extensions"]["error_data"]["column_id"], column,
+            "{values}"
+        );
     }
     let long = "x".repeat(256);
-    let (_, _, body) = gql(&url, CREATE, json!({"b": board, "n": long, "v": "{}"}), None).await;
-    assert_eq!(body["errors"][0]["extensions"]["code"], "ItemNameTooLongException");
+    let (_, _, body) = gql(
+        &url,
+        CREATE,
+        json!({"b": board, "n": long, "v": "{}"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "ItemNameTooLongException"
+    );
     // With create_labels_if_missing the label is added.
-    let (_, _, body) = gql(&url, CREATE, json!({"b": board, "n": "P", "l": true,
-        "v": json!({"status": {"label": "Permitting Complete"}}).to_string()}), None).await;
+    let (_, _, body) = gql(
+        &url,
+        CREATE,
+        json!({"b": board, "n": "P", "l": true,
+        "v": json!({"status": {"label": "Permitting Complete"}}).to_string()}),
+        None,
+    )
+    .await;
     assert!(body.get("errors").is_none(), "{body}");
-    assert!(fake.board(board).unwrap().column("status").unwrap().labels.iter().any(|(_, l)| l == "Permitting Complete"));
+    assert!(
+        fake.board(board)
+            .unwrap()
+            .column("status")
+            .unwrap()
+            .labels
+            .iter()
+            .any(|(_, l)| l == "Permitting Complete")
+    );
     // Two aliased mutations: the bad one is null with its alias as path, the other is done.
     let q = format!(
         "mutation {{ good: change_multiple_column_values(board_id: {board}, item_id: {id}, column_values: \"{{\\\"kw\\\": \\\"9\\\"}}\") {{ id }} bad: change_multiple_column_values(board_id: {board}, item_id: {id}, column_values: \"{{\\\"kw\\\": \\\"nine\\\"}}\") {{ id }} }}"
@@ -123,11 +196,21 @@ async fn the_search_finds_by_column_value_after_its_lag() {
         ..FakeOptions::default()
     })
     .await;
-    gql(&url, CREATE, json!({"b": board, "n": "P", "v": json!({"deal": "d-1"}).to_string()}), None).await;
+    gql(
+        &url,
+        CREATE,
+        json!({"b": board, "n": "P", "v": json!({"deal": "d-1"}).to_string()}),
+        None,
+    )
+    .await;
     let search = "query ($b: ID!, $c: [ItemsPageByColumnValuesQuery!]) { items_page_by_column_values(board_id: $b, limit: 5, columns: $c) { cursor items { id column_values(ids: [\"deal\"]) { id text value } } } }";
     let vars = json!({"b": board.to_string(), "c": [{"column_id": "deal", "column_values": ["d-1", "d-9"]}]});
     let (_, _, body) = gql(&url, search, vars.clone(), None).await;
-    assert_eq!(body["data"]["items_page_by_column_values"]["items"], json!([]), "not indexed yet");
+    assert_eq!(
+        body["data"]["items_page_by_column_values"]["items"],
+        json!([]),
+        "not indexed yet"
+    );
     fake.advance(Duration::from_secs(31));
     let (_, _, body) = gql(&url, search, vars, None).await;
     let items = &body["data"]["items_page_by_column_values"]["items"];
@@ -156,13 +239,20 @@ async fn the_complexity_budget_and_the_minute_limit_answer_429_with_the_wait() {
     })
     .await;
     for _ in 0..2 {
-        let (status, _, _) = gql(&url, CREATE, json!({"b": board, "n": "P", "v": "{}"}), None).await;
+        let (status, _, _) =
+            gql(&url, CREATE, json!({"b": board, "n": "P", "v": "{}"}), None).await;
         assert_eq!(status, 200);
     }
-    let (status, headers, body) = gql(&url, CREATE, json!({"b": board, "n": "P", "v": "{}"}), None).await;
+    let (status, headers, body) =
+        gql(&url, CREATE, json!({"b": board, "n": "P", "v": "{}"}), None).await;
     assert_eq!(status, 429);
-    assert_eq!(body["errors"][0]["extensions"]["code"], "COMPLEXITY_BUDGET_EXHAUSTED");
-    let wait = body["errors"][0]["extensions"]["retry_in_seconds"].as_u64().unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "COMPLEXITY_BUDGET_EXHAUSTED"
+    );
+    let wait = body["errors"][0]["extensions"]["retry_in_seconds"]
+        .as_u64()
+        .unwrap();
     assert!((1..=61).contains(&wait));
     assert_eq!(headers["retry-after"], wait.to_string());
     let (url, _fake, _) = fake(FakeOptions {
@@ -175,7 +265,10 @@ async fn the_complexity_budget_and_the_minute_limit_answer_429_with_the_wait() {
     gql(&url, "query { me { id } }", json!({}), None).await;
     let (status, _, body) = gql(&url, "query { me { id } }", json!({}), None).await;
     assert_eq!(status, 429);
-    assert_eq!(body["error_code"], "MINUTE_RATE_LIMIT_EXCEEDED", "legacy shape: {body}");
+    assert_eq!(
+        body["error_code"], "MINUTE_RATE_LIMIT_EXCEEDED",
+        "legacy shape: {body}"
+    );
 }
 
 #[tokio::test]
@@ -190,7 +283,10 @@ async fn a_webhook_needs_its_challenge_echoed_and_then_gets_signed_events() {
                 if let Some(c) = body.get("challenge") {
                     return axum::Json(json!({"challenge": c}));
                 }
-                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
                 r.lock().unwrap().push((auth, body.0));
                 axum::Json(json!({}))
             }
@@ -205,13 +301,34 @@ async fn a_webhook_needs_its_challenge_echoed_and_then_gets_signed_events() {
     })
     .await;
     let create = "mutation ($b: ID!, $u: String!, $c: JSON) { create_webhook(board_id: $b, url: $u, event: change_specific_column_value, config: $c) { id board_id } }";
-    let (_, _, body) = gql(&url, create, json!({"b": board, "u": "http://127.0.0.1:9/none", "c": "{\"columnId\":\"status\"}"}), None).await;
-    assert_eq!(body["data"]["create_webhook"], Value::Null, "an unreachable URL fails: {body}");
-    let (_, _, body) = gql(&url, create, json!({"b": board, "u": hook, "c": "{\"columnId\":\"status\"}"}), None).await;
+    let (_, _, body) = gql(
+        &url,
+        create,
+        json!({"b": board, "u": "http://127.0.0.1:9/none", "c": "{\"columnId\":\"status\"}"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        body["data"]["create_webhook"],
+        Value::Null,
+        "an unreachable URL fails: {body}"
+    );
+    let (_, _, body) = gql(
+        &url,
+        create,
+        json!({"b": board, "u": hook, "c": "{\"columnId\":\"status\"}"}),
+        None,
+    )
+    .await;
     assert!(body["data"]["create_webhook"]["id"].is_string(), "{body}");
     let (_, _, body) = gql(&url, CREATE, json!({"b": board, "n": "P", "v": "{}"}), None).await;
-    let id: u64 = body["data"]["create_item"]["id"].as_str().unwrap().parse().unwrap();
-    fake.user_sets(id, "status", json!({"label": "Done"}), 4_444_444).unwrap();
+    let id: u64 = body["data"]["create_item"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    fake.user_sets(id, "status", json!({"label": "Done"}), 4_444_444)
+        .unwrap();
     fake.user_sets(id, "kw", json!("3"), 4_444_444).unwrap();
     let got = loop {
         let got = received.lock().unwrap().clone();
