@@ -775,10 +775,10 @@ impl Config {
         };
         let mut problems = Vec::new();
         for object in profile.objects() {
-            if let Err(why) = self.monday_board(&object) {
-                if !problems.contains(&why) {
-                    problems.push(why);
-                }
+            if let Err(why) = self.monday_board(&object)
+                && !problems.contains(&why)
+            {
+                problems.push(why);
             }
         }
         problems

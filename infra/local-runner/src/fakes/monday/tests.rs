@@ -8,6 +8,9 @@ use super::*;
 
 const TOKEN: &str = "fake-monday-token-0000";
 
+/// What a webhook receiver got: the `Authorization` header and the body, per delivery.
+type Received = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
 async fn fake(opts: FakeOptions) -> (String, Arc<MondayFake>, u64) {
     let (url, fake) = spawn(opts).await;
     let board = fake.add_board(
@@ -273,7 +276,7 @@ async fn the_complexity_budget_and_the_minute_limit_answer_429_with_the_wait() {
 
 #[tokio::test]
 async fn a_webhook_needs_its_challenge_echoed_and_then_gets_signed_events() {
-    let received: Arc<Mutex<Vec<(Option<String>, Value)>>> = Arc::default();
+    let received: Received = Arc::default();
     let r = received.clone();
     let app = axum::Router::new().route(
         "/hook",
