@@ -909,6 +909,41 @@ mod tests {
     }
 
     #[test]
+    fn monday_needs_its_token_and_the_boards_its_profile_names() {
+        let c = load(&[("CRM_CONNECTOR", "monday")]).expect("loads");
+        assert_eq!(c.crm_connector, CrmConnectorKind::Monday);
+        assert_eq!(c.monday.api_version, MONDAY_API_VERSION);
+        assert_eq!(c.monday.api_url, "https://api.monday.com/v2");
+        let text = c.require(&[Need::Crm]).expect_err("missing").to_string();
+        for name in [
+            "MONDAY_API_TOKEN",
+            "MONDAY_CUSTOMERS_BOARD",
+            "MONDAY_PROJECTS_BOARD",
+        ] {
+            assert!(text.contains(name), "{name} not named in: {text}");
+        }
+        let c = load(&[
+            ("CRM_CONNECTOR", "monday"),
+            ("MONDAY_API_TOKEN", "fake-monday-token"),
+            ("MONDAY_CUSTOMERS_BOARD", "1001"),
+            ("MONDAY_PROJECTS_BOARD", "2002"),
+        ])
+        .expect("loads");
+        assert!(c.require(&[Need::Crm]).is_ok());
+        assert_eq!(c.monday_board("projects").as_deref(), Ok("2002"));
+        assert_eq!(c.monday_board("3003").as_deref(), Ok("3003"));
+        let err = load(&[
+            ("CRM_CONNECTOR", "monday"),
+            ("MONDAY_API_VERSION", "2026-05"),
+            ("MONDAY_PROJECTS_BOARD", "projects"),
+        ])
+        .expect_err("rejects")
+        .to_string();
+        assert!(err.contains("MONDAY_API_VERSION"), "{err}");
+        assert!(err.contains("MONDAY_PROJECTS_BOARD must be"), "{err}");
+    }
+
+    #[test]
     fn require_names_every_missing_variable_and_never_prints_secrets() {
         let c = load(&[("ENERFLO_API_KEY", "fake-key-value")]).expect("loads");
         let err = c

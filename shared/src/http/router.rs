@@ -249,4 +249,27 @@ mod tests {
             assert_eq!(answer.status.as_u16(), status, "{token}");
         }
     }
+
+    #[tokio::test]
+    async fn the_monday_webhook_route_needs_no_bearer_and_is_404_when_not_served() {
+        let mut r = router(Some(1024));
+        let req = |path: &str| HttpRequest {
+            method: Method::POST,
+            path: path.into(),
+            query: None,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::from_static(b"{}"),
+        };
+        let not_served = r.handle(req("/crm/monday/webhooks/tok")).await;
+        assert_eq!(not_served.status.as_u16(), 404);
+        r.monday = Some(Arc::new(Accepts));
+        let served = r.handle(req("/crm/monday/webhooks/tok")).await;
+        assert_eq!(
+            served.status.as_u16(),
+            200,
+            "the route checks its own path token"
+        );
+        let empty = r.handle(req("/crm/monday/webhooks/")).await;
+        assert_eq!(empty.status.as_u16(), 404);
+    }
 }
