@@ -105,7 +105,7 @@ pub async fn run_stage_consumer(
     let ports = runtime::aws_ports(&config).await?;
     let (enerflo, crm) = (
         runtime::enerflo_client(&config)?,
-        runtime::crm_connector(&config)?,
+        runtime::crm_connector_with(&config, &ports)?,
     );
     let consumer = runtime::consumer_for(stage, &config, &ports, enerflo, crm)
         .ok_or_else(|| format!("this build has no consumer for stage {stage}"))?;

@@ -260,10 +260,13 @@ pub enum Route {
     HubSpotStatus,
     /// `POST /crm/hubspot/milestone`, translated to `Milestone`.
     HubSpotMilestone,
+    /// `POST /crm/monday/webhooks/{token}`: Monday.com board webhooks, translated to the routes
+    /// above (`crate::inbound::monday`).
+    Monday,
 }
 
 impl Route {
-    pub const ALL: [Route; 7] = [
+    pub const ALL: [Route; 8] = [
         Route::Leads,
         Route::Milestone,
         Route::Status,
@@ -271,6 +274,7 @@ impl Route {
         Route::HubSpotLead,
         Route::HubSpotStatus,
         Route::HubSpotMilestone,
+        Route::Monday,
     ];
 
     pub fn spec(self) -> &'static RouteSpec {
@@ -304,7 +308,7 @@ pub struct RouteSpec {
     pub function: &'static str,
 }
 
-pub static ROUTES: [RouteSpec; 7] = [
+pub static ROUTES: [RouteSpec; 8] = [
     RouteSpec {
         route: Route::Leads,
         name: "leads",
@@ -353,6 +357,13 @@ pub static ROUTES: [RouteSpec; 7] = [
         method: "POST",
         path: "/crm/hubspot/milestone",
         function: "crm-milestone-to-enerflo",
+    },
+    RouteSpec {
+        route: Route::Monday,
+        name: "monday",
+        method: "POST",
+        path: "/crm/monday/webhooks/{token}",
+        function: "crm-monday-to-enerflo",
     },
 ];
 

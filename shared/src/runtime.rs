@@ -132,6 +132,12 @@ pub fn crm_connector(config: &Config) -> Result<Arc<dyn CrmConnector>, ConfigErr
         crate::config::CrmConnectorKind::Salesforce => {
             return Ok(Arc::new(salesforce_connector(config)?));
         }
+        crate::config::CrmConnectorKind::Monday => {
+            return Err(startup(
+                "CRM_CONNECTOR=monday",
+                "keeps its own cross-references in the state table: build it with crm_connector_with",
+            ));
+        }
         crate::config::CrmConnectorKind::Webhook => {}
     }
     let url = config
@@ -145,6 +151,94 @@ pub fn crm_connector(config: &Config) -> Result<Arc<dyn CrmConnector>, ConfigErr
     let connector = WebhookCrmConnector::new(&url, secret, config.crm_timeout)
         .map_err(|e| startup("CRM HTTP client", e))?;
     Ok(Arc::new(connector))
+}
+
+/// The configured CRM connector, given the ports a connector may keep its own records in (the
+/// Monday.com connector's item cross-references and daily call count).
+pub fn crm_connector_with(
+    config: &Config,
+    ports: &Ports,
+) -> Result<Arc<dyn CrmConnector>, ConfigError> {
+    if config.crm_connector == crate::config::CrmConnectorKind::Monday {
+        let api = monday_api(config, ports)?;
+        return Ok(Arc::new(monday_connector(config, ports, api)?));
+    }
+    crm_connector(config)
+}
+
+/// The Monday.com API client: one per process, shared by every caller so the minute budget, the
+/// complexity reading and a limit's pause hold for all of them; the daily call count lives in
+/// the state table, shared by every process.
+pub fn monday_api(
+    config: &Config,
+    ports: &Ports,
+) -> Result<Arc<crate::crm::monday::api::MondayApi>, ConfigError> {
+    let token = config
+        .monday
+        .api_token
+        .clone()
+        .ok_or_else(|| startup("MONDAY_API_TOKEN", "is required for CRM_CONNECTOR=monday"))?;
+    let api = crate::crm::monday::api::MondayApi::new(
+        &config.monday.api_url,
+        token,
+        &config.monday.api_version,
+        config.crm_timeout,
+        config.monday.minute_budget,
+        Some(crate::crm::monday::api::DailyBudget {
+            counter: ports.log.clone(),
+            limit: config.monday.daily_call_budget,
+        }),
+    )
+    .map_err(|e| startup("Monday.com HTTP client", e))?;
+    Ok(Arc::new(api))
+}
+
+/// Profile object -> Monday board id, every problem named.
+pub fn monday_boards(
+    config: &Config,
+) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    let profile = config
+        .crm_profile
+        .clone()
+        .ok_or_else(|| startup("CRM_MAPPING_FILE", "no mapping profile loaded"))?;
+    let mut boards = std::collections::BTreeMap::new();
+    let mut problems = Vec::new();
+    for object in profile.objects() {
+        match config.monday_board(&object) {
+            Ok(id) => {
+                boards.insert(object, id);
+            }
+            Err(why) if !problems.contains(&why) => problems.push(why),
+            Err(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(boards)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+pub fn monday_connector(
+    config: &Config,
+    ports: &Ports,
+    api: Arc<crate::crm::monday::api::MondayApi>,
+) -> Result<crate::crm::MondayConnector, ConfigError> {
+    let profile = config
+        .crm_profile
+        .clone()
+        .ok_or_else(|| startup("CRM_MAPPING_FILE", "no mapping profile loaded"))?;
+    Ok(crate::crm::MondayConnector::new(
+        api,
+        profile,
+        monday_boards(config)?,
+        config.fields.milestone_keys.clone(),
+        crate::crm::monday::MondayStores {
+            xref: ports.xref.clone(),
+            state: ports.state.clone(),
+            claims: ports.claims.clone(),
+        },
+    ))
 }
 
 /// The HubSpot API client: one per process, shared by every caller so the 10-second budget and
@@ -303,7 +397,9 @@ pub fn hubspot_workflow(
         Route::HubSpotLead => Action::Lead,
         Route::HubSpotStatus => Action::Status,
         Route::HubSpotMilestone => Action::Milestone,
-        Route::Leads | Route::Milestone | Route::Status | Route::Note => return None,
+        Route::Leads | Route::Milestone | Route::Status | Route::Note | Route::Monday => {
+            return None;
+        }
     };
     Some(Arc::new(WorkflowRoute {
         action,
@@ -448,6 +544,64 @@ pub fn inbound_route(
             };
             hubspot_workflow(route, config, ports, canonical.clone()).unwrap_or(canonical)
         }
+        Route::Monday => monday_route(config, ports, enerflo, None),
+    }
+}
+
+/// `POST /crm/monday/webhooks/{token}`, wired from configuration: Monday.com board webhooks
+/// through the four canonical routes. `api` is the process's Monday client when it has one
+/// already (the local runner shares the connector's); else one is built when
+/// `MONDAY_API_TOKEN` is set. Without a profile (another connector) it answers 404.
+pub fn monday_route(
+    config: &Config,
+    ports: &Ports,
+    enerflo: Arc<dyn EnerfloApi>,
+    api: Option<Arc<crate::crm::monday::api::MondayApi>>,
+) -> Arc<dyn crate::http::router::InboundRoute> {
+    let profile = match (&config.crm_profile, config.crm_connector) {
+        (Some(p), crate::config::CrmConnectorKind::Monday) => p.clone(),
+        _ => return Arc::new(NotServed),
+    };
+    let api = api.or_else(|| {
+        config
+            .monday
+            .api_token
+            .as_ref()
+            .and_then(|_| monday_api(config, ports).ok())
+    });
+    let boards = match monday_boards(config) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "the Monday.com webhook route has no boards; it answers 404");
+            return Arc::new(NotServed);
+        }
+    };
+    Arc::new(crate::inbound::monday::MondayWebhookRoute {
+        tokens: config.monday.webhook_tokens.clone(),
+        signing_secret: config.monday.signing_secret.clone(),
+        api,
+        profile,
+        boards,
+        state: ports.state.clone(),
+        claims: ports.claims.clone(),
+        leads: leads_route(config, ports, enerflo.clone()),
+        status: status_route(config, ports, enerflo.clone()),
+        milestone: milestone_route(config, ports, enerflo.clone()),
+        notes: notes_route(config, ports, enerflo),
+    })
+}
+
+/// A route this configuration does not serve: 404, as an unknown path.
+struct NotServed;
+
+#[async_trait::async_trait]
+impl crate::http::router::InboundRoute for NotServed {
+    async fn handle(
+        &self,
+        _req: &crate::http::HttpRequest,
+        _params: &crate::http::router::RouteParams,
+    ) -> crate::http::HttpResponse {
+        crate::http::Problem::not_found().into_response()
     }
 }
 

@@ -41,6 +41,10 @@ pub const LOCAL_WEBHOOK_TOKEN: &str = "local-webhook-token";
 pub const LOCAL_CRM_TOKEN: &str = "local-crm-token";
 /// The private app token of the local HubSpot sandbox (`CRM_CONNECTOR=hubspot` without a token).
 pub const SANDBOX_HUBSPOT_TOKEN: &str = "pat-local-sandbox-0000";
+/// The API token of the local Monday.com sandbox (`CRM_CONNECTOR=monday` without a token).
+pub const SANDBOX_MONDAY_TOKEN: &str = "monday-local-sandbox-0000";
+/// Used when `MONDAY_WEBHOOK_TOKEN` is unset locally: the path token of the Monday webhook route.
+pub const LOCAL_MONDAY_WEBHOOK_TOKEN: &str = "local-monday-webhook-token";
 const SANDBOX_API_KEY: &str = "sandbox-api-key";
 
 pub use enerflo_sync::runtime::CONSUMER_STAGES;
@@ -59,6 +63,8 @@ pub struct Runner {
     pub hubspot: Option<Arc<fakes::hubspot::HubSpotFake>>,
     /// The local Salesforce sandbox, when `CRM_CONNECTOR=salesforce` has no login URL.
     pub salesforce: Option<Arc<fakes::salesforce::SalesforceFake>>,
+    /// The local Monday.com sandbox, when `CRM_CONNECTOR=monday` has no token.
+    pub monday: Option<Arc<fakes::monday::MondayFake>>,
     pub webhook_token: String,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -158,6 +164,27 @@ pub async fn start_with_enerflo(
     } else {
         None
     };
+    if config.crm_connector == CrmConnectorKind::Monday && config.monday.webhook_tokens.is_empty() {
+        config.monday.webhook_tokens = SecretSet::parse(LOCAL_MONDAY_WEBHOOK_TOKEN);
+    }
+    let monday =
+        if config.crm_connector == CrmConnectorKind::Monday && config.monday.api_token.is_none() {
+            config.monday.api_token = Some(Secret::new(SANDBOX_MONDAY_TOKEN));
+            config.monday.api_url = format!("{base}/sandbox/monday/v2");
+            let fake = fakes::monday::MondayFake::new(fakes::monday::FakeOptions {
+                token: SANDBOX_MONDAY_TOKEN.into(),
+                ..fakes::monday::FakeOptions::default()
+            });
+            if let Some(profile) = &config.crm_profile {
+                // What `enerflo-sync-ops monday setup` would create on a real account.
+                let (customers, projects) = fakes::monday::seed_profile(&fake, profile);
+                config.monday.customers_board = Some(customers.to_string());
+                config.monday.projects_board = Some(projects.to_string());
+            }
+            Some(fake)
+        } else {
+            None
+        };
     let inbox =
         if config.crm_connector == CrmConnectorKind::Webhook && config.crm_webhook_url.is_none() {
             let secret = match config.crm_webhook_secret.clone() {
@@ -219,15 +246,22 @@ pub async fn start_with_enerflo(
         Some(client) => client,
         None => runtime::enerflo_client(&config)?,
     };
-    // With HubSpot, one API client (one 10-second budget) for the connector and the notes poll.
+    // With HubSpot, one API client (one 10-second budget) for the connector and the notes poll;
+    // with Monday.com, one client for the connector and the webhook route (one view of the budgets).
     let hubspot_api = if config.crm_connector == CrmConnectorKind::HubSpot {
         Some(runtime::hubspot_api(&config)?)
     } else {
         None
     };
-    let crm: Arc<dyn CrmConnector> = match &hubspot_api {
-        Some(api) => Arc::new(runtime::hubspot_connector_with(&config, api.clone())?),
-        None => runtime::crm_connector(&config)?,
+    let monday_api = if config.crm_connector == CrmConnectorKind::Monday {
+        Some(runtime::monday_api(&config, &ports)?)
+    } else {
+        None
+    };
+    let crm: Arc<dyn CrmConnector> = match (&hubspot_api, &monday_api) {
+        (Some(api), _) => Arc::new(runtime::hubspot_connector_with(&config, api.clone())?),
+        (_, Some(api)) => Arc::new(runtime::monday_connector(&config, &ports, api.clone())?),
+        _ => runtime::crm_connector_with(&config, &ports)?,
     };
     let (leads, milestones, status) = (
         runtime::leads_route(&config, &ports, enerflo.clone()),
@@ -245,6 +279,12 @@ pub async fn start_with_enerflo(
         status: Some(status.clone()),
         hubspot: runtime::hubspot_routes(&config),
         calls: Some(ports.call_log(&config)),
+        monday: Some(runtime::monday_route(
+            &config,
+            &ports,
+            enerflo.clone(),
+            monday_api.clone(),
+        )),
     };
     // POST /crm/hubspot/{lead|status|milestone}: the same handlers behind HubSpot's workflows.
     for (route, canonical) in [
@@ -287,6 +327,20 @@ pub async fn start_with_enerflo(
     }
     if let Some(sf) = &salesforce {
         app = app.nest("/sandbox/salesforce", sf.router());
+    }
+    if let Some(m) = &monday {
+        app = app.nest("/sandbox/monday", m.router());
+        // Like `monday setup`, the sandbox's boards send their webhooks to this runner.
+        if let (Some(profile), Some(token)) =
+            (&config.crm_profile, config.monday.webhook_tokens.first())
+        {
+            let boards = runtime::monday_boards(&config)?
+                .into_iter()
+                .filter_map(|(o, id)| Some((o, id.parse::<u64>().ok()?)))
+                .collect();
+            let url = format!("{base}/crm/monday/webhooks/{}", token.expose());
+            fakes::monday::seed_webhooks(m, profile, &boards, &url);
+        }
     }
     let app = app
         .fallback(move |req: axum::extract::Request| serve(state.clone(), req))
@@ -331,6 +385,7 @@ pub async fn start_with_enerflo(
         inbox,
         hubspot,
         salesforce,
+        monday,
         webhook_token,
         shutdown,
         tasks,
@@ -365,6 +420,14 @@ impl Runner {
                 "  CRM:             Salesforce sandbox; its records: {} (JSON: {})",
                 self.url("/sandbox/salesforce"),
                 self.url("/sandbox/salesforce/_fake/records.json")
+            );
+            return;
+        }
+        if self.monday.is_some() {
+            println!(
+                "  CRM:             Monday.com sandbox; its boards: {} (webhooks to POST {})",
+                self.url("/sandbox/monday/_fake/state.json"),
+                self.url("/crm/monday/webhooks/<MONDAY_WEBHOOK_TOKEN>")
             );
             return;
         }

@@ -4,5 +4,6 @@
 //! `CRM_CONNECTOR=hubspot`.
 
 pub mod hubspot;
+pub mod monday;
 
 pub use enerflo_sync::ops::*;

@@ -7,7 +7,7 @@ use enerflo_sync::classify::Stage;
 use enerflo_sync::config::Config;
 use enerflo_sync_ops::{
     Backend, Filter, entity_report, event_rerun, event_show, event_summary, hubspot,
-    list_dead_letters, parse_time, replay,
+    list_dead_letters, monday, parse_time, replay,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -49,6 +49,26 @@ enum Command {
     Hubspot {
         #[command(subcommand)]
         action: HubspotAction,
+    },
+    /// The Monday.com boards of CRM_CONNECTOR=monday (implied here; reads MONDAY_* like the functions).
+    Monday {
+        #[command(subcommand)]
+        action: MondayAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MondayAction {
+    /// Check the boards and columns the profile names (types included) and the status labels;
+    /// with --create make what is missing, with --webhook-url create the board webhooks. Changes
+    /// no existing column; exits 1 when anything is wrong or missing.
+    Setup {
+        /// Create missing columns and status labels.
+        #[arg(long)]
+        create: bool,
+        /// The public base URL Monday calls (the API's URL): create the board webhooks under it.
+        #[arg(long)]
+        webhook_url: Option<String>,
     },
 }
 
@@ -151,6 +171,29 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Monday {
+        action: MondayAction::Setup {
+            create,
+            webhook_url,
+        },
+    } = &cli.command
+    {
+        let config = monday::config_from(|k| std::env::var(k).ok())?;
+        let options = monday::SetupOptions {
+            create: *create,
+            webhook_url: webhook_url.clone(),
+        };
+        let report = monday::setup(&config, &options).await?;
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        } else {
+            print!("{}", report.to_text());
+        }
+        if report.has_problems() {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let backend = match &cli.data_dir {
         Some(dir) => Backend::local(dir)?,
         None => Backend::aws(&Config::from_env()?).await?,
@@ -233,7 +276,9 @@ async fn main() -> anyhow::Result<()> {
             v["raw_body"] = serde_json::Value::String(e.raw_body);
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
-        Command::Hubspot { .. } => unreachable!("handled before a backend is built"),
+        Command::Hubspot { .. } | Command::Monday { .. } => {
+            unreachable!("handled before a backend is built")
+        }
         Command::Event {
             action: EventAction::Rerun { dedupe_key },
         } => {

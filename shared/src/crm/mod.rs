@@ -4,6 +4,7 @@
 //! [`Config`]: crate::config::Config
 
 pub mod hubspot;
+pub mod monday;
 pub mod profile;
 pub mod salesforce;
 pub mod signature;
@@ -17,6 +18,7 @@ use crate::canonical::CrmEvent;
 use crate::error::{RemoteAnswer, SyncError};
 
 pub use hubspot::HubSpotConnector;
+pub use monday::MondayConnector;
 pub use salesforce::SalesforceConnector;
 pub use webhook::WebhookCrmConnector;
 

@@ -69,6 +69,9 @@ pub struct Router {
     pub hubspot: HubSpotRoutes,
     /// Where every authenticated `/crm/*` call is recorded (`None`: nowhere).
     pub calls: Option<Arc<CallLog>>,
+    /// `POST /crm/monday/webhooks/{token}`: authenticated by its path token (and Monday's JWT)
+    /// in the route itself, not by the bearer.
+    pub monday: Option<Arc<dyn InboundRoute>>,
 }
 
 impl Router {
@@ -99,6 +102,7 @@ impl Router {
             Route::HubSpotLead => &mut self.hubspot.lead,
             Route::HubSpotStatus => &mut self.hubspot.status,
             Route::HubSpotMilestone => &mut self.hubspot.milestone,
+            Route::Monday => &mut self.monday,
         };
         *slot = Some(handler);
     }
@@ -118,6 +122,19 @@ impl Router {
             return ingest.handle(&req, token).await;
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if let ["crm", "monday", "webhooks", token] = segments.as_slice()
+            && !token.is_empty()
+        {
+            let Some(route) = &self.monday else {
+                return Problem::not_found().into_response();
+            };
+            if let Some(limit) = self.max_body_bytes
+                && req.body.len() > limit
+            {
+                return Problem::too_large(limit).into_response();
+            }
+            return route.handle(&req, &RouteParams::default()).await;
+        }
         if let ["crm", "hubspot", action] = segments.as_slice() {
             return self.handle_hubspot(action, req).await;
         }
@@ -411,5 +428,28 @@ mod tests {
             let answer = router(None).handle(lead_request(token, b"{}")).await;
             assert_eq!(answer.status.as_u16(), status, "{token}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_monday_webhook_route_needs_no_bearer_and_is_404_when_not_served() {
+        let mut r = router(Some(1024));
+        let req = |path: &str| HttpRequest {
+            method: Method::POST,
+            path: path.into(),
+            query: None,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::from_static(b"{}"),
+        };
+        let not_served = r.handle(req("/crm/monday/webhooks/tok")).await;
+        assert_eq!(not_served.status.as_u16(), 404);
+        r.monday = Some(Arc::new(Accepts));
+        let served = r.handle(req("/crm/monday/webhooks/tok")).await;
+        assert_eq!(
+            served.status.as_u16(),
+            200,
+            "the route checks its own path token"
+        );
+        let empty = r.handle(req("/crm/monday/webhooks/")).await;
+        assert_eq!(empty.status.as_u16(), 404);
     }
 }

@@ -47,6 +47,19 @@ pub enum StateKey {
     LastWrite(Direction, EchoTarget),
     /// The HubSpot notes poll: how far it has read (`hubspot-notes#watermark`), and its lease.
     HubSpotNotesWatermark,
+    /// Monday.com: the item of a board found by an external id column's value, our own
+    /// cross-reference of it (`monday-item#<board>:<column>:<value>`); also its creation lease.
+    MondayItem {
+        board: String,
+        column: String,
+        value: String,
+    },
+    /// Monday.com: the column values we last wrote to an item (`monday-wrote#<item>`), what its
+    /// webhooks are compared with to recognise our own writes.
+    MondayWrites(String),
+    /// Monday.com: the update we posted on an item for a note key
+    /// (`monday-update#<item>:<key>`).
+    MondayUpdate { item: String, key: String },
 }
 
 use super::echo::Direction;
@@ -83,6 +96,13 @@ impl fmt::Display for StateKey {
             Self::LastWrite(Direction::ToEnerflo, target) => write!(f, "written#{target}"),
             Self::LastWrite(Direction::ToCrm, target) => write!(f, "pushed#{target}"),
             Self::HubSpotNotesWatermark => f.write_str("hubspot-notes#watermark"),
+            Self::MondayItem {
+                board,
+                column,
+                value,
+            } => write!(f, "monday-item#{board}:{column}:{value}"),
+            Self::MondayWrites(item) => write!(f, "monday-wrote#{item}"),
+            Self::MondayUpdate { item, key } => write!(f, "monday-update#{item}:{key}"),
         }
     }
 }
@@ -166,6 +186,22 @@ mod tests {
             ),
             (StateKey::CrmNote("c5".into()), "note#crm:c5"),
             (StateKey::CrmNoteClaim("c5".into()), "note#c5"),
+            (
+                StateKey::MondayItem {
+                    board: "111".into(),
+                    column: "enerflo_deal_id".into(),
+                    value: "d1".into(),
+                },
+                "monday-item#111:enerflo_deal_id:d1",
+            ),
+            (StateKey::MondayWrites("222".into()), "monday-wrote#222"),
+            (
+                StateKey::MondayUpdate {
+                    item: "222".into(),
+                    key: "41".into(),
+                },
+                "monday-update#222:41",
+            ),
             (
                 StateKey::NoteInFlight(Direction::ToEnerflo, 7),
                 "note#writing:install:7",

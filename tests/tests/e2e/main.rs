@@ -9,6 +9,7 @@ mod hubspot;
 mod leads;
 mod load;
 mod milestone;
+mod monday;
 mod notes;
 mod project;
 mod salesforce;
