@@ -20,6 +20,7 @@ pub mod lambda;
 pub mod mapping;
 pub mod pipeline;
 pub mod queue;
+pub mod reconcile;
 pub mod registry;
 pub mod retry;
 pub mod runtime;
