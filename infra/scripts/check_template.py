@@ -40,7 +40,9 @@ secrets and least privilege):
                    (enerflo-webhook) has <ENV_PREFIX>_QUEUE_URL of every stage and may SendMessage
                    to every stage queue. Every inbound route has exactly one function building its
                    `function`, with an HttpApi event of its method and path. No function builds a
-                   binary the registry does not list (enerflo-webhook aside), no queue is other than
+                   binary the registry does not list (enerflo-webhook and enerflo-reconcile aside;
+                   enerflo-reconcile is built once, targeted by an AWS::Events::Rule with a
+                   ScheduleExpression and invocable by events.amazonaws.com), no queue is other than
                    a stage's queue or DLQ, and no *_QUEUE_URL / *_DLQ_URL variable names a prefix
                    the registry does not list.
 
@@ -138,6 +140,9 @@ def load_template(path: str) -> dict[str, Any]:
 
 REGISTRY_PATH = os.path.join("infra", "stages.json")
 WEBHOOK_BINARY = "enerflo-webhook"
+# The scheduled reconciliation sweep (shared/src/reconcile): no stage of its own; like the webhook
+# it only sends to stage queues (role-scope), and it must be on a schedule.
+RECONCILE_BINARY = "enerflo-reconcile"
 
 
 @dataclass(frozen=True)
@@ -906,7 +911,7 @@ class Checker:
                 )
             else:
                 builders.setdefault(binary, []).append(function_id)
-        known = registry.binaries() | {WEBHOOK_BINARY}
+        known = registry.binaries() | {WEBHOOK_BINARY, RECONCILE_BINARY}
         for binary, ids in builders.items():
             if binary not in known:
                 self.record(
@@ -1027,6 +1032,9 @@ class Checker:
                 else f"{function_id} has no HttpApi event {wanted} (it has {routes or 'none'})",
             )
 
+        if RECONCILE_BINARY in builders:
+            self.check_sweep_schedule(builders)
+
         for queue_id in self.resources:
             if self.rtype(queue_id) == "AWS::SQS::Queue" and queue_id not in owner:
                 self.record(
@@ -1047,6 +1055,46 @@ class Checker:
                         f"no registry stage has env_prefix {match.group(1)} (known: "
                         f"{', '.join(sorted(prefixes))})",
                     )
+
+
+    def check_sweep_schedule(self, builders: dict[str, list[str]]) -> None:
+        """The sweep's function is built once, an EventBridge rule with a ScheduleExpression
+        targets it, and a Lambda permission lets events.amazonaws.com invoke it."""
+        where = f"sweep {RECONCILE_BINARY}"
+        function_id = self.sole_builder(RECONCILE_BINARY, builders, where)
+        if function_id is None:
+            return
+        scheduled = [
+            rule_id
+            for rule_id in self.resources
+            if self.rtype(rule_id) == "AWS::Events::Rule"
+            and "ScheduleExpression" in self.props(rule_id)
+            and any(
+                self.target(_mapping(t).get("Arn")) == function_id
+                for t in _list(self.props(rule_id).get("Targets"))
+            )
+        ]
+        permitted = [
+            perm_id
+            for perm_id in self.resources
+            if self.rtype(perm_id) == "AWS::Lambda::Permission"
+            and self.target(self.props(perm_id).get("FunctionName")) == function_id
+            and self.scalar(self.props(perm_id).get("Principal")) == "events.amazonaws.com"
+        ]
+        problems = []
+        if not scheduled:
+            problems.append(f"no AWS::Events::Rule with a ScheduleExpression targets {function_id}")
+        if not permitted:
+            problems.append(
+                f"no AWS::Lambda::Permission lets events.amazonaws.com invoke {function_id}"
+            )
+        self.record(
+            "stage-registry",
+            where,
+            not problems,
+            "; ".join(problems)
+            or f"{function_id} runs on {', '.join(scheduled)} (invoked through {', '.join(permitted)})",
+        )
 
 
 # --------------------------------------------------------------------------------------------
