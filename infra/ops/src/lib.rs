@@ -3,6 +3,8 @@
 //! cross-references and recent events, and re-run one event from the event log. Works against
 //! AWS (or moto, via `AWS_ENDPOINT_URL`) and against a stopped local runner's `DATA_DIR`.
 
+pub mod backfill;
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -116,7 +116,7 @@ impl Cursor {
 }
 
 /// How far a run is, for progress bars.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     pub phase: Phase,
     pub page: u64,

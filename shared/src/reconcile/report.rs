@@ -53,7 +53,8 @@ impl From<&Drift> for Example {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Report {
     /// The pass's name: `sweep` (scheduled) or `backfill`.
     pub name: String,

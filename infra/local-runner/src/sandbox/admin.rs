@@ -11,6 +11,7 @@
 //! | `POST /admin/installs/{id}/milestones/{milestone}` `{"completed_date": "2025-03-01"}` (and/or `start_date`, `null` clears) | a user sets milestone dates: `project_milestone_updated` fires |
 //! | `POST /admin/customers/{id}` `{"email": "...", "city": "..."}` | a user edits a customer: `update_customer` fires |
 //! | `POST /admin/seed` `{"records": 50}` | reseeds the fake installs and customers (`seed.rs`) |
+//! | `POST /admin/latency` `{"ms": 500}` | every list answer takes that long (a slow Enerflo; 0 undoes it) |
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ pub fn routes() -> axum::Router<Arc<Sandbox>> {
         )
         .route("/customers/{customer_id}", post(customer))
         .route("/seed", post(seed))
+        .route("/latency", post(latency))
 }
 
 fn unprocessable(message: String) -> Response {
@@ -165,4 +167,13 @@ async fn seed(State(sb): State<Arc<Sandbox>>, body: bytes::Bytes) -> Response {
     };
     sb.seed(n as usize);
     Json(json!({"records": n})).into_response()
+}
+
+async fn latency(State(sb): State<Arc<Sandbox>>, body: bytes::Bytes) -> Response {
+    let body = object(&body);
+    let Some(ms) = body.get("ms").and_then(value_to_u64).filter(|ms| *ms <= 60_000) else {
+        return unprocessable("`ms` must be a whole number of milliseconds up to 60000".into());
+    };
+    sb.set_list_latency(ms);
+    Json(json!({"ms": ms})).into_response()
 }

@@ -227,6 +227,7 @@ async fn list_installs(
     if let Some(resp) = sb.reject(&headers, call) {
         return resp;
     }
+    sb.list_latency().await;
     let Ok(model) = sb.model.lock() else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };

@@ -243,6 +243,7 @@ async fn list_customers(
     if let Some(resp) = sb.reject(&headers, call) {
         return resp;
     }
+    sb.list_latency().await;
     let mut customers: Vec<Value> = sb
         .model
         .lock()

@@ -48,6 +48,8 @@ pub struct Sandbox {
     webhook_url: Mutex<Option<String>>,
     /// Webhooks being "lost" on command (`admin.rs`).
     webhooks: Mutex<WebhookLoss>,
+    /// How long the list endpoints take to answer (`admin.rs`: a slow Enerflo).
+    list_latency_ms: std::sync::atomic::AtomicU64,
     http: reqwest::Client,
     pub fields: enerflo_sync::config::EnerfloFields,
 }
@@ -63,6 +65,7 @@ impl Sandbox {
             calls: Mutex::new(Vec::new()),
             webhook_url: Mutex::new(None),
             webhooks: Mutex::new(WebhookLoss::default()),
+            list_latency_ms: std::sync::atomic::AtomicU64::new(0),
             http: reqwest::Client::new(),
             fields,
         })
@@ -151,6 +154,19 @@ impl Sandbox {
                 &self.fields.milestone_start_field,
                 &self.fields.milestone_completed_field,
             );
+        }
+    }
+
+    /// Makes every list answer (`GET /api/v3/installs`, `GET /api/v1/customers`) take `ms`.
+    pub fn set_list_latency(&self, ms: u64) {
+        self.list_latency_ms
+            .store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    async fn list_latency(&self) {
+        let ms = self.list_latency_ms.load(std::sync::atomic::Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
     }
 
