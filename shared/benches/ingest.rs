@@ -1,4 +1,4 @@
-//! DESIGN 6: the webhook ingest path, in process and without the queue's network call, should cost
+//! docs/design.md 6: the webhook ingest path, in process and without the queue's network call, should cost
 //! within 2x of just parsing the JSON body.
 //!
 //! - `parse_json`: `serde_json::from_slice::<Value>` of the fixture body, nothing else.
@@ -305,7 +305,7 @@ fn bench_interleaved(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         let null = median(&mut split.null_store);
         let emb = median(&mut split.embedded);
         println!(
-            "ingest/interleaved medians over {} samples: parse_json {:.1} µs; webhook_null_store {:.1} µs = {:.2}x; webhook_embedded {:.1} µs = {:.2}x (DESIGN 6 budget: 2x)",
+            "ingest/interleaved medians over {} samples: parse_json {:.1} µs; webhook_null_store {:.1} µs = {:.2}x; webhook_embedded {:.1} µs = {:.2}x (docs/design.md 6 budget: 2x)",
             split.parse.len(),
             parse * 1e6,
             null * 1e6,

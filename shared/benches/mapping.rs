@@ -1,4 +1,4 @@
-//! DESIGN 6: mapping the largest real `deal.projectSubmitted` (73 KB) to a CRM event takes under
+//! docs/design.md 6: mapping the largest real `deal.projectSubmitted` (73 KB) to a CRM event takes under
 //! 1 ms. Measured: body bytes -> typed payload in one pass (as the project stage does) -> `map_project` (hydrated with an
 //! install) + `project_refs` -> `CrmEvent` -> `serde_json::to_vec`, for the ~9.5 KB fixture and for
 //! a ~73 KB variant synthesized from it (more arrays in both designs, adders and files).
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/enerflo/v2-deal.projectSubmitted.json");
 
-/// The size DESIGN 6 names: the largest real delivery seen.
+/// The size docs/design.md 6 names: the largest real delivery seen.
 const TARGET_BYTES: usize = 73 * 1024;
 /// Roof arrays, adders and files that bring the fixture to about `TARGET_BYTES` as compact JSON.
 const ARRAYS: usize = 30;

@@ -1,4 +1,4 @@
-//! Canonical records: the CRM-facing shapes of DESIGN 3.3, independent of Enerflo's payload
+//! Canonical records: the CRM-facing shapes of docs/design.md 3.3, independent of Enerflo's payload
 //! generations. Unknown or missing source fields are `None` (serialised as `null`), never invented.
 
 use serde::{Deserialize, Serialize};
@@ -42,14 +42,14 @@ impl CrmEventType {
 pub struct EnerfloRefs {
     pub customer_id: Option<u64>,
     pub customer_uuid: Option<String>,
-    /// Always the v2 deal UUID (DESIGN 3.5).
+    /// Always the v2 deal UUID (docs/design.md 3.5).
     pub deal_id: Option<String>,
     pub install_id: Option<u64>,
     /// The v1 survey ("deal") number, when known.
     pub survey_id: Option<u64>,
 }
 
-/// One event POSTed to the CRM connector (DESIGN 3.3).
+/// One event POSTed to the CRM connector (docs/design.md 3.3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CrmEvent {
     #[serde(rename = "type")]
@@ -153,7 +153,7 @@ pub struct Pricing {
 }
 
 /// A file reference: name and source step only. Enerflo's URLs are short-lived pre-signed links
-/// (PEER_LESSONS 14) and are never handed to the CRM as if permanent.
+/// (docs/peer-lessons.md 14) and are never handed to the CRM as if permanent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FileRef {
     pub name: Option<String>,

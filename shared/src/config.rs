@@ -1,6 +1,6 @@
 //! Configuration: one typed struct, read from the environment once at start-up and validated.
 //! A missing or malformed value stops start-up with a message naming the variable. The same
-//! names work in Lambda and in the local runner (DESIGN 3.4).
+//! names work in Lambda and in the local runner (docs/design.md 3.4).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ pub enum CrmConnectorKind {
     HubSpot,
 }
 
-/// `HUBSPOT_*`: the native HubSpot connector (DESIGN 3.6).
+/// `HUBSPOT_*`: the native HubSpot connector (docs/design.md 3.6).
 #[derive(Clone, Debug)]
 pub struct HubSpotSettings {
     /// `HUBSPOT_ACCESS_TOKEN`, a private app token. Required in Lambda; locally, without it the
@@ -94,7 +94,7 @@ pub struct StageQueueUrls {
     pub dlq_url: String,
 }
 
-/// Enerflo field names that are undocumented (ENERFLO_API.md section 6): the request bodies we
+/// Enerflo field names that are undocumented (docs/enerflo-api.md 6): the request bodies we
 /// send for milestones, statuses and notes, and the candidate paths we read from events whose
 /// shape is unknown. Kept in one place and overridable by environment, each a comma-separated
 /// list where several candidates are tried in order.
@@ -197,8 +197,8 @@ impl Default for EnerfloFields {
 }
 
 /// The undocumented parts of `POST /api/v1/partner/action/lead/add` and of the customer events
-/// (ENERFLO_API.md 2.1, 3.7): names of the optional lead/add fields, where its answer carries the
-/// customer id, and where customer events carry the lead owner. Empty names send nothing.
+/// (docs/enerflo-api.md 2.1, 3.7): names of the optional lead/add fields, where its answer carries
+/// the customer id, and where customer events carry the lead owner. Empty names send nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeadFields {
     /// `ENERFLO_LEAD_NOTES_FIELD` (inside `lead`): the note text.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod consumer;
 pub mod crm;
 pub mod deadline;
+pub mod embedded_db;
 pub mod enerflo;
 pub mod error;
 pub mod hashing;

@@ -1,7 +1,7 @@
 //! `deal.projectSubmitted` -> canonical `Project`, driven by the captured sample payload
 //! (`tests/fixtures/enerflo/v2-deal.projectSubmitted.json`) and hand-made variants of it.
 //!
-//! Each variant edits the fixture the way Enerflo's payloads drift (DESIGN 4, tolerant reader):
+//! Each variant edits the fixture the way Enerflo's payloads drift (docs/design.md 4, tolerant reader):
 //! the design the mapping reads is `proposal.pricingOutputs.design`, falling back to the top-level
 //! `design`, so design edits are applied to both.
 

@@ -2,6 +2,7 @@
 //! durable store and queue (redb under `DATA_DIR`). With no Enerflo credentials it serves an
 //! Enerflo sandbox at `/sandbox/enerflo`; with no CRM URL a CRM inbox at `/crm-inbox`.
 
+pub mod fakes;
 pub mod inbox;
 pub mod reconcile;
 pub mod sandbox;
@@ -15,7 +16,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use enerflo_sync::classify::Stage;
-use enerflo_sync::config::{Config, SigningSecret};
+use enerflo_sync::config::{Config, CrmConnectorKind, SigningSecret};
 use enerflo_sync::consumer::{Consumer, Disposition};
 use enerflo_sync::crm::CrmConnector;
 use enerflo_sync::enerflo::EnerfloApi;
@@ -34,6 +35,8 @@ pub use sandbox::Sandbox;
 /// are required).
 pub const LOCAL_WEBHOOK_TOKEN: &str = "local-webhook-token";
 pub const LOCAL_CRM_TOKEN: &str = "local-crm-token";
+/// The private app token of the local HubSpot sandbox (`CRM_CONNECTOR=hubspot` without a token).
+pub const SANDBOX_HUBSPOT_TOKEN: &str = "pat-local-sandbox-0000";
 const SANDBOX_API_KEY: &str = "sandbox-api-key";
 
 pub use enerflo_sync::runtime::CONSUMER_STAGES;
@@ -49,6 +52,8 @@ pub struct Runner {
     /// per-minute budget).
     pub reconciler: Arc<enerflo_sync::reconcile::Reconciler>,
     jobs: Arc<reconcile::Jobs>,
+    /// The local HubSpot sandbox, when `CRM_CONNECTOR=hubspot` has no token.
+    pub hubspot: Option<Arc<fakes::hubspot::HubSpotFake>>,
     pub webhook_token: String,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -107,29 +112,47 @@ pub async fn start_with_enerflo(
     } else {
         None
     };
-    let inbox = if config.crm_webhook_url.is_none() {
-        let secret = match config.crm_webhook_secret.clone() {
-            Some(s) => s,
-            None => {
-                let key: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
-                let text = format!(
-                    "whsec_{}",
-                    base64::engine::general_purpose::STANDARD.encode(key)
-                );
-                SigningSecret::parse(&text).map_err(anyhow::Error::msg)?
-            }
-        };
-        config.crm_webhook_url = Some(format!("{base}/crm-inbox/events"));
-        config.crm_webhook_secret = Some(secret.clone());
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("DATA_DIR {}", config.data_dir.display()))?;
-        Some(Inbox::new(
-            secret,
-            Some(config.data_dir.join("crm-inbox.jsonl")),
-        ))
+    let hubspot = if config.crm_connector == CrmConnectorKind::HubSpot
+        && config.hubspot.access_token.is_none()
+    {
+        config.hubspot.access_token = Some(Secret::new(SANDBOX_HUBSPOT_TOKEN));
+        config.hubspot.base_url = format!("{base}/sandbox/hubspot");
+        let fake = fakes::hubspot::HubSpotFake::new(fakes::hubspot::FakeOptions {
+            token: SANDBOX_HUBSPOT_TOKEN.into(),
+            ..fakes::hubspot::FakeOptions::default()
+        });
+        if let Some(profile) = &config.crm_profile {
+            // What `enerflo-sync-ops hubspot setup` would create in a real portal.
+            fakes::hubspot::seed_profile(&fake, profile);
+        }
+        Some(fake)
     } else {
         None
     };
+    let inbox =
+        if config.crm_connector == CrmConnectorKind::Webhook && config.crm_webhook_url.is_none() {
+            let secret = match config.crm_webhook_secret.clone() {
+                Some(s) => s,
+                None => {
+                    let key: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
+                    let text = format!(
+                        "whsec_{}",
+                        base64::engine::general_purpose::STANDARD.encode(key)
+                    );
+                    SigningSecret::parse(&text).map_err(anyhow::Error::msg)?
+                }
+            };
+            config.crm_webhook_url = Some(format!("{base}/crm-inbox/events"));
+            config.crm_webhook_secret = Some(secret.clone());
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("DATA_DIR {}", config.data_dir.display()))?;
+            Some(Inbox::new(
+                secret,
+                Some(config.data_dir.join("crm-inbox.jsonl")),
+            ))
+        } else {
+            None
+        };
 
     let store = Arc::new(EmbeddedStore::new(db.clone()));
     let queue = Arc::new(EmbeddedQueue::new(db, CONSUMER_STAGES.iter().copied()));
@@ -209,6 +232,9 @@ pub async fn start_with_enerflo(
     if let Some(ib) = &inbox {
         app = app.nest("/crm-inbox", ib.router());
     }
+    if let Some(hs) = &hubspot {
+        app = app.nest("/sandbox/hubspot", hs.router());
+    }
     let app = app
         .nest("/local", jobs.router())
         .fallback(move |req: axum::extract::Request| serve(state.clone(), req))
@@ -241,6 +267,7 @@ pub async fn start_with_enerflo(
         inbox,
         reconciler,
         jobs,
+        hubspot,
         webhook_token,
         shutdown,
         tasks,
@@ -283,12 +310,21 @@ impl Runner {
             ),
             None => println!("  Enerflo:         {}", self.config.enerflo_base_url),
         }
-        match &self.inbox {
-            Some(_) => println!(
+        match (&self.inbox, &self.hubspot) {
+            (Some(_), _) => println!(
                 "  CRM:             local inbox; see what arrived: GET {}",
                 self.url("/crm-inbox/events")
             ),
-            None => println!(
+            (None, Some(_)) => println!(
+                "  CRM:             HubSpot sandbox; its records: {} (JSON: {})",
+                self.url("/sandbox/hubspot"),
+                self.url("/sandbox/hubspot/_fake/records.json")
+            ),
+            (None, None) if self.config.crm_connector == CrmConnectorKind::HubSpot => println!(
+                "  CRM:             HubSpot at {}",
+                self.config.hubspot.base_url
+            ),
+            (None, None) => println!(
                 "  CRM:             webhook connector -> {}",
                 self.config.crm_webhook_url.as_deref().unwrap_or("")
             ),

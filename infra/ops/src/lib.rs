@@ -2,6 +2,9 @@
 //! replay them (all, by stage, by time range, by entity) to their queue, look up an entity's
 //! cross-references and recent events, and re-run one event from the event log. Works against
 //! AWS (or moto, via `AWS_ENDPOINT_URL`) and against a stopped local runner's `DATA_DIR`.
+//! [`hubspot::setup`] readies a HubSpot portal for `CRM_CONNECTOR=hubspot`.
+
+pub mod hubspot;
 
 pub mod backfill;
 

@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 use enerflo_sync::classify::Stage;
 use enerflo_sync::config::Config;
 use enerflo_sync_ops::{
-    Backend, Filter, entity_report, event_rerun, event_show, event_summary, list_dead_letters,
-    parse_time, replay,
+    Backend, Filter, entity_report, event_rerun, event_show, event_summary, hubspot,
+    list_dead_letters, parse_time, replay,
 };
 use enerflo_sync::reconcile::{SWEEPABLE, parse_since, parse_stages};
 use enerflo_sync_ops::backfill::{Backfill, reconciler, render, run_here, run_on_runner};
@@ -68,6 +68,26 @@ enum Command {
         /// `local-crm-token`).
         #[arg(long)]
         runner_token: Option<String>,
+    },
+    /// The HubSpot portal of CRM_CONNECTOR=hubspot (implied here; reads HUBSPOT_* like the functions).
+    Hubspot {
+        #[command(subcommand)]
+        action: HubspotAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum HubspotAction {
+    /// Create the `enerflo` property group and the profile's properties, check the pipeline and
+    /// its stages, and print each workflow's webhook. Changes no existing property; exits 1 when
+    /// anything is wrong.
+    Setup {
+        /// Create nothing; list what would be created.
+        #[arg(long)]
+        dry_run: bool,
+        /// The public base URL HubSpot calls (default HUBSPOT_PUBLIC_URL).
+        #[arg(long)]
+        public_url: Option<String>,
     },
 }
 
@@ -158,6 +178,29 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| "local-crm-token".into());
         return backfill_command(&cli, &backfill, runner.as_deref(), &token).await;
     }
+    if let Command::Hubspot {
+        action: HubspotAction::Setup {
+            dry_run,
+            public_url,
+        },
+    } = &cli.command
+    {
+        let config = hubspot::config_from(|k| std::env::var(k).ok())?;
+        let options = hubspot::SetupOptions {
+            dry_run: *dry_run,
+            public_url: public_url.clone(),
+        };
+        let report = hubspot::setup(&config, &options).await?;
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        } else {
+            print!("{}", report.to_text());
+        }
+        if report.has_problems() {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let backend = match &cli.data_dir {
         Some(dir) => Backend::local(dir)?,
         None => Backend::aws(&Config::from_env()?).await?,
@@ -240,7 +283,8 @@ async fn main() -> anyhow::Result<()> {
             v["raw_body"] = serde_json::Value::String(e.raw_body);
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
-        Command::Backfill { .. } => unreachable!("handled above"),
+        Command::Backfill { .. } => unreachable!("handled before a backend is built"),
+        Command::Hubspot { .. } => unreachable!("handled before a backend is built"),
         Command::Event {
             action: EventAction::Rerun { dedupe_key },
         } => {

@@ -260,3 +260,592 @@ async fn dlq_list_replay_entity_and_rerun_work_on_dynamodb_and_sqs() {
     })
     .await;
 }
+
+// ---- hubspot setup, against a small stateful HubSpot (properties, groups, pipelines) ----
+
+mod hubspot_portal {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::{Value, json};
+    use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::any};
+
+    pub const TOKEN: &str = "pat-na1-test-fake-token";
+
+    /// What the portal holds: property groups and property definitions per object, and the deal
+    /// pipelines. Answers like HubSpot's properties and pipelines APIs (docs/crm-connectors.md
+    /// 2.4, 2.7): 404 for a missing property, 409 for a name that exists, 401 for another token.
+    #[derive(Default)]
+    pub struct Portal {
+        pub groups: Mutex<BTreeSet<(String, String)>>,
+        pub properties: Mutex<BTreeMap<(String, String), Value>>,
+        pub pipelines: Mutex<Value>,
+    }
+
+    impl Portal {
+        /// A fresh portal: its standard properties and the default pipeline.
+        pub fn standard() -> Arc<Self> {
+            let p = Self::default();
+            for (object, name, kind, field_type) in [
+                ("contacts", "email", "string", "text"),
+                ("contacts", "firstname", "string", "text"),
+                ("contacts", "lastname", "string", "text"),
+                ("contacts", "phone", "string", "text"),
+                ("contacts", "address", "string", "text"),
+                ("contacts", "city", "string", "text"),
+                ("contacts", "state", "string", "text"),
+                ("contacts", "zip", "string", "text"),
+                ("contacts", "country", "string", "text"),
+                ("deals", "dealname", "string", "text"),
+                ("deals", "amount", "number", "number"),
+                ("notes", "hs_note_body", "string", "html"),
+                ("notes", "hs_timestamp", "datetime", "date"),
+            ] {
+                p.properties.lock().unwrap().insert(
+                    (object.into(), name.into()),
+                    json!({"name": name, "label": name, "type": kind, "fieldType": field_type,
+                           "groupName": "standard", "hasUniqueValue": false, "hubspotDefined": true,
+                           "options": []}),
+                );
+            }
+            *p.pipelines.lock().unwrap() = json!({"results": [pipeline(
+                "default",
+                "Sales Pipeline",
+                &["appointmentscheduled", "qualifiedtobuy", "contractsent", "closedwon", "closedlost"],
+            )]});
+            Arc::new(p)
+        }
+
+        /// A custom property as HubSpot returns it.
+        pub fn put_custom(
+            &self,
+            object: &str,
+            name: &str,
+            kind: &str,
+            field_type: &str,
+            unique: bool,
+        ) {
+            self.properties.lock().unwrap().insert(
+                (object.into(), name.into()),
+                json!({"name": name, "label": name, "type": kind, "fieldType": field_type,
+                       "groupName": "enerflo", "hasUniqueValue": unique, "hubspotDefined": false,
+                       "options": []}),
+            );
+        }
+
+        pub fn property(&self, object: &str, name: &str) -> Option<Value> {
+            self.properties
+                .lock()
+                .unwrap()
+                .get(&(object.to_owned(), name.to_owned()))
+                .cloned()
+        }
+
+        pub async fn serve(self: &Arc<Self>) -> MockServer {
+            let server = MockServer::start().await;
+            Mock::given(any())
+                .respond_with(Responder(self.clone()))
+                .mount(&server)
+                .await;
+            server
+        }
+    }
+
+    pub fn pipeline(id: &str, label: &str, stages: &[&str]) -> Value {
+        json!({"id": id, "label": label, "displayOrder": 0, "archived": false,
+               "stages": stages.iter().enumerate().map(|(i, s)| json!({
+                   "id": s, "label": s, "displayOrder": i, "archived": false,
+                   "metadata": {"isClosed": "false", "probability": "0.5"}})).collect::<Vec<_>>()})
+    }
+
+    struct Responder(Arc<Portal>);
+
+    fn error(status: u16, category: &str, message: &str) -> ResponseTemplate {
+        ResponseTemplate::new(status).set_body_json(json!({
+            "status": "error", "message": message, "category": category,
+            "correlationId": "00000000-0000-0000-0000-000000000000"}))
+    }
+
+    impl Respond for Responder {
+        fn respond(&self, req: &Request) -> ResponseTemplate {
+            let auth = req
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if auth != format!("Bearer {TOKEN}") {
+                return error(
+                    401,
+                    "INVALID_AUTHENTICATION",
+                    "Authentication credentials not found.",
+                );
+            }
+            let segs: Vec<&str> = req.url.path().trim_matches('/').split('/').collect();
+            let portal = &self.0;
+            match (req.method.as_str(), segs.as_slice()) {
+                ("GET", ["crm", "v3", "pipelines", "deals"]) => ResponseTemplate::new(200)
+                    .set_body_json(portal.pipelines.lock().unwrap().clone()),
+                ("POST", ["crm", "v3", "properties", object, "groups"]) => {
+                    let body: Value = req.body_json().unwrap();
+                    let name = body["name"].as_str().unwrap().to_owned();
+                    if portal
+                        .groups
+                        .lock()
+                        .unwrap()
+                        .insert(((*object).into(), name.clone()))
+                    {
+                        ResponseTemplate::new(201).set_body_json(body)
+                    } else {
+                        error(
+                            409,
+                            "CONFLICT",
+                            &format!("A property group named '{name}' already exists."),
+                        )
+                    }
+                }
+                ("GET", ["crm", "v3", "properties", object, "groups", name]) => {
+                    if portal
+                        .groups
+                        .lock()
+                        .unwrap()
+                        .contains(&((*object).into(), (*name).into()))
+                    {
+                        ResponseTemplate::new(200).set_body_json(json!({"name": name}))
+                    } else {
+                        error(404, "OBJECT_NOT_FOUND", "no such group")
+                    }
+                }
+                ("GET", ["crm", "v3", "properties", object, name]) => {
+                    match portal.property(object, name) {
+                        Some(p) => ResponseTemplate::new(200).set_body_json(p),
+                        None => error(
+                            404,
+                            "OBJECT_NOT_FOUND",
+                            &format!("Unable to find property {name}"),
+                        ),
+                    }
+                }
+                ("POST", ["crm", "v3", "properties", object]) => {
+                    let mut body: Value = req.body_json().unwrap();
+                    let name = body["name"].as_str().unwrap().to_owned();
+                    let group = body["groupName"].as_str().unwrap_or("").to_owned();
+                    if !portal
+                        .groups
+                        .lock()
+                        .unwrap()
+                        .contains(&((*object).into(), group.clone()))
+                    {
+                        return error(
+                            400,
+                            "VALIDATION_ERROR",
+                            &format!("group {group} does not exist"),
+                        );
+                    }
+                    let mut props = portal.properties.lock().unwrap();
+                    let key = ((*object).to_owned(), name.clone());
+                    if props.contains_key(&key) {
+                        return error(
+                            409,
+                            "CONFLICT",
+                            &format!("A property named '{name}' already exists."),
+                        );
+                    }
+                    body["hubspotDefined"] = json!(false);
+                    props.insert(key, body.clone());
+                    ResponseTemplate::new(201).set_body_json(body)
+                }
+                _ => error(404, "OBJECT_NOT_FOUND", "no such route in this test portal"),
+            }
+        }
+    }
+
+    /// The requests that would change the portal (anything but GET).
+    pub async fn writes(server: &MockServer) -> Vec<Request> {
+        server
+            .received_requests()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.method.as_str() != "GET")
+            .collect()
+    }
+}
+
+fn hubspot_env(server: &wiremock::MockServer) -> Vec<(&'static str, String)> {
+    vec![
+        ("HUBSPOT_ACCESS_TOKEN", hubspot_portal::TOKEN.to_owned()),
+        ("HUBSPOT_BASE_URL", server.uri()),
+        (
+            "HUBSPOT_PUBLIC_URL",
+            "https://hooks.example.test/prod".to_owned(),
+        ),
+        ("HUBSPOT_RATE_LIMIT", "10000".to_owned()),
+    ]
+}
+
+fn hubspot_config(env: &[(&'static str, String)]) -> enerflo_sync::config::Config {
+    let map: BTreeMap<&str, String> = env.iter().cloned().collect();
+    enerflo_sync_ops::hubspot::config_from(|k| map.get(k).cloned()).unwrap()
+}
+
+/// The POSTed property definitions, by `object.name`.
+async fn created_properties(server: &wiremock::MockServer) -> BTreeMap<String, serde_json::Value> {
+    hubspot_portal::writes(server)
+        .await
+        .iter()
+        .filter_map(|r| {
+            let segs: Vec<&str> = r.url.path().trim_matches('/').split('/').collect();
+            match segs.as_slice() {
+                ["crm", "v3", "properties", object] => {
+                    let body: serde_json::Value = r.body_json().unwrap();
+                    Some((format!("{object}.{}", body["name"].as_str().unwrap()), body))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn hubspot_setup_creates_the_group_and_every_custom_property_then_a_second_run_creates_nothing()
+ {
+    use enerflo_sync_ops::hubspot::{SetupOptions, setup};
+    let portal = hubspot_portal::Portal::standard();
+    let server = portal.serve().await;
+    let config = hubspot_config(&hubspot_env(&server));
+
+    let first = setup(&config, &SetupOptions::default()).await.unwrap();
+    assert!(!first.has_problems(), "{}", first.to_text());
+    for object in ["contacts", "deals", "notes"] {
+        assert!(
+            portal
+                .groups
+                .lock()
+                .unwrap()
+                .contains(&(object.to_owned(), "enerflo".to_owned())),
+            "group enerflo on {object}"
+        );
+    }
+    let groups: Vec<serde_json::Value> = hubspot_portal::writes(&server)
+        .await
+        .iter()
+        .filter(|r| r.url.path().ends_with("/groups"))
+        .map(|r| r.body_json().unwrap())
+        .collect();
+    assert_eq!(groups.len(), 3);
+    assert!(
+        groups
+            .iter()
+            .all(|g| g["name"] == "enerflo" && g["label"] == "Enerflo")
+    );
+
+    let made = created_properties(&server).await;
+    // The key properties are unique; the rest are not.
+    for key in [
+        "contacts.enerflo_customer_id",
+        "contacts.enerflo_customer_uuid",
+        "deals.enerflo_deal_id",
+        "deals.enerflo_install_id",
+        "notes.enerflo_note_id",
+    ] {
+        let p = made.get(key).unwrap_or_else(|| panic!("{key} created"));
+        assert_eq!(p["hasUniqueValue"], true, "{key}");
+        assert_eq!(
+            (p["type"].as_str(), p["fieldType"].as_str()),
+            (Some("string"), Some("text")),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        made["contacts.enerflo_customer_id"]["label"],
+        "Enerflo customer ID"
+    );
+    let kinds = |key: &str| {
+        let p = &made[key];
+        assert_eq!(p["groupName"], "enerflo", "{key}");
+        assert_eq!(p["hasUniqueValue"], false, "{key}");
+        (
+            p["type"].as_str().unwrap().to_owned(),
+            p["fieldType"].as_str().unwrap().to_owned(),
+        )
+    };
+    let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    assert_eq!(kinds("deals.enerflo_panel"), pair("string", "text"));
+    assert_eq!(
+        kinds("deals.enerflo_system_size_kw"),
+        pair("number", "number")
+    );
+    assert_eq!(kinds("deals.enerflo_pto_date"), pair("date", "date"));
+    assert_eq!(
+        kinds("deals.enerflo_status_changed_at"),
+        pair("datetime", "date")
+    );
+    assert_eq!(kinds("deals.enerflo_adders"), pair("string", "textarea"));
+    assert_eq!(
+        kinds("deals.enerflo_adders_json"),
+        pair("string", "textarea")
+    );
+    assert_eq!(
+        kinds("deals.enerflo_resubmission"),
+        pair("bool", "booleancheckbox")
+    );
+    let values: Vec<&str> = made["deals.enerflo_resubmission"]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(values, ["true", "false"]);
+    assert_eq!(
+        made["deals.enerflo_system_size_kw"]["label"],
+        "Enerflo system size kW"
+    );
+    // HubSpot's own properties are checked, never created.
+    for standard in [
+        "contacts.email",
+        "contacts.firstname",
+        "deals.dealname",
+        "deals.amount",
+        "notes.hs_note_body",
+        "notes.hs_timestamp",
+    ] {
+        assert!(
+            !made.contains_key(standard),
+            "{standard} must not be created"
+        );
+    }
+    assert!(
+        first
+            .created()
+            .contains(&"property contacts.enerflo_lead_source")
+    );
+    assert_eq!(first.created().len(), 3 + made.len());
+    let lead = &first.workflows[0];
+    assert_eq!(lead.url, "https://hooks.example.test/prod/crm/hubspot/lead");
+    assert_eq!(
+        first.workflows[1].url,
+        "https://hooks.example.test/prod/crm/hubspot/status"
+    );
+    assert_eq!(
+        first.workflows[2].url,
+        "https://hooks.example.test/prod/crm/hubspot/milestone"
+    );
+    let keys: Vec<&str> = lead.body_keys.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        keys,
+        [
+            "hs_object_id",
+            "firstname",
+            "lastname",
+            "email",
+            "phone",
+            "address",
+            "city",
+            "state",
+            "zip",
+            "lead_source",
+            "rep_email"
+        ]
+    );
+    assert!(first.to_text().contains("X-Sync-Token"));
+
+    // Run again: nothing is written, and the summary says so.
+    let writes_before = hubspot_portal::writes(&server).await.len();
+    let second = setup(&config, &SetupOptions::default()).await.unwrap();
+    let writes_after = hubspot_portal::writes(&server).await;
+    let new_property_writes = writes_after[writes_before..]
+        .iter()
+        .filter(|r| !r.url.path().ends_with("/groups"))
+        .count();
+    assert_eq!(new_property_writes, 0);
+    assert!(second.created().is_empty(), "{:?}", second.created());
+    assert!(!second.has_problems(), "{}", second.to_text());
+    assert!(
+        second
+            .summary()
+            .contains("created nothing: everything was already in place"),
+        "{}",
+        second.summary()
+    );
+}
+
+#[tokio::test]
+async fn hubspot_setup_reports_a_property_of_another_type_and_a_key_that_is_not_unique_and_changes_neither()
+ {
+    let portal = hubspot_portal::Portal::standard();
+    portal.put_custom("deals", "enerflo_panel_count", "string", "text", false);
+    portal.put_custom("contacts", "enerflo_customer_id", "string", "text", false);
+    let server = portal.serve().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_enerflo-sync-ops"))
+        .env_clear()
+        .envs(hubspot_env(&server))
+        .args(["hubspot", "setup"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |needle: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle} in:\n{stdout}"))
+            .to_owned()
+    };
+    let panel = line("deals.enerflo_panel_count");
+    assert!(
+        panel.contains("PROBLEM")
+            && panel.contains("exists as string/text")
+            && panel.contains("number/number"),
+        "{panel}"
+    );
+    let key = line("contacts.enerflo_customer_id");
+    assert!(
+        key.contains("PROBLEM") && key.contains("hasUniqueValue"),
+        "{key}"
+    );
+    assert!(line("hubspot setup:").contains("2 problem(s)"), "{stdout}");
+    // Both stay as they were; the rest was still created.
+    assert_eq!(
+        portal.property("deals", "enerflo_panel_count").unwrap()["type"],
+        "string"
+    );
+    assert_eq!(
+        portal.property("contacts", "enerflo_customer_id").unwrap()["hasUniqueValue"],
+        false
+    );
+    let made = created_properties(&server).await;
+    assert!(!made.contains_key("deals.enerflo_panel_count"));
+    assert!(!made.contains_key("contacts.enerflo_customer_id"));
+    assert!(made.contains_key("deals.enerflo_deal_id"));
+    assert!(
+        hubspot_portal::writes(&server)
+            .await
+            .iter()
+            .all(|r| r.method.as_str() == "POST"),
+        "setup only ever creates"
+    );
+}
+
+#[tokio::test]
+async fn hubspot_setup_reports_a_missing_stage_with_the_stage_ids_that_exist() {
+    use enerflo_sync_ops::hubspot::{Outcome, SetupOptions, setup};
+    let portal = hubspot_portal::Portal::standard();
+    *portal.pipelines.lock().unwrap() = serde_json::json!({"results": [hubspot_portal::pipeline(
+        "default",
+        "Sales Pipeline",
+        &["appointmentscheduled", "contractsent", "closedwon"],
+    )]});
+    let server = portal.serve().await;
+    let report = setup(
+        &hubspot_config(&hubspot_env(&server)),
+        &SetupOptions::default(),
+    )
+    .await
+    .unwrap();
+    let problems: Vec<_> = report.problems().collect();
+    assert_eq!(problems.len(), 1, "{}", report.to_text());
+    assert_eq!(problems[0].subject, "stage default/closedlost");
+    assert!(
+        problems[0].detail.contains("stages.by_status \"voided\"")
+            && problems[0]
+                .detail
+                .contains("stages.by_status \"cancelled\"")
+            && problems[0]
+                .detail
+                .contains("appointmentscheduled, contractsent, closedwon"),
+        "{}",
+        problems[0].detail
+    );
+    let in_place: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.outcome == Outcome::InPlace && f.subject.starts_with("stage "))
+        .map(|f| f.subject.as_str())
+        .collect();
+    assert_eq!(
+        in_place,
+        [
+            "stage default/appointmentscheduled",
+            "stage default/closedwon"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn hubspot_setup_reports_an_unknown_pipeline_with_the_pipelines_that_exist() {
+    use enerflo_sync_ops::hubspot::{SetupOptions, setup};
+    let portal = hubspot_portal::Portal::standard();
+    let server = portal.serve().await;
+    let mut env = hubspot_env(&server);
+    env.push(("HUBSPOT_PIPELINE", "solar".to_owned()));
+    let report = setup(&hubspot_config(&env), &SetupOptions::default())
+        .await
+        .unwrap();
+    let problems: Vec<_> = report.problems().collect();
+    assert_eq!(problems.len(), 1, "{}", report.to_text());
+    assert_eq!(problems[0].subject, "pipeline solar");
+    assert!(
+        problems[0].detail.contains("default (Sales Pipeline)"),
+        "{}",
+        problems[0].detail
+    );
+}
+
+#[tokio::test]
+async fn hubspot_setup_dry_run_writes_nothing_and_lists_what_a_real_run_then_creates() {
+    use enerflo_sync_ops::hubspot::{SetupOptions, setup};
+    let portal = hubspot_portal::Portal::standard();
+    let server = portal.serve().await;
+    let config = hubspot_config(&hubspot_env(&server));
+    let dry = setup(
+        &config,
+        &SetupOptions {
+            dry_run: true,
+            public_url: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(hubspot_portal::writes(&server).await.is_empty());
+    assert!(portal.groups.lock().unwrap().is_empty());
+    assert!(portal.property("deals", "enerflo_deal_id").is_none());
+    assert!(dry.created().is_empty());
+    assert!(dry.would_create().contains(&"group contacts.enerflo"));
+    assert!(
+        dry.would_create()
+            .contains(&"property deals.enerflo_deal_id")
+    );
+    assert!(
+        dry.summary().contains("dry run: would create"),
+        "{}",
+        dry.summary()
+    );
+
+    let real = setup(&config, &SetupOptions::default()).await.unwrap();
+    assert_eq!(dry.would_create(), real.created());
+}
+
+#[tokio::test]
+async fn hubspot_setup_names_a_missing_or_invalid_token() {
+    use enerflo_sync_ops::hubspot::{SetupOptions, config_from, setup};
+    let err = config_from(|_| None).unwrap_err().to_string();
+    assert!(err.contains("HUBSPOT_ACCESS_TOKEN"), "{err}");
+
+    let portal = hubspot_portal::Portal::standard();
+    let server = portal.serve().await;
+    let mut env = hubspot_env(&server);
+    env[0].1 = "pat-na1-some-other-fake".into();
+    let err = setup(&hubspot_config(&env), &SetupOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("token invalid"), "{err}");
+    // The run stops at the first 401.
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    assert!(portal.groups.lock().unwrap().is_empty());
+}

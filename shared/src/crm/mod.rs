@@ -22,7 +22,7 @@ pub use webhook::WebhookCrmConnector;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CrmAck {
     pub status: u16,
-    /// The record the event created or updated, when the CRM says (DESIGN 3.5).
+    /// The record the event created or updated, when the CRM says (docs/design.md 3.5).
     pub crm_id: Option<String>,
 }
 

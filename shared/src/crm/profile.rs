@@ -1,6 +1,6 @@
 //! The mapping profile of the native CRM connectors: which CRM record each event type writes, the
 //! unique key properties it is found by, and each CRM property from a canonical field (a path
-//! into the event's `data`, DESIGN 3.3) with its conversion; the Enerflo status -> pipeline stage
+//! into the event's `data`, docs/design.md 3.3) with its conversion; the Enerflo status -> pipeline stage
 //! map and the milestone -> date property map.
 //!
 //! One JSON file (`CRM_MAPPING_FILE`), or the connector's default built in
@@ -48,8 +48,22 @@ pub struct EventMap {
     /// is the upsert key; every key with a value is also written.
     pub keys: Vec<Key>,
     pub properties: BTreeMap<String, Property>,
+    /// Properties written only when the record is new to us (the event has no `crm_id` yet):
+    /// values a CRM user may change afterwards, such as a close date.
+    pub on_create: BTreeMap<String, Property>,
     /// For project events: the customer's contact, upserted and associated with the deal.
     pub contact: Option<Box<EventMap>>,
+    /// How the deal is linked to the contact where the CRM offers a choice (Salesforce: an
+    /// `OpportunityContactRole`, or a lookup field on the deal).
+    pub link: Option<Link>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// A contact role with this `Role` (Salesforce `OpportunityContactRole`).
+    ContactRole { role: String },
+    /// A lookup field on the deal holding the contact's id.
+    Lookup { field: String },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -113,8 +127,10 @@ enum Root {
 }
 
 /// The status -> stage part.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StageMap {
+    /// The record property holding the stage (`dealstage` in HubSpot, `StageName` in Salesforce).
+    pub property: String,
     /// The stage a new deal starts in.
     pub first_stage: Option<String>,
     /// Enerflo status name (lower-cased) -> stage id. An unmapped status leaves the stage alone.
@@ -144,6 +160,26 @@ impl FieldValue {
             }
             Self::DateTime(t) => (t.unix_timestamp_nanos() / 1_000_000).to_string(),
             Self::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+impl FieldValue {
+    /// Salesforce's wire form: JSON types; dates `YYYY-MM-DD`, instants RFC 3339 in UTC
+    /// (docs/crm-connectors.md 3.6).
+    pub fn salesforce(&self) -> Value {
+        match self {
+            Self::Text(s) => Value::String(s.clone()),
+            Self::Number(n) => serde_json::Number::from_f64(*n)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
+            Self::Date(d) => Value::String(d.to_string()),
+            Self::DateTime(t) => Value::String(
+                t.to_offset(time::UtcOffset::UTC)
+                    .format(&Rfc3339)
+                    .unwrap_or_default(),
+            ),
+            Self::Bool(b) => Value::Bool(*b),
         }
     }
 }
@@ -189,7 +225,18 @@ struct RawEvent {
     keys: Vec<RawKey>,
     #[serde(default)]
     properties: BTreeMap<String, RawProperty>,
+    #[serde(default)]
+    on_create: BTreeMap<String, RawProperty>,
     contact: Option<Box<RawEvent>>,
+    link: Option<RawLink>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    kind: String,
+    role: Option<String>,
+    field: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +272,7 @@ enum OneOrMany {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawStages {
+    property: Option<String>,
     first_stage: Option<String>,
     #[serde(default)]
     by_status: BTreeMap<String, String>,
@@ -285,6 +333,15 @@ impl Profile {
                 by_status.insert(status.trim().to_lowercase(), stage.trim().to_owned());
             }
         }
+        let stage_property = raw
+            .stages
+            .property
+            .unwrap_or_else(|| "dealstage".to_owned());
+        if !is_property_name(&stage_property) {
+            problems.push(format!(
+                "stages.property: `{stage_property}` is not a property name"
+            ));
+        }
         let first_stage = raw.stages.first_stage.map(|s| s.trim().to_owned());
         if first_stage.as_deref() == Some("") {
             problems.push("stages.first_stage: must not be empty".into());
@@ -306,6 +363,7 @@ impl Profile {
             name: raw.name.unwrap_or_else(|| source_name.to_owned()),
             events,
             stages: StageMap {
+                property: stage_property,
                 first_stage,
                 by_status,
             },
@@ -358,7 +416,7 @@ impl Profile {
             for k in &ev.keys {
                 slot.entry(k.property.clone()).or_insert(Conversion::Text);
             }
-            for (name, p) in &ev.properties {
+            for (name, p) in ev.properties.iter().chain(&ev.on_create) {
                 slot.entry(name.clone())
                     .or_insert_with(|| p.conversion.clone());
             }
@@ -406,9 +464,44 @@ fn read_event(at: &str, raw: &RawEvent, problems: &mut Vec<String>) -> Option<Ev
             Err(why) => problems.push(format!("{at}.keys[{i}].field: {why}")),
         }
     }
+    let properties = read_properties(&format!("{at}.properties"), &raw.properties, problems);
+    let on_create = read_properties(&format!("{at}.on_create"), &raw.on_create, problems);
+    let link = raw.link.as_ref().and_then(|l| match (l.kind.as_str(), &l.role, &l.field) {
+        ("contact_role", role, None) => Some(Link::ContactRole {
+            role: role.clone().unwrap_or_else(|| "Homeowner".into()),
+        }),
+        ("lookup", None, Some(field)) if is_property_name(field) => Some(Link::Lookup {
+            field: field.clone(),
+        }),
+        (kind, _, _) => {
+            problems.push(format!(
+                "{at}.link: `{kind}` needs to be {{\"kind\": \"contact_role\", \"role\": ...}} or {{\"kind\": \"lookup\", \"field\": ...}}"
+            ));
+            None
+        }
+    });
+    let contact = raw
+        .contact
+        .as_ref()
+        .and_then(|c| read_event(&format!("{at}.contact"), c, problems).map(Box::new));
+    (problems.len() == before).then_some(EventMap {
+        object,
+        keys,
+        properties,
+        on_create,
+        contact,
+        link,
+    })
+}
+
+fn read_properties(
+    at: &str,
+    raw: &BTreeMap<String, RawProperty>,
+    problems: &mut Vec<String>,
+) -> BTreeMap<String, Property> {
     let mut properties = BTreeMap::new();
-    for (name, p) in &raw.properties {
-        let here = format!("{at}.properties.{name}");
+    for (name, p) in raw {
+        let here = format!("{at}.{name}");
         if !is_property_name(name) {
             problems.push(format!("{here}: `{name}` is not a property name"));
         }
@@ -488,16 +581,7 @@ fn read_event(at: &str, raw: &RawEvent, problems: &mut Vec<String>) -> Option<Ev
             properties.insert(name.clone(), Property { fields, conversion });
         }
     }
-    let contact = raw
-        .contact
-        .as_ref()
-        .and_then(|c| read_event(&format!("{at}.contact"), c, problems).map(Box::new));
-    (problems.len() == before).then_some(EventMap {
-        object,
-        keys,
-        properties,
-        contact,
-    })
+    properties
 }
 
 fn is_property_name(s: &str) -> bool {
@@ -573,6 +657,8 @@ pub struct Applied {
     /// Key property -> its value, in the profile's order, for keys whose field has a value.
     pub keys: Vec<(String, String)>,
     pub properties: BTreeMap<String, FieldValue>,
+    /// The `on_create` properties, for a record new to us.
+    pub on_create: BTreeMap<String, FieldValue>,
 }
 
 impl EventMap {
@@ -590,12 +676,17 @@ impl EventMap {
                 (!text.is_empty()).then(|| (k.property.clone(), text.to_owned()))
             })
             .collect();
-        let properties = self
-            .properties
-            .iter()
-            .filter_map(|(name, p)| Some((name.clone(), p.convert(event, &enerflo)?)))
-            .collect();
-        Applied { keys, properties }
+        let convert = |props: &BTreeMap<String, Property>| {
+            props
+                .iter()
+                .filter_map(|(name, p)| Some((name.clone(), p.convert(event, &enerflo)?)))
+                .collect()
+        };
+        Applied {
+            keys,
+            properties: convert(&self.properties),
+            on_create: convert(&self.on_create),
+        }
     }
 }
 

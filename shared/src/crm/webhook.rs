@@ -1,5 +1,5 @@
 //! The `webhook` connector: one signed JSON POST per event to `CRM_WEBHOOK_URL`. Works with any
-//! CRM or middleware that can receive a webhook (DESIGN 3.3). A 429 (or a 503 with
+//! CRM or middleware that can receive a webhook (docs/design.md 3.3). A 429 (or a 503 with
 //! `Retry-After`) holds every delivery of the connector until the time given.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Stage 1.1's Enerflo call: `POST /api/v1/partner/action/lead/add` (ENERFLO_API.md 2.1), an
+//! Stage 1.1's Enerflo call: `POST /api/v1/partner/action/lead/add` (docs/enerflo-api.md 2.1), an
 //! upsert keyed by `lead.integration_record_id`.
 
 use std::time::Duration;

@@ -1,9 +1,10 @@
 //! Stage 3 REST calls: set an install milestone's dates
 //! (`PUT /api/v3/installs/{id}/milestones/{milestoneId}`).
 //!
-//! The request body is undocumented (ENERFLO_API.md 2.3, 6.4): its field names are configuration
-//! (`ENERFLO_MILESTONE_START_FIELD`, `ENERFLO_MILESTONE_COMPLETED_FIELD`, defaults `start_date`,
-//! `completed_date`), dates are sent as `YYYY-MM-DD`, and `null` is assumed to clear a date.
+//! The request body is undocumented (docs/enerflo-api.md 2.3, 6.4): its field names are
+//! configuration (`ENERFLO_MILESTONE_START_FIELD`, `ENERFLO_MILESTONE_COMPLETED_FIELD`, defaults
+//! `start_date`, `completed_date`), dates are sent as `YYYY-MM-DD`, and `null` is assumed to clear
+//! a date.
 
 use std::time::Duration;
 

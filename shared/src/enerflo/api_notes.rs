@@ -1,5 +1,5 @@
-//! Stage 5 REST call: `POST /api/v3/installs/{id}/notes` (ENERFLO_API.md 2.5). Its body and answer
-//! are undocumented, so the body's field names come from configuration
+//! Stage 5 REST call: `POST /api/v3/installs/{id}/notes` (docs/enerflo-api.md 2.5). Its body and
+//! answer are undocumented, so the body's field names come from configuration
 //! ([`EnerfloFields::note_field`], [`EnerfloFields::note_author_field`]) and the answer is read
 //! tolerantly.
 

@@ -2,7 +2,7 @@
 //! process) and the status write (`PUT /api/v3/installs/{id}`).
 //!
 //! Status ids are per company (a real `update_install` carried a custom status id 323), so names
-//! are mapped to ids through the list, never through hard-coded ids (ENERFLO_API.md 2.4).
+//! are mapped to ids through the list, never through hard-coded ids (docs/enerflo-api.md 2.4).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

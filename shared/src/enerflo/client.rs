@@ -175,7 +175,7 @@ pub trait EnerfloApi: Send + Sync {
     ) -> Result<ApiResponse, EnerfloError>;
 }
 
-/// Typed calls. Paths are from ENERFLO_API.md section 2.
+/// Typed calls. Paths are from docs/enerflo-api.md 2.
 impl dyn EnerfloApi {
     /// `GET /api/v3/installs/find/{v2 deal id}`: `None` while the install does not exist yet. An
     /// answer without an install id (`{}`) is not an install: a transient error, never mapped.

@@ -1,6 +1,7 @@
-//! The v1 install object, as returned by `GET /api/v3/installs/find/{dealId}` and
-//! `GET /api/v3/installs/{id}` and embedded in install events. Its response is undocumented
-//! (ENERFLO_API.md 2.2): only the fields we use are typed, all optional, the rest stays in `raw`.
+//! The v1 install object, as returned by `GET /api/v3/installs/find/{dealId}` and `GET
+//! /api/v3/installs/{id}` and embedded in install events. Its response is undocumented
+//! (docs/enerflo-api.md 2.2): only the fields we use are typed, all optional, the rest stays in
+//! `raw`.
 
 use serde::Deserialize;
 use serde_json::Value;

@@ -1,7 +1,7 @@
-//! The v1 `new_install_note` event, read tolerantly. No sample of it is known (ENERFLO_API.md 3.5),
-//! so every part is looked up through candidate paths from configuration (`ENERFLO_NOTE_*_PATHS`,
-//! `ENERFLO_INSTALL_ID_PATHS`), first at the root and then inside a `note` object, and a value of
-//! the wrong shape is skipped rather than taken.
+//! The v1 `new_install_note` event, read tolerantly. No sample of it is known (docs/enerflo-api.md
+//! 3.5), so every part is looked up through candidate paths from configuration
+//! (`ENERFLO_NOTE_*_PATHS`, `ENERFLO_INSTALL_ID_PATHS`), first at the root and then inside a `note`
+//! object, and a value of the wrong shape is skipped rather than taken.
 
 use serde_json::Value;
 

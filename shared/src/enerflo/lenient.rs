@@ -12,7 +12,7 @@ use serde_json::Value;
 
 // The readers below are visitors over the input itself: no intermediate `serde_json::Value` is
 // built for a field, so a typed model parses in one pass straight from the body bytes (the 73 KB
-// mapping budget of DESIGN 6). A value of an unexpected shape is consumed and read as `None`.
+// mapping budget of docs/design.md 6). A value of an unexpected shape is consumed and read as `None`.
 
 /// What a scalar field arrived as.
 enum Scalar {

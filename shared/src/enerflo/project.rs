@@ -1,6 +1,6 @@
 //! Typed model of the v2 `deal.projectSubmitted` / `deal.projectReceived` payload, read leniently.
-//! Field names follow a captured real delivery (see ENERFLO_API.md 3.9); everything but `deal.id`
-//! is optional and unknown fields are ignored here (the raw body is kept by the caller).
+//! Field names follow a captured real delivery (see docs/enerflo-api.md 3.9); everything but
+//! `deal.id` is optional and unknown fields are ignored here (the raw body is kept by the caller).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -35,7 +35,7 @@ pub struct Deal {
     pub files: Vec<DealFile>,
     #[serde(deserialize_with = "opt_object")]
     pub sales_rep: Option<Ref>,
-    /// Tenant-defined flags and step keys (PEER_LESSONS 12): kept as data, never as code.
+    /// Tenant-defined flags and step keys (docs/peer-lessons.md 12): kept as data, never as code.
     pub state: Option<Value>,
     #[serde(deserialize_with = "opt_string")]
     pub updated_at: Option<String>,

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::{HttpRequest, Problem};
 use crate::enerflo::EnerfloError;
 use crate::error::StoreError;
+use crate::ids::InstallId;
 use crate::store::{EntityKind, EntityLink, IdForm, IdRef, XrefStore};
 
 /// The body as a JSON object, or a 400 naming what is wrong.
@@ -34,17 +35,19 @@ pub struct InstallTarget {
 
 /// Resolves `{install}`: `enerflo:<id>` addresses Enerflo's install id directly; anything else is
 /// the CRM's project id, looked up in the cross-reference table. Unlinked -> 404; a failed lookup
-/// -> 503 (never "not found", PEER_LESSONS 8).
+/// -> 503 (never "not found", docs/peer-lessons.md 8).
 pub async fn resolve_install(xref: &dyn XrefStore, raw: &str) -> Result<InstallTarget, Problem> {
     if let Some(id) = raw.strip_prefix("enerflo:") {
-        let install_id = id.trim().parse::<u64>().map_err(|_| {
-            Problem::new(
-                StatusCode::NOT_FOUND,
-                "unknown-install",
-                "Not Found",
-                "`enerflo:` must be followed by a numeric Enerflo install id.",
-            )
-        })?;
+        let install_id = InstallId::parse(id)
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown-install",
+                    "Not Found",
+                    "`enerflo:` must be followed by a numeric Enerflo install id.",
+                )
+            })?
+            .get();
         let link = xref
             .resolve(
                 EntityKind::Project,
@@ -68,7 +71,8 @@ pub async fn resolve_install(xref: &dyn XrefStore, raw: &str) -> Result<InstallT
         })?;
     let install_id = link
         .id(IdForm::Install)
-        .and_then(|v| v.parse::<u64>().ok())
+        .and_then(|v| InstallId::parse(&v))
+        .map(InstallId::get)
         .ok_or_else(|| {
             Problem::new(
                 StatusCode::NOT_FOUND,
@@ -89,7 +93,7 @@ pub fn store_problem(e: StoreError) -> Problem {
 }
 
 /// Enerflo's failure as the caller's answer: 429 and 5xx/timeouts keep `Retry-After`; a 4xx
-/// rejection of the caller's own input is passed back (DESIGN 3.5) as 422.
+/// rejection of the caller's own input is passed back (docs/design.md 3.5) as 422.
 pub fn enerflo_problem(e: EnerfloError) -> Problem {
     match e {
         EnerfloError::RateLimited { retry_after } => Problem::new(
@@ -141,5 +145,37 @@ pub fn enerflo_problem(e: EnerfloError) -> Problem {
             "Bad Gateway",
             format!("Enerflo answered {status} with a body that is not JSON."),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+
+    #[tokio::test]
+    async fn an_enerflo_install_address_takes_digits_only() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let target = resolve_install(&store, "enerflo: 700001 ").await.unwrap();
+        assert_eq!(target.install_id, 700001);
+        assert_eq!(target.link, None);
+        for bad in [
+            "enerflo:",
+            "enerflo:7x",
+            "enerflo:+7",
+            "enerflo:-7",
+            "enerflo:7.0",
+        ] {
+            let problem = resolve_install(&store, bad).await.expect_err(bad);
+            let resp = problem.into_response();
+            assert_eq!(resp.status, StatusCode::NOT_FOUND, "{bad}");
+            assert_eq!(
+                resp.body_json()["type"],
+                "urn:enerflo-crm-sync:problem:unknown-install",
+                "{bad}"
+            );
+        }
     }
 }

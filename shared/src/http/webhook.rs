@@ -1,5 +1,5 @@
 //! `POST /enerflo/webhooks/{token}`: verify, classify, derive the dedupe key, log, enqueue,
-//! answer. It never calls Enerflo or the CRM (DESIGN 4: acknowledge fast).
+//! answer. It never calls Enerflo or the CRM (docs/design.md 4: acknowledge fast).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -418,8 +418,9 @@ mod tests {
     use http::{HeaderMap, Method};
 
     use super::*;
+    use crate::embedded_db::open_database;
     use crate::queue::embedded::EmbeddedQueue;
-    use crate::store::embedded::{EmbeddedStore, open_database};
+    use crate::store::embedded::EmbeddedStore;
 
     fn ingest(stages: &[Stage]) -> (WebhookIngest, Arc<EmbeddedQueue>) {
         let db = open_database(None).expect("db");

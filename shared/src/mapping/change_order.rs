@@ -1,8 +1,8 @@
-//! Stage 6 mapping: a v1 `signed_change_order` event to the `change_order.signed` data (DESIGN
+//! Stage 6 mapping: a v1 `signed_change_order` event to the `change_order.signed` data (docs/design.md
 //! 3.3). The event carries the install (`install.solarData`, assumed to show the system after the
 //! change) and every change order of the install (`change_orders[]`); the signed one is the latest
-//! complete one by `signed_at`. Only the adders' shape is documented (ENERFLO_API.md 3.6), so the
-//! rest is read tolerantly: a field that is absent is `null`, never invented.
+//! complete one by `signed_at`. Only the adders' shape is documented (docs/enerflo-api.md 3.6), so
+//! the rest is read tolerantly: a field that is absent is `null`, never invented.
 
 use std::collections::BTreeMap;
 

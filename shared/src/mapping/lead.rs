@@ -83,7 +83,7 @@ impl LeadKey {
     }
 }
 
-/// The hash "changed?" is judged by (DESIGN 3.5) for a serialised [`Lead`]: its content, with the
+/// The hash "changed?" is judged by (docs/design.md 3.5) for a serialised [`Lead`]: its content, with the
 /// phone as digits, so a v1 copy (`(555) 010-0000`) and a v2 copy (`5550100000`) of the same
 /// number are no change.
 pub fn state_hash(lead: &Value) -> String {

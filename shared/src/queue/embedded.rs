@@ -8,17 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::{DeadLetter, Delivery, EventQueue, MessageMeta, QueueError, QueueMessage};
 use crate::classify::Stage;
-use crate::store::embedded::db_err;
+use crate::embedded_db::{MESSAGES, db_err};
 use crate::timefmt::{now_millis, now_rfc3339};
 
-/// Keys: `q#{stage}#{seq:020}` for messages, `dlq#{stage}#{seq:020}` for dead letters,
-/// `dedupe#{stage}#{id}` for the dedupe window, `seq` for the sequence counter.
-pub(crate) const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("queue");
+// Keys of the `queue` table (`MESSAGES`): `q#{stage}#{seq:020}` for messages,
+// `dlq#{stage}#{seq:020}` for dead letters, `dedupe#{stage}#{id}` for the dedupe window, `seq`
+// for the sequence counter.
 
 const DEDUPE_WINDOW_MS: i64 = 5 * 60 * 1000;
 

@@ -1,14 +1,14 @@
 //! Stage 3.2: v1 `project_milestone_updated` -> `milestone.updated` to the CRM, only when the
 //! milestone's completion date is new or changed against what the CRM last got from us.
 //!
-//! No sample of this payload is known (ENERFLO_API.md 3.4): the install id, milestone id and dates
-//! are read from candidate paths in configuration, and when the payload carries no dates they are
-//! read from `GET /api/v3/installs/{id}` (`all_milestones[]` / `milestones[]`). An event without an
-//! install id or a milestone id is dead-lettered with a reason naming what was missing.
+//! No sample of this payload is known (docs/enerflo-api.md 3.4): the install id, milestone id and
+//! dates are read from candidate paths in configuration, and when the payload carries no dates they
+//! are read from `GET /api/v3/installs/{id}` (`all_milestones[]` / `milestones[]`). An event
+//! without an install id or a milestone id is dead-lettered with a reason naming what was missing.
 //!
 //! Echo fingerprints (target `milestone:install:<id>:<milestone id>`): the hash covers
 //! `{"start_date", "completed_date"}` as `YYYY-MM-DD` or null, and a date a write did not carry
-//! hashes as `"*"`, so a fingerprint covers only the fields written (DESIGN 3.5). A fingerprint
+//! hashes as `"*"`, so a fingerprint covers only the fields written (docs/design.md 3.5). A fingerprint
 //! counts only while no write in the other direction came after it ([`still_ours`]). The echo and
 //! lock helpers here serve stage 4 (status) too.
 

@@ -50,7 +50,7 @@ impl OutboundStage for ProjectStage {
     }
 
     fn read(&self, msg: &StageMessage<'_>) -> Result<ProjectEvent, ReadError> {
-        // One typed pass over the body bytes (DESIGN 6: a 73 KB submission maps in under 1 ms).
+        // One typed pass over the body bytes (docs/design.md 6: a 73 KB submission maps in under 1 ms).
         let parsed =
             ProjectBody::parse(msg.body.as_bytes()).map_err(|e| ReadError::Unreadable {
                 event: msg.meta.event.clone(),

@@ -1,11 +1,11 @@
 //! Stage 4.2: v1 `update_install` / `restore_install` -> `status.changed` to the CRM, only when the
 //! install's status differs from the last one synced for that install.
 //!
-//! Both known payload shapes are read (ENERFLO_API.md 3.3): `status: {id, name}` (the real 2024
-//! capture) and a top-level `status_id` (the docs example), whose name comes from the company's
-//! status list. The `on_hold` / `voided` / `completed` flags come from the status *name* through
-//! configured name lists (ids are per company). A `restore_install` (a voided contract recreated)
-//! is always told to the CRM as such, with `"restored": true` and the status before it.
+//! Both known payload shapes are read (docs/enerflo-api.md 3.3): `status: {id, name}` (the real
+//! 2024 capture) and a top-level `status_id` (the docs example), whose name comes from the
+//! company's status list. The `on_hold` / `voided` / `completed` flags come from the status *name*
+//! through configured name lists (ids are per company). A `restore_install` (a voided contract
+//! recreated) is always told to the CRM as such, with `"restored": true` and the status before it.
 //!
 //! Echo fingerprints: target `status:install:<id>`, hash = content hash of the numeric status id
 //! (towards the CRM also one of the name, which the CRM may send back instead). A fingerprint

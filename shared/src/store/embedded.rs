@@ -1,69 +1,21 @@
 //! Embedded adapters over redb: an ACID, crash-safe file (or memory) database, for the local
 //! runner and unit tests. Same semantics as the DynamoDB adapters, proven by the contract suite.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::{
     Claim, ClaimStore, EntityKind, EntityLink, EventLog, EventRecord, IdForm, IdRef, StoreError,
     SyncState, SyncStateStore, XrefStore, compress, decompress,
 };
+use crate::embedded_db::{EVENTS_BY_ENTITY, KV, db_err};
 use crate::timefmt::{now_millis, now_unix};
 
-pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
-const EVENTS_BY_ENTITY: TableDefinition<&str, &str> = TableDefinition::new("events_by_entity");
-
-pub(crate) fn db_err(context: &str, e: impl Into<redb::Error>) -> StoreError {
-    StoreError::unavailable(context.to_owned(), Box::new(e.into()))
-}
-
-/// Why [`open_database`] failed when another process holds the database open (another local
-/// runner, or the ops tool, on the same data dir).
-#[derive(Debug, thiserror::Error)]
-#[error("the database is open in another process")]
-pub struct InUse(#[source] redb::DatabaseError);
-
-/// Whether `e` is [`open_database`] finding the database open in another process.
-pub fn is_in_use(e: &StoreError) -> bool {
-    matches!(e, StoreError::Unavailable { source, .. } if source.is::<InUse>())
-}
-
-/// Opens (or creates) the database file under `dir`, or an in-memory one when `dir` is `None`.
-pub fn open_database(dir: Option<&Path>) -> Result<Arc<Database>, StoreError> {
-    let db = match dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::unavailable(format!("create data dir {}", dir.display()), e)
-            })?;
-            let file = dir.join("sync.redb");
-            Database::create(&file).map_err(|e| match e {
-                // redb holds a lock on the file while a database is open: another process has it.
-                redb::DatabaseError::DatabaseAlreadyOpen
-                | redb::DatabaseError::LockProtocolMismatch => StoreError::unavailable(
-                    format!("{} is in use by another process", file.display()),
-                    InUse(e),
-                ),
-                e => StoreError::unavailable(format!("open database {}", file.display()), e),
-            })?
-        }
-        None => Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|e| db_err("open in-memory database", e))?,
-    };
-    // Create the tables up front so readers never see "table does not exist".
-    let tx = db.begin_write().map_err(|e| db_err("begin", e))?;
-    tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
-    tx.open_table(EVENTS_BY_ENTITY)
-        .map_err(|e| db_err("open index", e))?;
-    tx.open_table(crate::queue::embedded::MESSAGES)
-        .map_err(|e| db_err("open queue", e))?;
-    tx.commit().map_err(|e| db_err("commit", e))?;
-    Ok(Arc::new(db))
-}
+// Where the database is opened; kept at this path for the local runner and the ops tool.
+pub use crate::embedded_db::{InUse, is_in_use, open_database};
 
 /// The embedded store: one redb database holding every port's records.
 #[derive(Clone)]

@@ -180,7 +180,7 @@ pub enum Claim {
 }
 
 /// Idempotency claims: conditional puts with a TTL and an in-progress lease (Powertools semantics,
-/// ../shared/reference/RUST_LAMBDA_NOTES.md 4.4).
+/// docs/rust-lambda-notes.md 4.4).
 #[async_trait]
 pub trait ClaimStore: Send + Sync {
     /// Claims `key` for `lease_secs` (in progress); the record lives `ttl_secs` once completed.

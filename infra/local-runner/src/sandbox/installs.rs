@@ -142,7 +142,7 @@ async fn get_install(
     Json(ensure_install(&mut model, &sb, install_id).clone()).into_response()
 }
 
-/// `update_install` as the June 2024 real delivery was shaped (ENERFLO_API.md 3.3 (a)).
+/// `update_install` as the June 2024 real delivery was shaped (docs/enerflo-api.md 3.3 (a)).
 fn update_install_webhook(install: &Value, status: (u64, &str)) -> Value {
     let customer = install.get("customer").cloned().unwrap_or(Value::Null);
     json!({

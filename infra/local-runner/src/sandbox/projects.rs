@@ -39,7 +39,7 @@ async fn find_install(
     Json(install).into_response()
 }
 
-/// The v1 install object in the shape Enerflo's install payloads use (ENERFLO_API.md 3.3 (b)).
+/// The v1 install object in the shape Enerflo's install payloads use (docs/enerflo-api.md 3.3 (b)).
 pub fn install_object(install_id: u64, customer_id: u64, survey_id: u64) -> Value {
     json!({
         "id": install_id,

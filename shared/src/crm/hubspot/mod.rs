@@ -7,6 +7,7 @@
 //! before a create, so a retry never makes a second record (docs/crm-connectors.md 2.5-2.9).
 
 pub mod api;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -71,7 +72,10 @@ impl CrmConnector for HubSpotConnector {
                     .and_then(Value::as_str)
                     .and_then(|n| self.profile.stage_for_status(n))
                 {
-                    extra.insert("dealstage".into(), Value::String(stage.to_owned()));
+                    extra.insert(
+                        self.profile.stages.property.clone(),
+                        Value::String(stage.to_owned()),
+                    );
                 }
                 self.update_deal(map, event, extra).await?
             }
@@ -242,8 +246,17 @@ impl HubSpotConnector {
         if event.crm_id.is_none() {
             extra.insert("pipeline".into(), Value::String(self.pipeline.clone()));
             if let Some(stage) = &self.profile.stages.first_stage {
-                extra.insert("dealstage".into(), Value::String(stage.clone()));
+                extra.insert(
+                    self.profile.stages.property.clone(),
+                    Value::String(stage.clone()),
+                );
             }
+            extra.extend(
+                map.apply(event)
+                    .on_create
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.hubspot()))),
+            );
         }
         let contact = match &map.contact {
             Some(c) if !c.apply(event).keys.is_empty() => {
