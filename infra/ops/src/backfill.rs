@@ -54,7 +54,10 @@ pub async fn reconciler(config: &Config, data_dir: Option<&Path>) -> anyhow::Res
     let ports = match data_dir {
         Some(dir) => {
             if !dir.join("sync.redb").exists() {
-                return Err(anyhow!("{} holds no local runner state (no sync.redb)", dir.display()));
+                return Err(anyhow!(
+                    "{} holds no local runner state (no sync.redb)",
+                    dir.display()
+                ));
             }
             let db = open_database(Some(dir)).map_err(|e| {
                 anyhow!(
@@ -125,7 +128,9 @@ pub async fn run_on_runner(
     if !resp.status().is_success() {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        return Err(anyhow!("the local runner refused the backfill ({status}): {text}"));
+        return Err(anyhow!(
+            "the local runner refused the backfill ({status}): {text}"
+        ));
     }
     let mut asked_to_stop = false;
     loop {

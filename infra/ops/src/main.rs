@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand};
 use enerflo_sync::classify::Stage;
 use enerflo_sync::config::Config;
+use enerflo_sync::reconcile::{SWEEPABLE, parse_since, parse_stages};
+use enerflo_sync_ops::backfill::{Backfill, reconciler, render, run_here, run_on_runner};
 use enerflo_sync_ops::{
     Backend, Filter, entity_report, event_rerun, event_show, event_summary, hubspot,
     list_dead_letters, parse_time, replay,
 };
-use enerflo_sync::reconcile::{SWEEPABLE, parse_since, parse_stages};
-use enerflo_sync_ops::backfill::{Backfill, reconciler, render, run_here, run_on_runner};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -311,7 +311,9 @@ async fn backfill_command(
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             on_signal.store(true, Ordering::SeqCst);
-            eprintln!("stopping at the next record (Ctrl-C again quits at once); run the same command again to resume");
+            eprintln!(
+                "stopping at the next record (Ctrl-C again quits at once); run the same command again to resume"
+            );
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(130);
             }
@@ -328,7 +330,10 @@ async fn backfill_command(
             shown.set_length(total);
         }
         shown.set_position(p.done);
-        shown.set_message(format!("{:?} page {}, {} to sync", p.phase, p.page, p.drift));
+        shown.set_message(format!(
+            "{:?} page {}, {} to sync",
+            p.phase, p.page, p.drift
+        ));
     });
     let report = match runner {
         Some(url) => run_on_runner(url, token, backfill, stop, progress).await?,

@@ -467,6 +467,9 @@ impl Reconciler {
                     run.cursor.done += 1;
                     run.report.total_pass(carried);
                     self.progress(run);
+                    // The store and queue adapters may block (the embedded ones commit to disk):
+                    // let the consumers sharing this runtime take their turn between rows.
+                    tokio::task::yield_now().await;
                 }
                 run.report.total_pass(carried);
                 if is_last(

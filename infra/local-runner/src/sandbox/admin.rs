@@ -171,7 +171,11 @@ async fn seed(State(sb): State<Arc<Sandbox>>, body: bytes::Bytes) -> Response {
 
 async fn latency(State(sb): State<Arc<Sandbox>>, body: bytes::Bytes) -> Response {
     let body = object(&body);
-    let Some(ms) = body.get("ms").and_then(value_to_u64).filter(|ms| *ms <= 60_000) else {
+    let Some(ms) = body
+        .get("ms")
+        .and_then(value_to_u64)
+        .filter(|ms| *ms <= 60_000)
+    else {
         return unprocessable("`ms` must be a whole number of milliseconds up to 60000".into());
     };
     sb.set_list_latency(ms);

@@ -164,7 +164,9 @@ impl Sandbox {
     }
 
     async fn list_latency(&self) {
-        let ms = self.list_latency_ms.load(std::sync::atomic::Ordering::SeqCst);
+        let ms = self
+            .list_latency_ms
+            .load(std::sync::atomic::Ordering::SeqCst);
         if ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
