@@ -39,10 +39,12 @@ secrets and least privilege):
                    DLQ URLs, <ENV_PREFIX>_DLQ_URL = its DLQ's URL; the webhook function
                    (enerflo-webhook) has <ENV_PREFIX>_QUEUE_URL of every stage and may SendMessage
                    to every stage queue. Every inbound route has exactly one function building its
-                   `function`, with an HttpApi event of its method and path. No function builds a
-                   binary the registry does not list (enerflo-webhook and enerflo-reconcile aside;
-                   enerflo-reconcile is built once, targeted by an AWS::Events::Rule with a
-                   ScheduleExpression and invocable by events.amazonaws.com), no queue is other than
+                   `function`, with an HttpApi event of its method and path. Every scheduled
+                   function has exactly one function building it, with a Schedule (or ScheduleV2)
+                   event whose expression is !Ref its schedule parameter, a parameter of the
+                   template, or else one AWS::Events::Rule of that ScheduleExpression targeting it
+                   and an AWS::Lambda::Permission letting events.amazonaws.com invoke it. No function builds a
+                   binary the registry does not list (enerflo-webhook aside), no queue is other than
                    a stage's queue or DLQ, and no *_QUEUE_URL / *_DLQ_URL variable names a prefix
                    the registry does not list.
 
@@ -140,9 +142,6 @@ def load_template(path: str) -> dict[str, Any]:
 
 REGISTRY_PATH = os.path.join("infra", "stages.json")
 WEBHOOK_BINARY = "enerflo-webhook"
-# The scheduled reconciliation sweep (shared/src/reconcile): no stage of its own; like the webhook
-# it only sends to stage queues (role-scope), and it must be on a schedule.
-RECONCILE_BINARY = "enerflo-reconcile"
 
 
 @dataclass(frozen=True)
@@ -169,12 +168,24 @@ class InboundRoute:
 
 
 @dataclass(frozen=True)
+class ScheduledFunction:
+    name: str
+    function: str
+    schedule_parameter: str
+
+
+@dataclass(frozen=True)
 class StageRegistry:
     outbound: tuple[OutboundStage, ...]
     inbound: tuple[InboundRoute, ...]
+    scheduled: tuple[ScheduledFunction, ...] = ()
 
     def binaries(self) -> set[str]:
-        return {s.function for s in self.outbound} | {r.function for r in self.inbound}
+        return (
+            {s.function for s in self.outbound}
+            | {r.function for r in self.inbound}
+            | {s.function for s in self.scheduled}
+        )
 
 
 def _registry_entries(
@@ -205,7 +216,16 @@ def load_registry(path: str) -> StageRegistry:
         InboundRoute(**e)
         for e in _registry_entries(document, "inbound", ("route", "method", "path", "function"))
     )
-    return StageRegistry(outbound, inbound)
+    # Optional: a registry without scheduled functions has none.
+    scheduled = tuple(
+        ScheduledFunction(**e)
+        for e in (
+            _registry_entries(document, "scheduled", ("name", "function", "schedule_parameter"))
+            if "scheduled" in document
+            else ()
+        )
+    )
+    return StageRegistry(outbound, inbound, scheduled)
 
 
 def default_registry_path(template_path: str) -> str:
@@ -830,6 +850,28 @@ class Checker:
 
     # ---- stage-registry -----------------------------------------------------------------------
 
+    def schedule_rules(self, function_id: str) -> list[str]:
+        """The AWS::Events::Rule resources with a ScheduleExpression that target the function."""
+        return [
+            rule_id
+            for rule_id in self.resources
+            if self.rtype(rule_id) == "AWS::Events::Rule"
+            and "ScheduleExpression" in self.props(rule_id)
+            and any(
+                self.target(_mapping(t).get("Arn")) == function_id
+                for t in _list(self.props(rule_id).get("Targets"))
+            )
+        ]
+
+    def events_may_invoke(self, function_id: str) -> bool:
+        """Whether an AWS::Lambda::Permission lets events.amazonaws.com invoke the function."""
+        return any(
+            self.rtype(perm_id) == "AWS::Lambda::Permission"
+            and self.target(self.props(perm_id).get("FunctionName")) == function_id
+            and self.scalar(self.props(perm_id).get("Principal")) == "events.amazonaws.com"
+            for perm_id in self.resources
+        )
+
     def binary_of(self, function_id: str) -> str | None:
         """The binary cargo-lambda builds for a function: Metadata.BuildProperties.Binary."""
         metadata = _mapping(_mapping(self.resources.get(function_id)).get("Metadata"))
@@ -911,7 +953,7 @@ class Checker:
                 )
             else:
                 builders.setdefault(binary, []).append(function_id)
-        known = registry.binaries() | {WEBHOOK_BINARY, RECONCILE_BINARY}
+        known = registry.binaries() | {WEBHOOK_BINARY}
         for binary, ids in builders.items():
             if binary not in known:
                 self.record(
@@ -1032,8 +1074,45 @@ class Checker:
                 else f"{function_id} has no HttpApi event {wanted} (it has {routes or 'none'})",
             )
 
-        if RECONCILE_BINARY in builders:
-            self.check_sweep_schedule(builders)
+        parameters = _mapping(self.template.get("Parameters"))
+        for scheduled in registry.scheduled:
+            where = f"scheduled function {scheduled.name}"
+            function_id = self.sole_builder(scheduled.function, builders, where)
+            if function_id is None:
+                continue
+            expressions = []
+            for event in _mapping(self.props(function_id).get("Events")).values():
+                event = _mapping(event)
+                if event.get("Type") in ("Schedule", "ScheduleV2"):
+                    event_props = _mapping(event.get("Properties"))
+                    expressions.append(
+                        event_props.get("Schedule", event_props.get("ScheduleExpression"))
+                    )
+            # Or an AWS::Events::Rule of its own that targets it (so a Condition can leave the
+            # schedule out altogether), with a permission for EventBridge to invoke it.
+            rules = self.schedule_rules(function_id)
+            expressions.extend(self.props(r).get("ScheduleExpression") for r in rules)
+            wanted = {"Ref": scheduled.schedule_parameter}
+            problems = []
+            if scheduled.schedule_parameter not in parameters:
+                problems.append(f"the template has no parameter {scheduled.schedule_parameter}")
+            if expressions != [wanted]:
+                problems.append(
+                    f"{function_id} must have exactly one Schedule event with Schedule: "
+                    f"!Ref {scheduled.schedule_parameter}, or one AWS::Events::Rule targeting it "
+                    f"with that ScheduleExpression (it has {expressions or 'none'})"
+                )
+            if rules and not self.events_may_invoke(function_id):
+                problems.append(
+                    f"no AWS::Lambda::Permission lets events.amazonaws.com invoke {function_id}"
+                )
+            self.record(
+                rule,
+                where,
+                not problems,
+                "; ".join(problems)
+                or f"{function_id} runs on !Ref {scheduled.schedule_parameter}",
+            )
 
         for queue_id in self.resources:
             if self.rtype(queue_id) == "AWS::SQS::Queue" and queue_id not in owner:
@@ -1055,46 +1134,6 @@ class Checker:
                         f"no registry stage has env_prefix {match.group(1)} (known: "
                         f"{', '.join(sorted(prefixes))})",
                     )
-
-
-    def check_sweep_schedule(self, builders: dict[str, list[str]]) -> None:
-        """The sweep's function is built once, an EventBridge rule with a ScheduleExpression
-        targets it, and a Lambda permission lets events.amazonaws.com invoke it."""
-        where = f"sweep {RECONCILE_BINARY}"
-        function_id = self.sole_builder(RECONCILE_BINARY, builders, where)
-        if function_id is None:
-            return
-        scheduled = [
-            rule_id
-            for rule_id in self.resources
-            if self.rtype(rule_id) == "AWS::Events::Rule"
-            and "ScheduleExpression" in self.props(rule_id)
-            and any(
-                self.target(_mapping(t).get("Arn")) == function_id
-                for t in _list(self.props(rule_id).get("Targets"))
-            )
-        ]
-        permitted = [
-            perm_id
-            for perm_id in self.resources
-            if self.rtype(perm_id) == "AWS::Lambda::Permission"
-            and self.target(self.props(perm_id).get("FunctionName")) == function_id
-            and self.scalar(self.props(perm_id).get("Principal")) == "events.amazonaws.com"
-        ]
-        problems = []
-        if not scheduled:
-            problems.append(f"no AWS::Events::Rule with a ScheduleExpression targets {function_id}")
-        if not permitted:
-            problems.append(
-                f"no AWS::Lambda::Permission lets events.amazonaws.com invoke {function_id}"
-            )
-        self.record(
-            "stage-registry",
-            where,
-            not problems,
-            "; ".join(problems)
-            or f"{function_id} runs on {', '.join(scheduled)} (invoked through {', '.join(permitted)})",
-        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,37 @@ pub struct ConfigError {
 pub enum CrmConnectorKind {
     Webhook,
     HubSpot,
+    Salesforce,
 }
+
+/// `SALESFORCE_*`: the native Salesforce connector (docs/design.md 3.6).
+#[derive(Clone, Debug, Default)]
+pub struct SalesforceSettings {
+    /// `SALESFORCE_LOGIN_URL`: the org's My Domain (`https://acme.my.salesforce.com`), where the
+    /// token endpoint is. Required in Lambda; locally, without it the runner serves a sandbox.
+    pub login_url: Option<String>,
+    /// `SALESFORCE_CLIENT_ID`: the external client app's consumer key.
+    pub client_id: Option<String>,
+    /// `SALESFORCE_CLIENT_SECRET`: for the client credentials flow.
+    pub client_secret: Option<Secret>,
+    /// `SALESFORCE_USERNAME` + `SALESFORCE_PRIVATE_KEY` (PEM): the JWT bearer flow instead.
+    pub username: Option<String>,
+    pub private_key: Option<Secret>,
+    /// `SALESFORCE_JWT_AUDIENCE`: the assertion's `aud` (default `https://login.salesforce.com`,
+    /// `https://test.salesforce.com` for a sandbox My Domain).
+    pub audience: Option<String>,
+    /// `SALESFORCE_API_VERSION`, default [`SALESFORCE_API_VERSION`].
+    pub api_version: String,
+    /// `SALESFORCE_API_BUDGET_PERCENT`: the share of the org's daily API allocation the sync may
+    /// use (default 50).
+    pub budget_percent: u32,
+    /// `SALESFORCE_ORG_ID`: the org whose Outbound Messages are accepted.
+    pub org_id: Option<String>,
+}
+
+/// The Salesforce REST API version used unless `SALESFORCE_API_VERSION` says otherwise (Spring
+/// '26; upsert's `created` flag needs 46.0 or later).
+pub const SALESFORCE_API_VERSION: &str = "66.0";
 
 /// `HUBSPOT_*`: the native HubSpot connector (docs/design.md 3.6).
 #[derive(Clone, Debug)]
@@ -46,6 +76,9 @@ pub struct HubSpotSettings {
     /// `HUBSPOT_PUBLIC_URL`: the public base URL HubSpot calls (the API's URL, with a custom
     /// domain or stage prefix), for v3 signatures, which cover the exact URL.
     pub public_url: Option<String>,
+    /// `HUBSPOT_NOTES_POLL_SECS` (default 60): how often the local runner polls HubSpot for notes
+    /// (in AWS the `HubSpotNotesPollSchedule` rule decides).
+    pub notes_poll_interval: std::time::Duration,
 }
 
 impl Default for HubSpotSettings {
@@ -57,6 +90,7 @@ impl Default for HubSpotSettings {
             client_secret: None,
             ten_second_budget: 100,
             public_url: None,
+            notes_poll_interval: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -289,6 +323,7 @@ pub struct Config {
     /// default built in); `None` for `webhook`.
     pub crm_profile: Option<std::sync::Arc<crate::crm::profile::Profile>>,
     pub hubspot: HubSpotSettings,
+    pub salesforce: SalesforceSettings,
     pub crm_webhook_url: Option<String>,
     pub crm_webhook_secret: Option<SigningSecret>,
     pub crm_timeout: Duration,
@@ -364,8 +399,9 @@ impl Config {
         let crm_connector = match var("CRM_CONNECTOR").as_deref() {
             None | Some("webhook") => CrmConnectorKind::Webhook,
             Some("hubspot") => CrmConnectorKind::HubSpot,
+            Some("salesforce") => CrmConnectorKind::Salesforce,
             Some(_) => {
-                problems.push("CRM_CONNECTOR must be `webhook` or `hubspot`".into());
+                problems.push("CRM_CONNECTOR must be `webhook`, `hubspot` or `salesforce`".into());
                 CrmConnectorKind::Webhook
             }
         };
@@ -389,6 +425,51 @@ impl Config {
                     None
                 }
             },
+            CrmConnectorKind::Salesforce => match crate::crm::profile::load(
+                var("CRM_MAPPING_FILE").as_deref(),
+                "built-in salesforce",
+                crate::crm::profile::SALESFORCE_DEFAULT,
+            ) {
+                Ok(p) => Some(std::sync::Arc::new(p)),
+                Err(e) => {
+                    problems.push(e.to_string());
+                    None
+                }
+            },
+        };
+        let salesforce = SalesforceSettings {
+            login_url: url("SALESFORCE_LOGIN_URL", &mut problems),
+            client_id: var("SALESFORCE_CLIENT_ID"),
+            client_secret: var("SALESFORCE_CLIENT_SECRET").map(Secret::new),
+            username: var("SALESFORCE_USERNAME"),
+            private_key: var("SALESFORCE_PRIVATE_KEY").map(|pem| {
+                if let Err(why) = crate::crm::salesforce::auth::parse_private_key(&pem) {
+                    problems.push(format!("SALESFORCE_PRIVATE_KEY {why}"));
+                }
+                Secret::new(pem)
+            }),
+            audience: url("SALESFORCE_JWT_AUDIENCE", &mut problems),
+            api_version: match var("SALESFORCE_API_VERSION") {
+                None => SALESFORCE_API_VERSION.to_owned(),
+                Some(v) => {
+                    let bare = v.trim_start_matches('v').to_owned();
+                    match bare
+                        .split_once('.')
+                        .map(|(a, b)| (a.parse::<u32>(), b.parse::<u32>()))
+                    {
+                        Some((Ok(major), Ok(_))) if major >= 46 => bare,
+                        _ => {
+                            problems.push(format!(
+                                "SALESFORCE_API_VERSION must be like {SALESFORCE_API_VERSION}, and 46.0 or later"
+                            ));
+                            SALESFORCE_API_VERSION.to_owned()
+                        }
+                    }
+                }
+            },
+            budget_percent: number("SALESFORCE_API_BUDGET_PERCENT", 50, 1, 100, &mut problems)
+                as u32,
+            org_id: var("SALESFORCE_ORG_ID"),
         };
         let hubspot = HubSpotSettings {
             access_token: var("HUBSPOT_ACCESS_TOKEN").map(Secret::new),
@@ -398,6 +479,13 @@ impl Config {
             client_secret: var("HUBSPOT_CLIENT_SECRET").map(Secret::new),
             ten_second_budget: number("HUBSPOT_RATE_LIMIT", 100, 3, 10_000, &mut problems) as u32,
             public_url: url("HUBSPOT_PUBLIC_URL", &mut problems),
+            notes_poll_interval: std::time::Duration::from_secs(number(
+                "HUBSPOT_NOTES_POLL_SECS",
+                60,
+                1,
+                86_400,
+                &mut problems,
+            )),
         };
         let crm_webhook_secret =
             var("CRM_WEBHOOK_SECRET").and_then(|s| match SigningSecret::parse(&s) {
@@ -536,6 +624,7 @@ impl Config {
             crm_connector,
             crm_profile,
             hubspot,
+            salesforce,
             crm_webhook_url: url("CRM_WEBHOOK_URL", &mut problems),
             crm_webhook_secret,
             crm_timeout: Duration::from_secs(number("CRM_TIMEOUT_SECS", 10, 1, 120, &mut problems)),
@@ -609,6 +698,19 @@ impl Config {
                     problems.push("HUBSPOT_ACCESS_TOKEN is required for CRM_CONNECTOR=hubspot (a private app token)".into());
                 }
                 Need::Crm if self.crm_connector == CrmConnectorKind::HubSpot => {}
+                Need::Crm if self.crm_connector == CrmConnectorKind::Salesforce => {
+                    let sf = &self.salesforce;
+                    if sf.login_url.is_none() {
+                        problems.push("SALESFORCE_LOGIN_URL is required for CRM_CONNECTOR=salesforce (the org's My Domain)".into());
+                    }
+                    if sf.client_id.is_none() {
+                        problems.push("SALESFORCE_CLIENT_ID is required for CRM_CONNECTOR=salesforce".into());
+                    }
+                    match (&sf.client_secret, &sf.username, &sf.private_key) {
+                        (Some(_), _, _) | (None, Some(_), Some(_)) => {}
+                        _ => problems.push("CRM_CONNECTOR=salesforce needs SALESFORCE_CLIENT_SECRET (client credentials) or SALESFORCE_USERNAME and SALESFORCE_PRIVATE_KEY (JWT bearer)".into()),
+                    }
+                }
                 Need::Crm => {
                     if self.crm_webhook_url.is_none() {
                         problems.push("CRM_WEBHOOK_URL is required for CRM_CONNECTOR=webhook".into());

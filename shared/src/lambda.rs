@@ -113,7 +113,8 @@ pub async fn run_stage_consumer(
 }
 
 /// The whole `main` of an inbound route's Lambda: configuration checked for what a route needs,
-/// adapters built once, then the one route served behind API Gateway.
+/// adapters built once, then the route served behind API Gateway, with the HubSpot workflow
+/// route that translates into it (`Route::served_with`: one handler behind both).
 pub async fn run_inbound_route(route: crate::registry::Route) -> Result<(), lambda_http::Error> {
     use crate::config::{Config, Need};
     use crate::runtime;
@@ -124,11 +125,57 @@ pub async fn run_inbound_route(route: crate::registry::Route) -> Result<(), lamb
     let ports = runtime::aws_ports(&config).await?;
     let enerflo = runtime::enerflo_client(&config)?;
     let handler = runtime::inbound_route(route, &config, &ports, enerflo);
-    serve_http(Router::for_route(
+    let mut router = Router::for_route(
         route,
-        handler,
+        handler.clone(),
         config.crm_inbound_tokens.clone(),
         config.max_body_bytes,
+    );
+    router.hubspot = runtime::hubspot_routes(&config);
+    for other in route.served_with().into_iter().skip(1) {
+        if let Some(h) = runtime::hubspot_workflow(other, &config, &ports, handler.clone()) {
+            router.set(other, h);
+        }
+    }
+    serve_http(router).await
+}
+
+/// The whole `main` of `hubspot-notes-poll`: one poll per scheduled invocation (EventBridge),
+/// answering what it did; a failure fails the invocation (logged, and the next run goes on from
+/// the stored watermark).
+pub async fn run_hubspot_notes_poll() -> Result<(), lambda_runtime::Error> {
+    use crate::config::{Config, Need};
+    use crate::runtime;
+
+    crate::telemetry::init();
+    let config = Config::from_env()?;
+    config.require(&[Need::Table, Need::EnerfloApi, Need::Crm])?;
+    let ports = runtime::aws_ports(&config).await?;
+    let enerflo = runtime::enerflo_client(&config)?;
+    let poll = Arc::new(runtime::hubspot_notes_poll(
+        &config,
+        &ports,
+        enerflo,
+        runtime::hubspot_api(&config)?,
+    ));
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<serde_json::Value>| {
+            let poll = poll.clone();
+            async move {
+                if event.context.deadline != 0 {
+                    let deadline = crate::deadline::from_epoch_millis(event.context.deadline);
+                    return crate::deadline::scope(
+                        deadline,
+                        poll.run_once(crate::timefmt::now_millis()),
+                    )
+                    .await
+                    .map_err(lambda_runtime::Error::from);
+                }
+                poll.run_once(crate::timefmt::now_millis())
+                    .await
+                    .map_err(lambda_runtime::Error::from)
+            }
+        },
     ))
     .await
 }

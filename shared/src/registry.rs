@@ -246,21 +246,52 @@ pub fn entity_of(
     (stage.spec().entity)(event, record, install_id_paths)
 }
 
-/// The inbound (CRM -> Enerflo) routes, one function each.
+/// The inbound (CRM -> Enerflo) routes. Each canonical route has its function; a HubSpot
+/// workflow route is served by the function of the canonical route it translates to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Route {
     Leads,
     Milestone,
     Status,
     Note,
+    /// `POST /crm/hubspot/lead` (a HubSpot workflow's "Send a webhook"), translated to `Leads`.
+    HubSpotLead,
+    /// `POST /crm/hubspot/status`, translated to `Status`.
+    HubSpotStatus,
+    /// `POST /crm/hubspot/milestone`, translated to `Milestone`.
+    HubSpotMilestone,
 }
 
 impl Route {
+    pub const ALL: [Route; 7] = [
+        Route::Leads,
+        Route::Milestone,
+        Route::Status,
+        Route::Note,
+        Route::HubSpotLead,
+        Route::HubSpotStatus,
+        Route::HubSpotMilestone,
+    ];
+
     pub fn spec(self) -> &'static RouteSpec {
         ROUTES
             .iter()
             .find(|r| r.route == self)
             .unwrap_or(&ROUTES[0])
+    }
+
+    /// Every route the function of `self` serves (`self` first): a canonical route and the
+    /// HubSpot workflow route that translates to it.
+    pub fn served_with(self) -> Vec<Route> {
+        let function = self.spec().function;
+        let mut routes = vec![self];
+        routes.extend(
+            ROUTES
+                .iter()
+                .filter(|r| r.function == function && r.route != self)
+                .map(|r| r.route),
+        );
+        routes
     }
 }
 
@@ -273,7 +304,7 @@ pub struct RouteSpec {
     pub function: &'static str,
 }
 
-pub static ROUTES: [RouteSpec; 4] = [
+pub static ROUTES: [RouteSpec; 7] = [
     RouteSpec {
         route: Route::Leads,
         name: "leads",
@@ -302,6 +333,50 @@ pub static ROUTES: [RouteSpec; 4] = [
         path: "/crm/installs/{install}/notes",
         function: "crm-note-to-enerflo",
     },
+    RouteSpec {
+        route: Route::HubSpotLead,
+        name: "hubspot_lead",
+        method: "POST",
+        path: "/crm/hubspot/lead",
+        function: "crm-lead-to-enerflo",
+    },
+    RouteSpec {
+        route: Route::HubSpotStatus,
+        name: "hubspot_status",
+        method: "POST",
+        path: "/crm/hubspot/status",
+        function: "crm-status-to-enerflo",
+    },
+    RouteSpec {
+        route: Route::HubSpotMilestone,
+        name: "hubspot_milestone",
+        method: "POST",
+        path: "/crm/hubspot/milestone",
+        function: "crm-milestone-to-enerflo",
+    },
+];
+
+/// A function run on a schedule (an EventBridge rule), by neither a queue nor a route.
+pub struct ScheduledSpec {
+    pub name: &'static str,
+    pub function: &'static str,
+    /// The template parameter holding its schedule expression.
+    pub schedule_parameter: &'static str,
+}
+
+pub static SCHEDULED: [ScheduledSpec; 2] = [
+    ScheduledSpec {
+        name: "hubspot_notes_poll",
+        function: "hubspot-notes-poll",
+        schedule_parameter: "HubSpotNotesPollSchedule",
+    },
+    // The reconciliation sweep (`crate::reconcile`); `ReconcileSchedule` = `disabled` leaves its
+    // rule out (a Condition), so it has an AWS::Events::Rule of its own, not a SAM Schedule event.
+    ScheduledSpec {
+        name: "reconcile",
+        function: "enerflo-reconcile",
+        schedule_parameter: "ReconcileSchedule",
+    },
 ];
 
 /// The registry as `infra/stages.json` holds it, for the template checker.
@@ -319,6 +394,11 @@ pub fn to_json() -> Value {
             "method": r.method,
             "path": r.path,
             "function": r.function,
+        })).collect::<Vec<_>>(),
+        "scheduled": SCHEDULED.iter().map(|s| json!({
+            "name": s.name,
+            "function": s.function,
+            "schedule_parameter": s.schedule_parameter,
         })).collect::<Vec<_>>(),
     })
 }
@@ -342,10 +422,16 @@ mod tests {
         events.sort();
         events.dedup();
         assert_eq!(events.len(), n, "an event is listed by two stages");
-        for route in [Route::Leads, Route::Milestone, Route::Status, Route::Note] {
+        for route in Route::ALL {
             assert_eq!(ROUTES.iter().filter(|r| r.route == route).count(), 1);
             assert_eq!(route.spec().route, route);
         }
+        assert_eq!(ROUTES.len(), Route::ALL.len());
+        assert_eq!(
+            Route::Status.served_with(),
+            [Route::Status, Route::HubSpotStatus]
+        );
+        assert_eq!(Route::Note.served_with(), [Route::Note]);
     }
 
     /// `infra/stages.json` is what the template checker compares `template.yaml` with; it must be

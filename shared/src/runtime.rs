@@ -116,8 +116,14 @@ pub fn enerflo_client(config: &Config) -> Result<Arc<dyn EnerfloApi>, ConfigErro
 }
 
 pub fn crm_connector(config: &Config) -> Result<Arc<dyn CrmConnector>, ConfigError> {
-    if config.crm_connector == crate::config::CrmConnectorKind::HubSpot {
-        return Ok(Arc::new(hubspot_connector(config)?));
+    match config.crm_connector {
+        crate::config::CrmConnectorKind::HubSpot => {
+            return Ok(Arc::new(hubspot_connector(config)?));
+        }
+        crate::config::CrmConnectorKind::Salesforce => {
+            return Ok(Arc::new(salesforce_connector(config)?));
+        }
+        crate::config::CrmConnectorKind::Webhook => {}
     }
     let url = config
         .crm_webhook_url
@@ -154,16 +160,172 @@ pub fn hubspot_api(
 }
 
 pub fn hubspot_connector(config: &Config) -> Result<crate::crm::HubSpotConnector, ConfigError> {
+    hubspot_connector_with(config, hubspot_api(config)?)
+}
+
+/// The HubSpot connector on a given API client (a process sharing one client, and so one
+/// 10-second budget, between the connector and the notes poll).
+pub fn hubspot_connector_with(
+    config: &Config,
+    api: Arc<crate::crm::hubspot::api::HubSpotApi>,
+) -> Result<crate::crm::HubSpotConnector, ConfigError> {
     let profile = config
         .crm_profile
         .clone()
         .ok_or_else(|| startup("CRM_MAPPING_FILE", "no mapping profile loaded"))?;
     Ok(crate::crm::HubSpotConnector::new(
-        hubspot_api(config)?,
+        api,
         profile,
         &config.hubspot.pipeline,
         config.fields.milestone_keys.clone(),
     ))
+}
+
+/// The Salesforce API client (one per process: one cached token, one view of the API budget).
+pub fn salesforce_api(
+    config: &Config,
+) -> Result<Arc<crate::crm::salesforce::api::SalesforceApi>, ConfigError> {
+    use crate::crm::salesforce::auth::{Authenticator, Grant, parse_private_key};
+    let sf = &config.salesforce;
+    let login = sf.login_url.clone().ok_or_else(|| {
+        startup(
+            "SALESFORCE_LOGIN_URL",
+            "is required for CRM_CONNECTOR=salesforce",
+        )
+    })?;
+    let client_id = sf.client_id.clone().ok_or_else(|| {
+        startup(
+            "SALESFORCE_CLIENT_ID",
+            "is required for CRM_CONNECTOR=salesforce",
+        )
+    })?;
+    let grant = match (&sf.client_secret, &sf.username, &sf.private_key) {
+        (Some(secret), _, _) => Grant::ClientCredentials {
+            client_id,
+            client_secret: secret.clone(),
+        },
+        (None, Some(username), Some(pem)) => Grant::JwtBearer {
+            client_id,
+            username: username.clone(),
+            key: Arc::new(
+                parse_private_key(pem.expose())
+                    .map_err(|e| startup("SALESFORCE_PRIVATE_KEY", e))?,
+            ),
+            audience: sf.audience.clone().unwrap_or_else(|| {
+                if login.contains(".sandbox.") {
+                    "https://test.salesforce.com".into()
+                } else {
+                    "https://login.salesforce.com".into()
+                }
+            }),
+        },
+        _ => {
+            return Err(startup(
+                "SALESFORCE_CLIENT_SECRET",
+                "or SALESFORCE_USERNAME and SALESFORCE_PRIVATE_KEY are required",
+            ));
+        }
+    };
+    let http = crate::wire::http_client(config.crm_timeout)
+        .map_err(|e| startup("Salesforce HTTP client", e))?;
+    let auth = Authenticator::new(http.clone(), &login, grant);
+    Ok(Arc::new(crate::crm::salesforce::api::SalesforceApi::new(
+        http,
+        auth,
+        &sf.api_version,
+        sf.budget_percent,
+    )))
+}
+
+pub fn salesforce_connector(
+    config: &Config,
+) -> Result<crate::crm::SalesforceConnector, ConfigError> {
+    let profile = config
+        .crm_profile
+        .clone()
+        .ok_or_else(|| startup("CRM_MAPPING_FILE", "no mapping profile loaded"))?;
+    Ok(crate::crm::SalesforceConnector::new(
+        salesforce_api(config)?,
+        profile,
+        config.fields.milestone_keys.clone(),
+    ))
+}
+
+/// The mapping profile the HubSpot workflow routes read (`stages.by_status`, `milestone_dates`):
+/// the loaded one with `CRM_CONNECTOR=hubspot`, else HubSpot's built-in default.
+pub fn hubspot_profile(config: &Config) -> Arc<crate::crm::profile::Profile> {
+    let loaded = match config.crm_connector {
+        crate::config::CrmConnectorKind::HubSpot => config.crm_profile.clone(),
+        _ => None,
+    };
+    loaded.unwrap_or_else(|| {
+        #[allow(clippy::expect_used)]
+        Arc::new(
+            crate::crm::profile::Profile::parse(
+                "built-in hubspot",
+                crate::crm::profile::HUBSPOT_DEFAULT,
+            )
+            .expect("the built-in HubSpot profile is valid (a unit test checks it)"),
+        )
+    })
+}
+
+/// How the HubSpot workflow routes authenticate their callers; their handlers are set with
+/// [`crate::http::Router::set`].
+pub fn hubspot_routes(config: &Config) -> crate::http::router::HubSpotRoutes {
+    crate::http::router::HubSpotRoutes {
+        client_secret: config.hubspot.client_secret.clone(),
+        public_url: config.hubspot.public_url.clone(),
+        ..Default::default()
+    }
+}
+
+/// The HubSpot workflow route translating into `canonical` (the handler of the canonical route
+/// it maps to); `None` when `route` is not a HubSpot route.
+pub fn hubspot_workflow(
+    route: crate::registry::Route,
+    config: &Config,
+    ports: &Ports,
+    canonical: Arc<dyn crate::http::router::InboundRoute>,
+) -> Option<Arc<dyn crate::http::router::InboundRoute>> {
+    use crate::inbound::hubspot::{Action, WorkflowRoute};
+    use crate::registry::Route;
+    let action = match route {
+        Route::HubSpotLead => Action::Lead,
+        Route::HubSpotStatus => Action::Status,
+        Route::HubSpotMilestone => Action::Milestone,
+        Route::Leads | Route::Milestone | Route::Status | Route::Note => return None,
+    };
+    Some(Arc::new(WorkflowRoute {
+        action,
+        target: canonical,
+        profile: hubspot_profile(config),
+        xref: ports.xref.clone(),
+        echo: ports.echo_guard(config),
+    }))
+}
+
+/// The HubSpot notes poll (`hubspot-notes-poll`, and a periodic task of the local runner).
+pub fn hubspot_notes_poll(
+    config: &Config,
+    ports: &Ports,
+    enerflo: Arc<dyn EnerfloApi>,
+    api: Arc<crate::crm::hubspot::api::HubSpotApi>,
+) -> crate::inbound::hubspot_notes::NotesPoll {
+    use crate::canonical::CrmEventType;
+    use crate::inbound::hubspot_notes::{DEFAULT_MAX_PAGES, DEFAULT_OVERLAP, NotesPoll};
+    let profile = hubspot_profile(config);
+    NotesPoll {
+        api,
+        notes: notes_route(config, ports, enerflo),
+        xref: ports.xref.clone(),
+        state: ports.state.clone(),
+        claims: ports.claims.clone(),
+        notes_object: profile.event(CrmEventType::NoteCreated).object.clone(),
+        deals_object: profile.event(CrmEventType::StatusChanged).object.clone(),
+        overlap: DEFAULT_OVERLAP,
+        max_pages: DEFAULT_MAX_PAGES,
+    }
 }
 
 /// The webhook ingest handler, wired from configuration.
@@ -269,6 +431,14 @@ pub fn inbound_route(
         Route::Milestone => milestone_route(config, ports, enerflo),
         Route::Status => status_route(config, ports, enerflo),
         Route::Note => notes_route(config, ports, enerflo),
+        Route::HubSpotLead | Route::HubSpotStatus | Route::HubSpotMilestone => {
+            let canonical = match route {
+                Route::HubSpotLead => leads_route(config, ports, enerflo),
+                Route::HubSpotStatus => status_route(config, ports, enerflo),
+                _ => milestone_route(config, ports, enerflo),
+            };
+            hubspot_workflow(route, config, ports, canonical.clone()).unwrap_or(canonical)
+        }
     }
 }
 

@@ -21,7 +21,9 @@ use enerflo_sync::consumer::{Consumer, Disposition};
 use enerflo_sync::crm::CrmConnector;
 use enerflo_sync::enerflo::EnerfloApi;
 use enerflo_sync::http::{HttpRequest, Problem, Router};
+use enerflo_sync::inbound::hubspot_notes::NotesPoll;
 use enerflo_sync::queue::embedded::EmbeddedQueue;
+use enerflo_sync::registry::Route;
 use enerflo_sync::runtime::{self, Ports};
 use enerflo_sync::secret::{Secret, SecretSet};
 use enerflo_sync::store::embedded::{EmbeddedStore, is_in_use, open_database};
@@ -54,6 +56,8 @@ pub struct Runner {
     jobs: Arc<reconcile::Jobs>,
     /// The local HubSpot sandbox, when `CRM_CONNECTOR=hubspot` has no token.
     pub hubspot: Option<Arc<fakes::hubspot::HubSpotFake>>,
+    /// The local Salesforce sandbox, when `CRM_CONNECTOR=salesforce` has no login URL.
+    pub salesforce: Option<Arc<fakes::salesforce::SalesforceFake>>,
     pub webhook_token: String,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -109,6 +113,19 @@ pub async fn start_with_enerflo(
         let sb = Sandbox::new(SANDBOX_API_KEY, config.fields.clone());
         sb.seed(sandbox_records()?);
         Some(sb)
+    } else {
+        None
+    };
+    let salesforce = if config.crm_connector == CrmConnectorKind::Salesforce
+        && config.salesforce.login_url.is_none()
+    {
+        let opts = fakes::salesforce::FakeOptions::default().with_enerflo_fields();
+        let sf = &mut config.salesforce;
+        sf.login_url = Some(format!("{base}/sandbox/salesforce"));
+        sf.client_id = Some(opts.client_id.clone());
+        sf.client_secret = Some(Secret::new(opts.client_secret.clone()));
+        sf.org_id.get_or_insert_with(|| opts.org_id.clone());
+        Some(fakes::salesforce::SalesforceFake::new(opts))
     } else {
         None
     };
@@ -182,17 +199,42 @@ pub async fn start_with_enerflo(
         Some(client) => client,
         None => runtime::enerflo_client(&config)?,
     };
-    let crm: Arc<dyn CrmConnector> = runtime::crm_connector(&config)?;
-    let router = Router {
+    // With HubSpot, one API client (one 10-second budget) for the connector and the notes poll.
+    let hubspot_api = if config.crm_connector == CrmConnectorKind::HubSpot {
+        Some(runtime::hubspot_api(&config)?)
+    } else {
+        None
+    };
+    let crm: Arc<dyn CrmConnector> = match &hubspot_api {
+        Some(api) => Arc::new(runtime::hubspot_connector_with(&config, api.clone())?),
+        None => runtime::crm_connector(&config)?,
+    };
+    let (leads, milestones, status) = (
+        runtime::leads_route(&config, &ports, enerflo.clone()),
+        runtime::milestone_route(&config, &ports, enerflo.clone()),
+        runtime::status_route(&config, &ports, enerflo.clone()),
+    );
+    let mut router = Router {
         webhook: Some(Arc::new(runtime::webhook_ingest(&config, &ports))),
         crm_tokens: config.crm_inbound_tokens.clone(),
         // Also enforced below for every route while reading the body; here as in Lambda.
         max_body_bytes: Some(config.max_body_bytes),
-        leads: Some(runtime::leads_route(&config, &ports, enerflo.clone())),
+        leads: Some(leads.clone()),
         notes: Some(runtime::notes_route(&config, &ports, enerflo.clone())),
-        milestones: Some(runtime::milestone_route(&config, &ports, enerflo.clone())),
-        status: Some(runtime::status_route(&config, &ports, enerflo.clone())),
+        milestones: Some(milestones.clone()),
+        status: Some(status.clone()),
+        hubspot: runtime::hubspot_routes(&config),
     };
+    // POST /crm/hubspot/{lead|status|milestone}: the same handlers behind HubSpot's workflows.
+    for (route, canonical) in [
+        (Route::HubSpotLead, leads),
+        (Route::HubSpotStatus, status),
+        (Route::HubSpotMilestone, milestones),
+    ] {
+        if let Some(h) = runtime::hubspot_workflow(route, &config, &ports, canonical) {
+            router.set(route, h);
+        }
+    }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -235,6 +277,9 @@ pub async fn start_with_enerflo(
     if let Some(hs) = &hubspot {
         app = app.nest("/sandbox/hubspot", hs.router());
     }
+    if let Some(sf) = &salesforce {
+        app = app.nest("/sandbox/salesforce", sf.router());
+    }
     let app = app
         .nest("/local", jobs.router())
         .fallback(move |req: axum::extract::Request| serve(state.clone(), req))
@@ -258,6 +303,16 @@ pub async fn start_with_enerflo(
         }
     }));
 
+    if let Some(api) = hubspot_api {
+        // HubSpot sends no webhook for notes: poll, as `hubspot-notes-poll` does on its schedule.
+        let poll = runtime::hubspot_notes_poll(&config, &ports, enerflo.clone(), api);
+        tasks.push(tokio::spawn(notes_poll(
+            poll,
+            config.hubspot.notes_poll_interval,
+            shutdown_rx.clone(),
+        )));
+    }
+
     Ok(Runner {
         addr,
         config,
@@ -268,6 +323,7 @@ pub async fn start_with_enerflo(
         reconciler,
         jobs,
         hubspot,
+        salesforce,
         webhook_token,
         shutdown,
         tasks,
@@ -309,6 +365,14 @@ impl Runner {
                 self.url("/sandbox/enerflo/calls")
             ),
             None => println!("  Enerflo:         {}", self.config.enerflo_base_url),
+        }
+        if self.salesforce.is_some() {
+            println!(
+                "  CRM:             Salesforce sandbox; its records: {} (JSON: {})",
+                self.url("/sandbox/salesforce"),
+                self.url("/sandbox/salesforce/_fake/records.json")
+            );
+            return;
         }
         match (&self.inbox, &self.hubspot) {
             (Some(_), _) => println!(
@@ -376,6 +440,29 @@ async fn worker(
     }
 }
 
+/// Polls HubSpot for notes every `every` (`HUBSPOT_NOTES_POLL_SECS`) until shutdown.
+async fn notes_poll(poll: NotesPoll, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match poll.run_once(enerflo_sync::timefmt::now_millis()).await {
+            Ok(report) if report.stopped.is_some() => {
+                tracing::warn!(
+                    ?report,
+                    "HubSpot notes poll stopped early; the next run retries"
+                );
+            }
+            Ok(report) => tracing::debug!(?report, "HubSpot notes poll"),
+            Err(e) => tracing::warn!(error = %e, "HubSpot notes poll failed; the next run retries"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
 async fn serve(state: AppState, req: axum::extract::Request) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, state.max_body + 1).await {
@@ -397,4 +484,108 @@ fn to_axum(resp: enerflo_sync::http::HttpResponse) -> Response {
     *out.status_mut() = resp.status;
     *out.headers_mut() = resp.headers;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::HashMap;
+
+    use enerflo_sync::store::{EntityKind, IdForm, IdRef};
+
+    use super::fakes::hubspot::ObjectType;
+    use super::*;
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `make run` with `CRM_CONNECTOR=hubspot` and no token: the HubSpot sandbox, polled for notes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_crm_connector_hubspot_the_runner_polls_hubspot_notes_into_enerflo_once() {
+        let dir = std::env::temp_dir().join(format!("hsin-notes-poll-{}", fastrand::u64(..)));
+        let vars: HashMap<&str, String> = [
+            ("CRM_CONNECTOR", "hubspot".to_owned()),
+            ("HUBSPOT_NOTES_POLL_SECS", "1".to_owned()),
+            ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+            ("DATA_DIR", dir.display().to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
+        let runner = start(config).await.unwrap();
+        let sandbox = runner.sandbox.clone().expect("the Enerflo sandbox");
+        let hubspot = runner.hubspot.clone().expect("the HubSpot sandbox");
+        // GIVEN a deal that is the synced project of install 700001
+        let deal = hubspot
+            .seed_record(
+                ObjectType::Deal,
+                &[
+                    ("dealname", "Example"),
+                    ("pipeline", "default"),
+                    ("dealstage", "appointmentscheduled"),
+                ],
+            )
+            .unwrap();
+        runner
+            .ports
+            .xref
+            .link(
+                EntityKind::Project,
+                &[
+                    IdRef::new(IdForm::Install, 700001),
+                    IdRef::new(IdForm::Crm, &deal),
+                ],
+            )
+            .await
+            .unwrap();
+        // WHEN a note is written on it in HubSpot, beside one of ours (pushed from Enerflo)
+        let now = enerflo_sync::timefmt::now_millis().to_string();
+        for props in [
+            vec![
+                ("hs_note_body", "<p>Roof photos uploaded</p>"),
+                ("hs_timestamp", now.as_str()),
+            ],
+            vec![
+                ("hs_note_body", "<p>From Enerflo</p>"),
+                ("hs_timestamp", now.as_str()),
+                ("enerflo_note_id", "30000"),
+            ],
+        ] {
+            let note = hubspot.seed_record(ObjectType::Note, &props).unwrap();
+            hubspot
+                .seed_association(ObjectType::Note, &note, ObjectType::Deal, &deal)
+                .unwrap();
+        }
+        let posted = || {
+            sandbox
+                .calls()
+                .iter()
+                .filter(|c| c.as_str() == "POST /api/v3/installs/700001/notes")
+                .count()
+        };
+        let searches = || {
+            hubspot
+                .calls()
+                .iter()
+                .filter(|c| c.path.ends_with("/notes/search") && c.status == 200)
+                .count()
+        };
+        // THEN a poll (once HubSpot's search has indexed it) brings the HubSpot note to Enerflo
+        until("the note in Enerflo", || posted() >= 1).await;
+        // ... and two polls later there is still that one, and ours was never sent
+        let seen = searches();
+        until("two more polls", || searches() >= seen + 2).await;
+        assert_eq!(posted(), 1);
+        runner.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -5,6 +5,7 @@
 
 pub mod hubspot;
 pub mod profile;
+pub mod salesforce;
 pub mod signature;
 pub mod webhook;
 
@@ -16,6 +17,7 @@ use crate::canonical::CrmEvent;
 use crate::error::{RemoteAnswer, SyncError};
 
 pub use hubspot::HubSpotConnector;
+pub use salesforce::SalesforceConnector;
 pub use webhook::WebhookCrmConnector;
 
 /// The CRM's answer to one event.

@@ -780,6 +780,9 @@ pub fn parse_date(s: &str) -> Option<Date> {
 /// The built-in HubSpot profile (documented in the README, "HubSpot").
 pub const HUBSPOT_DEFAULT: &str = include_str!("../../profiles/hubspot.json");
 
+/// The built-in Salesforce profile (documented in the README, "Salesforce").
+pub const SALESFORCE_DEFAULT: &str = include_str!("../../profiles/salesforce.json");
+
 /// The profile to use: `CRM_MAPPING_FILE` when set, else `default` (built in).
 pub fn load(
     file: Option<&str>,

@@ -3,6 +3,11 @@
 //! `/crm/*` body over `MAX_BODY_BYTES` 413, and every `/crm/*` route requires
 //! `Authorization: Bearer <CRM_INBOUND_TOKEN>` (401 otherwise; any of its comma-separated values,
 //! compared in constant time).
+//!
+//! `POST /crm/hubspot/{lead|status|milestone}` (a HubSpot workflow's "Send a webhook" action)
+//! also accepts HubSpot's v3 request signature (`crate::crm::hubspot::signature`), or the token in
+//! an `X-Sync-Token` header (the workflow's "API key" option); anything else is 401, which HubSpot
+//! does not retry.
 
 use std::sync::Arc;
 
@@ -11,7 +16,11 @@ use http::Method;
 
 use super::webhook::{ROUTE_PREFIX, WebhookIngest};
 use super::{HttpRequest, HttpResponse, Problem};
-use crate::secret::SecretSet;
+use crate::crm::hubspot::signature;
+use crate::secret::{Secret, SecretSet};
+
+/// The header of the HubSpot workflow's "API key" option carrying a `CRM_INBOUND_TOKEN` value.
+pub const SYNC_TOKEN_HEADER: &str = "x-sync-token";
 
 /// Path parameters of the `/crm/installs/{install}/...` routes, percent-decoded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,6 +33,19 @@ pub struct RouteParams {
 #[async_trait]
 pub trait InboundRoute: Send + Sync {
     async fn handle(&self, req: &HttpRequest, params: &RouteParams) -> HttpResponse;
+}
+
+/// `POST /crm/hubspot/{lead|status|milestone}` and how their callers authenticate.
+#[derive(Clone, Default)]
+pub struct HubSpotRoutes {
+    /// `HUBSPOT_CLIENT_SECRET`: verifies `X-HubSpot-Signature-v3`. `None`: only the token works.
+    pub client_secret: Option<Secret>,
+    /// `HUBSPOT_PUBLIC_URL`: the base of the URL HubSpot signs. `None`: rebuilt from `Host` and
+    /// `X-Forwarded-Proto`.
+    pub public_url: Option<String>,
+    pub lead: Option<Arc<dyn InboundRoute>>,
+    pub status: Option<Arc<dyn InboundRoute>>,
+    pub milestone: Option<Arc<dyn InboundRoute>>,
 }
 
 #[derive(Clone, Default)]
@@ -42,6 +64,8 @@ pub struct Router {
     pub status: Option<Arc<dyn InboundRoute>>,
     /// `POST /crm/installs/{install}/notes`
     pub notes: Option<Arc<dyn InboundRoute>>,
+    /// `POST /crm/hubspot/{lead|status|milestone}`
+    pub hubspot: HubSpotRoutes,
 }
 
 impl Router {
@@ -52,20 +76,28 @@ impl Router {
         crm_tokens: SecretSet,
         max_body_bytes: usize,
     ) -> Self {
-        use crate::registry::Route;
         let mut router = Self {
             crm_tokens,
             max_body_bytes: Some(max_body_bytes),
             ..Self::default()
         };
+        router.set(route, handler);
+        router
+    }
+
+    /// Serves `route` with `handler`.
+    pub fn set(&mut self, route: crate::registry::Route, handler: Arc<dyn InboundRoute>) {
+        use crate::registry::Route;
         let slot = match route {
-            Route::Leads => &mut router.leads,
-            Route::Milestone => &mut router.milestones,
-            Route::Status => &mut router.status,
-            Route::Note => &mut router.notes,
+            Route::Leads => &mut self.leads,
+            Route::Milestone => &mut self.milestones,
+            Route::Status => &mut self.status,
+            Route::Note => &mut self.notes,
+            Route::HubSpotLead => &mut self.hubspot.lead,
+            Route::HubSpotStatus => &mut self.hubspot.status,
+            Route::HubSpotMilestone => &mut self.hubspot.milestone,
         };
         *slot = Some(handler);
-        router
     }
 
     pub async fn handle(&self, req: HttpRequest) -> HttpResponse {
@@ -83,6 +115,9 @@ impl Router {
             return ingest.handle(&req, token).await;
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if let ["crm", "hubspot", action] = segments.as_slice() {
+            return self.handle_hubspot(action, req).await;
+        }
         let (route, allow, params) = match segments.as_slice() {
             ["crm", "leads"] => (&self.leads, Method::POST, RouteParams::default()),
             ["crm", "installs", install, "milestones", milestone] => (
@@ -135,6 +170,82 @@ impl Router {
             return Problem::not_found().into_response();
         }
         route.handle(&req, &params).await
+    }
+
+    async fn handle_hubspot(&self, action: &str, req: HttpRequest) -> HttpResponse {
+        let route = match action {
+            "lead" => &self.hubspot.lead,
+            "status" => &self.hubspot.status,
+            "milestone" => &self.hubspot.milestone,
+            _ => &None,
+        };
+        let Some(route) = route else {
+            return Problem::not_found().into_response();
+        };
+        if let Some(limit) = self.max_body_bytes
+            && req.body.len() > limit
+        {
+            return Problem::too_large(limit).into_response();
+        }
+        if let Err(why) = self.hubspot_authorised(&req) {
+            tracing::info!(route = action, reason = %why, "HubSpot workflow call refused");
+            let mut p = Problem::unauthorized();
+            p.detail = why;
+            return p.into_response();
+        }
+        if req.method != Method::POST {
+            return Problem::method_not_allowed("POST").into_response();
+        }
+        route.handle(&req, &RouteParams::default()).await
+    }
+
+    /// A `CRM_INBOUND_TOKEN` value in `X-Sync-Token` or as the bearer, else a valid v3 signature.
+    /// The error says what is wrong, never a secret.
+    fn hubspot_authorised(&self, req: &HttpRequest) -> Result<(), String> {
+        let token = req.header(SYNC_TOKEN_HEADER).map(str::trim);
+        if let Some(t) = token
+            && !self.crm_tokens.is_empty()
+            && self.crm_tokens.matches(t.as_bytes())
+        {
+            return Ok(());
+        }
+        if self.authorised(req) {
+            return Ok(());
+        }
+        if req.header(signature::SIGNATURE_V3_HEADER).is_some() {
+            let Some(secret) = &self.hubspot.client_secret else {
+                return Err("The request is signed (X-HubSpot-Signature-v3) but HUBSPOT_CLIENT_SECRET is not configured; set it, or use the X-Sync-Token header.".into());
+            };
+            let Some(url) = signature::public_url(
+                self.hubspot.public_url.as_deref(),
+                req.header("host"),
+                req.header("x-forwarded-proto"),
+                &req.path,
+                req.query.as_deref(),
+            ) else {
+                return Err("The signed URL cannot be rebuilt: the request has no Host header and HUBSPOT_PUBLIC_URL is not set.".into());
+            };
+            return signature::verify_v3(
+                secret.expose(),
+                req.method.as_str(),
+                &url,
+                &req.body,
+                req.header(signature::TIMESTAMP_HEADER),
+                req.header(signature::SIGNATURE_V3_HEADER),
+                crate::timefmt::now_millis(),
+            )
+            .map_err(|e| format!("HubSpot request signature refused: {e}."));
+        }
+        if req.header(signature::SIGNATURE_HEADER).is_some() {
+            return Err("Only HubSpot's v3 signature (X-HubSpot-Signature-v3) is accepted: v1 and v2 carry no timestamp and could be replayed.".into());
+        }
+        if token.is_some() || req.header("authorization").is_some() {
+            return Err(
+                "The X-Sync-Token (or bearer) value is not one of CRM_INBOUND_TOKEN's values."
+                    .into(),
+            );
+        }
+        Err("No credentials: sign the request with HubSpot's v3 signature, or send a CRM_INBOUND_TOKEN value in the X-Sync-Token header.".into())
     }
 
     fn authorised(&self, req: &HttpRequest) -> bool {

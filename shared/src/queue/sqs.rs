@@ -1,5 +1,5 @@
 //! SQS FIFO adapter: one queue and one FIFO DLQ per stage, as `template.yaml` creates them. Same
-//! semantics as the embedded queue, proven by `tests/queue_contract.rs`.
+//! semantics as the embedded queue, proven by `tests/contract/queue.rs`.
 //!
 //! A dead letter is a copy of the message in the stage's DLQ carrying the original attributes plus
 //! `dlq_reason`, `dlq_attempts`, `dlq_failed_at` and `dlq_message_id`. A message the redrive policy

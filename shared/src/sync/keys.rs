@@ -52,6 +52,8 @@ pub enum StateKey {
     /// `reconcile#cursor:backfill`), and its run lease (`reconcile#run:<name>`).
     ReconcileCursor(String),
     ReconcileRun(String),
+    /// The HubSpot notes poll: how far it has read (`hubspot-notes#watermark`), and its lease.
+    HubSpotNotesWatermark,
 }
 
 use super::echo::Direction;
@@ -89,6 +91,7 @@ impl fmt::Display for StateKey {
             Self::LastWrite(Direction::ToCrm, target) => write!(f, "pushed#{target}"),
             Self::ReconcileCursor(name) => write!(f, "reconcile#cursor:{name}"),
             Self::ReconcileRun(name) => write!(f, "reconcile#run:{name}"),
+            Self::HubSpotNotesWatermark => f.write_str("hubspot-notes#watermark"),
         }
     }
 }
@@ -196,6 +199,7 @@ mod tests {
                 StateKey::ReconcileRun("sweep".into()),
                 "reconcile#run:sweep",
             ),
+            (StateKey::HubSpotNotesWatermark, "hubspot-notes#watermark"),
         ];
         for (key, text) in cases {
             assert_eq!(key.scope(), text);

@@ -2,3 +2,4 @@
 //! wire contracts, for contract tests of the connectors and for `make run` without credentials.
 
 pub mod hubspot;
+pub mod salesforce;

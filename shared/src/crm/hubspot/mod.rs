@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod schema;
+pub mod signature;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! DynamoDB adapters: every store port over ONE table (`pk`/`sk` strings, TTL attribute
 //! `expires_at`, GSI `gsi1` on `gsi1pk`/`gsi1sk` projecting ALL), as `template.yaml` creates it.
-//! Same semantics as the embedded adapter, proven by `tests/store_contract.rs`.
+//! Same semantics as the embedded adapter, proven by `tests/contract/store.rs`.
 //!
 //! Item layout (key naming shared with [`super::embedded`]):
 //!

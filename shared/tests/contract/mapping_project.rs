@@ -12,7 +12,7 @@ use enerflo_sync::enerflo::project::ProjectPayload;
 use enerflo_sync::mapping::project::{map_project, project_refs};
 use serde_json::{Value, json};
 
-const FIXTURE: &str = include_str!("../../tests/fixtures/enerflo/v2-deal.projectSubmitted.json");
+use crate::kit::PROJECT_SUBMITTED as FIXTURE;
 
 const PRICING: &str = "/payload/proposal/pricingOutputs";
 const PRICING_DESIGN: &str = "/payload/proposal/pricingOutputs/design";

@@ -1,7 +1,7 @@
 //! Stages 3 and 4 without HTTP or threads: the consumers and inbound routes driven directly, on
 //! the embedded store, with a scripted Enerflo and a recording CRM. Both directions and the echo
 //! protection between them. (The same behaviours through the local runner over HTTP are in
-//! `tests/tests/{status,milestone}_e2e.rs`.)
+//! `tests/tests/e2e/{status,milestone}.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -32,8 +32,8 @@ use enerflo_sync::store::{EntityKind, IdForm, IdRef, XrefStore};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const REAL: &str = include_str!("../../tests/fixtures/enerflo/v1-update_install.json");
-const DOCS: &str = include_str!("../../tests/fixtures/enerflo/v1-update_install.docs-variant.json");
+use crate::kit::{PROJECT_SUBMITTED, UPDATE_INSTALL as REAL, UPDATE_INSTALL_DOCS as DOCS};
+
 const TOKEN: &str = "test-crm-token";
 
 /// Enerflo with a fixed status list and install object; records every call.
@@ -1066,10 +1066,7 @@ async fn two_deals_sharing_a_short_code_stay_two_projects() {
         },
         Kit::on(w.store.clone(), w.crm.clone(), false),
     );
-    let fixture: Value = serde_json::from_str(include_str!(
-        "../../tests/fixtures/enerflo/v2-deal.projectSubmitted.json"
-    ))
-    .unwrap();
+    let fixture: Value = serde_json::from_str(PROJECT_SUBMITTED).unwrap();
     let mut outcomes = Vec::new();
     for (deal, install) in [("deal-aaaa", 700101), ("deal-bbbb", 700102)] {
         let mut body = fixture.clone();

@@ -9,28 +9,14 @@ use std::time::Duration;
 
 use enerflo_sync::classify::Stage;
 use serde_json::{Value, json};
-use sync_tests::{Harness, start, start_with_sandbox};
-use wiremock::matchers::{method, path, path_regex};
+use sync_tests::crm::crm_accepts;
+use sync_tests::enerflo::{FiresWebhookFirst, accepts_milestone_writes, writes};
+use sync_tests::{start, start_with_sandbox};
+use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 const INSTALL: u64 = 700001;
 const KEYS: (&str, &str) = ("MILESTONE_KEY_MAP", "engineering=3901,pto=3905");
-
-async fn crm_accepts(h: &Harness, crm_id: &str) {
-    Mock::given(method("POST"))
-        .and(path("/crm/events"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"crm_id": crm_id})))
-        .mount(&h.crm)
-        .await;
-}
-
-async fn enerflo_accepts_milestone_writes(h: &Harness) {
-    Mock::given(method("PUT"))
-        .and(path_regex(r"^/api/v3/installs/\d+/milestones/\d+$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": true})))
-        .mount(&h.enerflo)
-        .await;
-}
 
 fn milestone_event(start: Value, completed: Value) -> String {
     json!({"webhook_event": "project_milestone_updated", "install_id": INSTALL,
@@ -40,40 +26,22 @@ fn milestone_event(start: Value, completed: Value) -> String {
     .to_string()
 }
 
-async fn deliver(h: &Harness, body: String) {
-    let (status, answer) = h.post_webhook(body).await;
-    assert_eq!(status, 202, "{answer}");
-    h.drain(Duration::from_secs(10)).await;
-}
-
-async fn enerflo_writes(h: &Harness) -> usize {
-    h.enerflo
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .iter()
-        .filter(|r| r.method.as_str() != "GET")
-        .count()
-}
-
 #[tokio::test]
 async fn a_completion_date_is_pushed_once_and_edits_without_one_are_not() {
     let h = start(&[KEYS]).await;
-    crm_accepts(&h, "crm-proj-1").await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
     // Started, not completed: nothing to tell the CRM.
-    deliver(&h, milestone_event(json!("2025-02-01"), Value::Null)).await;
+    h.deliver(milestone_event(json!("2025-02-01"), Value::Null))
+        .await;
     assert_eq!(h.crm_events().await.len(), 0);
     // Completed: pushed.
-    deliver(
-        &h,
-        milestone_event(json!("2025-02-01"), json!("2025-03-01")),
-    )
-    .await;
+    h.deliver(milestone_event(json!("2025-02-01"), json!("2025-03-01")))
+        .await;
     // The same completion again, with another start date and timestamp style: not pushed.
-    deliver(
-        &h,
-        milestone_event(json!("2025-02-02"), json!("2025-03-01 00:00:00")),
-    )
+    h.deliver(milestone_event(
+        json!("2025-02-02"),
+        json!("2025-03-01 00:00:00"),
+    ))
     .await;
     let events = h.crm_events().await;
     assert_eq!(events.len(), 1, "{events:#?}");
@@ -88,11 +56,8 @@ async fn a_completion_date_is_pushed_once_and_edits_without_one_are_not() {
                "start_date": "2025-02-01", "completed_date": "2025-03-01"})
     );
     // A new completion date is pushed again, to the linked CRM record.
-    deliver(
-        &h,
-        milestone_event(json!("2025-02-01"), json!("2025-03-04")),
-    )
-    .await;
+    h.deliver(milestone_event(json!("2025-02-01"), json!("2025-03-04")))
+        .await;
     let events = h.crm_events().await;
     assert_eq!(events.len(), 2);
     assert_eq!(events[1]["crm_id"], "crm-proj-1");
@@ -101,7 +66,7 @@ async fn a_completion_date_is_pushed_once_and_edits_without_one_are_not() {
 #[tokio::test]
 async fn an_event_without_dates_is_hydrated_from_the_install() {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-1").await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
     Mock::given(method("GET"))
         .and(path(format!("/api/v3/installs/{INSTALL}")))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": {
@@ -113,7 +78,7 @@ async fn an_event_without_dates_is_hydrated_from_the_install() {
         .await;
     let thin = json!({"webhook_event": "project_milestone_updated", "install_id": INSTALL,
                       "milestone": {"id": "3901"}});
-    deliver(&h, thin.to_string()).await;
+    h.deliver(thin.to_string()).await;
     let events = h.crm_events().await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["data"]["completed_date"], "2025-03-01");
@@ -128,11 +93,11 @@ async fn an_event_without_dates_is_hydrated_from_the_install() {
 #[tokio::test]
 async fn an_event_that_cannot_be_understood_is_dead_lettered_with_what_was_missing() {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-1").await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
     let body = json!({"webhook_event": "project_milestone_updated", "milestone": {"title": "?"}})
         .to_string();
-    deliver(&h, body.clone()).await;
-    let dead = h.runner.queue.dead_letters(Stage::Milestone).unwrap();
+    h.deliver(body.clone()).await;
+    let dead = h.dead_letters(Stage::Milestone);
     assert_eq!(dead.len(), 1);
     assert!(
         dead[0].reason.contains("no install id"),
@@ -151,7 +116,7 @@ async fn an_event_that_cannot_be_understood_is_dead_lettered_with_what_was_missi
 #[tokio::test]
 async fn bad_milestone_requests_are_rejected_and_write_nothing() {
     let h = start(&[KEYS]).await;
-    enerflo_accepts_milestone_writes(&h).await;
+    accepts_milestone_writes(&h.enerflo).await;
     let url = format!("/crm/installs/enerflo:{INSTALL}/milestones/engineering");
     let (status, body) = h
         .crm_put(
@@ -189,18 +154,18 @@ async fn bad_milestone_requests_are_rejected_and_write_nothing() {
         (status, body["type"].as_str()),
         (404, Some("urn:enerflo-crm-sync:problem:unlinked-install"))
     );
-    assert_eq!(enerflo_writes(&h).await, 0);
+    assert_eq!(writes(&h.enerflo).await, 0);
 }
 
 #[tokio::test]
 async fn crm_to_enerflo_to_webhook_writes_the_crm_nothing() {
     let h = start(&[KEYS]).await;
-    crm_accepts(&h, "crm-proj-2").await;
-    enerflo_accepts_milestone_writes(&h).await;
+    crm_accepts(&h.crm, "crm-proj-2").await;
+    accepts_milestone_writes(&h.enerflo).await;
     // GIVEN the project is linked to its CRM record (a status event linked it)
     let status = json!({"webhook_event": "update_install", "id": INSTALL,
                         "status": {"id": 1, "name": "New"}});
-    deliver(&h, status.to_string()).await;
+    h.deliver(status.to_string()).await;
     assert_eq!(h.crm_events().await.len(), 1);
 
     // WHEN the CRM completes the milestone by its own key, and Enerflo fires the webhook
@@ -229,14 +194,11 @@ async fn crm_to_enerflo_to_webhook_writes_the_crm_nothing() {
         put.body_json::<Value>().unwrap(),
         json!({"completed_date": "2025-03-01"})
     );
-    deliver(
-        &h,
-        milestone_event(json!("2025-01-20"), json!("2025-03-01")),
-    )
-    .await;
+    h.deliver(milestone_event(json!("2025-01-20"), json!("2025-03-01")))
+        .await;
 
     // THEN Enerflo was written once and the CRM got nothing more
-    assert_eq!(enerflo_writes(&h).await, 1);
+    assert_eq!(writes(&h.enerflo).await, 1);
     assert_eq!(h.crm_events().await.len(), 1);
     assert!(
         h.wait_for_event_outcome(
@@ -252,13 +214,10 @@ async fn crm_to_enerflo_to_webhook_writes_the_crm_nothing() {
 #[tokio::test]
 async fn enerflo_to_crm_to_inbound_call_writes_enerflo_nothing() {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-3").await;
-    enerflo_accepts_milestone_writes(&h).await;
-    deliver(
-        &h,
-        milestone_event(json!("2025-02-01"), json!("2025-03-01")),
-    )
-    .await;
+    crm_accepts(&h.crm, "crm-proj-3").await;
+    accepts_milestone_writes(&h.enerflo).await;
+    h.deliver(milestone_event(json!("2025-02-01"), json!("2025-03-01")))
+        .await;
     assert_eq!(h.crm_events().await.len(), 1);
     // The CRM's automation sends what it received straight back, in full or only the completion.
     for body in [
@@ -280,7 +239,7 @@ async fn enerflo_to_crm_to_inbound_call_writes_enerflo_nothing() {
 #[tokio::test]
 async fn against_an_enerflo_that_fires_webhooks_the_crm_milestone_write_does_not_loop() {
     let h = start_with_sandbox(&[KEYS]).await;
-    crm_accepts(&h, "crm-proj-4").await;
+    crm_accepts(&h.crm, "crm-proj-4").await;
     let url = format!("/crm/installs/enerflo:{INSTALL}/milestones/pto");
     // Two writes in a row, each fires a webhook carrying the milestone's full state.
     let (status, body) = h.crm_put(&url, json!({"start_date": "2025-05-01"})).await;
@@ -292,7 +251,7 @@ async fn against_an_enerflo_that_fires_webhooks_the_crm_milestone_write_does_not
     let entity = format!("install:{INSTALL}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let log = h.runner.ports.log.for_entity(&entity, 10).await.unwrap();
+        let log = h.event_log(&entity).await;
         let echoes = log.iter().filter(|r| r.outcome == "echo").count();
         if echoes == 2 {
             break;
@@ -317,7 +276,7 @@ async fn against_an_enerflo_that_fires_webhooks_the_crm_milestone_write_does_not
         serde_json::from_str(&milestone_event(json!("2025-05-01"), json!("2025-05-22"))).unwrap();
     changed["milestone_id"] = json!(3905);
     changed["milestone"] = json!({"id": 3905, "title": "Permission to Operate"});
-    deliver(&h, changed.to_string()).await;
+    h.deliver(changed.to_string()).await;
     let events = h.crm_events().await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["data"]["milestone"]["external_id"], "pto");
@@ -326,10 +285,10 @@ async fn against_an_enerflo_that_fires_webhooks_the_crm_milestone_write_does_not
 #[tokio::test]
 async fn an_enerflo_firing_its_webhook_before_answering_the_write_is_still_recognised() {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-8").await;
+    crm_accepts(&h.crm, "crm-proj-8").await;
     Mock::given(method("PUT"))
         .and(path(format!("/api/v3/installs/{INSTALL}/milestones/3901")))
-        .respond_with(sync_tests::FiresWebhookFirst {
+        .respond_with(FiresWebhookFirst {
             runner: h.runner.addr,
             webhook: serde_json::from_str(&milestone_event(
                 json!("2025-02-01"),

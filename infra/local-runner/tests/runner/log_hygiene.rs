@@ -7,12 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use crate::kit::{Process, data_dir, fixture};
 
 // Secrets the runner is given, and credentials a caller tried: none may be logged.
 const WEBHOOK_TOKEN: &str = "hygiene-webhook-token-6a1f0c3e9b7d4e2a5c8f";
@@ -31,102 +30,36 @@ const NOTE_AUTHOR: &str = "Sam Installer";
 const BAD_EMAIL: &str = "pat.placeholder(at)example";
 const INSTALL: u64 = 700_001;
 
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/../../tests/fixtures/enerflo/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
-}
-
-/// Every line the runner writes, stdout and stderr alike.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<String>>>);
-
-impl Captured {
-    fn drain_from(&self, stream: impl Read + Send + 'static) -> std::thread::JoinHandle<()> {
-        let lines = self.0.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        })
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
+/// The runner binary at debug level, with the secrets above and a short retry budget.
 struct Runner {
-    child: Child,
+    process: Process,
     port: u16,
     data_dir: std::path::PathBuf,
-    captured: Captured,
-    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Runner {
     /// A runner logging at debug level; with no `extra` Enerflo or CRM settings it serves its own
     /// sandbox and inbox.
     fn start(extra: &[(&str, String)]) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let data_dir =
-            std::env::temp_dir().join(format!("log-hygiene-{}-{nanos}", std::process::id()));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_enerflo-sync-local"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            // Port 0: the runner binds a free port and names it in its banner (no race for one).
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("DATA_DIR", &data_dir)
-            .env("RUST_LOG", "debug")
-            .env("WEBHOOK_TOKEN", WEBHOOK_TOKEN)
+        let data_dir = data_dir("log-hygiene");
+        let mut env = vec![
+            ("WEBHOOK_TOKEN", WEBHOOK_TOKEN.to_owned()),
             // A rotation in progress: both values are secrets.
-            .env(
+            (
                 "CRM_INBOUND_TOKEN",
                 format!("{CRM_TOKEN_NEW},{CRM_TOKEN_OLD}"),
-            )
+            ),
             // Failing events reach the DLQ (and its log line) within seconds.
-            .env("RETRY_MAX_ATTEMPTS", "2")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (name, value) in extra {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().expect("runner starts");
-        let captured = Captured::default();
-        let readers = vec![
-            captured.drain_from(child.stdout.take().unwrap()),
-            captured.drain_from(child.stderr.take().unwrap()),
+            ("RETRY_MAX_ATTEMPTS", "2".to_owned()),
         ];
-        let mut runner = Self {
-            child,
-            port: 0,
+        env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        // Port 0: the runner binds a free port and names it in its banner (no race for one).
+        let mut process = Process::spawn(&data_dir, "127.0.0.1:0", "debug", &env);
+        let port = process.wait_listening(Duration::from_secs(30));
+        Self {
+            process,
+            port,
             data_dir,
-            captured,
-            readers,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let lines = runner.captured.lines();
-            let banner = lines
-                .iter()
-                .find_map(|l| l.split("listening on http://127.0.0.1:").nth(1));
-            if let Some(port) = banner.and_then(|p| p.trim().parse().ok()) {
-                runner.port = port;
-                return runner;
-            }
-            let exited = runner.child.try_wait().ok().flatten();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "runner did not start ({exited:?}):\n{}",
-                lines.join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -140,7 +73,7 @@ impl Runner {
         let deadline = Instant::now() + Duration::from_secs(45);
         let mut settled: Option<(BTreeSet<String>, Instant)> = None;
         loop {
-            let lines = self.captured.lines();
+            let lines = self.process.lines();
             let (queued, finished) = queued_and_finished(&lines);
             let drained = queued.len() >= min_queued && queued.is_subset(&finished);
             settled = match settled {
@@ -166,20 +99,9 @@ impl Runner {
 
     /// Stops the runner and returns everything it wrote.
     fn stop(mut self) -> Vec<String> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
+        let lines = self.process.kill();
         let _ = std::fs::remove_dir_all(&self.data_dir);
-        self.captured.lines()
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        lines
     }
 }
 

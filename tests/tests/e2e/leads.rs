@@ -6,12 +6,14 @@
 
 use std::time::Duration;
 
+use http::Method;
 use serde_json::{Value, json};
-use sync_tests::{Harness, fixture, fixture_json, start, start_with_sandbox};
+use sync_tests::crm::crm_accepts;
+use sync_tests::enerflo::{LEAD_ADD, adds_leads, lead_add_bodies};
+use sync_tests::{Answer, Harness, fixture, fixture_json, join_all, start, start_with_sandbox};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-const LEAD_ADD: &str = "/api/v1/partner/action/lead/add";
 const UUID: &str = "00000000-0000-4000-8000-000000000003";
 
 fn lead() -> Value {
@@ -28,79 +30,13 @@ fn lead() -> Value {
     })
 }
 
-struct Answer {
-    status: u16,
-    body: Value,
-    retry_after: Option<String>,
-    content_type: String,
-}
-
 async fn post_lead_with(h: &Harness, authorization: Option<&str>, body: &Value) -> Answer {
-    let mut req = h
-        .http
-        .post(h.runner.url("/crm/leads"))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(a) = authorization {
-        req = req.header("authorization", a);
-    }
-    let resp = req.send().await.expect("request");
-    let header = |k: &str| {
-        resp.headers()
-            .get(k)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let (retry_after, content_type) = (header("retry-after"), header("content-type"));
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    Answer {
-        status,
-        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        retry_after,
-        content_type: content_type.unwrap_or_default(),
-    }
+    h.request(Method::POST, "/crm/leads", authorization, body.to_string())
+        .await
 }
 
 async fn post_lead(h: &Harness, body: &Value) -> Answer {
-    let bearer = format!("Bearer {}", enerflo_sync_local::LOCAL_CRM_TOKEN);
-    post_lead_with(h, Some(&bearer), body).await
-}
-
-async fn enerflo_adds_leads(h: &Harness, delay: Duration) {
-    Mock::given(method("POST"))
-        .and(path(LEAD_ADD))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"status": "success", "customer_id": 900001}))
-                .set_delay(delay),
-        )
-        .mount(&h.enerflo)
-        .await;
-}
-
-async fn crm_accepts(h: &Harness, crm_id: &str) {
-    Mock::given(method("POST"))
-        .and(path("/crm/events"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"crm_id": crm_id})))
-        .mount(&h.crm)
-        .await;
-}
-
-async fn lead_add_bodies(h: &Harness) -> Vec<Value> {
-    h.enerflo
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .iter()
-        .filter(|r| r.url.path() == LEAD_ADD)
-        .filter_map(|r| serde_json::from_slice(&r.body).ok())
-        .collect()
-}
-
-async fn settle(h: &Harness) {
-    h.drain(Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.crm_call(Method::POST, "/crm/leads", body.clone()).await
 }
 
 // ----- CRM -> Enerflo ---------------------------------------------------------------------------
@@ -108,7 +44,7 @@ async fn settle(h: &Harness) {
 #[tokio::test]
 async fn invalid_lead_answers_422_naming_every_bad_field_and_calls_no_enerflo() {
     let h = start(&[]).await;
-    enerflo_adds_leads(&h, Duration::ZERO).await;
+    adds_leads(&h.enerflo, Duration::ZERO).await;
     let bad = json!({"crm_id": "", "first_name": "Pat",
         "address": {"street": "1 Example Way", "city": "Exampleville", "state": "Texas", "zip": "7500X"},
         "email": "pat.placeholder@", "mobile": "5550100000"});
@@ -144,7 +80,7 @@ async fn invalid_lead_answers_422_naming_every_bad_field_and_calls_no_enerflo() 
 #[tokio::test]
 async fn missing_or_wrong_bearer_is_401_and_calls_no_enerflo() {
     let h = start(&[]).await;
-    enerflo_adds_leads(&h, Duration::ZERO).await;
+    adds_leads(&h.enerflo, Duration::ZERO).await;
     for auth in [
         None,
         Some("Bearer wrong-token"),
@@ -161,7 +97,7 @@ async fn missing_or_wrong_bearer_is_401_and_calls_no_enerflo() {
 #[tokio::test]
 async fn a_new_lead_is_created_in_enerflo_and_answers_201_with_the_customer_id() {
     let h = start(&[]).await;
-    enerflo_adds_leads(&h, Duration::ZERO).await;
+    adds_leads(&h.enerflo, Duration::ZERO).await;
     let mut body = lead();
     body["deal_type_id"] = json!(12);
     body["notes"] = json!("Prefers mornings");
@@ -174,7 +110,7 @@ async fn a_new_lead_is_created_in_enerflo_and_answers_201_with_the_customer_id()
         json!({"status": "created", "crm_id": "crm-lead-0001",
             "enerflo_customer_id": 900001, "created": true})
     );
-    let sent = lead_add_bodies(&h).await;
+    let sent = lead_add_bodies(&h.enerflo).await;
     assert_eq!(sent.len(), 1);
     let mut expected = fixture_json("api-lead-add.request.json");
     expected["lead"]["createDeal"] = json!(12);
@@ -187,7 +123,7 @@ async fn a_new_lead_is_created_in_enerflo_and_answers_201_with_the_customer_id()
 #[tokio::test]
 async fn repeated_posts_with_one_crm_id_create_one_enerflo_lead() {
     let h = start(&[]).await;
-    enerflo_adds_leads(&h, Duration::ZERO).await;
+    adds_leads(&h.enerflo, Duration::ZERO).await;
     let mut answers = Vec::new();
     for _ in 0..3 {
         let a = post_lead(&h, &lead()).await;
@@ -211,7 +147,7 @@ async fn repeated_posts_with_one_crm_id_create_one_enerflo_lead() {
 #[tokio::test]
 async fn concurrent_posts_with_one_crm_id_create_one_enerflo_lead() {
     let h = start(&[]).await;
-    enerflo_adds_leads(&h, Duration::from_millis(400)).await;
+    adds_leads(&h.enerflo, Duration::from_millis(400)).await;
     let body = lead();
     let answers = join_all((0..6).map(|_| post_lead(&h, &body))).await;
     let mut statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
@@ -226,7 +162,7 @@ async fn concurrent_posts_with_one_crm_id_create_one_enerflo_lead() {
 #[tokio::test]
 async fn a_changed_lead_is_sent_as_an_update_of_the_same_enerflo_lead() {
     let h = start(&[]).await;
-    enerflo_adds_leads(&h, Duration::ZERO).await;
+    adds_leads(&h.enerflo, Duration::ZERO).await;
     assert_eq!(post_lead(&h, &lead()).await.status, 201);
     let mut changed = lead();
     changed["email"] = json!("pat.new@example.com");
@@ -236,7 +172,7 @@ async fn a_changed_lead_is_sent_as_an_update_of_the_same_enerflo_lead() {
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.body["status"], "updated");
     assert_eq!(a.body["created"], false);
-    let sent = lead_add_bodies(&h).await;
+    let sent = lead_add_bodies(&h.enerflo).await;
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[1]["lead"]["integration_record_id"], "crm-lead-0001");
     assert_eq!(sent[1]["lead"]["email"], "pat.new@example.com");
@@ -316,7 +252,7 @@ async fn an_enerflo_5xx_then_success_creates_the_lead_once() {
         .with_priority(1)
         .mount(&h.enerflo)
         .await;
-    enerflo_adds_leads(&h, Duration::ZERO).await;
+    adds_leads(&h.enerflo, Duration::ZERO).await;
 
     let a = post_lead(&h, &lead()).await;
 
@@ -327,7 +263,7 @@ async fn an_enerflo_5xx_then_success_creates_the_lead_once() {
 #[tokio::test]
 async fn enerflo_timing_out_answers_503_with_retry_after() {
     let h = start(&[("INBOUND_WAIT_SECS", "3")]).await;
-    enerflo_adds_leads(&h, Duration::from_secs(4)).await;
+    adds_leads(&h.enerflo, Duration::from_secs(4)).await;
 
     let a = post_lead(&h, &lead()).await;
 
@@ -384,14 +320,14 @@ async fn enerflo_4xx_rejection_answers_422_with_its_reason_as_text() {
 /// Delivers one webhook body to a fresh runner and returns the CRM events it caused.
 async fn crm_events_for(bodies: &[String]) -> Vec<Value> {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-contact-1").await;
+    crm_accepts(&h.crm, "crm-contact-1").await;
     for body in bodies {
         let (status, answer) = h.post_webhook(body.clone()).await;
         assert_eq!(status, 202, "{answer}");
         assert_eq!(answer["stage"], "leads", "{answer}");
         h.drain(Duration::from_secs(10)).await;
     }
-    settle(&h).await;
+    h.settle().await;
     h.crm_events().await
 }
 
@@ -512,12 +448,12 @@ fn full_created_again() -> String {
 
 async fn burst(bodies: [String; 3]) -> Vec<Value> {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-contact-1").await;
+    crm_accepts(&h.crm, "crm-contact-1").await;
     for body in bodies {
         let (status, answer) = h.post_webhook(body).await;
         assert_eq!(status, 202, "{answer}");
     }
-    settle(&h).await;
+    h.settle().await;
     h.crm_events().await
 }
 
@@ -554,8 +490,8 @@ async fn customer_created_burst_with_a_near_empty_middle_copy_writes_the_crm_onc
 async fn a_crm_lead_echoing_back_from_enerflo_produces_no_crm_write() {
     // GIVEN a lead created in Enerflo from the CRM
     let h = start(&[]).await;
-    enerflo_adds_leads(&h, Duration::ZERO).await;
-    crm_accepts(&h, "crm-lead-0001").await;
+    adds_leads(&h.enerflo, Duration::ZERO).await;
+    crm_accepts(&h.crm, "crm-lead-0001").await;
     assert_eq!(post_lead(&h, &lead()).await.status, 201);
 
     // WHEN Enerflo fires its customer events for it (v1 with the integration id, v2 without)
@@ -566,17 +502,11 @@ async fn a_crm_lead_echoing_back_from_enerflo_produces_no_crm_write() {
         h.post_webhook(fixture("v2-customer.created.json")).await.0,
         202
     );
-    settle(&h).await;
+    h.settle().await;
 
     // THEN the CRM gets nothing back
     assert_eq!(h.crm_events().await.len(), 0);
-    let log = h
-        .runner
-        .ports
-        .log
-        .for_entity("customer:900001", 10)
-        .await
-        .unwrap();
+    let log = h.event_log("customer:900001").await;
     assert_eq!(log[0].outcome, "echo", "{log:#?}");
 
     // ... while a real change made in Enerflo later updates the CRM record the lead came from
@@ -584,7 +514,7 @@ async fn a_crm_lead_echoing_back_from_enerflo_produces_no_crm_write() {
     changed["external_id"] = json!("crm-lead-0001");
     changed["email"] = json!("pat.new@example.com");
     assert_eq!(h.post_webhook(changed.to_string()).await.0, 202);
-    settle(&h).await;
+    h.settle().await;
     let events = h.crm_events().await;
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0]["crm_id"], "crm-lead-0001");
@@ -597,10 +527,10 @@ async fn a_crm_lead_echoing_back_from_enerflo_produces_no_crm_write() {
 async fn the_crm_sending_back_a_lead_we_pushed_answers_echo_without_calling_enerflo() {
     // GIVEN an Enerflo customer pushed to the CRM, which answered contact crm-contact-77
     let h = start(&[]).await;
-    enerflo_adds_leads(&h, Duration::ZERO).await;
-    crm_accepts(&h, "crm-contact-77").await;
+    adds_leads(&h.enerflo, Duration::ZERO).await;
+    crm_accepts(&h.crm, "crm-contact-77").await;
     assert_eq!(h.post_webhook(fixture("v1-new_customer.json")).await.0, 202);
-    settle(&h).await;
+    h.settle().await;
     assert_eq!(h.crm_events().await.len(), 1);
 
     // WHEN the CRM's automation sends that contact to POST /crm/leads
@@ -620,7 +550,7 @@ async fn the_crm_sending_back_a_lead_we_pushed_answers_echo_without_calling_ener
 async fn sandbox_round_trip_creates_one_lead_and_its_echo_writes_the_crm_nothing() {
     // GIVEN the runner on its own Enerflo sandbox, which fires new_customer after lead/add
     let h = start_with_sandbox(&[]).await;
-    crm_accepts(&h, "crm-lead-0001").await;
+    crm_accepts(&h.crm, "crm-lead-0001").await;
     let sandbox = h.runner.sandbox.clone().unwrap();
 
     // WHEN the CRM posts a lead, twice
@@ -635,10 +565,10 @@ async fn sandbox_round_trip_creates_one_lead_and_its_echo_writes_the_crm_nothing
         (200, Some("unchanged"))
     );
     let entity = format!("customer:{id}");
-    assert_eq!(
-        no_write_outcome(&h, &entity, "new_customer").await,
-        Some(true),
-        "the sandbox's new_customer must be recognised as our write"
+    let outcome = h.final_outcome(&entity, "new_customer").await;
+    assert!(
+        matches!(outcome.as_deref(), Some("echo" | "unchanged")),
+        "the sandbox's new_customer must be recognised as our write: {outcome:?}"
     );
     let lead_adds = sandbox
         .calls()
@@ -655,51 +585,11 @@ async fn sandbox_round_trip_creates_one_lead_and_its_echo_writes_the_crm_nothing
         (update.status, update.body["enerflo_customer_id"].as_u64()),
         (200, Some(id))
     );
-    assert_eq!(
-        no_write_outcome(&h, &entity, "update_customer").await,
-        Some(true)
+    let outcome = h.final_outcome(&entity, "update_customer").await;
+    assert!(
+        matches!(outcome.as_deref(), Some("echo" | "unchanged")),
+        "{outcome:?}"
     );
-    settle(&h).await;
+    h.settle().await;
     assert_eq!(h.crm_events().await.len(), 0);
-}
-
-/// Waits for the consumer's verdict on the first `event` of `entity`: `Some(true)` when it wrote
-/// nothing (`echo`: our own write; `unchanged`: the state already held it), `Some(false)` for any
-/// other final outcome, `None` on timeout.
-async fn no_write_outcome(h: &Harness, entity: &str, event: &str) -> Option<bool> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        let log = h.runner.ports.log.for_entity(entity, 50).await.unwrap();
-        if let Some(r) = log
-            .iter()
-            .find(|r| r.event == event && !matches!(r.outcome.as_str(), "queued" | "retrying"))
-        {
-            return Some(matches!(r.outcome.as_str(), "echo" | "unchanged"));
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    None
-}
-
-async fn join_all<F: std::future::Future<Output = T>, T>(futs: impl Iterator<Item = F>) -> Vec<T> {
-    let mut pinned: Vec<_> = futs.map(Box::pin).collect();
-    let mut done: Vec<Option<T>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if done[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => done[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    done.into_iter().flatten().collect()
 }

@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sync_tests::{Harness, TOKEN, fixture, fixture_json, start};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
+use sync_tests::crm::crm_accepts;
+use sync_tests::enerflo::{SAMPLE_DEAL, finds_installs};
+use sync_tests::{TOKEN, fixture, fixture_json, start};
 
 /// `MAX_BODY_BYTES` by default: the README's and the template's 1 MiB.
 const MAX_BODY_BYTES: usize = 1_048_576;
-const DEAL: &str = "00000000-0000-4000-8000-000000000010";
+const DEAL: &str = SAMPLE_DEAL;
 
 #[tokio::test]
 async fn a_wrong_token_is_404_problem_json_and_enqueues_nothing() {
@@ -98,15 +98,7 @@ async fn a_body_over_the_limit_is_413_and_not_logged() {
     let (status, body) = h.post_webhook(big.to_string()).await;
     assert_eq!(status, 413);
     assert_eq!(body["status"], 413);
-    assert!(
-        h.runner
-            .ports
-            .log
-            .for_entity("deal:d-big", 5)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.event_log("deal:d-big").await.is_empty());
 }
 
 #[tokio::test]
@@ -182,27 +174,12 @@ fn incompressible(n: usize) -> String {
         .collect()
 }
 
-async fn enerflo_finds_install_and_crm_accepts(h: &Harness) {
-    Mock::given(method("GET"))
-        .and(path(format!("/api/v3/installs/find/{DEAL}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": 700001, "survey_id": 4000001, "customer_id": 900001,
-            "customer": {"id": 900001, "first_name": "Pat", "last_name": "Placeholder"}
-        })))
-        .mount(&h.enerflo)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/crm/events"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"crm_id": "crm-big-1"})))
-        .mount(&h.crm)
-        .await;
-}
-
 #[tokio::test]
 async fn a_body_of_exactly_max_body_bytes_is_accepted_and_reaches_the_crm_intact() {
     // GIVEN the default limit, and an Enerflo and a CRM that work (the CRM gets the raw payload)
     let h = start(&[("CRM_INCLUDE_RAW", "true")]).await;
-    enerflo_finds_install_and_crm_accepts(&h).await;
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, "crm-big-1").await;
     let body = submission_of_len(MAX_BODY_BYTES, compressible);
 
     // WHEN a project submission of exactly MAX_BODY_BYTES arrives
@@ -249,15 +226,7 @@ async fn a_body_one_byte_over_max_body_bytes_is_413_naming_the_limit() {
         answer["detail"].as_str().unwrap().contains("1048576"),
         "{answer}"
     );
-    assert!(
-        h.runner
-            .ports
-            .log
-            .for_entity(&format!("deal:{DEAL}"), 5)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.event_log(&format!("deal:{DEAL}")).await.is_empty());
 }
 
 #[tokio::test]
@@ -281,15 +250,7 @@ async fn a_body_within_the_limit_that_no_queue_message_holds_even_compressed_is_
         "{answer}"
     );
     // ... and nothing was written: no event log record, no message, no claim on its dedupe key
-    assert!(
-        h.runner
-            .ports
-            .log
-            .for_entity(&format!("deal:{DEAL}"), 5)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.event_log(&format!("deal:{DEAL}")).await.is_empty());
     assert_eq!(
         h.runner
             .queue

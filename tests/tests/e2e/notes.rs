@@ -12,26 +12,14 @@ use enerflo_sync::classify::Stage;
 use enerflo_sync::store::{EntityKind, IdForm, IdRef};
 use enerflo_sync_local::LOCAL_CRM_TOKEN;
 use serde_json::{Value, json};
-use sync_tests::{Harness, TOKEN, start};
+use sync_tests::crm::{CrmIds, crm_accepts};
+use sync_tests::enerflo::{accepts_notes, note_writes};
+use sync_tests::{TOKEN, final_outcome, join_all, post_from_thread, start};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 const INSTALL: u64 = 700001;
 const NOTES_PATH: &str = "/api/v3/installs/700001/notes";
-
-/// An authorised CRM call to the runner.
-async fn crm_post(h: &Harness, route: &str, body: Value) -> (u16, Value) {
-    let resp = h
-        .http
-        .post(h.runner.url(route))
-        .bearer_auth(LOCAL_CRM_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
 
 fn note_webhook(note_id: u64, text: &str) -> String {
     json!({
@@ -43,74 +31,21 @@ fn note_webhook(note_id: u64, text: &str) -> String {
     .to_string()
 }
 
-async fn enerflo_accepts_notes(h: &Harness, first_id: u64) {
-    let next = Arc::new(AtomicU64::new(first_id));
-    Mock::given(method("POST"))
-        .and(path_regex(r"^/api/v3/installs/\d+/notes$"))
-        .respond_with(move |_: &Request| {
-            let id = next.fetch_add(1, Ordering::SeqCst);
-            ResponseTemplate::new(201).set_body_json(json!({"id": id, "note": "stored"}))
-        })
-        .mount(&h.enerflo)
-        .await;
-}
-
-async fn crm_accepts_notes(h: &Harness) {
-    let next = Arc::new(AtomicU64::new(1));
-    Mock::given(method("POST"))
-        .and(path("/crm/events"))
-        .respond_with(move |_: &Request| {
-            let n = next.fetch_add(1, Ordering::SeqCst);
-            ResponseTemplate::new(200).set_body_json(json!({"crm_id": format!("crm-note-{n}")}))
-        })
-        .mount(&h.crm)
-        .await;
-}
-
-async fn enerflo_note_writes(h: &Harness) -> usize {
-    h.enerflo
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .iter()
-        .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/notes"))
-        .count()
-}
-
-/// Waits until the queues are empty and nothing arrived anywhere for a moment (echo threads done).
-async fn settle(h: &Harness) {
-    h.drain(Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    h.drain(Duration::from_secs(10)).await;
-}
-
-/// Links install 700001 to a CRM project, as stage 2 would have.
-async fn link_project(h: &Harness, crm_project: &str) {
-    let xref = &h.runner.ports.xref;
-    let link = xref
-        .link(EntityKind::Project, &[IdRef::new(IdForm::Install, INSTALL)])
-        .await
-        .unwrap();
-    xref.set_crm_id(EntityKind::Project, &link.key, crm_project)
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn crm_note_round_trip_creates_one_enerflo_note_and_its_echo_never_reaches_the_crm() {
     // GIVEN Enerflo accepts notes and the CRM project is linked to install 700001
     let h = start(&[]).await;
-    enerflo_accepts_notes(&h, 30001).await;
-    crm_accepts_notes(&h).await;
-    link_project(&h, "crm-proj-1").await;
+    accepts_notes(&h.enerflo, 30001).await;
+    crm_accepts(&h.crm, CrmIds::Numbered("crm-note")).await;
+    h.link_project(INSTALL, "crm-proj-1").await;
 
     // WHEN the CRM posts a note on its project
-    let (status, body) = crm_post(
-        &h,
-        "/crm/installs/crm-proj-1/notes",
-        json!({"crm_note_id": "crm-n-1", "text": "Customer asked for a call", "author": "Ann"}),
-    )
-    .await;
+    let (status, body) = h
+        .crm_post(
+            "/crm/installs/crm-proj-1/notes",
+            json!({"crm_note_id": "crm-n-1", "text": "Customer asked for a call", "author": "Ann"}),
+        )
+        .await;
     // THEN it is written to Enerflo once, text as given
     assert_eq!(status, 201, "{body}");
     assert_eq!(
@@ -126,18 +61,12 @@ async fn crm_note_round_trip_creates_one_enerflo_note_and_its_echo_never_reaches
         .post_webhook(note_webhook(30001, "Customer asked for a call"))
         .await;
     assert_eq!((status, queued["stage"].as_str()), (202, Some("note")));
-    settle(&h).await;
+    h.settle().await;
 
     // THEN nothing reaches the CRM, and the event is logged as an echo
     assert_eq!(h.crm_events().await.len(), 0);
-    assert_eq!(enerflo_note_writes(&h).await, 1);
-    let log = h
-        .runner
-        .ports
-        .log
-        .for_entity(&format!("install:{INSTALL}"), 5)
-        .await
-        .unwrap();
+    assert_eq!(note_writes(&h.enerflo).await, 1);
+    let log = h.event_log(&format!("install:{INSTALL}")).await;
     assert_eq!(log[0].outcome, "echo", "{log:?}");
 }
 
@@ -145,9 +74,9 @@ async fn crm_note_round_trip_creates_one_enerflo_note_and_its_echo_never_reaches
 async fn enerflo_note_round_trip_reaches_the_crm_once_and_the_crm_echo_creates_nothing() {
     // GIVEN a linked project and a CRM that answers a new note id
     let h = start(&[]).await;
-    enerflo_accepts_notes(&h, 30001).await;
-    crm_accepts_notes(&h).await;
-    link_project(&h, "crm-proj-1").await;
+    accepts_notes(&h.enerflo, 30001).await;
+    crm_accepts(&h.crm, CrmIds::Numbered("crm-note")).await;
+    h.link_project(INSTALL, "crm-proj-1").await;
 
     // WHEN someone writes a note in Enerflo
     assert_eq!(
@@ -156,7 +85,7 @@ async fn enerflo_note_round_trip_reaches_the_crm_once_and_the_crm_echo_creates_n
             .0,
         202
     );
-    settle(&h).await;
+    h.settle().await;
 
     // THEN the CRM gets one note.created on the project
     let events = h.crm_events().await;
@@ -187,12 +116,12 @@ async fn enerflo_note_round_trip_reaches_the_crm_once_and_the_crm_echo_creates_n
         "/crm/installs/crm-proj-1/notes",
         "/crm/installs/enerflo:700001/notes",
     ] {
-        let (status, body) = crm_post(
-            &h,
-            route,
-            json!({"crm_note_id": "crm-note-1", "text": "Permit approved"}),
-        )
-        .await;
+        let (status, body) = h
+            .crm_post(
+                route,
+                json!({"crm_note_id": "crm-note-1", "text": "Permit approved"}),
+            )
+            .await;
         // THEN it is recognised as an echo and Enerflo is not called
         assert_eq!(
             (status, body["status"].as_str()),
@@ -200,23 +129,26 @@ async fn enerflo_note_round_trip_reaches_the_crm_once_and_the_crm_echo_creates_n
             "{body}"
         );
     }
-    assert_eq!(enerflo_note_writes(&h).await, 0);
+    assert_eq!(note_writes(&h.enerflo).await, 0);
     // ... and a repeat of the Enerflo event does not write the CRM again
     let again = json!({"webhook_event": "new_install_note", "epc_install_id": "700001",
                        "note_id": "41", "content": "Permit approved"});
     assert_eq!(h.post_webhook(again.to_string()).await.0, 202);
-    settle(&h).await;
+    h.settle().await;
     assert_eq!(h.crm_events().await.len(), 1);
 }
 
 #[tokio::test]
 async fn repeated_crm_note_calls_create_one_enerflo_note() {
     let h = start(&[]).await;
-    enerflo_accepts_notes(&h, 30001).await;
+    accepts_notes(&h.enerflo, 30001).await;
     let body = json!({"crm_note_id": "crm-n-5", "text": "Roof photos uploaded"});
     let mut answers = Vec::new();
     for _ in 0..3 {
-        answers.push(crm_post(&h, "/crm/installs/enerflo:700001/notes", body.clone()).await);
+        answers.push(
+            h.crm_post("/crm/installs/enerflo:700001/notes", body.clone())
+                .await,
+        );
     }
     assert_eq!(answers[0].0, 201);
     for (status, answer) in &answers[1..] {
@@ -226,7 +158,7 @@ async fn repeated_crm_note_calls_create_one_enerflo_note() {
             &json!({"crm_note_id": "crm-n-5", "enerflo_note_id": 30001, "created": false})
         );
     }
-    assert_eq!(enerflo_note_writes(&h).await, 1);
+    assert_eq!(note_writes(&h.enerflo).await, 1);
 }
 
 #[tokio::test]
@@ -244,7 +176,7 @@ async fn concurrent_crm_note_calls_create_one_enerflo_note() {
         .await;
     let body = json!({"crm_note_id": "crm-n-6", "text": "Same note, five times"});
     let calls: Vec<_> = (0..5)
-        .map(|_| crm_post(&h, "/crm/installs/enerflo:700001/notes", body.clone()))
+        .map(|_| h.crm_post("/crm/installs/enerflo:700001/notes", body.clone()))
         .collect();
     let mut statuses = Vec::new();
     for (status, answer) in join_all(calls).await {
@@ -253,19 +185,19 @@ async fn concurrent_crm_note_calls_create_one_enerflo_note() {
     }
     statuses.sort_unstable();
     assert_eq!(statuses, vec![200, 200, 200, 200, 201]);
-    assert_eq!(enerflo_note_writes(&h).await, 1);
+    assert_eq!(note_writes(&h.enerflo).await, 1);
 }
 
 #[tokio::test]
 async fn invalid_note_bodies_are_422_naming_every_field_and_unlinked_installs_404() {
     let h = start(&[]).await;
-    enerflo_accepts_notes(&h, 30001).await;
-    let (status, body) = crm_post(
-        &h,
-        "/crm/installs/enerflo:700001/notes",
-        json!({"text": " ", "author": ["x"]}),
-    )
-    .await;
+    accepts_notes(&h.enerflo, 30001).await;
+    let (status, body) = h
+        .crm_post(
+            "/crm/installs/enerflo:700001/notes",
+            json!({"text": " ", "author": ["x"]}),
+        )
+        .await;
     assert_eq!(status, 422);
     let fields: Vec<&str> = body["errors"]
         .as_array()
@@ -274,12 +206,12 @@ async fn invalid_note_bodies_are_422_naming_every_field_and_unlinked_installs_40
         .filter_map(|e| e["field"].as_str())
         .collect();
     assert_eq!(fields, vec!["crm_note_id", "text", "author"]);
-    let (status, _) = crm_post(
-        &h,
-        "/crm/installs/crm-proj-unknown/notes",
-        json!({"crm_note_id": "n", "text": "x"}),
-    )
-    .await;
+    let (status, _) = h
+        .crm_post(
+            "/crm/installs/crm-proj-unknown/notes",
+            json!({"crm_note_id": "n", "text": "x"}),
+        )
+        .await;
     assert_eq!(status, 404);
     let unauthorised = h
         .http
@@ -289,13 +221,13 @@ async fn invalid_note_bodies_are_422_naming_every_field_and_unlinked_installs_40
         .await
         .unwrap();
     assert_eq!(unauthorised.status().as_u16(), 401);
-    assert_eq!(enerflo_note_writes(&h).await, 0);
+    assert_eq!(note_writes(&h.enerflo).await, 0);
 }
 
 #[tokio::test]
 async fn a_note_event_without_a_recognisable_install_id_is_dead_lettered_with_the_reason() {
     let h = start(&[]).await;
-    crm_accepts_notes(&h).await;
+    crm_accepts(&h.crm, CrmIds::Numbered("crm-note")).await;
     let body = json!({"webhook_event": "new_install_note", "note": {"id": 3, "note": "Orphan"}})
         .to_string();
     assert_eq!(h.post_webhook(body.clone()).await.0, 202);
@@ -305,7 +237,7 @@ async fn a_note_event_without_a_recognisable_install_id_is_dead_lettered_with_th
     assert_eq!(h.post_webhook(no_text).await.0, 202);
     h.drain(Duration::from_secs(10)).await;
 
-    let dead = h.runner.queue.dead_letters(Stage::Note).unwrap();
+    let dead = h.dead_letters(Stage::Note);
     assert_eq!(dead.len(), 2, "{dead:?}");
     let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
     assert!(
@@ -361,7 +293,7 @@ impl Respond for EchoingEnerflo {
                      "created_at": "2025-03-01 10:00:00"}
         });
         let url = self.webhook_url.clone();
-        std::thread::spawn(move || post_from_thread(url, None, hook));
+        post_from_thread(url, None, hook);
         ResponseTemplate::new(201)
             .set_body_json(json!({"id": id}))
             .set_delay(Duration::from_millis(300))
@@ -397,29 +329,13 @@ impl Respond for EchoingCrm {
         let body = json!({"crm_note_id": crm_note_id, "text": text, "author": "CRM automation"});
         let echoes = self.echoes.clone();
         std::thread::spawn(move || {
-            let answer = post_from_thread(url, Some(LOCAL_CRM_TOKEN), body);
-            echoes.lock().unwrap().push(answer);
+            let answer = post_from_thread(url, Some(LOCAL_CRM_TOKEN), body).join();
+            echoes.lock().unwrap().push(answer.expect("echo posted"));
         });
         ResponseTemplate::new(200)
             .set_body_json(json!({"crm_id": crm_note_id}))
             .set_delay(Duration::from_millis(300))
     }
-}
-
-fn post_from_thread(url: String, bearer: Option<&str>, body: Value) -> (u16, Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let mut req = reqwest::Client::new().post(url).json(&body);
-        if let Some(token) = bearer {
-            req = req.bearer_auth(token);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    })
 }
 
 #[tokio::test]
@@ -448,12 +364,12 @@ async fn notes_echoed_back_by_both_systems_before_they_answer_do_not_loop() {
         .await;
 
     // WHEN a note starts in the CRM, and another one in Enerflo
-    let (status, body) = crm_post(
-        &h,
-        "/crm/installs/enerflo:700001/notes",
-        json!({"crm_note_id": "crm-origin-1", "text": "Started in the CRM"}),
-    )
-    .await;
+    let (status, body) = h
+        .crm_post(
+            "/crm/installs/enerflo:700001/notes",
+            json!({"crm_note_id": "crm-origin-1", "text": "Started in the CRM"}),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(
         h.post_webhook(note_webhook(41, "Started in Enerflo"))
@@ -465,11 +381,11 @@ async fn notes_echoed_back_by_both_systems_before_they_answer_do_not_loop() {
     while echoes.lock().unwrap().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    settle(&h).await;
+    h.settle().await;
 
     // THEN each system was written exactly once: no echo went back
     assert_eq!(
-        enerflo_note_writes(&h).await,
+        note_writes(&h.enerflo).await,
         1,
         "one Enerflo note (from the CRM)"
     );
@@ -507,9 +423,9 @@ async fn notes_echoed_back_by_both_systems_before_they_answer_do_not_loop() {
 #[tokio::test]
 async fn crm_include_raw_sends_the_note_webhook_along() {
     let h = start(&[("CRM_INCLUDE_RAW", "true")]).await;
-    crm_accepts_notes(&h).await;
+    crm_accepts(&h.crm, CrmIds::Numbered("crm-note")).await;
     assert_eq!(h.post_webhook(note_webhook(42, "Raw please")).await.0, 202);
-    settle(&h).await;
+    h.settle().await;
     let events = h.crm_events().await;
     assert_eq!(events[0]["raw"]["webhook"]["note"]["id"], 42);
     assert_eq!(
@@ -517,29 +433,6 @@ async fn crm_include_raw_sends_the_note_webhook_along() {
         Value::Null,
         "install not linked: no project id"
     );
-}
-
-async fn join_all<F: std::future::Future<Output = T>, T>(futs: Vec<F>) -> Vec<T> {
-    let mut pinned: Vec<_> = futs.into_iter().map(Box::pin).collect();
-    let mut done: Vec<Option<T>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if done[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => done[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    done.into_iter().flatten().collect()
 }
 
 #[tokio::test]
@@ -573,27 +466,18 @@ async fn with_the_local_sandbox_and_inbox_a_crm_note_is_echoed_back_by_the_sandb
     assert!(enerflo_note_id.is_u64(), "{answer}");
 
     // THEN the sandbox stored it and fired new_install_note, which the runner drops as an echo
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let outcome = loop {
-        let log = runner
-            .ports
-            .log
-            .for_entity("install:700001", 5)
-            .await
-            .unwrap();
-        if let Some(e) = log.iter().find(|e| e.event == "new_install_note")
-            && e.outcome != "queued"
-            && e.outcome != "retrying"
-        {
-            break e.outcome.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sandbox webhook was not processed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(outcome, "echo");
+    let outcome = final_outcome(
+        &runner,
+        "install:700001",
+        "new_install_note",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        outcome.as_deref(),
+        Some("echo"),
+        "the sandbox webhook was processed as an echo"
+    );
     let inbox = runner.inbox.clone().expect("local inbox");
     assert_eq!(inbox.events().len(), 0, "nothing went to the CRM");
     let listed: Value = http
@@ -623,30 +507,24 @@ async fn an_enerflo_echo_with_altered_text_that_overtakes_the_answer_is_still_no
         })
         .mount(&h.enerflo)
         .await;
-    crm_accepts_notes(&h).await;
+    crm_accepts(&h.crm, CrmIds::Numbered("crm-note")).await;
 
     // WHEN the CRM writes a note
-    let (status, _) = crm_post(
-        &h,
-        "/crm/installs/enerflo:700001/notes",
-        json!({"crm_note_id": "crm-origin-2", "text": "Plain text"}),
-    )
-    .await;
+    let (status, _) = h
+        .crm_post(
+            "/crm/installs/enerflo:700001/notes",
+            json!({"crm_note_id": "crm-origin-2", "text": "Plain text"}),
+        )
+        .await;
     assert_eq!(status, 201);
-    settle(&h).await;
+    h.settle().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    settle(&h).await;
+    h.settle().await;
 
     // THEN the echo was held back until the ids were linked, then dropped
     assert_eq!(h.crm_events().await.len(), 0);
-    assert!(h.runner.queue.dead_letters(Stage::Note).unwrap().is_empty());
-    let log = h
-        .runner
-        .ports
-        .log
-        .for_entity(&format!("install:{INSTALL}"), 5)
-        .await
-        .unwrap();
+    assert!(h.dead_letters(Stage::Note).is_empty());
+    let log = h.event_log(&format!("install:{INSTALL}")).await;
     assert_eq!(log[0].outcome, "echo", "{log:?}");
 }
 
@@ -654,7 +532,7 @@ async fn an_enerflo_echo_with_altered_text_that_overtakes_the_answer_is_still_no
 async fn a_crm_echo_with_altered_text_that_overtakes_the_answer_creates_nothing_in_enerflo() {
     // GIVEN a CRM that posts every note back, prefixed, before answering with its id
     let h = start(&[]).await;
-    enerflo_accepts_notes(&h, 30001).await;
+    accepts_notes(&h.enerflo, 30001).await;
     let echoes = Arc::new(Mutex::new(Vec::new()));
     Mock::given(method("POST"))
         .and(path("/crm/events"))
@@ -673,7 +551,7 @@ async fn a_crm_echo_with_altered_text_that_overtakes_the_answer_creates_nothing_
     while echoes.lock().unwrap().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    settle(&h).await;
+    h.settle().await;
 
     // THEN the CRM got it once, and its post-back waited for the link and answered echo
     assert_eq!(h.crm_events().await.len(), 1);
@@ -683,5 +561,5 @@ async fn a_crm_echo_with_altered_text_that_overtakes_the_answer_creates_nothing_
         (200, Some("echo")),
         "{echoes:?}"
     );
-    assert_eq!(enerflo_note_writes(&h).await, 0);
+    assert_eq!(note_writes(&h.enerflo).await, 0);
 }

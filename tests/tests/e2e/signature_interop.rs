@@ -7,10 +7,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::json;
+use sync_tests::crm::crm_accepts;
+use sync_tests::enerflo::finds_installs;
 use sync_tests::{CRM_SECRET, fixture, start};
-use wiremock::matchers::method;
-use wiremock::{Mock, ResponseTemplate};
 
 const VERIFY_PY: &str = r#"
 import base64, hashlib, hmac, sys, time
@@ -28,14 +27,8 @@ sys.exit(0 if ok else 1)
 #[tokio::test]
 async fn connector_signature_verifies_with_an_independent_implementation() {
     let h = start(&[]).await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": 700001})))
-        .mount(&h.enerflo)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
-        .mount(&h.crm)
-        .await;
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
     assert_eq!(
         h.post_webhook(fixture("v2-deal.projectSubmitted.json"))
             .await

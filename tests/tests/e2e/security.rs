@@ -4,43 +4,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use enerflo_sync_local::LOCAL_CRM_TOKEN;
+use http::Method;
 use serde_json::{Value, json};
-use sync_tests::{Harness, TOKEN, start};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, Request, ResponseTemplate};
-
-const LEAD_ADD: &str = "/api/v1/partner/action/lead/add";
+use sync_tests::enerflo::{LEAD_ADD, adds_leads};
+use sync_tests::{Answer, Harness, TOKEN, start};
 
 /// Both secrets of the harness: the webhook token and the CRM bearer.
 const SECRETS: [&str; 2] = [TOKEN, LOCAL_CRM_TOKEN];
 
-struct Answer {
-    status: u16,
-    content_type: String,
-    text: String,
+trait ProblemAnswer {
+    /// Asserts a problem+json answer with `status` that quotes none of `secrets`.
+    fn assert_problem_without(&self, status: u16, secrets: &[&str]);
 }
 
-impl Answer {
-    async fn of(resp: reqwest::Response) -> Self {
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        Self {
-            status,
-            content_type,
-            text: resp.text().await.unwrap_or_default(),
-        }
-    }
-
-    /// Asserts a problem+json answer with `status` that quotes none of `secrets`.
+impl ProblemAnswer for Answer {
     fn assert_problem_without(&self, status: u16, secrets: &[&str]) {
         assert_eq!(self.status, status, "{}", self.text);
         assert_eq!(
@@ -71,30 +51,8 @@ fn lead(crm_id: &str) -> Value {
     })
 }
 
-/// An Enerflo whose lead/add creates a new customer id per call.
-async fn enerflo_adds_leads(h: &Harness) {
-    let next = Arc::new(AtomicU64::new(900_001));
-    Mock::given(method("POST"))
-        .and(path(LEAD_ADD))
-        .respond_with(move |_: &Request| {
-            let id = next.fetch_add(1, Ordering::SeqCst);
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"status": "success", "customer_id": id}))
-        })
-        .mount(&h.enerflo)
-        .await;
-}
-
 async fn post(h: &Harness, route: &str, authorization: Option<&str>, body: String) -> Answer {
-    let mut req = h
-        .http
-        .post(h.runner.url(route))
-        .header("content-type", "application/json")
-        .body(body);
-    if let Some(a) = authorization {
-        req = req.header("authorization", a);
-    }
-    Answer::of(req.send().await.expect("request")).await
+    h.request(Method::POST, route, authorization, body).await
 }
 
 #[tokio::test]
@@ -158,7 +116,7 @@ async fn malformed_and_unrecognisable_webhooks_carrying_secrets_are_400_without_
 #[tokio::test]
 async fn a_lead_failing_validation_with_the_bearer_in_its_fields_is_422_without_either_secret() {
     let h = start(&[]).await;
-    enerflo_adds_leads(&h).await;
+    adds_leads(&h.enerflo, Duration::ZERO).await;
     // The bearer and the webhook token pasted into fields, each of which also fails validation.
     let mut body = lead(LOCAL_CRM_TOKEN);
     body["email"] = json!(format!("Bearer {LOCAL_CRM_TOKEN}"));
@@ -188,7 +146,7 @@ async fn a_lead_failing_validation_with_the_bearer_in_its_fields_is_422_without_
 #[tokio::test]
 async fn bad_bearers_are_401_without_echoing_what_was_sent_or_the_real_token() {
     let h = start(&[]).await;
-    enerflo_adds_leads(&h).await;
+    adds_leads(&h.enerflo, Duration::ZERO).await;
     let body = lead("crm-lead-sec-1").to_string();
     let near_miss = format!("{LOCAL_CRM_TOKEN}x");
     for authorization in [
@@ -218,7 +176,7 @@ async fn both_values_of_a_rotated_crm_token_work_on_crm_leads_and_a_third_does_n
     const NEW: &str = "crm-token-new-3c9a51f0e27b4d68";
     const OLD: &str = "crm-token-old-a81d6e2f90c4b375";
     let h = start(&[("CRM_INBOUND_TOKEN", &format!("{NEW}, {OLD}"))]).await;
-    enerflo_adds_leads(&h).await;
+    adds_leads(&h.enerflo, Duration::ZERO).await;
 
     let new = post(
         &h,
@@ -268,7 +226,7 @@ async fn both_values_of_a_rotated_crm_token_work_on_crm_leads_and_a_third_does_n
 async fn a_crm_body_over_max_body_bytes_is_413_problem_json_on_every_crm_route_and_reaches_nothing()
 {
     let h = start(&[("MAX_BODY_BYTES", "2048")]).await;
-    enerflo_adds_leads(&h).await;
+    adds_leads(&h.enerflo, Duration::ZERO).await;
     let bearer = format!("Bearer {LOCAL_CRM_TOKEN}");
     let mut big = lead("crm-lead-big");
     big["notes"] = json!("x".repeat(4096));

@@ -9,39 +9,13 @@ use std::time::Duration;
 
 use enerflo_sync::classify::Stage;
 use serde_json::{Value, json};
-use sync_tests::{Harness, TOKEN, fixture, start, start_with_sandbox};
+use sync_tests::crm::crm_accepts;
+use sync_tests::enerflo::{FiresWebhookFirst, accepts_install_updates, lists_statuses, writes};
+use sync_tests::{TOKEN, fixture, start, start_with_sandbox};
+use wiremock::Mock;
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 
 const INSTALL: u64 = 700001;
-
-async fn crm_accepts(h: &Harness, crm_id: &str) {
-    Mock::given(method("POST"))
-        .and(path("/crm/events"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"crm_id": crm_id})))
-        .mount(&h.crm)
-        .await;
-}
-
-/// A company list in Enerflo's `{data: [...]}` shape, one entry as `{id, status}`.
-async fn enerflo_lists_statuses(h: &Harness) {
-    Mock::given(method("GET"))
-        .and(path("/api/v3/install-statuses"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [
-            {"id": 1, "name": "New"}, {"id": 4, "name": "On Hold"},
-            {"id": 5, "name": "Voided"}, {"id": 6, "status": "Completed"},
-            {"id": 321, "name": "Example Custom Status"}]})))
-        .mount(&h.enerflo)
-        .await;
-}
-
-async fn enerflo_accepts_install_updates(h: &Harness) {
-    Mock::given(method("PUT"))
-        .and(path(format!("/api/v3/installs/{INSTALL}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": INSTALL})))
-        .mount(&h.enerflo)
-        .await;
-}
 
 fn update_install(id: u64, name: &str) -> String {
     json!({"webhook_event": "update_install", "id": INSTALL, "status": {"id": id, "name": name},
@@ -49,26 +23,10 @@ fn update_install(id: u64, name: &str) -> String {
     .to_string()
 }
 
-async fn enerflo_writes(h: &Harness) -> usize {
-    h.enerflo
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .iter()
-        .filter(|r| r.method.as_str() != "GET")
-        .count()
-}
-
-async fn deliver(h: &Harness, body: String) {
-    let (status, answer) = h.post_webhook(body).await;
-    assert_eq!(status, 202, "{answer}");
-    h.drain(Duration::from_secs(10)).await;
-}
-
 #[tokio::test]
 async fn the_real_update_install_shape_is_pushed_as_status_changed() {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-1").await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
     let (status, answer) = h.post_webhook(fixture("v1-update_install.json")).await;
     assert_eq!((status, answer["stage"].as_str()), (202, Some("status")));
     h.drain(Duration::from_secs(10)).await;
@@ -93,8 +51,8 @@ async fn the_real_update_install_shape_is_pushed_as_status_changed() {
 #[tokio::test]
 async fn the_docs_update_install_shape_is_named_through_the_company_status_list() {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-1").await;
-    enerflo_lists_statuses(&h).await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
+    lists_statuses(&h.enerflo).await;
     // The docs body has no `webhook_event`: the subscription URL names the event.
     let (status, answer) = h
         .post_webhook_with_token(
@@ -117,13 +75,13 @@ async fn the_docs_update_install_shape_is_named_through_the_company_status_list(
 #[tokio::test]
 async fn a_status_change_is_pushed_once_and_an_unchanged_status_is_not_pushed() {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-1").await;
-    deliver(&h, update_install(1, "New")).await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
+    h.deliver(update_install(1, "New")).await;
     // A non-identical copy (another timestamp) with the same status: no change.
     let mut copy: Value = serde_json::from_str(&update_install(1, "New")).unwrap();
     copy["timestamps"]["updated_at"] = json!("2025-04-01 10:05:00");
-    deliver(&h, copy.to_string()).await;
-    deliver(&h, update_install(6, "Completed")).await;
+    h.deliver(copy.to_string()).await;
+    h.deliver(update_install(6, "Completed")).await;
     let events = h.crm_events().await;
     assert_eq!(events.len(), 2, "{events:#?}");
     assert_eq!(
@@ -134,22 +92,16 @@ async fn a_status_change_is_pushed_once_and_an_unchanged_status_is_not_pushed() 
         events[1]["crm_id"], "crm-proj-1",
         "the project's CRM id is carried"
     );
-    let log = h
-        .runner
-        .ports
-        .log
-        .for_entity(&format!("install:{INSTALL}"), 10)
-        .await
-        .unwrap();
+    let log = h.event_log(&format!("install:{INSTALL}")).await;
     assert!(log.iter().any(|r| r.outcome == "unchanged"), "{log:#?}");
 }
 
 #[tokio::test]
 async fn on_hold_voided_and_completed_set_their_flags() {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-1").await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
     for (id, name) in [(4, "On Hold"), (5, "Voided"), (6, "Completed")] {
-        deliver(&h, update_install(id, name)).await;
+        h.deliver(update_install(id, name)).await;
     }
     let flags: Vec<Value> = h
         .crm_events()
@@ -176,10 +128,10 @@ async fn on_hold_voided_and_completed_set_their_flags() {
 #[tokio::test]
 async fn a_void_then_restore_is_pushed_as_restored_with_previous_voided() {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-1").await;
-    deliver(&h, update_install(5, "Voided")).await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
+    h.deliver(update_install(5, "Voided")).await;
     let restore = update_install(1, "New").replace("update_install", "restore_install");
-    deliver(&h, restore).await;
+    h.deliver(restore).await;
     let events = h.crm_events().await;
     assert_eq!(events.len(), 2);
     assert_eq!(events[1]["source_event"], "restore_install");
@@ -190,8 +142,8 @@ async fn a_void_then_restore_is_pushed_as_restored_with_previous_voided() {
 #[tokio::test]
 async fn an_unknown_status_name_is_422_listing_the_valid_names() {
     let h = start(&[]).await;
-    enerflo_lists_statuses(&h).await;
-    enerflo_accepts_install_updates(&h).await;
+    lists_statuses(&h.enerflo).await;
+    accepts_install_updates(&h.enerflo).await;
     let (status, body) = h
         .crm_put(
             &format!("/crm/installs/enerflo:{INSTALL}/status"),
@@ -220,7 +172,7 @@ async fn an_unknown_status_name_is_422_listing_the_valid_names() {
         (status, body["errors"][0]["field"].as_str()),
         (422, Some("status_id"))
     );
-    assert_eq!(enerflo_writes(&h).await, 0);
+    assert_eq!(writes(&h.enerflo).await, 0);
 }
 
 #[tokio::test]
@@ -244,10 +196,10 @@ async fn an_unlinked_install_is_404() {
 async fn crm_to_enerflo_to_webhook_writes_the_crm_nothing() {
     // GIVEN a project whose CRM id is known and whose status the CRM last heard as New
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-5").await;
-    enerflo_lists_statuses(&h).await;
-    enerflo_accepts_install_updates(&h).await;
-    deliver(&h, update_install(1, "New")).await;
+    crm_accepts(&h.crm, "crm-proj-5").await;
+    lists_statuses(&h.enerflo).await;
+    accepts_install_updates(&h.enerflo).await;
+    h.deliver(update_install(1, "New")).await;
     assert_eq!(h.crm_events().await.len(), 1);
 
     // WHEN the CRM sets Completed on its project, and Enerflo fires update_install for it
@@ -265,10 +217,10 @@ async fn crm_to_enerflo_to_webhook_writes_the_crm_nothing() {
     let puts = h.enerflo.received_requests().await.unwrap();
     let put = puts.iter().find(|r| r.method.as_str() == "PUT").unwrap();
     assert_eq!(put.body_json::<Value>().unwrap(), json!({"status_id": 6}));
-    deliver(&h, update_install(6, "Completed")).await;
+    h.deliver(update_install(6, "Completed")).await;
 
     // THEN Enerflo was written once and the CRM got nothing more
-    assert_eq!(enerflo_writes(&h).await, 1);
+    assert_eq!(writes(&h.enerflo).await, 1);
     assert_eq!(h.crm_events().await.len(), 1);
     assert!(
         h.wait_for_event_outcome(
@@ -284,10 +236,10 @@ async fn crm_to_enerflo_to_webhook_writes_the_crm_nothing() {
 #[tokio::test]
 async fn enerflo_to_crm_to_inbound_call_writes_enerflo_nothing() {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-6").await;
-    enerflo_lists_statuses(&h).await;
-    enerflo_accepts_install_updates(&h).await;
-    deliver(&h, update_install(4, "On Hold")).await;
+    crm_accepts(&h.crm, "crm-proj-6").await;
+    lists_statuses(&h.enerflo).await;
+    accepts_install_updates(&h.enerflo).await;
+    h.deliver(update_install(4, "On Hold")).await;
     assert_eq!(h.crm_events().await.len(), 1);
     // The CRM's automation sends the status it just received straight back.
     for body in [json!({"status": "On Hold"}), json!({"status_id": 4})] {
@@ -305,7 +257,7 @@ async fn enerflo_to_crm_to_inbound_call_writes_enerflo_nothing() {
 async fn against_an_enerflo_that_fires_webhooks_the_crm_status_write_does_not_loop() {
     // The sandbox answers the status PUT and, like Enerflo, fires update_install back.
     let h = start_with_sandbox(&[]).await;
-    crm_accepts(&h, "crm-proj-7").await;
+    crm_accepts(&h.crm, "crm-proj-7").await;
     let (status, body) = h
         .crm_put(
             &format!("/crm/installs/enerflo:{INSTALL}/status"),
@@ -338,27 +290,21 @@ async fn against_an_enerflo_that_fires_webhooks_the_crm_status_write_does_not_lo
         1
     );
     // A later change made in Enerflo is pushed, with the echoed status as previous.
-    deliver(&h, update_install(6, "Completed")).await;
+    h.deliver(update_install(6, "Completed")).await;
     let events = h.crm_events().await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["data"]["previous"]["name"], "On Hold");
-    assert!(
-        h.runner
-            .queue
-            .dead_letters(Stage::Status)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.dead_letters(Stage::Status).is_empty());
 }
 
 #[tokio::test]
 async fn an_enerflo_firing_its_webhook_before_answering_the_write_is_still_recognised() {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-8").await;
-    enerflo_lists_statuses(&h).await;
+    crm_accepts(&h.crm, "crm-proj-8").await;
+    lists_statuses(&h.enerflo).await;
     Mock::given(method("PUT"))
         .and(path(format!("/api/v3/installs/{INSTALL}")))
-        .respond_with(sync_tests::FiresWebhookFirst {
+        .respond_with(FiresWebhookFirst {
             runner: h.runner.addr,
             webhook: serde_json::from_str(&update_install(6, "Completed")).unwrap(),
         })
@@ -381,5 +327,5 @@ async fn an_enerflo_firing_its_webhook_before_answering_the_write_is_still_recog
         .await
     );
     assert_eq!(h.crm_events().await.len(), 0);
-    assert_eq!(enerflo_writes(&h).await, 1);
+    assert_eq!(writes(&h.enerflo).await, 1);
 }

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region};
 use enerflo_sync::store::dynamo::{DynamoStore, create_table};
 use enerflo_sync::store::embedded::EmbeddedStore;
 use enerflo_sync::store::{
@@ -15,48 +14,16 @@ use enerflo_sync::store::{
 use serde_json::json;
 use tokio::task::JoinSet;
 
+use crate::kit::{moto_sdk, unique_name};
+
 // ----- harness ------------------------------------------------------------------------------------
-
-/// The moto endpoint, or `None` (skip) when it is not configured outside CI.
-fn moto_url(test: &str) -> Option<String> {
-    match std::env::var("MOTO_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!(
-                "{test}: MOTO_URL is not set, and CI=true requires the DynamoDB contract to run (start moto_server and export MOTO_URL)"
-            )
-        }
-        _ => {
-            eprintln!(
-                "note: {test} skipped: MOTO_URL is not set (`make test` starts moto and sets it)"
-            );
-            None
-        }
-    }
-}
-
-/// A name no other test (or test process) uses: tests run in parallel against one moto.
-fn unique_name(test: &str) -> String {
-    let test: String = test.chars().take(48).collect();
-    format!(
-        "{test}-{}-{:06x}",
-        std::process::id(),
-        fastrand::u32(..0x00ff_ffff)
-    )
-}
 
 fn embedded() -> Arc<EmbeddedStore> {
     Arc::new(EmbeddedStore::in_memory().expect("in-memory store"))
 }
 
 async fn dynamo(test: &str) -> Option<Arc<DynamoStore>> {
-    let url = moto_url(test)?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(url)
-        .region(Region::new("us-east-1"))
-        .test_credentials()
-        .load()
-        .await;
+    let sdk = moto_sdk(test).await?;
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let table = unique_name(test);
     create_table(&client, &table)

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::{BehaviorVersion, Region};
 use enerflo_sync::classify::Stage;
 use enerflo_sync::queue::embedded::EmbeddedQueue;
 use enerflo_sync::queue::sqs::{
@@ -16,6 +15,8 @@ use enerflo_sync::queue::{
     DeadLetter, Delivery, EventQueue, MAX_MESSAGE_BYTES, MessageMeta, QueueError, QueueMessage,
 };
 use enerflo_sync::store::embedded::open_database;
+
+use crate::kit::{moto_sdk, unique_name};
 
 const STAGE: Stage = Stage::Project;
 const VISIBILITY: Duration = Duration::from_secs(30);
@@ -66,35 +67,6 @@ impl TestQueue for SqsEventQueue {
     }
 }
 
-/// The moto endpoint, or `None` (skip) when it is not configured outside CI.
-fn moto_url(test: &str) -> Option<String> {
-    match std::env::var("MOTO_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!(
-                "{test}: MOTO_URL is not set, and CI=true requires the SQS contract to run (start moto_server and export MOTO_URL)"
-            )
-        }
-        _ => {
-            eprintln!(
-                "note: {test} skipped: MOTO_URL is not set (`make test` starts moto and sets it)"
-            );
-            None
-        }
-    }
-}
-
-/// A queue name prefix no other test (or test process) uses; SQS names are at most 80 characters
-/// with `-dlq.fifo`.
-fn unique_name(test: &str) -> String {
-    let test: String = test.chars().take(50).collect();
-    format!(
-        "{test}-{}-{:06x}",
-        std::process::id(),
-        fastrand::u32(..0x00ff_ffff)
-    )
-}
-
 fn embedded() -> EmbeddedQueue {
     EmbeddedQueue::new(open_database(None).expect("in-memory database"), [STAGE])
 }
@@ -109,13 +81,7 @@ async fn sqs(test: &str) -> Option<SqsEventQueue> {
 
 /// A client on moto and a fresh pair of queues, for tests that look at the wire form.
 async fn sqs_parts(test: &str) -> Option<(aws_sdk_sqs::Client, SqsStageQueues)> {
-    let url = moto_url(test)?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(url)
-        .region(Region::new("us-east-1"))
-        .test_credentials()
-        .load()
-        .await;
+    let sdk = moto_sdk(test).await?;
     let client = aws_sdk_sqs::Client::new(&sdk);
     let queues = create_queues(&client, &unique_name(test))
         .await

@@ -8,19 +8,10 @@ use std::time::Duration;
 use enerflo_sync::classify::Stage;
 use enerflo_sync::store::{EntityKind, IdForm, IdRef};
 use serde_json::{Value, json};
+use sync_tests::crm::crm_accepts;
 use sync_tests::{Harness, TOKEN, fixture, fixture_json, start};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 
 const INSTALL: u64 = 700001;
-
-async fn crm_accepts(h: &Harness, crm_id: &str) {
-    Mock::given(method("POST"))
-        .and(path("/crm/events"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"crm_id": crm_id})))
-        .mount(&h.crm)
-        .await;
-}
 
 /// The sample as delivered: its body has no `webhook_event`, so the subscription URL names it.
 async fn deliver(h: &Harness, body: &Value) -> (u16, Value) {
@@ -50,7 +41,7 @@ fn ids(list: &Value) -> Vec<Value> {
 async fn the_sample_change_order_reaches_the_crm_and_links_the_unlinked_install() {
     // GIVEN an install the sync has never seen and a CRM that answers a project id
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-co").await;
+    crm_accepts(&h.crm, "crm-proj-co").await;
 
     // WHEN the sample signed_change_order is delivered
     let (status, body) = h
@@ -111,7 +102,7 @@ async fn the_sample_change_order_reaches_the_crm_and_links_the_unlinked_install(
 #[tokio::test]
 async fn a_repeat_of_the_same_change_order_writes_nothing() {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-co").await;
+    crm_accepts(&h.crm, "crm-proj-co").await;
     let first = sample();
     // A later delivery of the same change order with unrelated parts changed (not a webhook
     // duplicate: the body differs).
@@ -124,13 +115,7 @@ async fn a_repeat_of_the_same_change_order_writes_nothing() {
     assert_eq!((status, body["status"].as_str()), (202, Some("queued")));
     h.drain(Duration::from_secs(10)).await;
     assert_eq!(h.crm_events().await.len(), 1);
-    let log = h
-        .runner
-        .ports
-        .log
-        .for_entity(&format!("install:{INSTALL}"), 5)
-        .await
-        .unwrap();
+    let log = h.event_log(&format!("install:{INSTALL}")).await;
     assert_eq!(log[0].outcome, "unchanged", "{log:?}");
 }
 
@@ -138,15 +123,8 @@ async fn a_repeat_of_the_same_change_order_writes_nothing() {
 async fn the_latest_complete_change_order_wins_with_batteries_and_adders_added_and_removed() {
     // GIVEN the project is already linked to a CRM record (stage 2 ran)
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-1").await;
-    let xref = &h.runner.ports.xref;
-    let link = xref
-        .link(EntityKind::Project, &[IdRef::new(IdForm::Install, INSTALL)])
-        .await
-        .unwrap();
-    xref.set_crm_id(EntityKind::Project, &link.key, "crm-proj-1")
-        .await
-        .unwrap();
+    crm_accepts(&h.crm, "crm-proj-1").await;
+    h.link_project(INSTALL, "crm-proj-1").await;
 
     // WHEN a change order event lists three change orders: an older complete one, the latest
     // complete one, and a later one still awaiting signature
@@ -214,7 +192,7 @@ async fn the_latest_complete_change_order_wins_with_batteries_and_adders_added_a
 #[tokio::test]
 async fn a_change_order_without_batteries_or_adders_sends_them_as_null() {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-1").await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
     let mut body = sample();
     body["change_orders"] = json!([change_order(
         8000004,
@@ -241,12 +219,12 @@ async fn a_change_order_without_batteries_or_adders_sends_them_as_null() {
 #[tokio::test]
 async fn a_change_order_event_with_nothing_signed_is_dead_lettered_with_the_reason() {
     let h = start(&[]).await;
-    crm_accepts(&h, "crm-proj-1").await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
     let mut body = sample();
     body["change_orders"][0]["status"] = json!("pending");
     assert_eq!(deliver(&h, &body).await.0, 202);
     h.drain(Duration::from_secs(10)).await;
-    let dead = h.runner.queue.dead_letters(Stage::ChangeOrder).unwrap();
+    let dead = h.dead_letters(Stage::ChangeOrder);
     assert_eq!(dead.len(), 1);
     assert!(
         dead[0].reason.contains("no complete signed change order"),

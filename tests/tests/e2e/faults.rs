@@ -8,40 +8,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use enerflo_sync::classify::Stage;
 use enerflo_sync::queue::{EventQueue, MessageMeta, QueueMessage};
 use serde_json::{Value, json};
+use sync_tests::crm::{CrmIds, EVENTS_PATH, crm_accepts, deliveries};
+use sync_tests::enerflo::{deal_id, finds_installs, submission, submission_json};
 use sync_tests::faulty::{FaultyServer, Mode};
-use sync_tests::{Harness, fixture, start};
-use wiremock::matchers::{method, path, path_regex};
-use wiremock::{Mock, Request, Respond, ResponseTemplate};
+use sync_tests::{Harness, start, wait_until};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
 
 // ----- fixtures and mocks -------------------------------------------------------------------------
-
-/// The deal UUID of test project `n` (the last group carries `n`, so mocks can answer per deal).
-fn deal_id(n: u64) -> String {
-    format!("00000000-0000-4000-9000-{n:012}")
-}
-
-/// The sample submission turned into project `n`: its own deal, short code and customer, so no
-/// two projects share an id form (they would be one entity in the cross-reference table).
-fn submission(n: u64) -> String {
-    fixture("v2-deal.projectSubmitted.json")
-        .replace("00000000-0000-4000-8000-000000000010", &deal_id(n))
-        .replace("abc123xyz", &format!("sc{n:010}"))
-        .replace(
-            "00000000-0000-4000-8000-000000000003",
-            &format!("00000000-0000-4000-a000-{n:012}"),
-        )
-}
-
-fn submission_json(n: u64) -> Value {
-    serde_json::from_str(&submission(n)).unwrap()
-}
 
 /// Project `n` with `panels` modules in its signed design.
 fn submission_with_panels(n: u64, panels: u64) -> Value {
@@ -49,74 +29,6 @@ fn submission_with_panels(n: u64, panels: u64) -> Value {
     v["payload"]["proposal"]["pricingOutputs"]["design"]["arrays"][0]["moduleCount"] =
         json!(panels);
     v
-}
-
-fn n_of(deal: &str) -> u64 {
-    deal.rsplit('-')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-/// `installs/find/{deal}`: a distinct install, survey and customer per deal.
-struct FindsInstalls;
-
-impl Respond for FindsInstalls {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let deal = req.url.path().rsplit('/').next().unwrap_or_default();
-        let n = n_of(deal);
-        ResponseTemplate::new(200).set_body_json(json!({
-            "id": 700_000 + n, "survey_id": 4_000_000 + n, "customer_id": 900_000 + n,
-            "customer": {"id": 900_000 + n, "first_name": "Pat", "last_name": "Placeholder",
-                         "email": "pat.placeholder@example.com", "phone": "(555) 010-0000"}
-        }))
-    }
-}
-
-/// The CRM: accepts every event and answers one stable record id per deal.
-struct CrmAccepts;
-
-impl Respond for CrmAccepts {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-        let deal = body["enerflo"]["deal_id"].as_str().unwrap_or("unknown");
-        ResponseTemplate::new(200).set_body_json(json!({"crm_id": format!("crm-{deal}")}))
-    }
-}
-
-async fn enerflo_finds_installs(h: &Harness) {
-    Mock::given(method("GET"))
-        .and(path_regex("^/api/v3/installs/find/"))
-        .respond_with(FindsInstalls)
-        .mount(&h.enerflo)
-        .await;
-}
-
-async fn crm_accepts(h: &Harness) {
-    Mock::given(method("POST"))
-        .and(path("/crm/events"))
-        .respond_with(CrmAccepts)
-        .mount(&h.crm)
-        .await;
-}
-
-/// What the wiremock CRM accepted: (webhook-id header, body), in arrival order.
-async fn accepted(h: &Harness) -> Vec<(String, Value)> {
-    h.crm
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .iter()
-        .map(|r| {
-            let id = r
-                .headers
-                .get("webhook-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            (id, serde_json::from_slice(&r.body).unwrap_or(Value::Null))
-        })
-        .collect()
 }
 
 /// Accepted CRM writes per deal id.
@@ -129,6 +41,31 @@ fn per_deal(events: &[(String, Value)]) -> BTreeMap<String, usize> {
     out
 }
 
+/// Which fake a [`FaultyServer`] stands in front of.
+enum Behind {
+    Enerflo,
+    Crm,
+}
+
+/// A runner with an ample retry budget (1000 attempts) whose Enerflo or CRM is a faulty server
+/// (passing requests through until told otherwise) in front of the fake; the fake Enerflo finds
+/// every project's install and the fake CRM keeps one record per deal.
+async fn start_behind_faulty(side: Behind) -> (FaultyServer, Harness) {
+    let faulty = FaultyServer::start().await;
+    let (setting, value) = match side {
+        Behind::Enerflo => ("ENERFLO_BASE_URL", faulty.uri()),
+        Behind::Crm => ("CRM_WEBHOOK_URL", format!("{}{EVENTS_PATH}", faulty.uri())),
+    };
+    let h = start(&[(setting, &value), ("RETRY_MAX_ATTEMPTS", "1000")]).await;
+    faulty.set_upstream(&match side {
+        Behind::Enerflo => h.enerflo.uri(),
+        Behind::Crm => h.crm.uri(),
+    });
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, CrmIds::per_deal()).await;
+    (faulty, h)
+}
+
 async fn post_queued(h: &Harness, body: String) {
     let (status, answer) = h.post_webhook(body).await;
     assert_eq!(
@@ -138,42 +75,12 @@ async fn post_queued(h: &Harness, body: String) {
     );
 }
 
-/// Polls `check` until it holds; panics with `what` after `timeout`.
-async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// Lets anything still in flight land, so "exactly once" is not judged too early.
-async fn settle(h: &Harness) {
-    h.drain(Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-}
-
 // ----- Enerflo down -------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enerflo_refusing_connections_then_answering_503_loses_and_duplicates_nothing() {
     // GIVEN Enerflo refuses connections (behind a faulty server), and the retry budget is ample
-    let enerflo = FaultyServer::start().await;
-    let h = start(&[
-        ("ENERFLO_BASE_URL", &enerflo.uri()),
-        ("RETRY_MAX_ATTEMPTS", "1000"),
-    ])
-    .await;
-    enerflo.set_upstream(&h.enerflo.uri());
-    enerflo_finds_installs(&h).await;
-    crm_accepts(&h).await;
+    let (enerflo, h) = start_behind_faulty(Behind::Enerflo).await;
     enerflo.set_mode(Mode::Refuse).await;
 
     // WHEN 20 projects are submitted while it is down, it then answers 503 for a while, and
@@ -194,30 +101,24 @@ async fn enerflo_refusing_connections_then_answering_503_loses_and_duplicates_no
     })
     .await;
     assert!(
-        accepted(&h).await.is_empty(),
+        deliveries(&h.crm).await.is_empty(),
         "nothing reaches the CRM while Enerflo is down"
     );
     enerflo.set_mode(Mode::Pass).await;
 
     // THEN every project reaches the CRM exactly once
     wait_until(Duration::from_secs(60), "20 CRM writes", || async {
-        accepted(&h).await.len() >= 20
+        deliveries(&h.crm).await.len() >= 20
     })
     .await;
-    settle(&h).await;
-    let events = accepted(&h).await;
+    h.settle().await;
+    let events = deliveries(&h.crm).await;
     let deals = per_deal(&events);
     assert_eq!(deals.len(), 20, "{deals:?}");
     assert!(deals.values().all(|&c| c == 1), "{deals:?}");
     let ids: BTreeSet<_> = events.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(ids.len(), 20);
-    assert!(
-        h.runner
-            .queue
-            .dead_letters(Stage::Project)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.dead_letters(Stage::Project).is_empty());
     assert!(
         enerflo.count("pass") >= 20,
         "each project was hydrated once Enerflo was back: {:?}",
@@ -230,15 +131,7 @@ async fn enerflo_refusing_connections_then_answering_503_loses_and_duplicates_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crm_500s_timeouts_and_lost_acks_then_recovery_deliver_every_event_once() {
     // GIVEN the CRM (behind a faulty server) answers 500
-    let crm = FaultyServer::start().await;
-    let h = start(&[
-        ("CRM_WEBHOOK_URL", &format!("{}/crm/events", crm.uri())),
-        ("RETRY_MAX_ATTEMPTS", "1000"),
-    ])
-    .await;
-    crm.set_upstream(&h.crm.uri());
-    enerflo_finds_installs(&h).await;
-    crm_accepts(&h).await;
+    let (crm, h) = start_behind_faulty(Behind::Crm).await;
     crm.set_mode(Mode::status(500)).await;
 
     // WHEN 10 projects are submitted, the CRM answers 500s, then hangs past the connector's
@@ -258,15 +151,15 @@ async fn crm_500s_timeouts_and_lost_acks_then_recovery_deliver_every_event_once(
     crm.script(Mode::Swallow(Duration::from_secs(4)), 2);
     crm.set_mode(Mode::Pass).await;
     wait_until(Duration::from_secs(60), "10 projects accepted", || async {
-        per_deal(&accepted(&h).await).len() >= 10
+        per_deal(&deliveries(&h.crm).await).len() >= 10
     })
     .await;
-    settle(&h).await;
+    h.settle().await;
 
     // THEN the CRM holds one record per event: every accepted write of a project carries the
     // same webhook-id (a CRM deduplicating on it, like the local inbox, keeps one record), and
     // only the writes whose acknowledgement was lost were sent again
-    let events = accepted(&h).await;
+    let events = deliveries(&h.crm).await;
     let mut ids_per_deal: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (id, e) in &events {
         assert_eq!(
@@ -293,13 +186,7 @@ async fn crm_500s_timeouts_and_lost_acks_then_recovery_deliver_every_event_once(
     );
     let deals = per_deal(&events);
     assert_eq!(deals.values().filter(|&&c| c == 2).count(), swallowed);
-    assert!(
-        h.runner
-            .queue
-            .dead_letters(Stage::Project)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.dead_letters(Stage::Project).is_empty());
 }
 
 // ----- Enerflo 429 storm --------------------------------------------------------------------------
@@ -333,15 +220,7 @@ fn retry_after_violations(server: &FaultyServer) -> Vec<String> {
 /// duplicated and that the rate stayed under Enerflo's 300 a minute. Returns the requests that
 /// came sooner after a 429 than its `Retry-After` allowed.
 async fn survive_429_storm(storm: usize) -> Vec<String> {
-    let enerflo = FaultyServer::start().await;
-    let h = start(&[
-        ("ENERFLO_BASE_URL", &enerflo.uri()),
-        ("RETRY_MAX_ATTEMPTS", "1000"),
-    ])
-    .await;
-    enerflo.set_upstream(&h.enerflo.uri());
-    enerflo_finds_installs(&h).await;
-    crm_accepts(&h).await;
+    let (enerflo, h) = start_behind_faulty(Behind::Enerflo).await;
     enerflo.script(
         Mode::Status {
             code: 429,
@@ -355,13 +234,13 @@ async fn survive_429_storm(storm: usize) -> Vec<String> {
         post_queued(&h, submission(n)).await;
     }
     wait_until(Duration::from_secs(60), "6 projects delivered", || async {
-        accepted(&h).await.len() >= 6
+        deliveries(&h.crm).await.len() >= 6
     })
     .await;
-    settle(&h).await;
+    h.settle().await;
 
     assert_eq!(enerflo.count("status"), storm, "{:?}", enerflo.counts());
-    let deals = per_deal(&accepted(&h).await);
+    let deals = per_deal(&deliveries(&h.crm).await);
     assert_eq!(deals.len(), 6, "{deals:?}");
     assert!(
         deals.values().all(|&c| c == 1),
@@ -416,8 +295,8 @@ async fn poison_messages_are_dead_lettered_with_a_reason_and_never_block_other_e
         .with_priority(1)
         .mount(&h.enerflo)
         .await;
-    enerflo_finds_installs(&h).await;
-    crm_accepts(&h).await;
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, CrmIds::per_deal()).await;
 
     // WHEN poison reaches the project queue: straight onto it (unreadable JSON, an unknown shape,
     // an event the stage does not handle, a payload without its deal), through the webhook (a
@@ -471,21 +350,21 @@ async fn poison_messages_are_dead_lettered_with_a_reason_and_never_block_other_e
     wait_until(
         Duration::from_secs(30),
         "10 good projects delivered",
-        || async { accepted(&h).await.len() >= 10 },
+        || async { deliveries(&h.crm).await.len() >= 10 },
     )
     .await;
-    let dead = h.runner.queue.dead_letters(Stage::Project).unwrap();
+    let dead = h.dead_letters(Stage::Project);
     assert!(
         dead.iter().all(|d| !d.body.contains(&missing)),
         "the retried poison did not hold the other entities back"
     );
     // ... and every poison ends in the DLQ with its reason, the transient one after the budget
     wait_until(Duration::from_secs(60), "6 dead letters", || async {
-        h.runner.queue.dead_letters(Stage::Project).unwrap().len() >= 6
+        h.dead_letters(Stage::Project).len() >= 6
     })
     .await;
-    settle(&h).await;
-    let dead = h.runner.queue.dead_letters(Stage::Project).unwrap();
+    h.settle().await;
+    let dead = h.dead_letters(Stage::Project);
     assert_eq!(dead.len(), 6, "{dead:#?}");
     let reason_of = |pred: &dyn Fn(&enerflo_sync::queue::DeadLetter) -> bool| {
         let d = dead.iter().find(|d| pred(d)).expect("dead letter present");
@@ -517,7 +396,7 @@ async fn poison_messages_are_dead_lettered_with_a_reason_and_never_block_other_e
     assert!(reason.contains("not created yet"), "{reason}");
     assert_eq!(attempts, BUDGET);
     // Exactly the good events reached the CRM, once each.
-    let deals = per_deal(&accepted(&h).await);
+    let deals = per_deal(&deliveries(&h.crm).await);
     let expected: BTreeMap<String, usize> = (10..20).map(|n| (deal_id(n), 1)).collect();
     assert_eq!(deals, expected);
 }
@@ -570,8 +449,8 @@ async fn storm(h: &Harness, bodies: &[String], copies: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_storm_five_concurrent_copies_of_many_entities_writes_each_once() {
     let h = start(&[]).await;
-    enerflo_finds_installs(&h).await;
-    crm_accepts(&h).await;
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, CrmIds::per_deal()).await;
 
     // WHEN 6 projects are each delivered 5 times at once
     let bodies: Vec<String> = (1..=6).map(submission).collect();
@@ -597,9 +476,9 @@ async fn duplicate_storm_five_concurrent_copies_of_many_entities_writes_each_onc
     let mut reshaped = submission_json(1);
     reshaped["payload"]["initiatedBy"] = json!("00000000-0000-4000-8000-0000000000ff");
     post_queued(&h, reshaped.to_string()).await;
-    settle(&h).await;
+    h.settle().await;
 
-    let events = accepted(&h).await;
+    let events = deliveries(&h.crm).await;
     let deals = per_deal(&events);
     assert_eq!(deals.len(), 6, "{deals:?}");
     assert!(
@@ -619,8 +498,8 @@ async fn out_of_order_project_deliveries_end_with_the_last_delivered_content_wri
     // carry no deal.updatedAt), so FIFO arrival order per deal is authoritative: the CRM ends
     // with the content of the last delivered change, and no change is written twice.
     let h = start(&[]).await;
-    enerflo_finds_installs(&h).await;
-    crm_accepts(&h).await;
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, CrmIds::per_deal()).await;
     let deal = deal_id(42);
     let older = submission_with_panels(42, 20);
     let newer = submission_with_panels(42, 24);
@@ -640,10 +519,10 @@ async fn out_of_order_project_deliveries_end_with_the_last_delivered_content_wri
         "a repeat of an already accepted delivery is dropped at the door: {answer}"
     );
     post_queued(&h, older_late).await;
-    settle(&h).await;
+    h.settle().await;
 
     // THEN the CRM got each distinct change once, in arrival order, the last one winning
-    let events = accepted(&h).await;
+    let events = deliveries(&h.crm).await;
     let panels: Vec<_> = events
         .iter()
         .map(|(_, e)| e["data"]["system"]["panel_count"].as_u64())
@@ -859,16 +738,8 @@ async fn dynamodb_unavailable_mid_batch_retries_every_message_and_never_writes_a
     };
     let enerflo = wiremock::MockServer::start().await;
     let crm = wiremock::MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path_regex("^/api/v3/installs/find/"))
-        .respond_with(FindsInstalls)
-        .mount(&enerflo)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/crm/events"))
-        .respond_with(CrmAccepts)
-        .mount(&crm)
-        .await;
+    finds_installs(&enerflo).await;
+    crm_accepts(&crm, CrmIds::per_deal()).await;
     let env: BTreeMap<&str, String> = BTreeMap::from([
         ("ENERFLO_BASE_URL", enerflo.uri()),
         ("ENERFLO_API_KEY", "fake-enerflo-key".to_owned()),
@@ -895,14 +766,7 @@ async fn dynamodb_unavailable_mid_batch_retries_every_message_and_never_writes_a
         enerflo_sync::runtime::crm_connector(&config).unwrap(),
     )
     .unwrap();
-    let crm_events = || async {
-        crm.received_requests()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
-            .collect::<Vec<_>>()
-    };
+    let crm_events = || sync_tests::crm::events(&crm);
     let ingest_all = |bodies: Vec<String>| {
         let ingest = &ingest;
         async move {

@@ -7,36 +7,13 @@ use std::time::{Duration, Instant};
 
 use enerflo_sync::classify::Stage;
 use serde_json::{Value, json};
-use sync_tests::{Harness, fixture, fixture_json, start};
+use sync_tests::crm::crm_accepts;
+use sync_tests::enerflo::{SAMPLE_DEAL, finds_installs};
+use sync_tests::{fixture, fixture_json, join_all, start};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, ResponseTemplate};
 
-const DEAL: &str = "00000000-0000-4000-8000-000000000010";
-
-fn install_body() -> Value {
-    json!({
-        "id": 700001, "survey_id": 4000001, "customer_id": 900001,
-        "customer": {"id": 900001, "first_name": "Pat", "last_name": "Placeholder",
-                     "email": "pat.placeholder@example.com", "phone": "(555) 010-0000",
-                     "customer_timezone": "America/Chicago"}
-    })
-}
-
-async fn enerflo_finds_install(h: &Harness) {
-    Mock::given(method("GET"))
-        .and(path(format!("/api/v3/installs/find/{DEAL}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(install_body()))
-        .mount(&h.enerflo)
-        .await;
-}
-
-async fn crm_accepts(h: &Harness, crm_id: &str) {
-    Mock::given(method("POST"))
-        .and(path("/crm/events"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"crm_id": crm_id})))
-        .mount(&h.crm)
-        .await;
-}
+const DEAL: &str = SAMPLE_DEAL;
 
 fn submitted() -> String {
     fixture("v2-deal.projectSubmitted.json")
@@ -46,8 +23,8 @@ fn submitted() -> String {
 async fn sample_submission_reaches_the_crm_as_a_hydrated_project_event() {
     // GIVEN Enerflo knows the install and the CRM accepts events
     let h = start(&[]).await;
-    enerflo_finds_install(&h).await;
-    crm_accepts(&h, "crm-proj-1").await;
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
 
     // WHEN the sample project submission is delivered
     let (status, body) = h.post_webhook(submitted()).await;
@@ -94,8 +71,8 @@ async fn sample_submission_reaches_the_crm_as_a_hydrated_project_event() {
 #[tokio::test]
 async fn duplicate_delivery_three_times_in_sequence_writes_the_crm_once() {
     let h = start(&[]).await;
-    enerflo_finds_install(&h).await;
-    crm_accepts(&h, "crm-proj-1").await;
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
 
     let mut statuses = Vec::new();
     for _ in 0..3 {
@@ -108,22 +85,21 @@ async fn duplicate_delivery_three_times_in_sequence_writes_the_crm_once() {
     assert_eq!(statuses[0], (202, "queued".into()));
     assert_eq!(statuses[1], (202, "duplicate".into()));
     assert_eq!(statuses[2], (202, "duplicate".into()));
-    h.drain(Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.settle().await;
     assert_eq!(h.crm_events().await.len(), 1);
 }
 
 #[tokio::test]
 async fn duplicate_delivery_three_times_concurrently_writes_the_crm_once() {
     let h = start(&[]).await;
-    enerflo_finds_install(&h).await;
-    crm_accepts(&h, "crm-proj-1").await;
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
 
     // Same content, different key order and whitespace: still the same event.
     let reordered =
         serde_json::to_string_pretty(&fixture_json("v2-deal.projectSubmitted.json")).unwrap();
     let bodies = [submitted(), submitted(), reordered];
-    let results = futures_join(bodies.iter().map(|b| h.post_webhook(b.clone()))).await;
+    let results = join_all(bodies.iter().map(|b| h.post_webhook(b.clone()))).await;
     for (status, body) in &results {
         assert!(*status == 202 || *status == 503, "{status} {body}");
     }
@@ -135,47 +111,15 @@ async fn duplicate_delivery_three_times_concurrently_writes_the_crm_once() {
             assert_eq!((s, b["status"].as_str()), (202, Some("duplicate")));
         }
     }
-    h.drain(Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.settle().await;
     assert_eq!(h.crm_events().await.len(), 1);
-}
-
-async fn futures_join<F: std::future::Future<Output = T>, T>(
-    futs: impl Iterator<Item = F>,
-) -> Vec<T> {
-    let handles: Vec<_> = futs.collect();
-    let mut out = Vec::new();
-    // Poll all concurrently on this task.
-    let mut pinned: Vec<_> = handles.into_iter().map(Box::pin).collect();
-    let mut done: Vec<Option<T>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if done[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => done[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    for d in done {
-        out.extend(d);
-    }
-    out
 }
 
 #[tokio::test]
 async fn submitted_then_received_for_the_same_submission_writes_one_crm_record() {
     let h = start(&[]).await;
-    enerflo_finds_install(&h).await;
-    crm_accepts(&h, "crm-proj-1").await;
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
 
     let received = submitted().replace("deal.projectSubmitted", "deal.projectReceived");
     assert_eq!(h.post_webhook(submitted()).await.0, 202);
@@ -187,13 +131,7 @@ async fn submitted_then_received_for_the_same_submission_writes_one_crm_record()
         1,
         "the unchanged received copy must not write again: {events:#?}"
     );
-    let log = h
-        .runner
-        .ports
-        .log
-        .for_entity(&format!("deal:{DEAL}"), 10)
-        .await
-        .unwrap();
+    let log = h.event_log(&format!("deal:{DEAL}")).await;
     let outcomes: Vec<_> = log
         .iter()
         .map(|e| (e.event.as_str(), e.outcome.as_str()))
@@ -211,8 +149,8 @@ async fn submitted_then_received_for_the_same_submission_writes_one_crm_record()
 #[tokio::test]
 async fn a_changed_resubmission_updates_the_linked_record_flagged_as_resubmission() {
     let h = start(&[]).await;
-    enerflo_finds_install(&h).await;
-    crm_accepts(&h, "crm-proj-77").await;
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, "crm-proj-77").await;
 
     assert_eq!(h.post_webhook(submitted()).await.0, 202);
     h.drain(Duration::from_secs(10)).await;
@@ -245,20 +183,14 @@ async fn installs_find_404_then_200_is_retried_until_it_succeeds() {
         .with_priority(1)
         .mount(&h.enerflo)
         .await;
-    enerflo_finds_install(&h).await;
-    crm_accepts(&h, "crm-proj-1").await;
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
 
     assert_eq!(h.post_webhook(submitted()).await.0, 202);
     h.drain(Duration::from_secs(15)).await;
     assert_eq!(h.enerflo_calls("/api/v3/installs/find/").await, 3);
     assert_eq!(h.crm_events().await.len(), 1);
-    assert!(
-        h.runner
-            .queue
-            .dead_letters(Stage::Project)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.dead_letters(Stage::Project).is_empty());
 }
 
 #[tokio::test]
@@ -269,11 +201,11 @@ async fn installs_find_404_past_the_retry_budget_dead_letters_with_the_reason() 
         .respond_with(ResponseTemplate::new(404))
         .mount(&h.enerflo)
         .await;
-    crm_accepts(&h, "crm-proj-1").await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
 
     assert_eq!(h.post_webhook(submitted()).await.0, 202);
     h.drain(Duration::from_secs(15)).await;
-    let dead = h.runner.queue.dead_letters(Stage::Project).unwrap();
+    let dead = h.dead_letters(Stage::Project);
     assert_eq!(dead.len(), 1);
     assert!(
         dead[0].reason.contains("not created yet"),
@@ -300,8 +232,8 @@ async fn enerflo_429_with_retry_after_is_honoured() {
         .with_priority(1)
         .mount(&h.enerflo)
         .await;
-    enerflo_finds_install(&h).await;
-    crm_accepts(&h, "crm-proj-1").await;
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
 
     let start = Instant::now();
     assert_eq!(h.post_webhook(submitted()).await.0, 202);
@@ -319,7 +251,7 @@ async fn enerflo_429_with_retry_after_is_honoured() {
 #[tokio::test]
 async fn crm_500_is_retried_then_dead_lettered_with_the_reason() {
     let h = start(&[("RETRY_MAX_ATTEMPTS", "3")]).await;
-    enerflo_finds_install(&h).await;
+    finds_installs(&h.enerflo).await;
     Mock::given(method("POST"))
         .and(path("/crm/events"))
         .respond_with(ResponseTemplate::new(500).set_body_string("internal error"))
@@ -334,28 +266,22 @@ async fn crm_500_is_retried_then_dead_lettered_with_the_reason() {
         events.windows(2).all(|w| w[0]["id"] == w[1]["id"]),
         "the event id is stable across retries"
     );
-    let dead = h.runner.queue.dead_letters(Stage::Project).unwrap();
+    let dead = h.dead_letters(Stage::Project);
     assert_eq!(dead.len(), 1);
     assert!(
         dead[0].reason.contains("CRM unavailable: HTTP 500"),
         "{}",
         dead[0].reason
     );
-    let logged = h
-        .runner
-        .ports
-        .log
-        .for_entity(&format!("deal:{DEAL}"), 1)
-        .await
-        .unwrap();
+    let logged = h.event_log(&format!("deal:{DEAL}")).await;
     assert_eq!(logged[0].outcome, "dead_lettered");
 }
 
 #[tokio::test]
 async fn crm_include_raw_sends_the_enerflo_payload_along() {
     let h = start(&[("CRM_INCLUDE_RAW", "true")]).await;
-    enerflo_finds_install(&h).await;
-    crm_accepts(&h, "crm-proj-1").await;
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
     assert_eq!(h.post_webhook(submitted()).await.0, 202);
     h.drain(Duration::from_secs(10)).await;
     let events = h.crm_events().await;
@@ -373,7 +299,7 @@ async fn installs_find_200_without_an_install_id_makes_no_crm_write_and_dead_let
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
         .mount(&h.enerflo)
         .await;
-    crm_accepts(&h, "crm-proj-1").await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
 
     // WHEN the submission is delivered
     assert_eq!(h.post_webhook(submitted()).await.0, 202);
@@ -382,7 +308,7 @@ async fn installs_find_200_without_an_install_id_makes_no_crm_write_and_dead_let
     // THEN nothing reached the CRM; the event was retried, then dead-lettered with the reason
     assert_eq!(h.crm_events().await.len(), 0);
     assert_eq!(h.enerflo_calls("/api/v3/installs/find/").await, 3);
-    let dead = h.runner.queue.dead_letters(Stage::Project).unwrap();
+    let dead = h.dead_letters(Stage::Project);
     assert_eq!(dead.len(), 1);
     assert!(
         dead[0].reason.contains(&format!(
@@ -409,8 +335,8 @@ async fn a_200_html_maintenance_page_then_the_install_writes_the_crm_once() {
         .with_priority(1)
         .mount(&h.enerflo)
         .await;
-    enerflo_finds_install(&h).await;
-    crm_accepts(&h, "crm-proj-1").await;
+    finds_installs(&h.enerflo).await;
+    crm_accepts(&h.crm, "crm-proj-1").await;
 
     // WHEN the submission is delivered
     assert_eq!(h.post_webhook(submitted()).await.0, 202);
@@ -421,11 +347,5 @@ async fn a_200_html_maintenance_page_then_the_install_writes_the_crm_once() {
     let events = h.crm_events().await;
     assert_eq!(events.len(), 1, "{events:#?}");
     assert_eq!(events[0]["enerflo"]["install_id"], 700001);
-    assert!(
-        h.runner
-            .queue
-            .dead_letters(Stage::Project)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(h.dead_letters(Stage::Project).is_empty());
 }

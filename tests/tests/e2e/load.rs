@@ -7,8 +7,8 @@
 //! The full figures, in release mode:
 //!
 //! ```text
-//! LOAD_EVENTS=10000 cargo test --release -p sync-tests --test load -- --nocapture
-//! LOAD_EVENTS=3000 LOAD_RATE=100 cargo test --release -p sync-tests --test load -- --nocapture
+//! LOAD_EVENTS=10000 cargo test --release -p sync-tests --test e2e -- load:: --nocapture
+//! LOAD_EVENTS=3000 LOAD_RATE=100 cargo test --release -p sync-tests --test e2e -- load:: --nocapture
 //! ```
 //!
 //! Enerflo (wiremock) answers `installs/find` at once, and the runner's Enerflo client has no
@@ -22,13 +22,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use enerflo_sync::config::Config;
-use enerflo_sync::enerflo::{EnerfloApi, HttpEnerfloClient};
-use enerflo_sync::secret::Secret;
 use serde_json::{Value, json};
-use sync_tests::{CRM_SECRET, Harness, TOKEN, fixture, temp_dir};
-use wiremock::matchers::{method, path, path_regex};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use sync_tests::crm::{CrmIds, crm_accepts};
+use sync_tests::enerflo::{deal_id, finds_installs, submission};
+use sync_tests::{TOKEN, start_unthrottled};
 
 const IN_FLIGHT: usize = 32;
 
@@ -40,14 +37,10 @@ struct Webhook {
     key: Option<String>,
 }
 
-fn deal_id(n: usize) -> String {
-    format!("00000000-0000-4000-9000-{n:012}")
-}
-
 /// Event `i` of the mix: half project submissions, the rest spread over the other stages and
 /// ignored events. Every entity is distinct (no two events share an id form), so each routed
 /// event is one CRM write.
-fn webhook(i: usize, sample: &str) -> Webhook {
+fn webhook(i: usize) -> Webhook {
     let routed = |body: Value, key: String| Webhook {
         body: body.to_string(),
         query: "",
@@ -55,15 +48,9 @@ fn webhook(i: usize, sample: &str) -> Webhook {
     };
     match i % 10 {
         0..=4 => Webhook {
-            body: sample
-                .replace("00000000-0000-4000-8000-000000000010", &deal_id(i))
-                .replace("abc123xyz", &format!("sc{i:010}"))
-                .replace(
-                    "00000000-0000-4000-8000-000000000003",
-                    &format!("00000000-0000-4000-a000-{i:012}"),
-                ),
+            body: submission(i as u64),
             query: "",
-            key: Some(format!("project:{}", deal_id(i))),
+            key: Some(format!("project:{}", deal_id(i as u64))),
         },
         5 => routed(
             json!({"webhook_event": "new_customer", "id": 10_000_000 + i,
@@ -130,76 +117,6 @@ fn key_of(event: &Value) -> String {
     }
 }
 
-/// The CRM: timestamps each arrival by the key of its event, and accepts it.
-#[derive(Clone, Default)]
-struct TimestampingCrm {
-    arrivals: Arc<Mutex<Vec<(String, Instant)>>>,
-}
-
-impl Respond for TimestampingCrm {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let now = Instant::now();
-        let event: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-        let key = key_of(&event);
-        let crm_id = format!("crm-{key}");
-        self.arrivals.lock().unwrap().push((key, now));
-        ResponseTemplate::new(200).set_body_json(json!({"crm_id": crm_id}))
-    }
-}
-
-/// `installs/find/{deal}`: at once, a distinct install per deal.
-struct FindsInstalls;
-
-impl Respond for FindsInstalls {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let n: u64 = req
-            .url
-            .path()
-            .rsplit('-')
-            .next()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        ResponseTemplate::new(200).set_body_json(json!({
-            "id": 700_000 + n, "survey_id": 4_000_000 + n, "customer_id": 900_000 + n,
-            "customer": {"id": 900_000 + n, "first_name": "Pat", "last_name": "Placeholder"}
-        }))
-    }
-}
-
-/// A runner like the harness's, but with an Enerflo client without the per-minute limit.
-async fn start_unthrottled() -> Harness {
-    let enerflo = MockServer::start().await;
-    let crm = MockServer::start().await;
-    let env: HashMap<&str, String> = HashMap::from([
-        ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-        ("DATA_DIR", temp_dir("load").display().to_string()),
-        ("WEBHOOK_TOKEN", TOKEN.to_owned()),
-        ("ENERFLO_BASE_URL", enerflo.uri()),
-        ("ENERFLO_API_KEY", "fake-enerflo-key".to_owned()),
-        ("CRM_WEBHOOK_URL", format!("{}/crm/events", crm.uri())),
-        ("CRM_WEBHOOK_SECRET", CRM_SECRET.to_owned()),
-    ]);
-    let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
-    let client: Arc<dyn EnerfloApi> = Arc::new(
-        HttpEnerfloClient::new(
-            &enerflo.uri(),
-            Secret::new("fake-enerflo-key"),
-            Duration::from_secs(5),
-            usize::MAX,
-        )
-        .expect("client"),
-    );
-    let runner = enerflo_sync_local::start_with_enerflo(config, Some(client))
-        .await
-        .expect("runner starts");
-    Harness {
-        runner,
-        enerflo,
-        crm,
-        http: reqwest::Client::new(),
-    }
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -220,21 +137,12 @@ async fn load_mixed_webhooks_every_routed_event_reaches_the_crm_exactly_once() {
     let total = env_number("LOAD_EVENTS", 2000);
     let rate = env_number("LOAD_RATE", 0);
     let h = Arc::new(start_unthrottled().await);
-    let crm = TimestampingCrm::default();
-    Mock::given(method("GET"))
-        .and(path_regex("^/api/v3/installs/find/"))
-        .respond_with(FindsInstalls)
-        .mount(&h.enerflo)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/crm/events"))
-        .respond_with(crm.clone())
-        .mount(&h.crm)
-        .await;
+    finds_installs(&h.enerflo).await;
+    // The CRM names each record by its event's key, and keeps when each event arrived.
+    let crm = crm_accepts(&h.crm, CrmIds::PerEvent(|e| format!("crm-{}", key_of(e)))).await;
 
     // GIVEN `total` webhooks of every kind
-    let sample = fixture("v2-deal.projectSubmitted.json");
-    let webhooks: Arc<Vec<Webhook>> = Arc::new((0..total).map(|i| webhook(i, &sample)).collect());
+    let webhooks: Arc<Vec<Webhook>> = Arc::new((0..total).map(webhook).collect());
     let expected: BTreeMap<String, usize> = webhooks
         .iter()
         .filter_map(|w| w.key.clone().map(|k| (k, 1)))
@@ -298,7 +206,7 @@ async fn load_mixed_webhooks_every_routed_event_reaches_the_crm_exactly_once() {
     // THEN every routed event reaches the CRM, exactly once
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let arrived = crm.arrivals.lock().unwrap().len();
+        let arrived = crm.len();
         if arrived >= expected.len() {
             break;
         }
@@ -314,10 +222,13 @@ async fn load_mixed_webhooks_every_routed_event_reaches_the_crm_exactly_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
-    h.drain(Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.settle().await;
 
-    let arrivals = crm.arrivals.lock().unwrap().clone();
+    let arrivals: Vec<(String, Instant)> = crm
+        .all()
+        .iter()
+        .map(|(event, at)| (key_of(event), *at))
+        .collect();
     let mut received: BTreeMap<String, usize> = BTreeMap::new();
     for (key, _) in &arrivals {
         *received.entry(key.clone()).or_insert(0) += 1;
@@ -350,7 +261,7 @@ async fn load_mixed_webhooks_every_routed_event_reaches_the_crm_exactly_once() {
     );
     assert_eq!(received, expected);
     for stage in enerflo_sync_local::CONSUMER_STAGES {
-        let dead = h.runner.queue.dead_letters(*stage).unwrap();
+        let dead = h.dead_letters(*stage);
         assert!(
             dead.is_empty(),
             "{stage}: {:?}",

@@ -1,0 +1,18 @@
+//! The end-to-end suite, one test binary: the local runner over HTTP against wiremock Enerflo and
+//! CRM servers (the kit in `tests/src/`), one module per stage or concern. nextest runs each test
+//! in its own process; `cargo nextest run -p sync-tests -E 'test(/^leads::/)'` runs one module.
+
+mod change_order;
+mod faults;
+mod hubspot;
+mod leads;
+mod load;
+mod milestone;
+mod notes;
+mod project;
+mod reconcile;
+mod salesforce;
+mod security;
+mod signature_interop;
+mod status;
+mod webhook_edge;
