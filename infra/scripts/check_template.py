@@ -28,7 +28,10 @@ secrets and least privilege):
                    actions only on the function's own LoggingConfig.LogGroup; a queue consumer's
                    sqs actions only on its own source queue (SendMessage only on that queue's DLQ);
                    any other function may only SendMessage, and only to stage queues (never a DLQ);
-                   dynamodb actions only on a table of this template; no other service
+                   the operator console (ops-console) may besides ReceiveMessage,
+                   ChangeMessageVisibility and DeleteMessage on the stage DLQs only, and of dynamodb
+                   only read (GetItem, Query); dynamodb actions only on a table of this template;
+                   no other service
   stage-registry   the template matches the stage registry (infra/stages.json, which a Rust test
                    keeps equal to shared/src/registry.rs). A function's binary is its
                    Metadata.BuildProperties.Binary (cargo-lambda builds it from `CodeUri: .`).
@@ -43,8 +46,9 @@ secrets and least privilege):
                    function has exactly one function building it, with a Schedule (or ScheduleV2)
                    event whose expression is !Ref its schedule parameter, a parameter of the
                    template, or else one AWS::Events::Rule of that ScheduleExpression targeting it
-                   and an AWS::Lambda::Permission letting events.amazonaws.com invoke it. No function builds a
-                   binary the registry does not list (enerflo-webhook aside), no queue is other than
+                   and an AWS::Lambda::Permission letting events.amazonaws.com invoke it. No
+                   function builds a binary the registry does not list (enerflo-webhook and
+                   ops-console aside), no queue is other than
                    a stage's queue or DLQ, and no *_QUEUE_URL / *_DLQ_URL variable names a prefix
                    the registry does not list.
 
@@ -142,6 +146,10 @@ def load_template(path: str) -> dict[str, Any]:
 
 REGISTRY_PATH = os.path.join("infra", "stages.json")
 WEBHOOK_BINARY = "enerflo-webhook"
+# The operator console: no stage of its own; reads the table, lists and replays dead letters.
+CONSOLE_BINARY = "ops-console"
+CONSOLE_DLQ_ACTIONS = {"sqs:receivemessage", "sqs:changemessagevisibility", "sqs:deletemessage"}
+CONSOLE_TABLE_ACTIONS = {"dynamodb:getitem", "dynamodb:query"}
 
 
 @dataclass(frozen=True)
@@ -796,6 +804,7 @@ class Checker:
                 log_group = None
             sources = sources_of.get(function_id, set())
             dlqs = {dlq_of[q] for q in sources if dlq_of.get(q) is not None}
+            console = self.binary_of(function_id) == CONSOLE_BINARY
             for where, statement in self.role_statements(role):
                 actions = [a.lower() for a in self.literal_strings(statement.get("Action"))]
                 resources = _list(statement.get("Resource"))
@@ -813,6 +822,8 @@ class Checker:
                     if service == "logs":
                         allowed = {log_group} if log_group else set()
                         what = f"its own log group {log_group}"
+                    elif service == "sqs" and console and action in CONSOLE_DLQ_ACTIONS:
+                        allowed, what = all_dlqs, f"the stage DLQs {sorted(all_dlqs)}"
                     elif service == "sqs" and sources:
                         allowed, what = (
                             (dlqs, f"its own DLQ {sorted(dlqs)}")
@@ -828,6 +839,11 @@ class Checker:
                     else:
                         allowed = {t for t in named if self.rtype(t) == "AWS::DynamoDB::Table"}
                         what = "tables of this template"
+                        if console and action not in CONSOLE_TABLE_ACTIONS:
+                            problems.append(
+                                f"{action}: the operator console only reads the table "
+                                f"({', '.join(sorted(CONSOLE_TABLE_ACTIONS))})"
+                            )
                     stray = sorted(named - allowed)
                     if stray:
                         problems.append(f"{action} on {stray}: allowed only on {what}")
@@ -953,7 +969,7 @@ class Checker:
                 )
             else:
                 builders.setdefault(binary, []).append(function_id)
-        known = registry.binaries() | {WEBHOOK_BINARY}
+        known = registry.binaries() | {WEBHOOK_BINARY, CONSOLE_BINARY}
         for binary, ids in builders.items():
             if binary not in known:
                 self.record(

@@ -61,6 +61,10 @@ fi
 
 "$MOTO" stop
 moto_started=0
+if compgen -G "$ROOT/target/console-screenshots/*.png" >/dev/null; then
+  # Artifacts of the console's browser test (tests/tests/e2e/console.rs), one per page.
+  echo "console screenshots in target/console-screenshots/: $(cd "$ROOT/target/console-screenshots" && echo *.png)"
+fi
 
 step "cfn-lint template.yaml"
 cfn-lint template.yaml

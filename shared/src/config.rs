@@ -328,6 +328,9 @@ pub struct Config {
     pub crm_webhook_secret: Option<SigningSecret>,
     pub crm_timeout: Duration,
     pub crm_inbound_tokens: SecretSet,
+    /// `OPS_TOKEN`: what an operator presents to the console's login form (comma-separated
+    /// during a rotation).
+    pub ops_tokens: SecretSet,
     pub crm_include_raw: bool,
     pub table_name: Option<String>,
     pub queues: BTreeMap<Stage, StageQueueUrls>,
@@ -354,6 +357,8 @@ pub enum Need {
     /// What the configured CRM connector needs (`CRM_WEBHOOK_*` or `HUBSPOT_ACCESS_TOKEN`).
     Crm,
     CrmInboundToken,
+    /// The operator console's `OPS_TOKEN`.
+    OpsToken,
     Table,
     Queue(Stage),
 }
@@ -522,6 +527,7 @@ impl Config {
         }
         let webhook_tokens = SecretSet::parse(&var("WEBHOOK_TOKEN").unwrap_or_default());
         let crm_inbound_tokens = SecretSet::parse(&var("CRM_INBOUND_TOKEN").unwrap_or_default());
+        let ops_tokens = SecretSet::parse(&var("OPS_TOKEN").unwrap_or_default());
         let max_attempts = number("RETRY_MAX_ATTEMPTS", 18, 1, 1000, &mut problems) as u32;
 
         let mut fields = EnerfloFields::default();
@@ -629,6 +635,7 @@ impl Config {
             crm_webhook_secret,
             crm_timeout: Duration::from_secs(number("CRM_TIMEOUT_SECS", 10, 1, 120, &mut problems)),
             crm_inbound_tokens,
+            ops_tokens,
             crm_include_raw,
             table_name: var("TABLE_NAME"),
             queues,
@@ -722,6 +729,9 @@ impl Config {
                 Need::CrmInboundToken if self.crm_inbound_tokens.is_empty() => {
                     problems.push("CRM_INBOUND_TOKEN is required".into())
                 }
+                Need::OpsToken if self.ops_tokens.is_empty() => problems.push(
+                    "OPS_TOKEN is required (a long random value the operator logs in with; comma-separate two during a rotation)".into(),
+                ),
                 Need::Table if self.table_name.is_none() => problems.push("TABLE_NAME is required".into()),
                 Need::Queue(stage) if !self.queues.contains_key(stage) => problems.push(format!(
                     "{p}_QUEUE_URL and {p}_DLQ_URL are required",

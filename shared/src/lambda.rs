@@ -137,6 +137,7 @@ pub async fn run_inbound_route(route: crate::registry::Route) -> Result<(), lamb
             router.set(other, h);
         }
     }
+    router.calls = Some(ports.call_log(&config));
     serve_http(router).await
 }
 

@@ -19,6 +19,7 @@ pub mod ids;
 pub mod inbound;
 pub mod lambda;
 pub mod mapping;
+pub mod ops;
 pub mod pipeline;
 pub mod queue;
 pub mod reconcile;

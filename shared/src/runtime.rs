@@ -43,6 +43,15 @@ impl Ports {
         )
     }
 
+    /// Where the inbound routes record each CRM call (the event log).
+    pub fn call_log(&self, config: &Config) -> Arc<crate::http::calls::CallLog> {
+        Arc::new(crate::http::calls::CallLog {
+            log: self.log.clone(),
+            xref: self.xref.clone(),
+            ttl_secs: config.event_log_ttl.as_secs(),
+        })
+    }
+
     pub fn echo_guard(&self, config: &Config) -> EchoGuard {
         EchoGuard::new(self.echo.clone(), self.state.clone(), config.echo_ttl)
     }

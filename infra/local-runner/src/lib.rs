@@ -1,6 +1,8 @@
 //! The local runner: the same routes and handlers as the Lambdas, in one process, on an embedded
 //! durable store and queue (redb under `DATA_DIR`). With no Enerflo credentials it serves an
-//! Enerflo sandbox at `/sandbox/enerflo`; with no CRM URL a CRM inbox at `/crm-inbox`.
+//! Enerflo sandbox at `/sandbox/enerflo`; with no CRM URL a CRM inbox at `/crm-inbox`. The
+//! operator console is at `/ops/` (`/` redirects there), on the runner's own store and queue;
+//! without `OPS_TOKEN` the runner makes one up and prints it in its banner.
 
 pub mod fakes;
 pub mod inbox;
@@ -27,6 +29,7 @@ use enerflo_sync::registry::Route;
 use enerflo_sync::runtime::{self, Ports};
 use enerflo_sync::secret::{Secret, SecretSet};
 use enerflo_sync::store::embedded::{EmbeddedStore, is_in_use, open_database};
+use enerflo_sync_console::{Console, Scheme};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -45,6 +48,9 @@ pub use enerflo_sync::runtime::CONSUMER_STAGES;
 
 pub struct Runner {
     pub addr: SocketAddr,
+    /// What the console's login form takes: `OPS_TOKEN`'s first value, or the one made up.
+    pub ops_token: String,
+    ops_token_generated: bool,
     pub config: Config,
     pub ports: Ports,
     pub queue: Arc<EmbeddedQueue>,
@@ -66,6 +72,7 @@ pub struct Runner {
 #[derive(Clone)]
 struct AppState {
     router: Arc<Router>,
+    console: Arc<Console>,
     max_body: usize,
 }
 
@@ -106,6 +113,18 @@ pub async fn start_with_enerflo(
     if config.crm_inbound_tokens.is_empty() {
         config.crm_inbound_tokens = SecretSet::parse(LOCAL_CRM_TOKEN);
     }
+    let ops_token_generated = config.ops_tokens.is_empty();
+    if ops_token_generated {
+        // A fresh one per start, printed in the banner: the console is never open without one.
+        let bytes: Vec<u8> = (0..24).map(|_| fastrand::u8(..)).collect();
+        config.ops_tokens =
+            SecretSet::parse(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    }
+    let ops_token = config
+        .ops_tokens
+        .first()
+        .map(|s| s.expose().to_owned())
+        .unwrap_or_default();
 
     let sandbox = if config.enerflo_api_key.is_none() {
         config.enerflo_base_url = format!("{base}/sandbox/enerflo");
@@ -186,9 +205,22 @@ pub async fn start_with_enerflo(
         claims: store.clone(),
         state: store.clone(),
         log: store.clone(),
-        echo: store,
+        echo: store.clone(),
         queue: queue.clone(),
     };
+    // On the running runner's own store and queue (the CLI needs it stopped; the console not).
+    let console = Arc::new(Console::new(
+        enerflo_sync::ops::Backend {
+            xref: store.clone(),
+            log: store.clone(),
+            state: store,
+            queue: queue.clone(),
+            dlq: queue.clone(),
+            stages: CONSUMER_STAGES.to_vec(),
+        },
+        config.ops_tokens.clone(),
+        Scheme::Http,
+    ));
 
     // The sweep's own client (its own per-minute limit), unless a client was supplied.
     let sweep_enerflo = match &enerflo {
@@ -224,6 +256,7 @@ pub async fn start_with_enerflo(
         milestones: Some(milestones.clone()),
         status: Some(status.clone()),
         hubspot: runtime::hubspot_routes(&config),
+        calls: Some(ports.call_log(&config)),
     };
     // POST /crm/hubspot/{lead|status|milestone}: the same handlers behind HubSpot's workflows.
     for (route, canonical) in [
@@ -265,6 +298,7 @@ pub async fn start_with_enerflo(
 
     let state = AppState {
         router: Arc::new(router),
+        console,
         max_body: config.max_body_bytes,
     };
     let mut app = axum::Router::new();
@@ -315,6 +349,8 @@ pub async fn start_with_enerflo(
 
     Ok(Runner {
         addr,
+        ops_token,
+        ops_token_generated,
         config,
         ports,
         queue,
@@ -392,6 +428,18 @@ impl Runner {
                 "  CRM:             webhook connector -> {}",
                 self.config.crm_webhook_url.as_deref().unwrap_or("")
             ),
+        }
+        if self.ops_token_generated {
+            println!(
+                "  Console:         {} (OPS_TOKEN was not set; sign in with this one, new at each start: {})",
+                self.url("/ops/"),
+                self.ops_token
+            );
+        } else {
+            println!(
+                "  Console:         {} (sign in with your OPS_TOKEN)",
+                self.url("/ops/")
+            );
         }
     }
 
@@ -476,6 +524,18 @@ async fn serve(state: AppState, req: axum::extract::Request) -> Response {
         headers: parts.headers,
         body: bytes,
     };
+    if req.path == "/" {
+        let mut resp = Body::empty().into_response();
+        *resp.status_mut() = http::StatusCode::SEE_OTHER;
+        resp.headers_mut().insert(
+            http::header::LOCATION,
+            http::HeaderValue::from_static("/ops/"),
+        );
+        return resp;
+    }
+    if Console::serves(&req.path) {
+        return to_axum(state.console.handle(req).await);
+    }
     to_axum(state.router.handle(req).await)
 }
 

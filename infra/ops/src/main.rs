@@ -145,6 +145,7 @@ fn filter_of(args: &FilterArgs) -> anyhow::Result<Filter> {
         since: args.since.as_deref().map(parse_time).transpose()?,
         until: args.until.as_deref().map(parse_time).transpose()?,
         entity: args.entity.clone(),
+        message_ids: None,
     })
 }
 

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region};
@@ -41,6 +41,7 @@ fn record(key: &str, entity: &str, body: &str) -> EventRecord {
         detail: None,
         deliveries: 1,
         attempts: 3,
+        history: Vec::new(),
     }
 }
 
@@ -131,6 +132,27 @@ async fn contract(backend: &Backend, received: impl AsyncFn() -> Vec<Delivery>) 
         1
     );
 
+    // a confirmed set: exactly the message ids named are replayed, an unknown one matches nothing
+    let chosen = |id: &str| Filter {
+        message_ids: Some(BTreeSet::from([id.to_owned()])),
+        ..Filter::default()
+    };
+    let (none, report) = replay(backend, &chosen("no-such-message"), false, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((none.len(), report.replayed), (0, 0));
+    let (replayed, report) = replay(backend, &chosen(&listed[0].message_id), false, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((replayed.len(), report.replayed), (1, 1));
+    assert_eq!(received().await.len(), 1, "back on its queue");
+    assert!(
+        list_dead_letters(backend, &Filter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     // entity report: cross-references and the event log
     backend
         .xref
@@ -173,7 +195,8 @@ async fn dlq_list_replay_entity_and_rerun_work_on_the_local_runner_state() {
     let queue = Arc::new(EmbeddedQueue::new(db, [Stage::Project]));
     let backend = Backend {
         xref: store.clone(),
-        log: store,
+        log: store.clone(),
+        state: store,
         queue: queue.clone(),
         dlq: queue.clone(),
         stages: vec![Stage::Project],
@@ -238,7 +261,8 @@ async fn dlq_list_replay_entity_and_rerun_work_on_dynamodb_and_sqs() {
     ));
     let backend = Backend {
         xref: store.clone(),
-        log: store,
+        log: store.clone(),
+        state: store,
         queue: queue.clone(),
         dlq: queue.clone(),
         stages: vec![Stage::Project],

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use http::Method;
 
+use super::calls::CallLog;
 use super::webhook::{ROUTE_PREFIX, WebhookIngest};
 use super::{HttpRequest, HttpResponse, Problem};
 use crate::crm::hubspot::signature;
@@ -66,6 +67,8 @@ pub struct Router {
     pub notes: Option<Arc<dyn InboundRoute>>,
     /// `POST /crm/hubspot/{lead|status|milestone}`
     pub hubspot: HubSpotRoutes,
+    /// Where every authenticated `/crm/*` call is recorded (`None`: nowhere).
+    pub calls: Option<Arc<CallLog>>,
 }
 
 impl Router {
@@ -118,9 +121,10 @@ impl Router {
         if let ["crm", "hubspot", action] = segments.as_slice() {
             return self.handle_hubspot(action, req).await;
         }
-        let (route, allow, params) = match segments.as_slice() {
-            ["crm", "leads"] => (&self.leads, Method::POST, RouteParams::default()),
+        let (name, route, allow, params) = match segments.as_slice() {
+            ["crm", "leads"] => ("leads", &self.leads, Method::POST, RouteParams::default()),
             ["crm", "installs", install, "milestones", milestone] => (
+                "milestone",
                 &self.milestones,
                 Method::PUT,
                 RouteParams {
@@ -129,6 +133,7 @@ impl Router {
                 },
             ),
             ["crm", "installs", install, "status"] => (
+                "status",
                 &self.status,
                 Method::PUT,
                 RouteParams {
@@ -137,6 +142,7 @@ impl Router {
                 },
             ),
             ["crm", "installs", install, "notes"] => (
+                "note",
                 &self.notes,
                 Method::POST,
                 RouteParams {
@@ -169,7 +175,12 @@ impl Router {
         {
             return Problem::not_found().into_response();
         }
-        route.handle(&req, &params).await
+        let arrived = CallLog::arrived();
+        let answer = route.handle(&req, &params).await;
+        if let Some(calls) = &self.calls {
+            calls.record(name, arrived, &req, &params, &answer).await;
+        }
+        answer
     }
 
     async fn handle_hubspot(&self, action: &str, req: HttpRequest) -> HttpResponse {
@@ -334,6 +345,64 @@ mod tests {
             .handle(lead_request("wrong-token", b"{}"))
             .await;
         assert_eq!(small.status.as_u16(), 401);
+    }
+
+    struct AnswersStatus;
+
+    #[async_trait]
+    impl InboundRoute for AnswersStatus {
+        async fn handle(&self, _req: &HttpRequest, _params: &RouteParams) -> HttpResponse {
+            HttpResponse::json(
+                http::StatusCode::OK,
+                &serde_json::json!({"status": "updated", "install_id": 700001}),
+            )
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answered_crm_call_is_in_the_event_log_under_its_install_and_an_unauthorised_one_is_not()
+     {
+        use crate::store::EventLog;
+        let store = Arc::new(crate::store::embedded::EmbeddedStore::in_memory().expect("store"));
+        let router = Router {
+            crm_tokens: SecretSet::parse("new-token"),
+            status: Some(Arc::new(AnswersStatus)),
+            calls: Some(Arc::new(CallLog {
+                log: store.clone(),
+                xref: store.clone(),
+                ttl_secs: 3600,
+            })),
+            ..Router::default()
+        };
+        let mut req = lead_request("new-token", br#"{"status":"On Hold"}"#);
+        req.method = Method::PUT;
+        req.path = "/crm/installs/enerflo:700001/status".into();
+        assert_eq!(router.handle(req.clone()).await.status.as_u16(), 200);
+        let mut wrong = req.clone();
+        wrong.headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("Bearer wrong"),
+        );
+        assert_eq!(router.handle(wrong).await.status.as_u16(), 401);
+
+        let logged = store.for_entity("install:700001", 10).await.expect("read");
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        let call = &logged[0];
+        assert_eq!(
+            (
+                call.event.as_str(),
+                call.outcome.as_str(),
+                call.stage.as_deref()
+            ),
+            ("crm.status", "updated", None)
+        );
+        assert_eq!(call.raw_body, r#"{"status":"On Hold"}"#);
+        let detail = call.detail.as_deref().unwrap_or_default();
+        assert!(
+            detail.starts_with("PUT /crm/installs/enerflo:700001/status -> 200 "),
+            "{detail}"
+        );
+        assert_eq!(call.history.len(), 1);
     }
 
     #[tokio::test]

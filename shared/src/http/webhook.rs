@@ -391,6 +391,7 @@ fn record(
         detail: None,
         deliveries: 1,
         attempts: 0,
+        history: vec![crate::store::OutcomeEntry::new(received_at, outcome, None)],
     }
 }
 

@@ -3,6 +3,7 @@
 //! in its own process; `cargo nextest run -p sync-tests -E 'test(/^leads::/)'` runs one module.
 
 mod change_order;
+mod console;
 mod faults;
 mod hubspot;
 mod leads;
