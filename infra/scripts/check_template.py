@@ -45,8 +45,10 @@ secrets and least privilege):
                    `function`, with an HttpApi event of its method and path. Every scheduled
                    function has exactly one function building it, with a Schedule (or ScheduleV2)
                    event whose expression is !Ref its schedule parameter, a parameter of the
-                   template. No function builds a
-                   binary the registry does not list (enerflo-webhook and ops-console aside), no queue is other than
+                   template, or else one AWS::Events::Rule of that ScheduleExpression targeting it
+                   and an AWS::Lambda::Permission letting events.amazonaws.com invoke it. No
+                   function builds a binary the registry does not list (enerflo-webhook and
+                   ops-console aside), no queue is other than
                    a stage's queue or DLQ, and no *_QUEUE_URL / *_DLQ_URL variable names a prefix
                    the registry does not list.
 
@@ -864,6 +866,28 @@ class Checker:
 
     # ---- stage-registry -----------------------------------------------------------------------
 
+    def schedule_rules(self, function_id: str) -> list[str]:
+        """The AWS::Events::Rule resources with a ScheduleExpression that target the function."""
+        return [
+            rule_id
+            for rule_id in self.resources
+            if self.rtype(rule_id) == "AWS::Events::Rule"
+            and "ScheduleExpression" in self.props(rule_id)
+            and any(
+                self.target(_mapping(t).get("Arn")) == function_id
+                for t in _list(self.props(rule_id).get("Targets"))
+            )
+        ]
+
+    def events_may_invoke(self, function_id: str) -> bool:
+        """Whether an AWS::Lambda::Permission lets events.amazonaws.com invoke the function."""
+        return any(
+            self.rtype(perm_id) == "AWS::Lambda::Permission"
+            and self.target(self.props(perm_id).get("FunctionName")) == function_id
+            and self.scalar(self.props(perm_id).get("Principal")) == "events.amazonaws.com"
+            for perm_id in self.resources
+        )
+
     def binary_of(self, function_id: str) -> str | None:
         """The binary cargo-lambda builds for a function: Metadata.BuildProperties.Binary."""
         metadata = _mapping(_mapping(self.resources.get(function_id)).get("Metadata"))
@@ -1080,6 +1104,10 @@ class Checker:
                     expressions.append(
                         event_props.get("Schedule", event_props.get("ScheduleExpression"))
                     )
+            # Or an AWS::Events::Rule of its own that targets it (so a Condition can leave the
+            # schedule out altogether), with a permission for EventBridge to invoke it.
+            rules = self.schedule_rules(function_id)
+            expressions.extend(self.props(r).get("ScheduleExpression") for r in rules)
             wanted = {"Ref": scheduled.schedule_parameter}
             problems = []
             if scheduled.schedule_parameter not in parameters:
@@ -1087,7 +1115,12 @@ class Checker:
             if expressions != [wanted]:
                 problems.append(
                     f"{function_id} must have exactly one Schedule event with Schedule: "
-                    f"!Ref {scheduled.schedule_parameter} (it has {expressions or 'none'})"
+                    f"!Ref {scheduled.schedule_parameter}, or one AWS::Events::Rule targeting it "
+                    f"with that ScheduleExpression (it has {expressions or 'none'})"
+                )
+            if rules and not self.events_may_invoke(function_id):
+                problems.append(
+                    f"no AWS::Lambda::Permission lets events.amazonaws.com invoke {function_id}"
                 )
             self.record(
                 rule,

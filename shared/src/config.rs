@@ -394,6 +394,8 @@ pub struct Config {
     pub fields: EnerfloFields,
     pub listen_addr: String,
     pub data_dir: PathBuf,
+    /// `RECONCILE_*`: the reconciliation sweep and backfill (`crate::reconcile`).
+    pub reconcile: crate::reconcile::ReconcileSettings,
 }
 
 /// What a given binary needs; `Config::require` checks exactly these.
@@ -703,7 +705,9 @@ impl Config {
             }
         }
 
+        let reconcile = crate::reconcile::ReconcileSettings::from_lookup(&var, &mut problems);
         let config = Self {
+            reconcile,
             fields,
             enerflo_base_url,
             enerflo_api_key: var("ENERFLO_API_KEY").map(Secret::new),

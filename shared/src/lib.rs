@@ -22,6 +22,7 @@ pub mod mapping;
 pub mod ops;
 pub mod pipeline;
 pub mod queue;
+pub mod reconcile;
 pub mod registry;
 pub mod retry;
 pub mod runtime;

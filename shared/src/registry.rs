@@ -375,11 +375,20 @@ pub struct ScheduledSpec {
     pub schedule_parameter: &'static str,
 }
 
-pub static SCHEDULED: [ScheduledSpec; 1] = [ScheduledSpec {
-    name: "hubspot_notes_poll",
-    function: "hubspot-notes-poll",
-    schedule_parameter: "HubSpotNotesPollSchedule",
-}];
+pub static SCHEDULED: [ScheduledSpec; 2] = [
+    ScheduledSpec {
+        name: "hubspot_notes_poll",
+        function: "hubspot-notes-poll",
+        schedule_parameter: "HubSpotNotesPollSchedule",
+    },
+    // The reconciliation sweep (`crate::reconcile`); `ReconcileSchedule` = `disabled` leaves its
+    // rule out (a Condition), so it has an AWS::Events::Rule of its own, not a SAM Schedule event.
+    ScheduledSpec {
+        name: "reconcile",
+        function: "enerflo-reconcile",
+        schedule_parameter: "ReconcileSchedule",
+    },
+];
 
 /// The registry as `infra/stages.json` holds it, for the template checker.
 pub fn to_json() -> Value {

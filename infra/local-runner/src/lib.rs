@@ -6,6 +6,7 @@
 
 pub mod fakes;
 pub mod inbox;
+pub mod reconcile;
 pub mod sandbox;
 
 use std::net::SocketAddr;
@@ -59,6 +60,10 @@ pub struct Runner {
     pub queue: Arc<EmbeddedQueue>,
     pub sandbox: Option<Arc<Sandbox>>,
     pub inbox: Option<Arc<Inbox>>,
+    /// The reconciliation engine (the interval sweep and `/local/reconcile` runs share it, and its
+    /// per-minute budget).
+    pub reconciler: Arc<enerflo_sync::reconcile::Reconciler>,
+    jobs: Arc<reconcile::Jobs>,
     /// The local HubSpot sandbox, when `CRM_CONNECTOR=hubspot` has no token.
     pub hubspot: Option<Arc<fakes::hubspot::HubSpotFake>>,
     /// The local Salesforce sandbox, when `CRM_CONNECTOR=salesforce` has no login URL.
@@ -130,7 +135,9 @@ pub async fn start_with_enerflo(
     let sandbox = if config.enerflo_api_key.is_none() {
         config.enerflo_base_url = format!("{base}/sandbox/enerflo");
         config.enerflo_api_key = Some(Secret::new(SANDBOX_API_KEY));
-        Some(Sandbox::new(SANDBOX_API_KEY, config.fields.clone()))
+        let sb = Sandbox::new(SANDBOX_API_KEY, config.fields.clone());
+        sb.seed(sandbox_records()?);
+        Some(sb)
     } else {
         None
     };
@@ -242,6 +249,11 @@ pub async fn start_with_enerflo(
         Scheme::Http,
     ));
 
+    // The sweep's own client (its own per-minute limit), unless a client was supplied.
+    let sweep_enerflo = match &enerflo {
+        Some(client) => client.clone(),
+        None => enerflo_sync::reconcile::enerflo_client(&config)?,
+    };
     let enerflo: Arc<dyn EnerfloApi> = match enerflo {
         Some(client) => client,
         None => runtime::enerflo_client(&config)?,
@@ -310,6 +322,20 @@ pub async fn start_with_enerflo(
         )));
     }
 
+    let reconciler = Arc::new(enerflo_sync::reconcile::Reconciler::from_config(
+        &config,
+        &ports,
+        sweep_enerflo,
+    ));
+    let jobs = reconcile::Jobs::new(reconciler.clone(), config.crm_inbound_tokens.clone());
+    if let Some(interval) = config.reconcile.interval {
+        tasks.push(tokio::spawn(reconcile::every(
+            reconciler.clone(),
+            interval,
+            shutdown_rx.clone(),
+        )));
+    }
+
     let state = AppState {
         router: Arc::new(router),
         console,
@@ -343,6 +369,7 @@ pub async fn start_with_enerflo(
         }
     }
     let app = app
+        .nest("/local", jobs.router())
         .fallback(move |req: axum::extract::Request| serve(state.clone(), req))
         .layer(axum::extract::DefaultBodyLimit::disable());
     if let Some(sb) = &sandbox {
@@ -383,6 +410,8 @@ pub async fn start_with_enerflo(
         queue,
         sandbox,
         inbox,
+        reconciler,
+        jobs,
         hubspot,
         salesforce,
         monday,
@@ -390,6 +419,19 @@ pub async fn start_with_enerflo(
         shutdown,
         tasks,
     })
+}
+
+/// `SANDBOX_RECORDS`: how many fake installs and customers the sandbox seeds (default 300).
+fn sandbox_records() -> anyhow::Result<usize> {
+    match std::env::var("SANDBOX_RECORDS") {
+        Err(_) => Ok(sandbox::DEFAULT_RECORDS),
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= 10_000)
+            .ok_or_else(|| anyhow::anyhow!("SANDBOX_RECORDS must be a whole number up to 10000")),
+    }
 }
 
 impl Runner {
@@ -465,6 +507,7 @@ impl Runner {
     }
 
     pub async fn shutdown(self) {
+        self.jobs.stop_and_wait().await;
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;

@@ -6,4 +6,6 @@
 pub mod hubspot;
 pub mod monday;
 
+pub mod backfill;
+
 pub use enerflo_sync::ops::*;

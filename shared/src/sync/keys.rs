@@ -22,7 +22,10 @@ pub enum StateKey {
     /// Stage 4: an install's status (`status#install:<id>`).
     Status(u64),
     /// Stage 3: one milestone of an install (`milestone#install:<id>:<milestone>`).
-    Milestone { install: u64, milestone: u64 },
+    Milestone {
+        install: u64,
+        milestone: u64,
+    },
     /// Stage 6: an install's change orders (`change_order#install:<id>`).
     ChangeOrder(u64),
     /// Stage 5: the notes of an install, as one lease (`note#install:<id>`).
@@ -45,6 +48,10 @@ pub enum StateKey {
     NoteInFlight(Direction, u64),
     /// When we last wrote `target` in a direction (`written#<target>`, `pushed#<target>`).
     LastWrite(Direction, EchoTarget),
+    /// Where a reconciliation pass has got to, by the pass's name (`reconcile#cursor:sweep`,
+    /// `reconcile#cursor:backfill`), and its run lease (`reconcile#run:<name>`).
+    ReconcileCursor(String),
+    ReconcileRun(String),
     /// The HubSpot notes poll: how far it has read (`hubspot-notes#watermark`), and its lease.
     HubSpotNotesWatermark,
     /// Monday.com: the item of a board found by an external id column's value, our own
@@ -59,7 +66,10 @@ pub enum StateKey {
     MondayWrites(String),
     /// Monday.com: the update we posted on an item for a note key
     /// (`monday-update#<item>:<key>`).
-    MondayUpdate { item: String, key: String },
+    MondayUpdate {
+        item: String,
+        key: String,
+    },
 }
 
 use super::echo::Direction;
@@ -95,6 +105,8 @@ impl fmt::Display for StateKey {
             }
             Self::LastWrite(Direction::ToEnerflo, target) => write!(f, "written#{target}"),
             Self::LastWrite(Direction::ToCrm, target) => write!(f, "pushed#{target}"),
+            Self::ReconcileCursor(name) => write!(f, "reconcile#cursor:{name}"),
+            Self::ReconcileRun(name) => write!(f, "reconcile#run:{name}"),
             Self::HubSpotNotesWatermark => f.write_str("hubspot-notes#watermark"),
             Self::MondayItem {
                 board,
@@ -217,6 +229,14 @@ mod tests {
             (
                 StateKey::LastWrite(Direction::ToCrm, t.clone()),
                 "pushed#milestone:install:7:3901",
+            ),
+            (
+                StateKey::ReconcileCursor("sweep".into()),
+                "reconcile#cursor:sweep",
+            ),
+            (
+                StateKey::ReconcileRun("sweep".into()),
+                "reconcile#run:sweep",
             ),
             (StateKey::HubSpotNotesWatermark, "hubspot-notes#watermark"),
         ];

@@ -12,6 +12,7 @@ mod milestone;
 mod monday;
 mod notes;
 mod project;
+mod reconcile;
 mod salesforce;
 mod security;
 mod signature_interop;
