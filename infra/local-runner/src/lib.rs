@@ -286,6 +286,7 @@ pub async fn start_with_enerflo(
             enerflo.clone(),
             monday_api.clone(),
         )),
+        ..Router::default()
     };
     // POST /crm/salesforce/outbound-message: on the same handlers, as the status function has.
     router.set(

@@ -230,7 +230,7 @@ pub(crate) fn salesforce_date(raw: &str) -> Option<String> {
 
 /// The canonical lead field a lead-object property of the profile comes from, as `POST
 /// /crm/leads` names it (`phone` -> `mobile`); `None` for fields that route does not take.
-pub(crate) fn lead_field(canonical: &str) -> Option<&'static str> {
+pub fn lead_field(canonical: &str) -> Option<&'static str> {
     Some(match canonical {
         "first_name" => "first_name",
         "last_name" => "last_name",
