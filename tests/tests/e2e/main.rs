@@ -13,6 +13,7 @@ mod monday;
 mod notes;
 mod project;
 mod salesforce;
+mod salesforce_inbound;
 mod security;
 mod signature_interop;
 mod status;
