@@ -219,6 +219,8 @@ pub fn salesforce_type(conversion: &Conversion) -> (&'static str, &'static [&'st
         "phone",
         "url",
         "encryptedstring",
+        // ContentNote.Content: the connector writes the note's text base64-encoded.
+        "base64",
     ];
     match conversion {
         Conversion::Text => ("Text(255)", TEXT),
@@ -312,11 +314,13 @@ async fn get(api: &SalesforceApi, path: &str) -> anyhow::Result<Result<Option<Va
         match api.call(Method::GET, path, None).await {
             Ok(a) => return Ok(Ok(Some(a.body))),
             Err(SalesforceError::NotFound(_)) => return Ok(Ok(None)),
+            // The token endpoint's refusal (any status), or a session refused after a fresh
+            // token: nothing else can be read either.
             Err(SalesforceError::Crm(CrmError::Rejected { status, message }))
-                if status == 401 || status == 400 =>
+                if status == 401 || message.starts_with("Salesforce refused the credentials") =>
             {
                 return Err(anyhow!(
-                    "Salesforce refused the credentials (HTTP {status} to GET {path}): {message}; check SALESFORCE_LOGIN_URL, SALESFORCE_CLIENT_ID and the secret or key"
+                    "Salesforce refused the credentials (HTTP {status} to GET {path}): {message}"
                 ));
             }
             Err(SalesforceError::Crm(CrmError::Rejected { status, message })) => {

@@ -1089,3 +1089,58 @@ async fn salesforce_setup_reports_missing_fields_keys_and_stage_values_with_what
     let json = report.to_json();
     assert_eq!(json["problems"], report.problems().count());
 }
+
+#[tokio::test]
+async fn salesforce_setup_against_the_faithful_fake_finds_the_profile_in_place_and_a_removed_stage_missing()
+ {
+    use enerflo_sync_local::fakes::salesforce::{FakeOptions, spawn};
+    use enerflo_sync_ops::salesforce::{Outcome, SetupOptions, setup};
+    let opts = FakeOptions::default().with_enerflo_fields();
+    let (client_id, secret, org) = (
+        opts.client_id.clone(),
+        opts.client_secret.clone(),
+        opts.org_id.clone(),
+    );
+    let (url, _fake) = spawn(opts).await;
+    let env: BTreeMap<&str, String> = BTreeMap::from([
+        ("SALESFORCE_LOGIN_URL", url.clone()),
+        ("SALESFORCE_CLIENT_ID", client_id.clone()),
+        ("SALESFORCE_CLIENT_SECRET", secret.clone()),
+        ("SALESFORCE_ORG_ID", org.clone()),
+        ("CRM_INBOUND_TOKEN", "fake-inbound-token-0001".to_owned()),
+    ]);
+    let config = enerflo_sync_ops::salesforce::config_from(|k| env.get(k).cloned()).unwrap();
+    let report = setup(&config, &SetupOptions::default()).await.unwrap();
+    assert!(!report.has_problems(), "{}", report.to_text());
+    // The fake answers no SOQL on Organization: the org id is left unchecked, with a warning.
+    assert!(
+        report.org_id.as_deref() == Some(org.as_str())
+            || report
+                .warnings
+                .iter()
+                .any(|w| w.contains("SALESFORCE_ORG_ID is not checked")),
+        "{}",
+        report.to_text()
+    );
+
+    // A profile naming a stage the org's picklist lacks.
+    let mut profile: serde_json::Value =
+        serde_json::from_str(enerflo_sync::crm::profile::SALESFORCE_DEFAULT).unwrap();
+    profile["stages"]["by_status"]["On Hold"] = serde_json::json!("Paused");
+    profile["milestone_dates"]["roof"] = serde_json::json!("Roof_Date__c");
+    let path = std::env::temp_dir().join(format!("sf-setup-profile-{}.json", fastrand_suffix()));
+    std::fs::write(&path, profile.to_string()).unwrap();
+    let mut env = env;
+    env.insert("CRM_MAPPING_FILE", path.display().to_string());
+    let config = enerflo_sync_ops::salesforce::config_from(|k| env.get(k).cloned()).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let report = setup(&config, &SetupOptions::default()).await.unwrap();
+    let paused = report
+        .finding("picklist value Opportunity.StageName \"Paused\"")
+        .unwrap();
+    assert_eq!(paused.outcome, Outcome::Problem);
+    let roof = report.finding("field Opportunity.Roof_Date__c").unwrap();
+    assert_eq!(roof.outcome, Outcome::Problem);
+    assert!(roof.detail.contains("create it as Date"), "{}", roof.detail);
+    assert_eq!(report.problems().count(), 2, "{}", report.to_text());
+}

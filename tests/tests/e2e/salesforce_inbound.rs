@@ -2,18 +2,23 @@
 //! on `POST /crm/salesforce/{lead|status|milestone|note}` reach the same Enerflo calls as the
 //! canonical `/crm/*` routes, and Outbound Messages on `POST /crm/salesforce/outbound-message`
 //! are acknowledged only once Enerflo has the write, once per notification, from the configured
-//! org only, with a stage the sync itself set writing nothing back.
+//! org only, with a stage the sync itself set writing nothing back. Against wiremock, and against
+//! the faithful Salesforce fake (`enerflo_sync_local::fakes::salesforce`) and its emitters.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use enerflo_sync::inbound::salesforce::soap::{envelope, fault_string, is_ack};
 use enerflo_sync::store::{EntityKind, IdForm, IdRef};
+use enerflo_sync_local::fakes::salesforce::{
+    FakeOptions, NamedCredential, OutboundOptions, RetrySchedule, SalesforceFake, spawn,
+};
 use serde_json::{Value, json};
 use sync_tests::enerflo::{
     SAMPLE_INSTALL, accepts_install_updates, accepts_milestone_writes, accepts_notes, adds_leads,
-    lead_add_bodies, lists_statuses, writes,
+    finds_installs, lead_add_bodies, lists_statuses, submission, writes,
 };
 use sync_tests::{Answer, Harness, start};
 use wiremock::matchers::{method, path, path_regex};
@@ -23,7 +28,10 @@ const ORG: &str = "00D000000000001EAA";
 const OPPORTUNITY: &str = "006000000000001AAA";
 
 async fn harness(extra: &[(&str, &str)]) -> Harness {
-    let mut env = vec![("SALESFORCE_ORG_ID", ORG), ("MILESTONE_KEY_MAP", "pto=3905")];
+    let mut env = vec![
+        ("SALESFORCE_ORG_ID", ORG),
+        ("MILESTONE_KEY_MAP", "pto=3905"),
+    ];
     env.extend_from_slice(extra);
     start(&env).await
 }
@@ -49,9 +57,10 @@ async fn outbound(h: &Harness, xml: &str) -> Answer {
     let token = enerflo_sync_local::LOCAL_CRM_TOKEN;
     let resp = h
         .http
-        .post(h.runner.url(&format!(
-            "/crm/salesforce/outbound-message?token={token}"
-        )))
+        .post(
+            h.runner
+                .url(&format!("/crm/salesforce/outbound-message?token={token}")),
+        )
         .header("content-type", "text/xml; charset=utf-8")
         .header("soapaction", "\"\"")
         .body(xml.to_owned())
@@ -78,7 +87,7 @@ fn stage_message(notification: &str, stage: &str) -> String {
     )
 }
 
-/// The Enerflo requests with `path_prefix`, as (method path, body).
+/// Every Enerflo write (anything but `GET`), as (method path, body), in order.
 async fn enerflo_writes(enerflo: &MockServer) -> Vec<(String, Value)> {
     enerflo
         .received_requests()
@@ -158,7 +167,11 @@ async fn a_flow_callout_per_route_reaches_the_same_enerflo_call_as_the_crm_route
             .await;
         assert_eq!(b.status, a.status, "{action}: {}", b.text);
         let w = enerflo_writes(&h.enerflo).await;
-        assert_eq!(w.len(), before + 2, "{action}: one Enerflo write each: {w:#?}");
+        assert_eq!(
+            w.len(),
+            before + 2,
+            "{action}: one Enerflo write each: {w:#?}"
+        );
         let (via_crm, via_flow) = (&w[before], &w[before + 1]);
         assert_eq!(via_crm.0, via_flow.0, "{action}: the same Enerflo call");
         if action == "lead" {
@@ -212,7 +225,10 @@ async fn an_outbound_message_is_acked_only_after_the_enerflo_write_and_a_repeat_
         .iter()
         .filter(|r| r.method.as_str() == "PUT")
         .count();
-    assert!(taken >= 2, "the 503s and the accepted write, before the ack");
+    assert!(
+        taken >= 2,
+        "the 503s and the accepted write, before the ack"
+    );
     let after_ack = writes(&h.enerflo).await;
 
     // Duplicates (at-least-once delivery) are acknowledged and write nothing.
@@ -276,7 +292,7 @@ async fn salesforce_org() -> MockServer {
         .mount(&sf)
         .await;
     Mock::given(method("PATCH"))
-        .and(path_regex(&format!(
+        .and(path_regex(format!(
             r"^/services/data/v[0-9.]+/sobjects/Opportunity/{OPPORTUNITY}$"
         )))
         .respond_with(ResponseTemplate::new(204))
@@ -362,4 +378,143 @@ async fn the_echo_of_a_stage_the_sync_set_writes_nothing_to_enerflo() {
             json!({"status_id": 5})
         )]
     );
+}
+
+// ---- against the faithful Salesforce fake and its emitters ---------------------------------
+
+/// A runner whose CRM is the Salesforce fake (set up with the profile's fields), accepting the
+/// fake org's Outbound Messages; the fake delivers each message twice more after its ack.
+async fn with_fake_org() -> (Harness, Arc<SalesforceFake>, String) {
+    let opts = FakeOptions {
+        outbound: OutboundOptions {
+            schedule: RetrySchedule::compressed(1000),
+            duplicates: 2,
+            ..OutboundOptions::default()
+        },
+        ..FakeOptions::default()
+    }
+    .with_enerflo_fields();
+    let (client_id, secret, org) = (
+        opts.client_id.clone(),
+        opts.client_secret.clone(),
+        opts.org_id.clone(),
+    );
+    let (url, fake) = spawn(opts).await;
+    let h = start(&[
+        ("CRM_CONNECTOR", "salesforce"),
+        ("SALESFORCE_LOGIN_URL", url.as_str()),
+        ("SALESFORCE_CLIENT_ID", client_id.as_str()),
+        ("SALESFORCE_CLIENT_SECRET", secret.as_str()),
+        ("SALESFORCE_ORG_ID", org.as_str()),
+        ("MILESTONE_KEY_MAP", "pto=3905"),
+    ])
+    .await;
+    (h, fake, url)
+}
+
+fn endpoint(h: &Harness) -> String {
+    h.runner.url(&format!(
+        "/crm/salesforce/outbound-message?token={}",
+        enerflo_sync_local::LOCAL_CRM_TOKEN
+    ))
+}
+
+#[tokio::test]
+async fn the_fake_orgs_outbound_messages_write_a_users_stage_once_and_the_syncs_own_stage_never() {
+    let (h, fake, url) = with_fake_org().await;
+    finds_installs(&h.enerflo).await;
+    lists_statuses(&h.enerflo).await;
+    accepts_install_updates(&h.enerflo).await;
+
+    // The project lands as an Opportunity; Enerflo voids it, the sync moves it to Closed Lost.
+    h.deliver(submission(1)).await;
+    h.deliver(
+        json!({"webhook_event": "update_install", "id": SAMPLE_INSTALL,
+               "status": {"id": 5, "name": "Voided"},
+               "timestamps": {"updated_at": "2025-04-01 10:00:00", "timezone": "UTC"}})
+        .to_string(),
+    )
+    .await;
+    let opp = fake.records("Opportunity").remove(0);
+    assert_eq!(opp.str("StageName"), Some("Closed Lost"));
+
+    // The org's Outbound Message on that change (values read at send time, delivered 3 times).
+    let fields = ["Enerflo_Install_Id__c", "StageName"];
+    let msg = fake
+        .outbound_message("Opportunity", &[opp.id.as_str()], &fields)
+        .unwrap();
+    let sent = fake.send_outbound(&endpoint(&h), &msg).await;
+    assert!(sent.acked, "{sent:#?}");
+    assert_eq!(sent.duplicates_sent, 2);
+    h.settle().await;
+    assert_eq!(
+        writes(&h.enerflo).await,
+        0,
+        "the sync's own stage wrote nothing"
+    );
+
+    // A user wins the deal in Salesforce; the message (and its duplicates) writes it once.
+    let token = fake.issue_token();
+    let patched = reqwest::Client::new()
+        .patch(format!(
+            "{url}/services/data/v66.0/sobjects/Opportunity/{}",
+            opp.id
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"StageName": "Closed Won"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(patched.status().is_success(), "{}", patched.status());
+    let msg = fake
+        .outbound_message("Opportunity", &[opp.id.as_str()], &fields)
+        .unwrap();
+    let sent = fake.send_outbound(&endpoint(&h), &msg).await;
+    assert!(sent.acked, "{sent:#?}");
+    assert_eq!(sent.attempts.len(), 3, "acked at once, then 2 duplicates");
+    h.settle().await;
+    assert_eq!(
+        enerflo_writes(&h.enerflo).await,
+        [(
+            format!("PUT /api/v3/installs/{SAMPLE_INSTALL}"),
+            json!({"status_id": 6})
+        )]
+    );
+}
+
+#[tokio::test]
+async fn the_fake_orgs_flow_callout_with_its_named_credential_sets_the_milestone() {
+    let (h, fake, _) = with_fake_org().await;
+    finds_installs(&h.enerflo).await;
+    accepts_milestone_writes(&h.enerflo).await;
+    h.deliver(submission(1)).await;
+    let opp = fake.records("Opportunity").remove(0);
+    let credential =
+        NamedCredential::bearer(&h.runner.url(""), enerflo_sync_local::LOCAL_CRM_TOKEN);
+    let result = fake
+        .flow_callout(
+            &credential,
+            "POST",
+            "/crm/salesforce/milestone",
+            &json!({"record_id": opp.id, "PTO_Date__c": "2026-03-01"}),
+        )
+        .await;
+    assert_eq!(result.status, Some(200), "{result:#?}");
+    assert_eq!(
+        enerflo_writes(&h.enerflo).await,
+        [(
+            format!("PUT /api/v3/installs/{SAMPLE_INSTALL}/milestones/3905"),
+            json!({"completed_date": "2026-03-01"})
+        )]
+    );
+    let wrong = NamedCredential::bearer(&h.runner.url(""), "not-the-token");
+    let refused = fake
+        .flow_callout(
+            &wrong,
+            "POST",
+            "/crm/salesforce/milestone",
+            &json!({"record_id": opp.id, "PTO_Date__c": "2026-03-02"}),
+        )
+        .await;
+    assert_eq!(refused.status, Some(401));
 }

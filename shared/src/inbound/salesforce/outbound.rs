@@ -83,6 +83,17 @@ enum Outcome {
     Fix(String),
 }
 
+impl Outcome {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Done(_) => "done",
+            Self::Duplicate => "duplicate",
+            Self::Retry(_) => "retry",
+            Self::Fix(_) => "to_fix",
+        }
+    }
+}
+
 impl OutboundMessageRoute {
     fn lease(&self) -> u64 {
         (self.budget.as_secs() * 3).max(60)
@@ -432,10 +443,12 @@ impl InboundRoute for OutboundMessageRoute {
             } else {
                 self.process(org, n).await
             };
+            // The outcome's kind only: its reason may quote the record's values (it goes to
+            // Salesforce, the caller, in the fault string).
             tracing::info!(
                 notification = %n.id,
                 object = %n.sobject.object_type,
-                outcome = ?outcome,
+                outcome = outcome.kind(),
                 "Salesforce outbound notification"
             );
             match outcome {

@@ -378,13 +378,13 @@ pub fn is_ack(body: &[u8]) -> bool {
         == Some("true")
 }
 
+/// One notification of [`envelope`]: `(notification id, sObject type, fields)`, a `None` value
+/// written `xsi:nil`.
+pub type TestNotification<'a> = (&'a str, &'a str, Vec<(&'a str, Option<&'a str>)>);
+
 /// An Outbound Message envelope as Salesforce sends it (docs/crm-connectors.md 3.10.1), for
-/// tests and the local sandbox: `(notification id, sObject type, fields)`, a `None` value written
-/// `xsi:nil`.
-pub fn envelope(
-    organization_id: &str,
-    notifications: &[(&str, &str, Vec<(&str, Option<&str>)>)],
-) -> String {
+/// tests.
+pub fn envelope(organization_id: &str, notifications: &[TestNotification<'_>]) -> String {
     use quick_xml::escape::escape;
     let mut out = format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
