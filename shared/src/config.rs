@@ -573,7 +573,17 @@ impl Config {
             },
             budget_percent: number("SALESFORCE_API_BUDGET_PERCENT", 50, 1, 100, &mut problems)
                 as u32,
-            org_id: var("SALESFORCE_ORG_ID"),
+            org_id: var("SALESFORCE_ORG_ID").filter(|id| {
+                let ok = id.starts_with("00D")
+                    && matches!(id.len(), 15 | 18)
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric());
+                if !ok {
+                    problems.push(
+                        "SALESFORCE_ORG_ID must be the org's id: 00D followed by 12 or 15 letters and digits".into(),
+                    );
+                }
+                ok
+            }),
         };
         let hubspot = HubSpotSettings {
             access_token: var("HUBSPOT_ACCESS_TOKEN").map(Secret::new),
@@ -992,5 +1002,17 @@ mod tests {
         }
         assert!(!text.contains("ENERFLO_API_KEY"));
         assert!(!format!("{c:?}").contains("fake-key-value"));
+    }
+
+    #[test]
+    fn salesforce_org_id_must_be_an_org_id() {
+        for good in ["00D000000000001", "00D000000000001EAA"] {
+            let c = load(&[("SALESFORCE_ORG_ID", good)]).expect(good);
+            assert_eq!(c.salesforce.org_id.as_deref(), Some(good));
+        }
+        for bad in ["001000000000001AAA", "00D0000000001", "00D000000000001EA!"] {
+            let err = load(&[("SALESFORCE_ORG_ID", bad)]).expect_err(bad);
+            assert!(err.to_string().contains("SALESFORCE_ORG_ID"), "{err}");
+        }
     }
 }

@@ -397,9 +397,7 @@ pub fn hubspot_workflow(
         Route::HubSpotLead => Action::Lead,
         Route::HubSpotStatus => Action::Status,
         Route::HubSpotMilestone => Action::Milestone,
-        Route::Leads | Route::Milestone | Route::Status | Route::Note | Route::Monday => {
-            return None;
-        }
+        _ => return None,
     };
     Some(Arc::new(WorkflowRoute {
         action,
@@ -431,6 +429,110 @@ pub fn hubspot_notes_poll(
         overlap: DEFAULT_OVERLAP,
         max_pages: DEFAULT_MAX_PAGES,
     }
+}
+
+/// The mapping profile the Salesforce inbound routes read (`stages`, `milestone_dates`, the
+/// lead and deal objects): the loaded one with `CRM_CONNECTOR=salesforce`, else Salesforce's
+/// built-in default.
+pub fn salesforce_profile(config: &Config) -> Arc<crate::crm::profile::Profile> {
+    let loaded = match config.crm_connector {
+        crate::config::CrmConnectorKind::Salesforce => config.crm_profile.clone(),
+        _ => None,
+    };
+    loaded.unwrap_or_else(|| {
+        #[allow(clippy::expect_used)]
+        Arc::new(
+            crate::crm::profile::Profile::parse(
+                "built-in salesforce",
+                crate::crm::profile::SALESFORCE_DEFAULT,
+            )
+            .expect("the built-in Salesforce profile is valid (a unit test checks it)"),
+        )
+    })
+}
+
+/// The Salesforce Flow callout route translating into `canonical` (the handler of the canonical
+/// route it maps to); `None` when `route` is not a Flow callout route.
+pub fn salesforce_flow(
+    route: crate::registry::Route,
+    config: &Config,
+    ports: &Ports,
+    canonical: Arc<dyn crate::http::router::InboundRoute>,
+) -> Option<Arc<dyn crate::http::router::InboundRoute>> {
+    use crate::inbound::salesforce::Action;
+    use crate::registry::Route;
+    let action = match route {
+        Route::SalesforceLead => Action::Lead,
+        Route::SalesforceStatus => Action::Status,
+        Route::SalesforceMilestone => Action::Milestone,
+        Route::SalesforceNote => Action::Note,
+        _ => return None,
+    };
+    Some(Arc::new(crate::inbound::salesforce::flow::FlowRoute {
+        action,
+        target: canonical,
+        profile: salesforce_profile(config),
+        xref: ports.xref.clone(),
+        echo: ports.echo_guard(config),
+    }))
+}
+
+/// `POST /crm/salesforce/outbound-message`, on the canonical routes' handlers.
+pub fn salesforce_outbound_message(
+    config: &Config,
+    ports: &Ports,
+    leads: Arc<dyn crate::http::router::InboundRoute>,
+    status: Arc<dyn crate::http::router::InboundRoute>,
+    milestone: Arc<dyn crate::http::router::InboundRoute>,
+) -> Arc<dyn crate::http::router::InboundRoute> {
+    Arc::new(crate::inbound::salesforce::outbound::OutboundMessageRoute {
+        org_id: config.salesforce.org_id.clone(),
+        profile: salesforce_profile(config),
+        xref: ports.xref.clone(),
+        echo: ports.echo_guard(config),
+        claims: ports.claims.clone(),
+        leads,
+        status,
+        milestone,
+        dedupe_ttl: config.idempotency_ttl,
+        budget: config.inbound_wait_budget,
+    })
+}
+
+/// Every route the function of `route` serves, with its handler: the canonical route's handler
+/// once, behind the HubSpot workflow and Salesforce routes that translate to it too
+/// (`Route::served_with`).
+pub fn inbound_routes(
+    route: crate::registry::Route,
+    config: &Config,
+    ports: &Ports,
+    enerflo: Arc<dyn EnerfloApi>,
+) -> Vec<(
+    crate::registry::Route,
+    Arc<dyn crate::http::router::InboundRoute>,
+)> {
+    use crate::registry::Route;
+    let canonical = inbound_route(route, config, ports, enerflo.clone());
+    let mut out = vec![(route, canonical.clone())];
+    for other in route.served_with().into_iter().skip(1) {
+        let handler = match other {
+            Route::SalesforceOutboundMessage => salesforce_outbound_message(
+                config,
+                ports,
+                leads_route(config, ports, enerflo.clone()),
+                canonical.clone(),
+                milestone_route(config, ports, enerflo.clone()),
+            ),
+            _ => match hubspot_workflow(other, config, ports, canonical.clone())
+                .or_else(|| salesforce_flow(other, config, ports, canonical.clone()))
+            {
+                Some(h) => h,
+                None => continue,
+            },
+        };
+        out.push((other, handler));
+    }
+    out
 }
 
 /// The webhook ingest handler, wired from configuration.
@@ -544,6 +646,25 @@ pub fn inbound_route(
             };
             hubspot_workflow(route, config, ports, canonical.clone()).unwrap_or(canonical)
         }
+        Route::SalesforceLead
+        | Route::SalesforceStatus
+        | Route::SalesforceMilestone
+        | Route::SalesforceNote => {
+            let canonical = match route {
+                Route::SalesforceLead => leads_route(config, ports, enerflo),
+                Route::SalesforceStatus => status_route(config, ports, enerflo),
+                Route::SalesforceMilestone => milestone_route(config, ports, enerflo),
+                _ => notes_route(config, ports, enerflo),
+            };
+            salesforce_flow(route, config, ports, canonical.clone()).unwrap_or(canonical)
+        }
+        Route::SalesforceOutboundMessage => salesforce_outbound_message(
+            config,
+            ports,
+            leads_route(config, ports, enerflo.clone()),
+            status_route(config, ports, enerflo.clone()),
+            milestone_route(config, ports, enerflo),
+        ),
         Route::Monday => monday_route(config, ports, enerflo, None),
     }
 }

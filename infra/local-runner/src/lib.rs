@@ -275,10 +275,11 @@ pub async fn start_with_enerflo(
         (_, Some(api)) => Arc::new(runtime::monday_connector(&config, &ports, api.clone())?),
         _ => runtime::crm_connector_with(&config, &ports)?,
     };
-    let (leads, milestones, status) = (
+    let (leads, milestones, status, notes) = (
         runtime::leads_route(&config, &ports, enerflo.clone()),
         runtime::milestone_route(&config, &ports, enerflo.clone()),
         runtime::status_route(&config, &ports, enerflo.clone()),
+        runtime::notes_route(&config, &ports, enerflo.clone()),
     );
     let mut router = Router {
         webhook: Some(Arc::new(runtime::webhook_ingest(&config, &ports))),
@@ -286,7 +287,7 @@ pub async fn start_with_enerflo(
         // Also enforced below for every route while reading the body; here as in Lambda.
         max_body_bytes: Some(config.max_body_bytes),
         leads: Some(leads.clone()),
-        notes: Some(runtime::notes_route(&config, &ports, enerflo.clone())),
+        notes: Some(notes.clone()),
         milestones: Some(milestones.clone()),
         status: Some(status.clone()),
         hubspot: runtime::hubspot_routes(&config),
@@ -297,8 +298,31 @@ pub async fn start_with_enerflo(
             enerflo.clone(),
             monday_api.clone(),
         )),
+        ..Router::default()
     };
-    // POST /crm/hubspot/{lead|status|milestone}: the same handlers behind HubSpot's workflows.
+    // POST /crm/salesforce/outbound-message: on the same handlers, as the status function has.
+    router.set(
+        Route::SalesforceOutboundMessage,
+        runtime::salesforce_outbound_message(
+            &config,
+            &ports,
+            leads.clone(),
+            status.clone(),
+            milestones.clone(),
+        ),
+    );
+    // POST /crm/salesforce/{lead|status|milestone|note} (Flow callouts) and
+    // /crm/hubspot/{lead|status|milestone} (workflows): the same handlers behind them.
+    for (route, canonical) in [
+        (Route::SalesforceLead, leads.clone()),
+        (Route::SalesforceStatus, status.clone()),
+        (Route::SalesforceMilestone, milestones.clone()),
+        (Route::SalesforceNote, notes),
+    ] {
+        if let Some(h) = runtime::salesforce_flow(route, &config, &ports, canonical) {
+            router.set(route, h);
+        }
+    }
     for (route, canonical) in [
         (Route::HubSpotLead, leads),
         (Route::HubSpotStatus, status),

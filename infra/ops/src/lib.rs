@@ -1,10 +1,12 @@
 //! The operator logic behind `enerflo-sync-ops` lives in the shared crate
 //! ([`enerflo_sync::ops`]), where the operator console uses it too; re-exported here under the
 //! names the CLI and its tests have always used. [`hubspot::setup`] readies a HubSpot portal for
-//! `CRM_CONNECTOR=hubspot`.
+//! `CRM_CONNECTOR=hubspot`; [`salesforce::setup`] checks a Salesforce org for
+//! `CRM_CONNECTOR=salesforce`.
 
 pub mod hubspot;
 pub mod monday;
+pub mod salesforce;
 
 pub mod backfill;
 

@@ -11,7 +11,7 @@ use enerflo_sync::reconcile::{SWEEPABLE, parse_since, parse_stages};
 use enerflo_sync_ops::backfill::{Backfill, reconciler, render, run_here, run_on_runner};
 use enerflo_sync_ops::{
     Backend, Filter, entity_report, event_rerun, event_show, event_summary, hubspot,
-    list_dead_letters, monday, parse_time, replay,
+    list_dead_letters, monday, parse_time, replay, salesforce,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -79,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         action: MondayAction,
     },
+    /// The Salesforce org of CRM_CONNECTOR=salesforce (implied here; reads SALESFORCE_* like the functions).
+    Salesforce {
+        #[command(subcommand)]
+        action: SalesforceAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -93,6 +98,19 @@ enum MondayAction {
         /// The public base URL Monday calls (the API's URL): create the board webhooks under it.
         #[arg(long)]
         webhook_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SalesforceAction {
+    /// Describe the profile's objects and report every missing field (with the type to create),
+    /// every key that is not an External ID and Unique, every missing stage picklist value and
+    /// the org id against SALESFORCE_ORG_ID; print the Flow HTTP Callout and Outbound Message
+    /// configuration. Changes nothing; exits 1 when anything is to fix.
+    Setup {
+        /// The API's public base URL (the stack's ApiBaseUrl output).
+        #[arg(long)]
+        public_url: Option<String>,
     },
 }
 
@@ -245,6 +263,25 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Salesforce {
+        action: SalesforceAction::Setup { public_url },
+    } = &cli.command
+    {
+        let config = salesforce::config_from(|k| std::env::var(k).ok())?;
+        let options = salesforce::SetupOptions {
+            public_url: public_url.clone(),
+        };
+        let report = salesforce::setup(&config, &options).await?;
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        } else {
+            print!("{}", report.to_text());
+        }
+        if report.has_problems() {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let backend = match &cli.data_dir {
         Some(dir) => Backend::local(dir)?,
         None => Backend::aws(&Config::from_env()?).await?,
@@ -327,7 +364,10 @@ async fn main() -> anyhow::Result<()> {
             v["raw_body"] = serde_json::Value::String(e.raw_body);
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
-        Command::Hubspot { .. } | Command::Monday { .. } | Command::Backfill { .. } => {
+        Command::Hubspot { .. }
+        | Command::Monday { .. }
+        | Command::Backfill { .. }
+        | Command::Salesforce { .. } => {
             unreachable!("handled before a backend is built")
         }
         Command::Event {

@@ -8,6 +8,12 @@
 //! also accepts HubSpot's v3 request signature (`crate::crm::hubspot::signature`), or the token in
 //! an `X-Sync-Token` header (the workflow's "API key" option); anything else is 401, which HubSpot
 //! does not retry.
+//!
+//! `POST /crm/salesforce/{lead|status|milestone|note}` (a Salesforce Flow HTTP Callout) is
+//! checked exactly like `/crm/*`. `POST /crm/salesforce/outbound-message` (SOAP Outbound
+//! Messages, which carry no custom header) takes a `CRM_INBOUND_TOKEN` value as its `token`
+//! query parameter (or the bearer header); a missing or wrong one is a SOAP fault (401). The
+//! org check is the route's (`crate::inbound::salesforce::outbound`).
 
 use std::sync::Arc;
 
@@ -49,6 +55,16 @@ pub struct HubSpotRoutes {
     pub milestone: Option<Arc<dyn InboundRoute>>,
 }
 
+/// `POST /crm/salesforce/{lead|status|milestone|note|outbound-message}`.
+#[derive(Clone, Default)]
+pub struct SalesforceRoutes {
+    pub lead: Option<Arc<dyn InboundRoute>>,
+    pub status: Option<Arc<dyn InboundRoute>>,
+    pub milestone: Option<Arc<dyn InboundRoute>>,
+    pub note: Option<Arc<dyn InboundRoute>>,
+    pub outbound_message: Option<Arc<dyn InboundRoute>>,
+}
+
 #[derive(Clone, Default)]
 pub struct Router {
     pub webhook: Option<Arc<WebhookIngest>>,
@@ -72,6 +88,8 @@ pub struct Router {
     /// `POST /crm/monday/webhooks/{token}`: authenticated by its path token (and Monday's JWT)
     /// in the route itself, not by the bearer.
     pub monday: Option<Arc<dyn InboundRoute>>,
+    /// `POST /crm/salesforce/...`
+    pub salesforce: SalesforceRoutes,
 }
 
 impl Router {
@@ -103,6 +121,11 @@ impl Router {
             Route::HubSpotStatus => &mut self.hubspot.status,
             Route::HubSpotMilestone => &mut self.hubspot.milestone,
             Route::Monday => &mut self.monday,
+            Route::SalesforceLead => &mut self.salesforce.lead,
+            Route::SalesforceStatus => &mut self.salesforce.status,
+            Route::SalesforceMilestone => &mut self.salesforce.milestone,
+            Route::SalesforceNote => &mut self.salesforce.note,
+            Route::SalesforceOutboundMessage => &mut self.salesforce.outbound_message,
         };
         *slot = Some(handler);
     }
@@ -138,8 +161,35 @@ impl Router {
         if let ["crm", "hubspot", action] = segments.as_slice() {
             return self.handle_hubspot(action, req).await;
         }
+        if let ["crm", "salesforce", "outbound-message"] = segments.as_slice() {
+            return self.handle_outbound_message(req).await;
+        }
         let (name, route, allow, params) = match segments.as_slice() {
             ["crm", "leads"] => ("leads", &self.leads, Method::POST, RouteParams::default()),
+            ["crm", "salesforce", "lead"] => (
+                "salesforce_lead",
+                &self.salesforce.lead,
+                Method::POST,
+                RouteParams::default(),
+            ),
+            ["crm", "salesforce", "status"] => (
+                "salesforce_status",
+                &self.salesforce.status,
+                Method::POST,
+                RouteParams::default(),
+            ),
+            ["crm", "salesforce", "milestone"] => (
+                "salesforce_milestone",
+                &self.salesforce.milestone,
+                Method::POST,
+                RouteParams::default(),
+            ),
+            ["crm", "salesforce", "note"] => (
+                "salesforce_note",
+                &self.salesforce.note,
+                Method::POST,
+                RouteParams::default(),
+            ),
             ["crm", "installs", install, "milestones", milestone] => (
                 "milestone",
                 &self.milestones,
@@ -274,6 +324,54 @@ impl Router {
             );
         }
         Err("No credentials: sign the request with HubSpot's v3 signature, or send a CRM_INBOUND_TOKEN value in the X-Sync-Token header.".into())
+    }
+
+    /// Salesforce sends Outbound Messages with no header of ours: the token is in the endpoint
+    /// URL's query. Answers are SOAP, which Salesforce reads (a fault is retried and shown in its
+    /// delivery queue); the body limit answers as for every route.
+    async fn handle_outbound_message(&self, req: HttpRequest) -> HttpResponse {
+        use crate::inbound::salesforce::soap::{FaultCode, fault};
+        let Some(route) = &self.salesforce.outbound_message else {
+            return Problem::not_found().into_response();
+        };
+        if let Some(limit) = self.max_body_bytes
+            && req.body.len() > limit
+        {
+            return Problem::too_large(limit).into_response();
+        }
+        let token = req.query_param("token");
+        let by_query = token.as_deref().is_some_and(|t| {
+            !self.crm_tokens.is_empty() && self.crm_tokens.matches(t.trim().as_bytes())
+        });
+        if !by_query && !self.authorised(&req) {
+            tracing::warn!(
+                token_given = token.is_some(),
+                "Salesforce Outbound Message refused: no valid CRM_INBOUND_TOKEN"
+            );
+            return fault(
+                http::StatusCode::UNAUTHORIZED,
+                FaultCode::Client,
+                "Missing or invalid token: the Outbound Message's endpoint URL must end with ?token=<a CRM_INBOUND_TOKEN value>.",
+            );
+        }
+        if req.method != Method::POST {
+            return Problem::method_not_allowed("POST").into_response();
+        }
+        let arrived = CallLog::arrived();
+        let params = RouteParams::default();
+        let answer = route.handle(&req, &params).await;
+        if let Some(calls) = &self.calls {
+            calls
+                .record(
+                    "salesforce_outbound_message",
+                    arrived,
+                    &req,
+                    &params,
+                    &answer,
+                )
+                .await;
+        }
+        answer
     }
 
     fn authorised(&self, req: &HttpRequest) -> bool {

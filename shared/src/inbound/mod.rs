@@ -7,4 +7,5 @@ pub mod leads;
 pub mod milestone;
 pub mod monday;
 pub mod notes;
+pub mod salesforce;
 pub mod status;

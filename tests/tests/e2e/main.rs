@@ -14,6 +14,7 @@ mod notes;
 mod project;
 mod reconcile;
 mod salesforce;
+mod salesforce_inbound;
 mod security;
 mod signature_interop;
 mod status;
