@@ -28,7 +28,10 @@ secrets and least privilege):
                    actions only on the function's own LoggingConfig.LogGroup; a queue consumer's
                    sqs actions only on its own source queue (SendMessage only on that queue's DLQ);
                    any other function may only SendMessage, and only to stage queues (never a DLQ);
-                   dynamodb actions only on a table of this template; no other service
+                   the operator console (ops-console) may besides ReceiveMessage,
+                   ChangeMessageVisibility and DeleteMessage on the stage DLQs only, and of dynamodb
+                   only read (GetItem, Query); dynamodb actions only on a table of this template;
+                   no other service
   stage-registry   the template matches the stage registry (infra/stages.json, which a Rust test
                    keeps equal to shared/src/registry.rs). A function's binary is its
                    Metadata.BuildProperties.Binary (cargo-lambda builds it from `CodeUri: .`).
@@ -42,8 +45,10 @@ secrets and least privilege):
                    `function`, with an HttpApi event of its method and path. Every scheduled
                    function has exactly one function building it, with a Schedule (or ScheduleV2)
                    event whose expression is !Ref its schedule parameter, a parameter of the
-                   template. No function builds a
-                   binary the registry does not list (enerflo-webhook aside), no queue is other than
+                   template, or else one AWS::Events::Rule of that ScheduleExpression targeting it
+                   and an AWS::Lambda::Permission letting events.amazonaws.com invoke it. No
+                   function builds a binary the registry does not list (enerflo-webhook and
+                   ops-console aside), no queue is other than
                    a stage's queue or DLQ, and no *_QUEUE_URL / *_DLQ_URL variable names a prefix
                    the registry does not list.
 
@@ -190,6 +195,10 @@ def load_template(path: str) -> dict[str, Any]:
 
 REGISTRY_PATH = os.path.join("infra", "stages.json")
 WEBHOOK_BINARY = "enerflo-webhook"
+# The operator console: no stage of its own; reads the table, lists and replays dead letters.
+CONSOLE_BINARY = "ops-console"
+CONSOLE_DLQ_ACTIONS = {"sqs:receivemessage", "sqs:changemessagevisibility", "sqs:deletemessage"}
+CONSOLE_TABLE_ACTIONS = {"dynamodb:getitem", "dynamodb:query"}
 
 
 @dataclass(frozen=True)
@@ -865,6 +874,7 @@ class Checker:
                 log_group = None
             sources = sources_of.get(function_id, set())
             dlqs = {dlq_of[q] for q in sources if dlq_of.get(q) is not None}
+            console = self.binary_of(function_id) == CONSOLE_BINARY
             for where, statement in self.role_statements(role):
                 actions = [a.lower() for a in self.literal_strings(statement.get("Action"))]
                 resources = _list(statement.get("Resource"))
@@ -882,6 +892,8 @@ class Checker:
                     if service == "logs":
                         allowed = {log_group} if log_group else set()
                         what = f"its own log group {log_group}"
+                    elif service == "sqs" and console and action in CONSOLE_DLQ_ACTIONS:
+                        allowed, what = all_dlqs, f"the stage DLQs {sorted(all_dlqs)}"
                     elif service == "sqs" and sources:
                         allowed, what = (
                             (dlqs, f"its own DLQ {sorted(dlqs)}")
@@ -897,6 +909,11 @@ class Checker:
                     else:
                         allowed = {t for t in named if self.rtype(t) == "AWS::DynamoDB::Table"}
                         what = "tables of this template"
+                        if console and action not in CONSOLE_TABLE_ACTIONS:
+                            problems.append(
+                                f"{action}: the operator console only reads the table "
+                                f"({', '.join(sorted(CONSOLE_TABLE_ACTIONS))})"
+                            )
                     stray = sorted(named - allowed)
                     if stray:
                         problems.append(f"{action} on {stray}: allowed only on {what}")
@@ -918,6 +935,28 @@ class Checker:
         return dlq if dlq is not None and self.rtype(dlq) == "AWS::SQS::Queue" else None
 
     # ---- stage-registry -----------------------------------------------------------------------
+
+    def schedule_rules(self, function_id: str) -> list[str]:
+        """The AWS::Events::Rule resources with a ScheduleExpression that target the function."""
+        return [
+            rule_id
+            for rule_id in self.resources
+            if self.rtype(rule_id) == "AWS::Events::Rule"
+            and "ScheduleExpression" in self.props(rule_id)
+            and any(
+                self.target(_mapping(t).get("Arn")) == function_id
+                for t in _list(self.props(rule_id).get("Targets"))
+            )
+        ]
+
+    def events_may_invoke(self, function_id: str) -> bool:
+        """Whether an AWS::Lambda::Permission lets events.amazonaws.com invoke the function."""
+        return any(
+            self.rtype(perm_id) == "AWS::Lambda::Permission"
+            and self.target(self.props(perm_id).get("FunctionName")) == function_id
+            and self.scalar(self.props(perm_id).get("Principal")) == "events.amazonaws.com"
+            for perm_id in self.resources
+        )
 
     def binary_of(self, function_id: str) -> str | None:
         """The binary cargo-lambda builds for a function: Metadata.BuildProperties.Binary."""
@@ -1000,7 +1039,7 @@ class Checker:
                 )
             else:
                 builders.setdefault(binary, []).append(function_id)
-        known = registry.binaries() | {WEBHOOK_BINARY}
+        known = registry.binaries() | {WEBHOOK_BINARY, CONSOLE_BINARY}
         for binary, ids in builders.items():
             if binary not in known:
                 self.record(
@@ -1135,6 +1174,10 @@ class Checker:
                     expressions.append(
                         event_props.get("Schedule", event_props.get("ScheduleExpression"))
                     )
+            # Or an AWS::Events::Rule of its own that targets it (so a Condition can leave the
+            # schedule out altogether), with a permission for EventBridge to invoke it.
+            rules = self.schedule_rules(function_id)
+            expressions.extend(self.props(r).get("ScheduleExpression") for r in rules)
             wanted = {"Ref": scheduled.schedule_parameter}
             problems = []
             if scheduled.schedule_parameter not in parameters:
@@ -1142,7 +1185,12 @@ class Checker:
             if expressions != [wanted]:
                 problems.append(
                     f"{function_id} must have exactly one Schedule event with Schedule: "
-                    f"!Ref {scheduled.schedule_parameter} (it has {expressions or 'none'})"
+                    f"!Ref {scheduled.schedule_parameter}, or one AWS::Events::Rule targeting it "
+                    f"with that ScheduleExpression (it has {expressions or 'none'})"
+                )
+            if rules and not self.events_may_invoke(function_id):
+                problems.append(
+                    f"no AWS::Lambda::Permission lets events.amazonaws.com invoke {function_id}"
                 )
             self.record(
                 rule,

@@ -65,6 +65,10 @@ fi
 
 "$MOTO" stop
 moto_started=0
+if compgen -G "$ROOT/target/console-screenshots/*.png" >/dev/null; then
+  # Artifacts of the console's browser test (tests/tests/e2e/console.rs), one per page.
+  echo "console screenshots in target/console-screenshots/: $(cd "$ROOT/target/console-screenshots" && echo *.png)"
+fi
 
 # Lambda's provided.al2023 has glibc 2.34. The debug binaries are linked like a host-linker
 # Lambda build would be (the C code of the TLS stack binds to this host's glibc), so checking them

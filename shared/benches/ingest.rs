@@ -112,6 +112,14 @@ impl EventLog for NullStore {
     async fn count_attempt(&self, _: &str, _: u64) -> Result<u32, StoreError> {
         Ok(1)
     }
+
+    async fn outcome_counts(
+        &self,
+        _: &str,
+        _: i64,
+    ) -> Result<Vec<enerflo_sync::store::OutcomeCounts>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 // ----- harness ------------------------------------------------------------------------------------

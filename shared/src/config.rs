@@ -27,6 +27,7 @@ pub enum CrmConnectorKind {
     Webhook,
     HubSpot,
     Salesforce,
+    Monday,
 }
 
 /// `SALESFORCE_*`: the native Salesforce connector (docs/design.md 3.6).
@@ -91,6 +92,53 @@ impl Default for HubSpotSettings {
             ten_second_budget: 100,
             public_url: None,
             notes_poll_interval: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// `MONDAY_*`: the native Monday.com connector (docs/monday.md).
+#[derive(Clone, Debug)]
+pub struct MondaySettings {
+    /// `MONDAY_API_TOKEN`: a personal (or app) API token, sent raw as `Authorization`. Required
+    /// in Lambda; locally, without it the runner serves a Monday.com sandbox.
+    pub api_token: Option<Secret>,
+    /// `MONDAY_API_URL`, default `https://api.monday.com/v2`.
+    pub api_url: String,
+    /// `MONDAY_API_VERSION` (`YYYY-MM`, a quarter's month), default [`MONDAY_API_VERSION`].
+    pub api_version: String,
+    /// `MONDAY_SIGNING_SECRET`: the app's signing secret; when set, a webhook carrying a JWT in
+    /// `Authorization` must verify with it.
+    pub signing_secret: Option<Secret>,
+    /// `MONDAY_WEBHOOK_TOKEN`: the secret path segment of `POST /crm/monday/webhooks/{token}`
+    /// (comma-separated during a rotation).
+    pub webhook_tokens: SecretSet,
+    /// `MONDAY_CUSTOMERS_BOARD` / `MONDAY_PROJECTS_BOARD`: the board ids the profile's
+    /// `customers` and `projects` objects name.
+    pub customers_board: Option<String>,
+    pub projects_board: Option<String>,
+    /// `MONDAY_DAILY_CALL_BUDGET`: API calls a day (UTC) the sync may make, failed ones included
+    /// (default 900: Standard's 1,000 less room for people's other tools).
+    pub daily_call_budget: u32,
+    /// `MONDAY_RATE_LIMIT`: requests per minute this process makes (default 200).
+    pub minute_budget: u32,
+}
+
+/// The Monday.com API version pinned unless `MONDAY_API_VERSION` says otherwise: the current
+/// stable one (reviewed quarterly, docs/monday.md 2.2).
+pub const MONDAY_API_VERSION: &str = "2026-10";
+
+impl Default for MondaySettings {
+    fn default() -> Self {
+        Self {
+            api_token: None,
+            api_url: "https://api.monday.com/v2".into(),
+            api_version: MONDAY_API_VERSION.into(),
+            signing_secret: None,
+            webhook_tokens: SecretSet::default(),
+            customers_board: None,
+            projects_board: None,
+            daily_call_budget: 900,
+            minute_budget: 200,
         }
     }
 }
@@ -324,10 +372,14 @@ pub struct Config {
     pub crm_profile: Option<std::sync::Arc<crate::crm::profile::Profile>>,
     pub hubspot: HubSpotSettings,
     pub salesforce: SalesforceSettings,
+    pub monday: MondaySettings,
     pub crm_webhook_url: Option<String>,
     pub crm_webhook_secret: Option<SigningSecret>,
     pub crm_timeout: Duration,
     pub crm_inbound_tokens: SecretSet,
+    /// `OPS_TOKEN`: what an operator presents to the console's login form (comma-separated
+    /// during a rotation).
+    pub ops_tokens: SecretSet,
     pub crm_include_raw: bool,
     pub table_name: Option<String>,
     pub queues: BTreeMap<Stage, StageQueueUrls>,
@@ -342,6 +394,8 @@ pub struct Config {
     pub fields: EnerfloFields,
     pub listen_addr: String,
     pub data_dir: PathBuf,
+    /// `RECONCILE_*`: the reconciliation sweep and backfill (`crate::reconcile`).
+    pub reconcile: crate::reconcile::ReconcileSettings,
 }
 
 /// What a given binary needs; `Config::require` checks exactly these.
@@ -352,6 +406,8 @@ pub enum Need {
     /// What the configured CRM connector needs (`CRM_WEBHOOK_*` or `HUBSPOT_ACCESS_TOKEN`).
     Crm,
     CrmInboundToken,
+    /// The operator console's `OPS_TOKEN`.
+    OpsToken,
     Table,
     Queue(Stage),
 }
@@ -398,8 +454,11 @@ impl Config {
             None | Some("webhook") => CrmConnectorKind::Webhook,
             Some("hubspot") => CrmConnectorKind::HubSpot,
             Some("salesforce") => CrmConnectorKind::Salesforce,
+            Some("monday") => CrmConnectorKind::Monday,
             Some(_) => {
-                problems.push("CRM_CONNECTOR must be `webhook`, `hubspot` or `salesforce`".into());
+                problems.push(
+                    "CRM_CONNECTOR must be `webhook`, `hubspot`, `salesforce` or `monday`".into(),
+                );
                 CrmConnectorKind::Webhook
             }
         };
@@ -434,6 +493,53 @@ impl Config {
                     None
                 }
             },
+            CrmConnectorKind::Monday => match crate::crm::profile::load(
+                var("CRM_MAPPING_FILE").as_deref(),
+                "built-in monday",
+                crate::crm::profile::MONDAY_DEFAULT,
+            ) {
+                Ok(p) => Some(std::sync::Arc::new(p)),
+                Err(e) => {
+                    problems.push(e.to_string());
+                    None
+                }
+            },
+        };
+        let board = |k: &str, problems: &mut Vec<String>| {
+            let v = var(k)?;
+            if v.bytes().all(|b| b.is_ascii_digit()) && v.len() <= 20 {
+                Some(v)
+            } else {
+                problems.push(format!("{k} must be a Monday.com board id (digits)"));
+                None
+            }
+        };
+        let monday = MondaySettings {
+            api_token: var("MONDAY_API_TOKEN").map(Secret::new),
+            api_url: url("MONDAY_API_URL", &mut problems)
+                .unwrap_or_else(|| MondaySettings::default().api_url),
+            api_version: match var("MONDAY_API_VERSION") {
+                None => MONDAY_API_VERSION.to_owned(),
+                Some(v) => {
+                    let quarter = v.len() == 7
+                        && v[..4].bytes().all(|b| b.is_ascii_digit())
+                        && &v[4..5] == "-"
+                        && ["01", "04", "07", "10"].contains(&&v[5..]);
+                    if !quarter {
+                        problems.push(format!(
+                            "MONDAY_API_VERSION must be YYYY-MM with MM one of 01, 04, 07, 10 (e.g. {MONDAY_API_VERSION})"
+                        ));
+                    }
+                    v
+                }
+            },
+            signing_secret: var("MONDAY_SIGNING_SECRET").map(Secret::new),
+            webhook_tokens: SecretSet::parse(&var("MONDAY_WEBHOOK_TOKEN").unwrap_or_default()),
+            customers_board: board("MONDAY_CUSTOMERS_BOARD", &mut problems),
+            projects_board: board("MONDAY_PROJECTS_BOARD", &mut problems),
+            daily_call_budget: number("MONDAY_DAILY_CALL_BUDGET", 900, 1, 1_000_000, &mut problems)
+                as u32,
+            minute_budget: number("MONDAY_RATE_LIMIT", 200, 3, 5_000, &mut problems) as u32,
         };
         let salesforce = SalesforceSettings {
             login_url: url("SALESFORCE_LOGIN_URL", &mut problems),
@@ -467,7 +573,17 @@ impl Config {
             },
             budget_percent: number("SALESFORCE_API_BUDGET_PERCENT", 50, 1, 100, &mut problems)
                 as u32,
-            org_id: var("SALESFORCE_ORG_ID"),
+            org_id: var("SALESFORCE_ORG_ID").filter(|id| {
+                let ok = id.starts_with("00D")
+                    && matches!(id.len(), 15 | 18)
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric());
+                if !ok {
+                    problems.push(
+                        "SALESFORCE_ORG_ID must be the org's id: 00D followed by 12 or 15 letters and digits".into(),
+                    );
+                }
+                ok
+            }),
         };
         let hubspot = HubSpotSettings {
             access_token: var("HUBSPOT_ACCESS_TOKEN").map(Secret::new),
@@ -520,6 +636,7 @@ impl Config {
         }
         let webhook_tokens = SecretSet::parse(&var("WEBHOOK_TOKEN").unwrap_or_default());
         let crm_inbound_tokens = SecretSet::parse(&var("CRM_INBOUND_TOKEN").unwrap_or_default());
+        let ops_tokens = SecretSet::parse(&var("OPS_TOKEN").unwrap_or_default());
         let max_attempts = number("RETRY_MAX_ATTEMPTS", 18, 1, 1000, &mut problems) as u32;
 
         let mut fields = EnerfloFields::default();
@@ -598,7 +715,9 @@ impl Config {
             }
         }
 
+        let reconcile = crate::reconcile::ReconcileSettings::from_lookup(&var, &mut problems);
         let config = Self {
+            reconcile,
             fields,
             enerflo_base_url,
             enerflo_api_key: var("ENERFLO_API_KEY").map(Secret::new),
@@ -621,10 +740,12 @@ impl Config {
             crm_profile,
             hubspot,
             salesforce,
+            monday,
             crm_webhook_url: url("CRM_WEBHOOK_URL", &mut problems),
             crm_webhook_secret,
             crm_timeout: Duration::from_secs(number("CRM_TIMEOUT_SECS", 10, 1, 120, &mut problems)),
             crm_inbound_tokens,
+            ops_tokens,
             crm_include_raw,
             table_name: var("TABLE_NAME"),
             queues,
@@ -678,6 +799,43 @@ impl Config {
         }
     }
 
+    /// What keeps the Monday profile's boards from resolving: a board named `customers` or
+    /// `projects` whose `MONDAY_*_BOARD` is unset, or an object that is neither those nor digits.
+    pub fn monday_board_problems(&self) -> Vec<String> {
+        let Some(profile) = &self.crm_profile else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        for object in profile.objects() {
+            if let Err(why) = self.monday_board(&object)
+                && !problems.contains(&why)
+            {
+                problems.push(why);
+            }
+        }
+        problems
+    }
+
+    /// The Monday board id a profile object names: digits as they are, `customers` and
+    /// `projects` through `MONDAY_CUSTOMERS_BOARD` / `MONDAY_PROJECTS_BOARD`.
+    pub fn monday_board(&self, object: &str) -> Result<String, String> {
+        let (var, value) = match object {
+            "customers" => ("MONDAY_CUSTOMERS_BOARD", &self.monday.customers_board),
+            "projects" => ("MONDAY_PROJECTS_BOARD", &self.monday.projects_board),
+            digits if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                return Ok(digits.to_owned());
+            }
+            other => {
+                return Err(format!(
+                    "the mapping profile's object `{other}` is not a Monday board: use a board id (digits), `customers` or `projects`"
+                ));
+            }
+        };
+        value.clone().ok_or_else(|| {
+            format!("{var} is required: the mapping profile writes the `{object}` board")
+        })
+    }
+
     /// Checks that what a binary needs is present; names every missing variable at once.
     pub fn require(&self, needs: &[Need]) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
@@ -694,6 +852,12 @@ impl Config {
                     problems.push("HUBSPOT_ACCESS_TOKEN is required for CRM_CONNECTOR=hubspot (a private app token)".into());
                 }
                 Need::Crm if self.crm_connector == CrmConnectorKind::HubSpot => {}
+                Need::Crm if self.crm_connector == CrmConnectorKind::Monday => {
+                    if self.monday.api_token.is_none() {
+                        problems.push("MONDAY_API_TOKEN is required for CRM_CONNECTOR=monday (an API token)".into());
+                    }
+                    problems.extend(self.monday_board_problems());
+                }
                 Need::Crm if self.crm_connector == CrmConnectorKind::Salesforce => {
                     let sf = &self.salesforce;
                     if sf.login_url.is_none() {
@@ -718,6 +882,9 @@ impl Config {
                 Need::CrmInboundToken if self.crm_inbound_tokens.is_empty() => {
                     problems.push("CRM_INBOUND_TOKEN is required".into())
                 }
+                Need::OpsToken if self.ops_tokens.is_empty() => problems.push(
+                    "OPS_TOKEN is required (a long random value the operator logs in with; comma-separate two during a rotation)".into(),
+                ),
                 Need::Table if self.table_name.is_none() => problems.push("TABLE_NAME is required".into()),
                 Need::Queue(stage) if !self.queues.contains_key(stage) => problems.push(format!(
                     "{p}_QUEUE_URL and {p}_DLQ_URL are required",
@@ -777,6 +944,41 @@ mod tests {
     }
 
     #[test]
+    fn monday_needs_its_token_and_the_boards_its_profile_names() {
+        let c = load(&[("CRM_CONNECTOR", "monday")]).expect("loads");
+        assert_eq!(c.crm_connector, CrmConnectorKind::Monday);
+        assert_eq!(c.monday.api_version, MONDAY_API_VERSION);
+        assert_eq!(c.monday.api_url, "https://api.monday.com/v2");
+        let text = c.require(&[Need::Crm]).expect_err("missing").to_string();
+        for name in [
+            "MONDAY_API_TOKEN",
+            "MONDAY_CUSTOMERS_BOARD",
+            "MONDAY_PROJECTS_BOARD",
+        ] {
+            assert!(text.contains(name), "{name} not named in: {text}");
+        }
+        let c = load(&[
+            ("CRM_CONNECTOR", "monday"),
+            ("MONDAY_API_TOKEN", "fake-monday-token"),
+            ("MONDAY_CUSTOMERS_BOARD", "1001"),
+            ("MONDAY_PROJECTS_BOARD", "2002"),
+        ])
+        .expect("loads");
+        assert!(c.require(&[Need::Crm]).is_ok());
+        assert_eq!(c.monday_board("projects").as_deref(), Ok("2002"));
+        assert_eq!(c.monday_board("3003").as_deref(), Ok("3003"));
+        let err = load(&[
+            ("CRM_CONNECTOR", "monday"),
+            ("MONDAY_API_VERSION", "2026-05"),
+            ("MONDAY_PROJECTS_BOARD", "projects"),
+        ])
+        .expect_err("rejects")
+        .to_string();
+        assert!(err.contains("MONDAY_API_VERSION"), "{err}");
+        assert!(err.contains("MONDAY_PROJECTS_BOARD must be"), "{err}");
+    }
+
+    #[test]
     fn require_names_every_missing_variable_and_never_prints_secrets() {
         let c = load(&[("ENERFLO_API_KEY", "fake-key-value")]).expect("loads");
         let err = c
@@ -800,5 +1002,17 @@ mod tests {
         }
         assert!(!text.contains("ENERFLO_API_KEY"));
         assert!(!format!("{c:?}").contains("fake-key-value"));
+    }
+
+    #[test]
+    fn salesforce_org_id_must_be_an_org_id() {
+        for good in ["00D000000000001", "00D000000000001EAA"] {
+            let c = load(&[("SALESFORCE_ORG_ID", good)]).expect(good);
+            assert_eq!(c.salesforce.org_id.as_deref(), Some(good));
+        }
+        for bad in ["001000000000001AAA", "00D0000000001", "00D000000000001EA!"] {
+            let err = load(&[("SALESFORCE_ORG_ID", bad)]).expect_err(bad);
+            assert!(err.to_string().contains("SALESFORCE_ORG_ID"), "{err}");
+        }
     }
 }

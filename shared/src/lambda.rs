@@ -105,7 +105,7 @@ pub async fn run_stage_consumer(
     let ports = runtime::aws_ports(&config).await?;
     let (enerflo, crm) = (
         runtime::enerflo_client(&config)?,
-        runtime::crm_connector(&config)?,
+        runtime::crm_connector_with(&config, &ports)?,
     );
     let consumer = runtime::consumer_for(stage, &config, &ports, enerflo, crm)
         .ok_or_else(|| format!("this build has no consumer for stage {stage}"))?;
@@ -113,8 +113,8 @@ pub async fn run_stage_consumer(
 }
 
 /// The whole `main` of an inbound route's Lambda: configuration checked for what a route needs,
-/// adapters built once, then the route served behind API Gateway, with the HubSpot workflow
-/// route that translates into it (`Route::served_with`: one handler behind both).
+/// adapters built once, then the route served behind API Gateway, with the HubSpot workflow and
+/// Salesforce routes that translate into it (`Route::served_with`: one handler behind them all).
 pub async fn run_inbound_route(route: crate::registry::Route) -> Result<(), lambda_http::Error> {
     use crate::config::{Config, Need};
     use crate::runtime;
@@ -124,19 +124,21 @@ pub async fn run_inbound_route(route: crate::registry::Route) -> Result<(), lamb
     config.require(&[Need::CrmInboundToken, Need::Table, Need::EnerfloApi])?;
     let ports = runtime::aws_ports(&config).await?;
     let enerflo = runtime::enerflo_client(&config)?;
-    let handler = runtime::inbound_route(route, &config, &ports, enerflo);
+    let mut routes = runtime::inbound_routes(route, &config, &ports, enerflo).into_iter();
+    let Some((first, handler)) = routes.next() else {
+        return Err(format!("no handler for route {route:?}").into());
+    };
     let mut router = Router::for_route(
-        route,
-        handler.clone(),
+        first,
+        handler,
         config.crm_inbound_tokens.clone(),
         config.max_body_bytes,
     );
     router.hubspot = runtime::hubspot_routes(&config);
-    for other in route.served_with().into_iter().skip(1) {
-        if let Some(h) = runtime::hubspot_workflow(other, &config, &ports, handler.clone()) {
-            router.set(other, h);
-        }
+    for (other, handler) in routes {
+        router.set(other, handler);
     }
+    router.calls = Some(ports.call_log(&config));
     serve_http(router).await
 }
 

@@ -333,11 +333,12 @@ impl<S: OutboundStage> Pipeline<S> {
         Ok(Outcome::new(
             OutcomeKind::Delivered,
             format!(
-                "{} for {} (crm_id {}, event {})",
+                "{} for {} (crm_id {}, event {}, CRM answered {})",
                 push.event_type.as_str(),
                 push.subject,
                 crm_id.as_deref().unwrap_or("none"),
-                event.id
+                event.id,
+                ack.status
             ),
         ))
     }

@@ -247,7 +247,8 @@ pub fn entity_of(
 }
 
 /// The inbound (CRM -> Enerflo) routes. Each canonical route has its function; a HubSpot
-/// workflow route is served by the function of the canonical route it translates to.
+/// workflow or Salesforce route is served by the function of the canonical route it translates
+/// to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Route {
     Leads,
@@ -260,10 +261,25 @@ pub enum Route {
     HubSpotStatus,
     /// `POST /crm/hubspot/milestone`, translated to `Milestone`.
     HubSpotMilestone,
+    /// `POST /crm/monday/webhooks/{token}`: Monday.com board webhooks, translated to the routes
+    /// above (`crate::inbound::monday`).
+    Monday,
+    /// `POST /crm/salesforce/lead` (a Flow HTTP Callout), translated to `Leads`.
+    SalesforceLead,
+    /// `POST /crm/salesforce/status`, translated to `Status`.
+    SalesforceStatus,
+    /// `POST /crm/salesforce/milestone`, translated to `Milestone`.
+    SalesforceMilestone,
+    /// `POST /crm/salesforce/note`, translated to `Note`.
+    SalesforceNote,
+    /// `POST /crm/salesforce/outbound-message` (SOAP Outbound Messages), translated to `Status`,
+    /// `Milestone` and `Leads`; served by the status function, where most of them (stage
+    /// changes) go.
+    SalesforceOutboundMessage,
 }
 
 impl Route {
-    pub const ALL: [Route; 7] = [
+    pub const ALL: [Route; 13] = [
         Route::Leads,
         Route::Milestone,
         Route::Status,
@@ -271,6 +287,12 @@ impl Route {
         Route::HubSpotLead,
         Route::HubSpotStatus,
         Route::HubSpotMilestone,
+        Route::Monday,
+        Route::SalesforceLead,
+        Route::SalesforceStatus,
+        Route::SalesforceMilestone,
+        Route::SalesforceNote,
+        Route::SalesforceOutboundMessage,
     ];
 
     pub fn spec(self) -> &'static RouteSpec {
@@ -281,7 +303,7 @@ impl Route {
     }
 
     /// Every route the function of `self` serves (`self` first): a canonical route and the
-    /// HubSpot workflow route that translates to it.
+    /// HubSpot workflow and Salesforce routes that translate to it.
     pub fn served_with(self) -> Vec<Route> {
         let function = self.spec().function;
         let mut routes = vec![self];
@@ -304,7 +326,7 @@ pub struct RouteSpec {
     pub function: &'static str,
 }
 
-pub static ROUTES: [RouteSpec; 7] = [
+pub static ROUTES: [RouteSpec; 13] = [
     RouteSpec {
         route: Route::Leads,
         name: "leads",
@@ -354,6 +376,48 @@ pub static ROUTES: [RouteSpec; 7] = [
         path: "/crm/hubspot/milestone",
         function: "crm-milestone-to-enerflo",
     },
+    RouteSpec {
+        route: Route::Monday,
+        name: "monday",
+        method: "POST",
+        path: "/crm/monday/webhooks/{token}",
+        function: "crm-monday-to-enerflo",
+    },
+    RouteSpec {
+        route: Route::SalesforceLead,
+        name: "salesforce_lead",
+        method: "POST",
+        path: "/crm/salesforce/lead",
+        function: "crm-lead-to-enerflo",
+    },
+    RouteSpec {
+        route: Route::SalesforceStatus,
+        name: "salesforce_status",
+        method: "POST",
+        path: "/crm/salesforce/status",
+        function: "crm-status-to-enerflo",
+    },
+    RouteSpec {
+        route: Route::SalesforceMilestone,
+        name: "salesforce_milestone",
+        method: "POST",
+        path: "/crm/salesforce/milestone",
+        function: "crm-milestone-to-enerflo",
+    },
+    RouteSpec {
+        route: Route::SalesforceNote,
+        name: "salesforce_note",
+        method: "POST",
+        path: "/crm/salesforce/note",
+        function: "crm-note-to-enerflo",
+    },
+    RouteSpec {
+        route: Route::SalesforceOutboundMessage,
+        name: "salesforce_outbound_message",
+        method: "POST",
+        path: "/crm/salesforce/outbound-message",
+        function: "crm-status-to-enerflo",
+    },
 ];
 
 /// A function run on a schedule (an EventBridge rule), by neither a queue nor a route.
@@ -364,11 +428,20 @@ pub struct ScheduledSpec {
     pub schedule_parameter: &'static str,
 }
 
-pub static SCHEDULED: [ScheduledSpec; 1] = [ScheduledSpec {
-    name: "hubspot_notes_poll",
-    function: "hubspot-notes-poll",
-    schedule_parameter: "HubSpotNotesPollSchedule",
-}];
+pub static SCHEDULED: [ScheduledSpec; 2] = [
+    ScheduledSpec {
+        name: "hubspot_notes_poll",
+        function: "hubspot-notes-poll",
+        schedule_parameter: "HubSpotNotesPollSchedule",
+    },
+    // The reconciliation sweep (`crate::reconcile`); `ReconcileSchedule` = `disabled` leaves its
+    // rule out (a Condition), so it has an AWS::Events::Rule of its own, not a SAM Schedule event.
+    ScheduledSpec {
+        name: "reconcile",
+        function: "enerflo-reconcile",
+        schedule_parameter: "ReconcileSchedule",
+    },
+];
 
 /// The registry as `infra/stages.json` holds it, for the template checker.
 pub fn to_json() -> Value {
@@ -420,9 +493,17 @@ mod tests {
         assert_eq!(ROUTES.len(), Route::ALL.len());
         assert_eq!(
             Route::Status.served_with(),
-            [Route::Status, Route::HubSpotStatus]
+            [
+                Route::Status,
+                Route::HubSpotStatus,
+                Route::SalesforceStatus,
+                Route::SalesforceOutboundMessage
+            ]
         );
-        assert_eq!(Route::Note.served_with(), [Route::Note]);
+        assert_eq!(
+            Route::Note.served_with(),
+            [Route::Note, Route::SalesforceNote]
+        );
     }
 
     /// `infra/stages.json` is what the template checker compares `template.yaml` with; it must be

@@ -43,6 +43,15 @@ impl Ports {
         )
     }
 
+    /// Where the inbound routes record each CRM call (the event log).
+    pub fn call_log(&self, config: &Config) -> Arc<crate::http::calls::CallLog> {
+        Arc::new(crate::http::calls::CallLog {
+            log: self.log.clone(),
+            xref: self.xref.clone(),
+            ttl_secs: config.event_log_ttl.as_secs(),
+        })
+    }
+
     pub fn echo_guard(&self, config: &Config) -> EchoGuard {
         EchoGuard::new(self.echo.clone(), self.state.clone(), config.echo_ttl)
     }
@@ -123,6 +132,12 @@ pub fn crm_connector(config: &Config) -> Result<Arc<dyn CrmConnector>, ConfigErr
         crate::config::CrmConnectorKind::Salesforce => {
             return Ok(Arc::new(salesforce_connector(config)?));
         }
+        crate::config::CrmConnectorKind::Monday => {
+            return Err(startup(
+                "CRM_CONNECTOR=monday",
+                "keeps its own cross-references in the state table: build it with crm_connector_with",
+            ));
+        }
         crate::config::CrmConnectorKind::Webhook => {}
     }
     let url = config
@@ -136,6 +151,94 @@ pub fn crm_connector(config: &Config) -> Result<Arc<dyn CrmConnector>, ConfigErr
     let connector = WebhookCrmConnector::new(&url, secret, config.crm_timeout)
         .map_err(|e| startup("CRM HTTP client", e))?;
     Ok(Arc::new(connector))
+}
+
+/// The configured CRM connector, given the ports a connector may keep its own records in (the
+/// Monday.com connector's item cross-references and daily call count).
+pub fn crm_connector_with(
+    config: &Config,
+    ports: &Ports,
+) -> Result<Arc<dyn CrmConnector>, ConfigError> {
+    if config.crm_connector == crate::config::CrmConnectorKind::Monday {
+        let api = monday_api(config, ports)?;
+        return Ok(Arc::new(monday_connector(config, ports, api)?));
+    }
+    crm_connector(config)
+}
+
+/// The Monday.com API client: one per process, shared by every caller so the minute budget, the
+/// complexity reading and a limit's pause hold for all of them; the daily call count lives in
+/// the state table, shared by every process.
+pub fn monday_api(
+    config: &Config,
+    ports: &Ports,
+) -> Result<Arc<crate::crm::monday::api::MondayApi>, ConfigError> {
+    let token = config
+        .monday
+        .api_token
+        .clone()
+        .ok_or_else(|| startup("MONDAY_API_TOKEN", "is required for CRM_CONNECTOR=monday"))?;
+    let api = crate::crm::monday::api::MondayApi::new(
+        &config.monday.api_url,
+        token,
+        &config.monday.api_version,
+        config.crm_timeout,
+        config.monday.minute_budget,
+        Some(crate::crm::monday::api::DailyBudget {
+            counter: ports.log.clone(),
+            limit: config.monday.daily_call_budget,
+        }),
+    )
+    .map_err(|e| startup("Monday.com HTTP client", e))?;
+    Ok(Arc::new(api))
+}
+
+/// Profile object -> Monday board id, every problem named.
+pub fn monday_boards(
+    config: &Config,
+) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    let profile = config
+        .crm_profile
+        .clone()
+        .ok_or_else(|| startup("CRM_MAPPING_FILE", "no mapping profile loaded"))?;
+    let mut boards = std::collections::BTreeMap::new();
+    let mut problems = Vec::new();
+    for object in profile.objects() {
+        match config.monday_board(&object) {
+            Ok(id) => {
+                boards.insert(object, id);
+            }
+            Err(why) if !problems.contains(&why) => problems.push(why),
+            Err(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(boards)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+pub fn monday_connector(
+    config: &Config,
+    ports: &Ports,
+    api: Arc<crate::crm::monday::api::MondayApi>,
+) -> Result<crate::crm::MondayConnector, ConfigError> {
+    let profile = config
+        .crm_profile
+        .clone()
+        .ok_or_else(|| startup("CRM_MAPPING_FILE", "no mapping profile loaded"))?;
+    Ok(crate::crm::MondayConnector::new(
+        api,
+        profile,
+        monday_boards(config)?,
+        config.fields.milestone_keys.clone(),
+        crate::crm::monday::MondayStores {
+            xref: ports.xref.clone(),
+            state: ports.state.clone(),
+            claims: ports.claims.clone(),
+        },
+    ))
 }
 
 /// The HubSpot API client: one per process, shared by every caller so the 10-second budget and
@@ -294,7 +397,7 @@ pub fn hubspot_workflow(
         Route::HubSpotLead => Action::Lead,
         Route::HubSpotStatus => Action::Status,
         Route::HubSpotMilestone => Action::Milestone,
-        Route::Leads | Route::Milestone | Route::Status | Route::Note => return None,
+        _ => return None,
     };
     Some(Arc::new(WorkflowRoute {
         action,
@@ -326,6 +429,110 @@ pub fn hubspot_notes_poll(
         overlap: DEFAULT_OVERLAP,
         max_pages: DEFAULT_MAX_PAGES,
     }
+}
+
+/// The mapping profile the Salesforce inbound routes read (`stages`, `milestone_dates`, the
+/// lead and deal objects): the loaded one with `CRM_CONNECTOR=salesforce`, else Salesforce's
+/// built-in default.
+pub fn salesforce_profile(config: &Config) -> Arc<crate::crm::profile::Profile> {
+    let loaded = match config.crm_connector {
+        crate::config::CrmConnectorKind::Salesforce => config.crm_profile.clone(),
+        _ => None,
+    };
+    loaded.unwrap_or_else(|| {
+        #[allow(clippy::expect_used)]
+        Arc::new(
+            crate::crm::profile::Profile::parse(
+                "built-in salesforce",
+                crate::crm::profile::SALESFORCE_DEFAULT,
+            )
+            .expect("the built-in Salesforce profile is valid (a unit test checks it)"),
+        )
+    })
+}
+
+/// The Salesforce Flow callout route translating into `canonical` (the handler of the canonical
+/// route it maps to); `None` when `route` is not a Flow callout route.
+pub fn salesforce_flow(
+    route: crate::registry::Route,
+    config: &Config,
+    ports: &Ports,
+    canonical: Arc<dyn crate::http::router::InboundRoute>,
+) -> Option<Arc<dyn crate::http::router::InboundRoute>> {
+    use crate::inbound::salesforce::Action;
+    use crate::registry::Route;
+    let action = match route {
+        Route::SalesforceLead => Action::Lead,
+        Route::SalesforceStatus => Action::Status,
+        Route::SalesforceMilestone => Action::Milestone,
+        Route::SalesforceNote => Action::Note,
+        _ => return None,
+    };
+    Some(Arc::new(crate::inbound::salesforce::flow::FlowRoute {
+        action,
+        target: canonical,
+        profile: salesforce_profile(config),
+        xref: ports.xref.clone(),
+        echo: ports.echo_guard(config),
+    }))
+}
+
+/// `POST /crm/salesforce/outbound-message`, on the canonical routes' handlers.
+pub fn salesforce_outbound_message(
+    config: &Config,
+    ports: &Ports,
+    leads: Arc<dyn crate::http::router::InboundRoute>,
+    status: Arc<dyn crate::http::router::InboundRoute>,
+    milestone: Arc<dyn crate::http::router::InboundRoute>,
+) -> Arc<dyn crate::http::router::InboundRoute> {
+    Arc::new(crate::inbound::salesforce::outbound::OutboundMessageRoute {
+        org_id: config.salesforce.org_id.clone(),
+        profile: salesforce_profile(config),
+        xref: ports.xref.clone(),
+        echo: ports.echo_guard(config),
+        claims: ports.claims.clone(),
+        leads,
+        status,
+        milestone,
+        dedupe_ttl: config.idempotency_ttl,
+        budget: config.inbound_wait_budget,
+    })
+}
+
+/// Every route the function of `route` serves, with its handler: the canonical route's handler
+/// once, behind the HubSpot workflow and Salesforce routes that translate to it too
+/// (`Route::served_with`).
+pub fn inbound_routes(
+    route: crate::registry::Route,
+    config: &Config,
+    ports: &Ports,
+    enerflo: Arc<dyn EnerfloApi>,
+) -> Vec<(
+    crate::registry::Route,
+    Arc<dyn crate::http::router::InboundRoute>,
+)> {
+    use crate::registry::Route;
+    let canonical = inbound_route(route, config, ports, enerflo.clone());
+    let mut out = vec![(route, canonical.clone())];
+    for other in route.served_with().into_iter().skip(1) {
+        let handler = match other {
+            Route::SalesforceOutboundMessage => salesforce_outbound_message(
+                config,
+                ports,
+                leads_route(config, ports, enerflo.clone()),
+                canonical.clone(),
+                milestone_route(config, ports, enerflo.clone()),
+            ),
+            _ => match hubspot_workflow(other, config, ports, canonical.clone())
+                .or_else(|| salesforce_flow(other, config, ports, canonical.clone()))
+            {
+                Some(h) => h,
+                None => continue,
+            },
+        };
+        out.push((other, handler));
+    }
+    out
 }
 
 /// The webhook ingest handler, wired from configuration.
@@ -439,6 +646,83 @@ pub fn inbound_route(
             };
             hubspot_workflow(route, config, ports, canonical.clone()).unwrap_or(canonical)
         }
+        Route::SalesforceLead
+        | Route::SalesforceStatus
+        | Route::SalesforceMilestone
+        | Route::SalesforceNote => {
+            let canonical = match route {
+                Route::SalesforceLead => leads_route(config, ports, enerflo),
+                Route::SalesforceStatus => status_route(config, ports, enerflo),
+                Route::SalesforceMilestone => milestone_route(config, ports, enerflo),
+                _ => notes_route(config, ports, enerflo),
+            };
+            salesforce_flow(route, config, ports, canonical.clone()).unwrap_or(canonical)
+        }
+        Route::SalesforceOutboundMessage => salesforce_outbound_message(
+            config,
+            ports,
+            leads_route(config, ports, enerflo.clone()),
+            status_route(config, ports, enerflo.clone()),
+            milestone_route(config, ports, enerflo),
+        ),
+        Route::Monday => monday_route(config, ports, enerflo, None),
+    }
+}
+
+/// `POST /crm/monday/webhooks/{token}`, wired from configuration: Monday.com board webhooks
+/// through the four canonical routes. `api` is the process's Monday client when it has one
+/// already (the local runner shares the connector's); else one is built when
+/// `MONDAY_API_TOKEN` is set. Without a profile (another connector) it answers 404.
+pub fn monday_route(
+    config: &Config,
+    ports: &Ports,
+    enerflo: Arc<dyn EnerfloApi>,
+    api: Option<Arc<crate::crm::monday::api::MondayApi>>,
+) -> Arc<dyn crate::http::router::InboundRoute> {
+    let profile = match (&config.crm_profile, config.crm_connector) {
+        (Some(p), crate::config::CrmConnectorKind::Monday) => p.clone(),
+        _ => return Arc::new(NotServed),
+    };
+    let api = api.or_else(|| {
+        config
+            .monday
+            .api_token
+            .as_ref()
+            .and_then(|_| monday_api(config, ports).ok())
+    });
+    let boards = match monday_boards(config) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "the Monday.com webhook route has no boards; it answers 404");
+            return Arc::new(NotServed);
+        }
+    };
+    Arc::new(crate::inbound::monday::MondayWebhookRoute {
+        tokens: config.monday.webhook_tokens.clone(),
+        signing_secret: config.monday.signing_secret.clone(),
+        api,
+        profile,
+        boards,
+        state: ports.state.clone(),
+        claims: ports.claims.clone(),
+        leads: leads_route(config, ports, enerflo.clone()),
+        status: status_route(config, ports, enerflo.clone()),
+        milestone: milestone_route(config, ports, enerflo.clone()),
+        notes: notes_route(config, ports, enerflo),
+    })
+}
+
+/// A route this configuration does not serve: 404, as an unknown path.
+struct NotServed;
+
+#[async_trait::async_trait]
+impl crate::http::router::InboundRoute for NotServed {
+    async fn handle(
+        &self,
+        _req: &crate::http::HttpRequest,
+        _params: &crate::http::router::RouteParams,
+    ) -> crate::http::HttpResponse {
+        crate::http::Problem::not_found().into_response()
     }
 }
 

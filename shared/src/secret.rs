@@ -66,6 +66,11 @@ impl SecretSet {
         self.0.first()
     }
 
+    /// Every value, the current one first.
+    pub fn iter(&self) -> impl Iterator<Item = &Secret> {
+        self.0.iter()
+    }
+
     /// Constant-time membership: every candidate is compared in full, whatever matches, so
     /// the timing says nothing about which value (or how much of it) was right.
     pub fn matches(&self, candidate: &[u8]) -> bool {

@@ -1,9 +1,12 @@
 //! The local runner: the same routes and handlers as the Lambdas, in one process, on an embedded
 //! durable store and queue (redb under `DATA_DIR`). With no Enerflo credentials it serves an
-//! Enerflo sandbox at `/sandbox/enerflo`; with no CRM URL a CRM inbox at `/crm-inbox`.
+//! Enerflo sandbox at `/sandbox/enerflo`; with no CRM URL a CRM inbox at `/crm-inbox`. The
+//! operator console is at `/ops/` (`/` redirects there), on the runner's own store and queue;
+//! without `OPS_TOKEN` the runner makes one up and prints it in its banner.
 
 pub mod fakes;
 pub mod inbox;
+pub mod reconcile;
 pub mod sandbox;
 
 use std::net::SocketAddr;
@@ -26,6 +29,7 @@ use enerflo_sync::registry::Route;
 use enerflo_sync::runtime::{self, Ports};
 use enerflo_sync::secret::{Secret, SecretSet};
 use enerflo_sync::store::embedded::{EmbeddedStore, is_in_use, open_database};
+use enerflo_sync_console::{Console, Scheme};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -38,19 +42,34 @@ pub const LOCAL_WEBHOOK_TOKEN: &str = "local-webhook-token";
 pub const LOCAL_CRM_TOKEN: &str = "local-crm-token";
 /// The private app token of the local HubSpot sandbox (`CRM_CONNECTOR=hubspot` without a token).
 pub const SANDBOX_HUBSPOT_TOKEN: &str = "pat-local-sandbox-0000";
+/// The API token of the local Monday.com sandbox (`CRM_CONNECTOR=monday` without a token).
+pub const SANDBOX_MONDAY_TOKEN: &str = "monday-local-sandbox-0000";
+/// Used when `MONDAY_WEBHOOK_TOKEN` is unset locally: the path token of the Monday webhook route.
+pub const LOCAL_MONDAY_WEBHOOK_TOKEN: &str = "local-monday-webhook-token";
 const SANDBOX_API_KEY: &str = "sandbox-api-key";
 
 pub use enerflo_sync::runtime::CONSUMER_STAGES;
 
 pub struct Runner {
     pub addr: SocketAddr,
+    /// What the console's login form takes: `OPS_TOKEN`'s first value, or the one made up.
+    pub ops_token: String,
+    ops_token_generated: bool,
     pub config: Config,
     pub ports: Ports,
     pub queue: Arc<EmbeddedQueue>,
     pub sandbox: Option<Arc<Sandbox>>,
     pub inbox: Option<Arc<Inbox>>,
+    /// The reconciliation engine (the interval sweep and `/local/reconcile` runs share it, and its
+    /// per-minute budget).
+    pub reconciler: Arc<enerflo_sync::reconcile::Reconciler>,
+    jobs: Arc<reconcile::Jobs>,
     /// The local HubSpot sandbox, when `CRM_CONNECTOR=hubspot` has no token.
     pub hubspot: Option<Arc<fakes::hubspot::HubSpotFake>>,
+    /// The local Salesforce sandbox, when `CRM_CONNECTOR=salesforce` has no login URL.
+    pub salesforce: Option<Arc<fakes::salesforce::SalesforceFake>>,
+    /// The local Monday.com sandbox, when `CRM_CONNECTOR=monday` has no token.
+    pub monday: Option<Arc<fakes::monday::MondayFake>>,
     pub webhook_token: String,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -59,6 +78,7 @@ pub struct Runner {
 #[derive(Clone)]
 struct AppState {
     router: Arc<Router>,
+    console: Arc<Console>,
     max_body: usize,
 }
 
@@ -99,11 +119,38 @@ pub async fn start_with_enerflo(
     if config.crm_inbound_tokens.is_empty() {
         config.crm_inbound_tokens = SecretSet::parse(LOCAL_CRM_TOKEN);
     }
+    let ops_token_generated = config.ops_tokens.is_empty();
+    if ops_token_generated {
+        // A fresh one per start, printed in the banner: the console is never open without one.
+        let bytes: Vec<u8> = (0..24).map(|_| fastrand::u8(..)).collect();
+        config.ops_tokens =
+            SecretSet::parse(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    }
+    let ops_token = config
+        .ops_tokens
+        .first()
+        .map(|s| s.expose().to_owned())
+        .unwrap_or_default();
 
     let sandbox = if config.enerflo_api_key.is_none() {
         config.enerflo_base_url = format!("{base}/sandbox/enerflo");
         config.enerflo_api_key = Some(Secret::new(SANDBOX_API_KEY));
-        Some(Sandbox::new(SANDBOX_API_KEY, config.fields.clone()))
+        let sb = Sandbox::new(SANDBOX_API_KEY, config.fields.clone());
+        sb.seed(sandbox_records()?);
+        Some(sb)
+    } else {
+        None
+    };
+    let salesforce = if config.crm_connector == CrmConnectorKind::Salesforce
+        && config.salesforce.login_url.is_none()
+    {
+        let opts = fakes::salesforce::FakeOptions::default().with_enerflo_fields();
+        let sf = &mut config.salesforce;
+        sf.login_url = Some(format!("{base}/sandbox/salesforce"));
+        sf.client_id = Some(opts.client_id.clone());
+        sf.client_secret = Some(Secret::new(opts.client_secret.clone()));
+        sf.org_id.get_or_insert_with(|| opts.org_id.clone());
+        Some(fakes::salesforce::SalesforceFake::new(opts))
     } else {
         None
     };
@@ -124,6 +171,27 @@ pub async fn start_with_enerflo(
     } else {
         None
     };
+    if config.crm_connector == CrmConnectorKind::Monday && config.monday.webhook_tokens.is_empty() {
+        config.monday.webhook_tokens = SecretSet::parse(LOCAL_MONDAY_WEBHOOK_TOKEN);
+    }
+    let monday =
+        if config.crm_connector == CrmConnectorKind::Monday && config.monday.api_token.is_none() {
+            config.monday.api_token = Some(Secret::new(SANDBOX_MONDAY_TOKEN));
+            config.monday.api_url = format!("{base}/sandbox/monday/v2");
+            let fake = fakes::monday::MondayFake::new(fakes::monday::FakeOptions {
+                token: SANDBOX_MONDAY_TOKEN.into(),
+                ..fakes::monday::FakeOptions::default()
+            });
+            if let Some(profile) = &config.crm_profile {
+                // What `enerflo-sync-ops monday setup` would create on a real account.
+                let (customers, projects) = fakes::monday::seed_profile(&fake, profile);
+                config.monday.customers_board = Some(customers.to_string());
+                config.monday.projects_board = Some(projects.to_string());
+            }
+            Some(fake)
+        } else {
+            None
+        };
     let inbox =
         if config.crm_connector == CrmConnectorKind::Webhook && config.crm_webhook_url.is_none() {
             let secret = match config.crm_webhook_secret.clone() {
@@ -164,28 +232,54 @@ pub async fn start_with_enerflo(
         claims: store.clone(),
         state: store.clone(),
         log: store.clone(),
-        echo: store,
+        echo: store.clone(),
         queue: queue.clone(),
     };
+    // On the running runner's own store and queue (the CLI needs it stopped; the console not).
+    let console = Arc::new(Console::new(
+        enerflo_sync::ops::Backend {
+            xref: store.clone(),
+            log: store.clone(),
+            state: store,
+            queue: queue.clone(),
+            dlq: queue.clone(),
+            stages: CONSUMER_STAGES.to_vec(),
+        },
+        config.ops_tokens.clone(),
+        Scheme::Http,
+    ));
 
+    // The sweep's own client (its own per-minute limit), unless a client was supplied.
+    let sweep_enerflo = match &enerflo {
+        Some(client) => client.clone(),
+        None => enerflo_sync::reconcile::enerflo_client(&config)?,
+    };
     let enerflo: Arc<dyn EnerfloApi> = match enerflo {
         Some(client) => client,
         None => runtime::enerflo_client(&config)?,
     };
-    // With HubSpot, one API client (one 10-second budget) for the connector and the notes poll.
+    // With HubSpot, one API client (one 10-second budget) for the connector and the notes poll;
+    // with Monday.com, one client for the connector and the webhook route (one view of the budgets).
     let hubspot_api = if config.crm_connector == CrmConnectorKind::HubSpot {
         Some(runtime::hubspot_api(&config)?)
     } else {
         None
     };
-    let crm: Arc<dyn CrmConnector> = match &hubspot_api {
-        Some(api) => Arc::new(runtime::hubspot_connector_with(&config, api.clone())?),
-        None => runtime::crm_connector(&config)?,
+    let monday_api = if config.crm_connector == CrmConnectorKind::Monday {
+        Some(runtime::monday_api(&config, &ports)?)
+    } else {
+        None
     };
-    let (leads, milestones, status) = (
+    let crm: Arc<dyn CrmConnector> = match (&hubspot_api, &monday_api) {
+        (Some(api), _) => Arc::new(runtime::hubspot_connector_with(&config, api.clone())?),
+        (_, Some(api)) => Arc::new(runtime::monday_connector(&config, &ports, api.clone())?),
+        _ => runtime::crm_connector_with(&config, &ports)?,
+    };
+    let (leads, milestones, status, notes) = (
         runtime::leads_route(&config, &ports, enerflo.clone()),
         runtime::milestone_route(&config, &ports, enerflo.clone()),
         runtime::status_route(&config, &ports, enerflo.clone()),
+        runtime::notes_route(&config, &ports, enerflo.clone()),
     );
     let mut router = Router {
         webhook: Some(Arc::new(runtime::webhook_ingest(&config, &ports))),
@@ -193,12 +287,42 @@ pub async fn start_with_enerflo(
         // Also enforced below for every route while reading the body; here as in Lambda.
         max_body_bytes: Some(config.max_body_bytes),
         leads: Some(leads.clone()),
-        notes: Some(runtime::notes_route(&config, &ports, enerflo.clone())),
+        notes: Some(notes.clone()),
         milestones: Some(milestones.clone()),
         status: Some(status.clone()),
         hubspot: runtime::hubspot_routes(&config),
+        calls: Some(ports.call_log(&config)),
+        monday: Some(runtime::monday_route(
+            &config,
+            &ports,
+            enerflo.clone(),
+            monday_api.clone(),
+        )),
+        ..Router::default()
     };
-    // POST /crm/hubspot/{lead|status|milestone}: the same handlers behind HubSpot's workflows.
+    // POST /crm/salesforce/outbound-message: on the same handlers, as the status function has.
+    router.set(
+        Route::SalesforceOutboundMessage,
+        runtime::salesforce_outbound_message(
+            &config,
+            &ports,
+            leads.clone(),
+            status.clone(),
+            milestones.clone(),
+        ),
+    );
+    // POST /crm/salesforce/{lead|status|milestone|note} (Flow callouts) and
+    // /crm/hubspot/{lead|status|milestone} (workflows): the same handlers behind them.
+    for (route, canonical) in [
+        (Route::SalesforceLead, leads.clone()),
+        (Route::SalesforceStatus, status.clone()),
+        (Route::SalesforceMilestone, milestones.clone()),
+        (Route::SalesforceNote, notes),
+    ] {
+        if let Some(h) = runtime::salesforce_flow(route, &config, &ports, canonical) {
+            router.set(route, h);
+        }
+    }
     for (route, canonical) in [
         (Route::HubSpotLead, leads),
         (Route::HubSpotStatus, status),
@@ -222,8 +346,23 @@ pub async fn start_with_enerflo(
         )));
     }
 
+    let reconciler = Arc::new(enerflo_sync::reconcile::Reconciler::from_config(
+        &config,
+        &ports,
+        sweep_enerflo,
+    ));
+    let jobs = reconcile::Jobs::new(reconciler.clone(), config.crm_inbound_tokens.clone());
+    if let Some(interval) = config.reconcile.interval {
+        tasks.push(tokio::spawn(reconcile::every(
+            reconciler.clone(),
+            interval,
+            shutdown_rx.clone(),
+        )));
+    }
+
     let state = AppState {
         router: Arc::new(router),
+        console,
         max_body: config.max_body_bytes,
     };
     let mut app = axum::Router::new();
@@ -236,7 +375,25 @@ pub async fn start_with_enerflo(
     if let Some(hs) = &hubspot {
         app = app.nest("/sandbox/hubspot", hs.router());
     }
+    if let Some(sf) = &salesforce {
+        app = app.nest("/sandbox/salesforce", sf.router());
+    }
+    if let Some(m) = &monday {
+        app = app.nest("/sandbox/monday", m.router());
+        // Like `monday setup`, the sandbox's boards send their webhooks to this runner.
+        if let (Some(profile), Some(token)) =
+            (&config.crm_profile, config.monday.webhook_tokens.first())
+        {
+            let boards = runtime::monday_boards(&config)?
+                .into_iter()
+                .filter_map(|(o, id)| Some((o, id.parse::<u64>().ok()?)))
+                .collect();
+            let url = format!("{base}/crm/monday/webhooks/{}", token.expose());
+            fakes::monday::seed_webhooks(m, profile, &boards, &url);
+        }
+    }
     let app = app
+        .nest("/local", jobs.router())
         // The counters the Lambdas emit as EMF lines (shared/src/metrics.rs), in Prometheus text.
         .route("/metrics", axum::routing::get(prometheus_metrics))
         .fallback(move |req: axum::extract::Request| serve(state.clone(), req))
@@ -272,16 +429,35 @@ pub async fn start_with_enerflo(
 
     Ok(Runner {
         addr,
+        ops_token,
+        ops_token_generated,
         config,
         ports,
         queue,
         sandbox,
         inbox,
+        reconciler,
+        jobs,
         hubspot,
+        salesforce,
+        monday,
         webhook_token,
         shutdown,
         tasks,
     })
+}
+
+/// `SANDBOX_RECORDS`: how many fake installs and customers the sandbox seeds (default 300).
+fn sandbox_records() -> anyhow::Result<usize> {
+    match std::env::var("SANDBOX_RECORDS") {
+        Err(_) => Ok(sandbox::DEFAULT_RECORDS),
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= 10_000)
+            .ok_or_else(|| anyhow::anyhow!("SANDBOX_RECORDS must be a whole number up to 10000")),
+    }
 }
 
 impl Runner {
@@ -308,6 +484,22 @@ impl Runner {
             ),
             None => println!("  Enerflo:         {}", self.config.enerflo_base_url),
         }
+        if self.salesforce.is_some() {
+            println!(
+                "  CRM:             Salesforce sandbox; its records: {} (JSON: {})",
+                self.url("/sandbox/salesforce"),
+                self.url("/sandbox/salesforce/_fake/records.json")
+            );
+            return;
+        }
+        if self.monday.is_some() {
+            println!(
+                "  CRM:             Monday.com sandbox; its boards: {} (webhooks to POST {})",
+                self.url("/sandbox/monday/_fake/state.json"),
+                self.url("/crm/monday/webhooks/<MONDAY_WEBHOOK_TOKEN>")
+            );
+            return;
+        }
         match (&self.inbox, &self.hubspot) {
             (Some(_), _) => println!(
                 "  CRM:             local inbox; see what arrived: GET {}",
@@ -327,9 +519,22 @@ impl Runner {
                 self.config.crm_webhook_url.as_deref().unwrap_or("")
             ),
         }
+        if self.ops_token_generated {
+            println!(
+                "  Console:         {} (OPS_TOKEN was not set; sign in with this one, new at each start: {})",
+                self.url("/ops/"),
+                self.ops_token
+            );
+        } else {
+            println!(
+                "  Console:         {} (sign in with your OPS_TOKEN)",
+                self.url("/ops/")
+            );
+        }
     }
 
     pub async fn shutdown(self) {
+        self.jobs.stop_and_wait().await;
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
@@ -420,6 +625,18 @@ async fn serve(state: AppState, req: axum::extract::Request) -> Response {
         headers: parts.headers,
         body: bytes,
     };
+    if req.path == "/" {
+        let mut resp = Body::empty().into_response();
+        *resp.status_mut() = http::StatusCode::SEE_OTHER;
+        resp.headers_mut().insert(
+            http::header::LOCATION,
+            http::HeaderValue::from_static("/ops/"),
+        );
+        return resp;
+    }
+    if Console::serves(&req.path) {
+        return to_axum(state.console.handle(req).await);
+    }
     to_axum(state.router.handle(req).await)
 }
 

@@ -240,6 +240,7 @@ fn connector_name(kind: &CrmConnectorKind) -> &'static str {
         CrmConnectorKind::Webhook => "webhook",
         CrmConnectorKind::HubSpot => "hubspot",
         CrmConnectorKind::Salesforce => "salesforce",
+        CrmConnectorKind::Monday => "monday",
     }
 }
 
@@ -261,6 +262,11 @@ pub async fn doctor(config: &Config, options: &DoctorOptions) -> DoctorReport {
         CrmConnectorKind::Webhook => check_webhook_crm(config, options, &mut report).await,
         CrmConnectorKind::HubSpot => check_hubspot(config, &mut report).await,
         CrmConnectorKind::Salesforce => check_salesforce(config, &mut report).await,
+        CrmConnectorKind::Monday => report.push(
+            "monday-not-checked",
+            Level::Warning,
+            "CRM_CONNECTOR=monday: `enerflo-sync-ops monday setup` checks the token, the boards and their columns",
+        ),
     }
     urls(config, options, &mut report);
     report
@@ -789,29 +795,49 @@ fn urls(config: &Config, options: &DoctorOptions, report: &mut DoctorReport) {
         }
     }
 
-    let hubspot = config.crm_connector == CrmConnectorKind::HubSpot;
+    // The routes of the configured connector: its own (`hubspot_*`, `salesforce_*`, `monday`), or
+    // the canonical `/crm/*` ones for the webhook connector.
+    let prefix = match config.crm_connector {
+        CrmConnectorKind::Webhook => None,
+        CrmConnectorKind::HubSpot => Some("hubspot_"),
+        CrmConnectorKind::Salesforce => Some("salesforce_"),
+        CrmConnectorKind::Monday => Some("monday"),
+    };
+    let native = |name: &str| {
+        ["hubspot_", "salesforce_", "monday"]
+            .iter()
+            .any(|p| name.starts_with(p))
+    };
     for route in &ROUTES {
-        if route.name.starts_with("hubspot_") != hubspot {
-            continue;
+        let wanted = match prefix {
+            Some(p) => route.name.starts_with(p),
+            None => !native(route.name),
+        };
+        if wanted {
+            report.crm_routes.push(CrmRoute {
+                name: route.name,
+                method: route.method,
+                url: format!("{base}{}", route.path),
+            });
         }
-        report.crm_routes.push(CrmRoute {
-            name: route.name,
-            method: route.method,
-            url: format!("{base}{}", route.path),
-        });
     }
     let tokens = config.crm_inbound_tokens.len();
-    report.crm_auth = if hubspot {
-        format!(
+    report.crm_auth = match config.crm_connector {
+        CrmConnectorKind::HubSpot => format!(
             "HubSpot workflows' \"Send a webhook\": \"Include request signature in header\" with the app whose client secret is HUBSPOT_CLIENT_SECRET, or \"API key\" in header {} holding one of CRM_INBOUND_TOKEN's {tokens} value(s); notes are polled, not sent; body keys: `enerflo-sync-ops hubspot setup`",
             crate::hubspot::TOKEN_HEADER
-        )
-    } else {
-        format!(
+        ),
+        CrmConnectorKind::Salesforce => format!(
+            "Flow HTTP Callouts through a Named Credential sending `Authorization: Bearer <one of CRM_INBOUND_TOKEN's {tokens} value(s)>`; Outbound Messages with `?token=<one of them>` on the URL; details: `enerflo-sync-ops salesforce setup`"
+        ),
+        CrmConnectorKind::Monday => "board webhooks whose {token} is MONDAY_WEBHOOK_TOKEN; `enerflo-sync-ops monday setup --webhook-url <ApiBaseUrl>` creates them".to_owned(),
+        CrmConnectorKind::Webhook => format!(
             "header `Authorization: Bearer <one of CRM_INBOUND_TOKEN's {tokens} value(s)>`, JSON bodies of README stages 1.1, 3.1, 4.1 and 5.1"
-        )
+        ),
     };
-    if tokens == 0 && !(hubspot && config.hubspot.client_secret.is_some()) {
+    let hubspot = config.crm_connector == CrmConnectorKind::HubSpot;
+    let monday = config.crm_connector == CrmConnectorKind::Monday;
+    if tokens == 0 && !monday && !(hubspot && config.hubspot.client_secret.is_some()) {
         report.push(
             "crm-inbound-token-missing",
             Level::Problem,

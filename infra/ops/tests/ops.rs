@@ -7,7 +7,7 @@
 #[path = "ops/doctor.rs"]
 mod doctor;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region};
@@ -45,6 +45,7 @@ fn record(key: &str, entity: &str, body: &str) -> EventRecord {
         detail: None,
         deliveries: 1,
         attempts: 3,
+        history: Vec::new(),
     }
 }
 
@@ -135,6 +136,27 @@ async fn contract(backend: &Backend, received: impl AsyncFn() -> Vec<Delivery>) 
         1
     );
 
+    // a confirmed set: exactly the message ids named are replayed, an unknown one matches nothing
+    let chosen = |id: &str| Filter {
+        message_ids: Some(BTreeSet::from([id.to_owned()])),
+        ..Filter::default()
+    };
+    let (none, report) = replay(backend, &chosen("no-such-message"), false, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((none.len(), report.replayed), (0, 0));
+    let (replayed, report) = replay(backend, &chosen(&listed[0].message_id), false, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((replayed.len(), report.replayed), (1, 1));
+    assert_eq!(received().await.len(), 1, "back on its queue");
+    assert!(
+        list_dead_letters(backend, &Filter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     // entity report: cross-references and the event log
     backend
         .xref
@@ -177,7 +199,8 @@ async fn dlq_list_replay_entity_and_rerun_work_on_the_local_runner_state() {
     let queue = Arc::new(EmbeddedQueue::new(db, [Stage::Project]));
     let backend = Backend {
         xref: store.clone(),
-        log: store,
+        log: store.clone(),
+        state: store,
         queue: queue.clone(),
         dlq: queue.clone(),
         stages: vec![Stage::Project],
@@ -242,7 +265,8 @@ async fn dlq_list_replay_entity_and_rerun_work_on_dynamodb_and_sqs() {
     ));
     let backend = Backend {
         xref: store.clone(),
-        log: store,
+        log: store.clone(),
+        state: store,
         queue: queue.clone(),
         dlq: queue.clone(),
         stages: vec![Stage::Project],
@@ -849,4 +873,278 @@ async fn hubspot_setup_names_a_missing_or_invalid_token() {
     // The run stops at the first 401.
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
     assert!(portal.groups.lock().unwrap().is_empty());
+}
+
+// ---- salesforce setup, against a wiremock org serving describe ---------------------------------
+
+mod salesforce_org {
+    use std::collections::BTreeMap;
+
+    use enerflo_sync::crm::profile::{Profile, SALESFORCE_DEFAULT};
+    use serde_json::{Value, json};
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    pub const ORG: &str = "00D000000000001EAA";
+
+    /// Per object, the describe `fields` of an org set up as the default profile needs: every
+    /// field of the type `salesforce_type` accepts, keys External ID and Unique, and the stage
+    /// picklist with every stage the profile names.
+    pub fn complete() -> BTreeMap<String, Vec<Value>> {
+        let profile = Profile::parse("built-in salesforce", SALESFORCE_DEFAULT).unwrap();
+        let keys = [
+            "Enerflo_Customer_Id__c",
+            "Enerflo_Customer_Uuid__c",
+            "Enerflo_Deal_Id__c",
+            "Enerflo_Install_Id__c",
+        ];
+        let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for (object, props) in profile.properties_by_object() {
+            let fields = out.entry(object.clone()).or_default();
+            fields.push(
+                json!({"name": "Id", "type": "id", "updateable": false, "createable": false}),
+            );
+            for (name, conversion) in props {
+                let kind = enerflo_sync_ops::salesforce::salesforce_type(&conversion).1[0];
+                let key = keys.contains(&name.as_str());
+                fields.push(
+                    json!({"name": name, "type": kind, "externalId": key, "unique": key,
+                                   "updateable": true, "createable": true}),
+                );
+            }
+        }
+        out.get_mut("ContentNote").unwrap().push(
+            json!({"name": "Title", "type": "string", "updateable": true, "createable": true}),
+        );
+        out.get_mut("Opportunity").unwrap().push(json!({
+        "name": "StageName", "type": "picklist", "updateable": true, "createable": true,
+        "picklistValues": [
+            {"value": "Prospecting", "active": true},
+            {"value": "Closed Won", "active": true},
+            {"value": "Closed Lost", "active": true}
+        ]}));
+        out
+    }
+
+    pub async fn serve(objects: BTreeMap<String, Vec<Value>>) -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/services/oauth2/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "access_token": "00D000000000001!fake-token", "instance_url": server.uri(),
+                "token_type": "Bearer", "issued_at": "1764324000000"})))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/services/data/v66.0/query"))
+            .and(query_param("q", "SELECT Id FROM Organization"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "totalSize": 1, "done": true,
+                "records": [{"attributes": {"type": "Organization"}, "Id": ORG}]})))
+            .mount(&server)
+            .await;
+        for (object, fields) in objects {
+            Mock::given(method("GET"))
+                .and(path(format!(
+                    "/services/data/v66.0/sobjects/{object}/describe"
+                )))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(json!({"name": object, "fields": fields})),
+                )
+                .mount(&server)
+                .await;
+        }
+        // Anything else (an object the org lacks) is Salesforce's 404.
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(404).set_body_json(json!([
+                {"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}])))
+            .with_priority(10)
+            .mount(&server)
+            .await;
+        server
+    }
+
+    pub fn config(server: &MockServer, org: Option<&str>) -> enerflo_sync::config::Config {
+        let mut env: BTreeMap<&str, String> = BTreeMap::from([
+            ("SALESFORCE_LOGIN_URL", server.uri()),
+            ("SALESFORCE_CLIENT_ID", "3MVG9-test-client".to_owned()),
+            (
+                "SALESFORCE_CLIENT_SECRET",
+                "test-secret-not-real".to_owned(),
+            ),
+            ("CRM_INBOUND_TOKEN", "fake-inbound-token-0001".to_owned()),
+        ]);
+        if let Some(org) = org {
+            env.insert("SALESFORCE_ORG_ID", org.to_owned());
+        }
+        enerflo_sync_ops::salesforce::config_from(|k| env.get(k).cloned()).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn salesforce_setup_finds_nothing_to_fix_in_an_org_set_up_for_the_profile() {
+    use enerflo_sync_ops::salesforce::{SetupOptions, setup};
+    let server = salesforce_org::serve(salesforce_org::complete()).await;
+    let config = salesforce_org::config(&server, Some(salesforce_org::ORG));
+    let report = setup(
+        &config,
+        &SetupOptions {
+            public_url: Some("https://api.example.test/".into()),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!report.has_problems(), "{}", report.to_text());
+    assert_eq!(report.org_id.as_deref(), Some(salesforce_org::ORG));
+    let urls: Vec<&str> = report.callouts.iter().map(|c| c.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            "https://api.example.test/crm/salesforce/lead",
+            "https://api.example.test/crm/salesforce/status",
+            "https://api.example.test/crm/salesforce/milestone",
+            "https://api.example.test/crm/salesforce/note",
+        ]
+    );
+    let opp = report
+        .outbound
+        .iter()
+        .find(|m| m.object == "Opportunity")
+        .unwrap();
+    assert_eq!(
+        opp.url,
+        "https://api.example.test/crm/salesforce/outbound-message?token=<a CRM_INBOUND_TOKEN value>"
+    );
+    for field in ["Id", "Enerflo_Install_Id__c", "StageName", "PTO_Date__c"] {
+        assert!(
+            opp.fields.iter().any(|f| f == field),
+            "{field}: {:?}",
+            opp.fields
+        );
+    }
+    let text = report.to_text();
+    assert!(text.contains("Authorization: Bearer"), "{text}");
+    // Only reads: setup changes nothing in Salesforce.
+    let writes = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() != "GET" && r.url.path() != "/services/oauth2/token")
+        .count();
+    assert_eq!(writes, 0);
+}
+
+#[tokio::test]
+async fn salesforce_setup_reports_missing_fields_keys_and_stage_values_with_what_to_create() {
+    use enerflo_sync_ops::salesforce::{Outcome, SetupOptions, setup};
+    let mut objects = salesforce_org::complete();
+    let opp = objects.get_mut("Opportunity").unwrap();
+    // PTO_Date__c and Net_PPW__c missing, the deal key not unique, Closed Won not a stage.
+    opp.retain(|f| f["name"] != "PTO_Date__c" && f["name"] != "Net_PPW__c");
+    for f in opp.iter_mut() {
+        if f["name"] == "Enerflo_Deal_Id__c" {
+            f["unique"] = serde_json::json!(false);
+        }
+        if f["name"] == "StageName" {
+            f["picklistValues"] = serde_json::json!([
+                {"value": "Prospecting", "active": true},
+                {"value": "Closed Lost", "active": false}]);
+        }
+    }
+    // The Contact's Enerflo id exists but is not an external id.
+    for f in objects.get_mut("Contact").unwrap().iter_mut() {
+        if f["name"] == "Enerflo_Customer_Id__c" {
+            f["externalId"] = serde_json::json!(false);
+            f["unique"] = serde_json::json!(false);
+        }
+    }
+    objects.remove("ContentNote");
+    let server = salesforce_org::serve(objects).await;
+    let config = salesforce_org::config(&server, None);
+    let report = setup(&config, &SetupOptions::default()).await.unwrap();
+    assert!(report.has_problems());
+    let problem = |subject: &str| -> String {
+        let f = report
+            .finding(subject)
+            .unwrap_or_else(|| panic!("no finding {subject}:\n{}", report.to_text()));
+        assert_eq!(f.outcome, Outcome::Problem, "{subject}: {}", f.detail);
+        f.detail.clone()
+    };
+    assert!(problem("field Opportunity.PTO_Date__c").contains("create it as Date"));
+    assert!(problem("field Opportunity.Net_PPW__c").contains("create it as Number(18, 2)"));
+    assert!(problem("field Opportunity.Enerflo_Deal_Id__c").contains("not Unique"));
+    assert!(problem("field Contact.Enerflo_Customer_Id__c").contains("not External ID and Unique"));
+    let won = problem("picklist value Opportunity.StageName \"Closed Won\"");
+    assert!(
+        won.contains("missing") && won.contains("\"completed\""),
+        "{won}"
+    );
+    assert!(problem("picklist value Opportunity.StageName \"Closed Lost\"").contains("inactive"));
+    assert!(problem("object ContentNote").contains("404"));
+    assert!(problem("org").contains(&format!("SALESFORCE_ORG_ID={}", salesforce_org::ORG)));
+    assert_eq!(
+        report
+            .finding("field Opportunity.Install_Date__c")
+            .map(|f| f.outcome),
+        Some(Outcome::InPlace)
+    );
+    let json = report.to_json();
+    assert_eq!(json["problems"], report.problems().count());
+}
+
+#[tokio::test]
+async fn salesforce_setup_against_the_faithful_fake_finds_the_profile_in_place_and_a_removed_stage_missing()
+ {
+    use enerflo_sync_local::fakes::salesforce::{FakeOptions, spawn};
+    use enerflo_sync_ops::salesforce::{Outcome, SetupOptions, setup};
+    let opts = FakeOptions::default().with_enerflo_fields();
+    let (client_id, secret, org) = (
+        opts.client_id.clone(),
+        opts.client_secret.clone(),
+        opts.org_id.clone(),
+    );
+    let (url, _fake) = spawn(opts).await;
+    let env: BTreeMap<&str, String> = BTreeMap::from([
+        ("SALESFORCE_LOGIN_URL", url.clone()),
+        ("SALESFORCE_CLIENT_ID", client_id.clone()),
+        ("SALESFORCE_CLIENT_SECRET", secret.clone()),
+        ("SALESFORCE_ORG_ID", org.clone()),
+        ("CRM_INBOUND_TOKEN", "fake-inbound-token-0001".to_owned()),
+    ]);
+    let config = enerflo_sync_ops::salesforce::config_from(|k| env.get(k).cloned()).unwrap();
+    let report = setup(&config, &SetupOptions::default()).await.unwrap();
+    assert!(!report.has_problems(), "{}", report.to_text());
+    // The fake answers no SOQL on Organization: the org id is left unchecked, with a warning.
+    assert!(
+        report.org_id.as_deref() == Some(org.as_str())
+            || report
+                .warnings
+                .iter()
+                .any(|w| w.contains("SALESFORCE_ORG_ID is not checked")),
+        "{}",
+        report.to_text()
+    );
+
+    // A profile naming a stage the org's picklist lacks.
+    let mut profile: serde_json::Value =
+        serde_json::from_str(enerflo_sync::crm::profile::SALESFORCE_DEFAULT).unwrap();
+    profile["stages"]["by_status"]["On Hold"] = serde_json::json!("Paused");
+    profile["milestone_dates"]["roof"] = serde_json::json!("Roof_Date__c");
+    let path = std::env::temp_dir().join(format!("sf-setup-profile-{}.json", fastrand_suffix()));
+    std::fs::write(&path, profile.to_string()).unwrap();
+    let mut env = env;
+    env.insert("CRM_MAPPING_FILE", path.display().to_string());
+    let config = enerflo_sync_ops::salesforce::config_from(|k| env.get(k).cloned()).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let report = setup(&config, &SetupOptions::default()).await.unwrap();
+    let paused = report
+        .finding("picklist value Opportunity.StageName \"Paused\"")
+        .unwrap();
+    assert_eq!(paused.outcome, Outcome::Problem);
+    let roof = report.finding("field Opportunity.Roof_Date__c").unwrap();
+    assert_eq!(roof.outcome, Outcome::Problem);
+    assert!(roof.detail.contains("create it as Date"), "{}", roof.detail);
+    assert_eq!(report.problems().count(), 2, "{}", report.to_text());
 }

@@ -4,6 +4,7 @@
 //! [`Config`]: crate::config::Config
 
 pub mod hubspot;
+pub mod monday;
 pub mod profile;
 pub mod salesforce;
 pub mod signature;
@@ -17,6 +18,7 @@ use crate::canonical::CrmEvent;
 use crate::error::{RemoteAnswer, SyncError};
 
 pub use hubspot::HubSpotConnector;
+pub use monday::MondayConnector;
 pub use salesforce::SalesforceConnector;
 pub use webhook::WebhookCrmConnector;
 
@@ -83,6 +85,41 @@ impl From<CrmError> for SyncError {
             CrmError::Rejected { .. } => SyncError::Permanent { reason, source },
         }
     }
+}
+
+/// A signed change order as one note's text, for the native connectors: its id (else the event
+/// id) and `Change order N signed:` with a line `key: old -> new` per change.
+pub fn change_order_summary(event: &CrmEvent) -> (String, String) {
+    use serde_json::Value;
+    let show = |v: Option<&Value>| match v {
+        None | Some(Value::Null) => "none".to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    let co_id = match event.data.pointer("/change_order/id") {
+        Some(v @ Value::String(_)) | Some(v @ Value::Number(_)) => show(Some(v)),
+        _ => event.id.clone(),
+    };
+    let lines: Vec<String> = event
+        .data
+        .get("changes")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(key, change)| {
+            format!(
+                "{key}: {} -> {}",
+                show(change.get("old")),
+                show(change.get("new"))
+            )
+        })
+        .collect();
+    let text = if lines.is_empty() {
+        format!("Change order {co_id} signed.")
+    } else {
+        format!("Change order {co_id} signed:\n{}", lines.join("\n"))
+    };
+    (co_id, text)
 }
 
 #[async_trait]

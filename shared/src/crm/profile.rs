@@ -79,6 +79,43 @@ pub struct Property {
     /// `list`.
     pub fields: Vec<FieldPath>,
     pub conversion: Conversion,
+    /// The Monday.com column type the value is written as (`"column"`, one of
+    /// [`MONDAY_COLUMN_TYPES`]); `None` derives it from the conversion ([`Property::column_type`]).
+    /// Other connectors ignore it.
+    pub column: Option<String>,
+}
+
+/// The Monday.com column types a profile can write, each in its own value format
+/// ([`FieldValue::monday`]; docs/monday.md 3.2).
+pub const MONDAY_COLUMN_TYPES: [&str; 12] = [
+    "text",
+    "long_text",
+    "numbers",
+    "status",
+    "date",
+    "email",
+    "phone",
+    "location",
+    "dropdown",
+    "link",
+    "checkbox",
+    "board_relation",
+];
+
+impl Property {
+    /// The Monday column type this property is written as: `column` when given, else the one a
+    /// conversion's values suit (numbers, date, checkbox, text).
+    pub fn column_type(&self) -> &str {
+        if let Some(c) = &self.column {
+            return c;
+        }
+        match self.conversion {
+            Conversion::Number { .. } => "numbers",
+            Conversion::Date | Conversion::DateTime => "date",
+            Conversion::Bool => "checkbox",
+            _ => "text",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -135,6 +172,9 @@ pub struct StageMap {
     pub first_stage: Option<String>,
     /// Enerflo status name (lower-cased) -> stage id. An unmapped status leaves the stage alone.
     pub by_status: BTreeMap<String, String>,
+    /// Monday.com: whether a status label the board lacks may be created by our write
+    /// (`create_labels_if_missing`); off unless the profile says `"create_labels": true`.
+    pub create_labels: bool,
 }
 
 /// A converted value, before the connector renders it in its CRM's wire format.
@@ -181,6 +221,119 @@ impl FieldValue {
             ),
             Self::Bool(b) => Value::Bool(*b),
         }
+    }
+}
+
+impl FieldValue {
+    /// The value as plain text: numbers shortest, dates `YYYY-MM-DD`, instants RFC 3339 UTC.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Text(s) => s.clone(),
+            Self::Number(n) => number_text(*n),
+            Self::Date(d) => d.to_string(),
+            Self::DateTime(_) => match self.salesforce() {
+                Value::String(s) => s,
+                _ => String::new(),
+            },
+            Self::Bool(b) => b.to_string(),
+        }
+    }
+
+    /// Monday.com's value format of `column_type` (one of [`MONDAY_COLUMN_TYPES`]; the formats of
+    /// docs/monday.md 3.2), as it goes into `column_values`; `Err` says why the value does not
+    /// fit the column, for a reason naming it. `Value::Null` clears the column.
+    pub fn monday(&self, column_type: &str) -> Result<Value, String> {
+        use serde_json::json;
+        let text = self.text();
+        Ok(match column_type {
+            "text" => Value::String(text),
+            "long_text" => json!({"text": text}),
+            "numbers" => match self {
+                Self::Number(n) => Value::String(number_text(*n)),
+                Self::Text(s) if s.trim().parse::<f64>().is_ok_and(f64::is_finite) => {
+                    Value::String(s.trim().to_owned())
+                }
+                _ => return Err(format!("`{text}` is not a number")),
+            },
+            "status" => json!({"label": text}),
+            "date" => match self {
+                Self::Date(d) => json!({"date": d.to_string()}),
+                Self::DateTime(t) => {
+                    let utc = t.to_offset(time::UtcOffset::UTC);
+                    json!({"date": utc.date().to_string(),
+                           "time": format!("{:02}:{:02}:{:02}", utc.hour(), utc.minute(), utc.second())})
+                }
+                Self::Text(s) => match parse_date(s) {
+                    Some(d) => json!({"date": d.to_string()}),
+                    None => return Err(format!("`{s}` is not a date")),
+                },
+                _ => return Err(format!("`{text}` is not a date")),
+            },
+            "email" => json!({"email": text, "text": text}),
+            "phone" => {
+                let digits: String = text
+                    .chars()
+                    .filter(|c| c.is_ascii_digit() || *c == '+')
+                    .collect();
+                let bare = digits.trim_start_matches('+');
+                if bare.len() < 7 || bare.len() > 15 {
+                    return Err("is not a phone number of 7 to 15 digits".into());
+                }
+                // A 10-digit number is a US one (Enerflo's installers are US companies).
+                let (phone, country) = if !digits.starts_with('+') && bare.len() == 10 {
+                    (format!("+1{bare}"), "US")
+                } else if digits.starts_with("+1") || (bare.len() == 11 && bare.starts_with('1')) {
+                    (format!("+{bare}"), "US")
+                } else {
+                    (format!("+{bare}"), "")
+                };
+                if country.is_empty() {
+                    json!({"phone": phone})
+                } else {
+                    json!({"phone": phone, "countryShortName": country})
+                }
+            }
+            "location" => {
+                // `lat,lng[,address]` (a `list` of `address.lat`, `address.lng`, `address.street`
+                // joined by `,`): Monday needs the coordinates.
+                let mut parts = text.splitn(3, ',').map(str::trim);
+                let (lat, lng) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let ok = |s: &str, max: f64| s.parse::<f64>().is_ok_and(|v| v.abs() <= max);
+                if !ok(lat, 90.0) || !ok(lng, 180.0) {
+                    return Err("a location needs `lat,lng[,address]`".into());
+                }
+                let address = parts.next().unwrap_or("");
+                json!({"lat": lat, "lng": lng, "address": address})
+            }
+            "dropdown" => {
+                let labels: Vec<&str> = text
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                json!({"labels": labels})
+            }
+            "link" => {
+                if !(text.starts_with("https://") || text.starts_with("http://")) {
+                    return Err(format!("`{text}` is not an http(s) URL"));
+                }
+                json!({"url": text, "text": text})
+            }
+            "checkbox" => match self {
+                Self::Bool(true) => json!({"checked": "true"}),
+                Self::Bool(false) => Value::Null,
+                _ => return Err(format!("`{text}` is not true or false")),
+            },
+            "board_relation" => match text.parse::<u64>() {
+                Ok(id) => json!({"item_ids": [id]}),
+                Err(_) => return Err(format!("`{text}` is not an item id")),
+            },
+            other => {
+                return Err(format!(
+                    "`{other}` is not a Monday column type this sync writes"
+                ));
+            }
+        })
     }
 }
 
@@ -256,6 +409,8 @@ struct RawProperty {
     options: Option<BTreeMap<String, String>>,
     separator: Option<String>,
     item: Option<String>,
+    /// Monday.com column type.
+    column: Option<String>,
 }
 
 fn text() -> String {
@@ -276,6 +431,8 @@ struct RawStages {
     first_stage: Option<String>,
     #[serde(default)]
     by_status: BTreeMap<String, String>,
+    #[serde(default)]
+    create_labels: bool,
 }
 
 impl Profile {
@@ -366,6 +523,7 @@ impl Profile {
                 property: stage_property,
                 first_stage,
                 by_status,
+                create_labels: raw.stages.create_labels,
             },
             milestone_dates: raw.milestone_dates,
         })
@@ -378,6 +536,29 @@ impl Profile {
         self.events
             .get(t.as_str())
             .expect("a validated profile maps every event type")
+    }
+
+    /// Every object the profile writes (contacts of project events included), once each.
+    pub fn objects(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for ev in self.events.values() {
+            for o in std::iter::once(&ev.object).chain(ev.contact.as_ref().map(|c| &c.object)) {
+                if !out.contains(o) {
+                    out.push(o.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The Enerflo status names (as the profile spells them, lower-cased) whose stage is `stage`.
+    pub fn statuses_for_stage(&self, stage: &str) -> Vec<&str> {
+        self.stages
+            .by_status
+            .iter()
+            .filter(|(_, s)| s.trim().eq_ignore_ascii_case(stage.trim()))
+            .map(|(status, _)| status.as_str())
+            .collect()
     }
 
     /// The stage a status name moves the deal to; `None` leaves it alone.
@@ -577,8 +758,23 @@ fn read_properties(
             problems,
         );
         stray("item", p.item.is_some() && p.kind != "list", problems);
+        if let Some(c) = &p.column
+            && !MONDAY_COLUMN_TYPES.contains(&c.as_str())
+        {
+            problems.push(format!(
+                "{here}.column: `{c}` is not one of {}",
+                MONDAY_COLUMN_TYPES.join(", ")
+            ));
+        }
         if let Some(conversion) = conversion {
-            properties.insert(name.clone(), Property { fields, conversion });
+            properties.insert(
+                name.clone(),
+                Property {
+                    fields,
+                    conversion,
+                    column: p.column.clone(),
+                },
+            );
         }
     }
     properties
@@ -782,6 +978,9 @@ pub const HUBSPOT_DEFAULT: &str = include_str!("../../profiles/hubspot.json");
 
 /// The built-in Salesforce profile (documented in the README, "Salesforce").
 pub const SALESFORCE_DEFAULT: &str = include_str!("../../profiles/salesforce.json");
+
+/// The built-in Monday.com profile (documented in the README, "Monday.com").
+pub const MONDAY_DEFAULT: &str = include_str!("../../profiles/monday.json");
 
 /// The profile to use: `CRM_MAPPING_FILE` when set, else `default` (built in).
 pub fn load(

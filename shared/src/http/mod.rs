@@ -1,6 +1,7 @@
 //! HTTP edge shared by the Lambda functions and the local runner: transport-neutral request and
 //! response types, problem+json errors, the routes.
 
+pub mod calls;
 pub mod inbound;
 pub mod problem;
 pub mod router;

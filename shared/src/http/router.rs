@@ -8,12 +8,19 @@
 //! also accepts HubSpot's v3 request signature (`crate::crm::hubspot::signature`), or the token in
 //! an `X-Sync-Token` header (the workflow's "API key" option); anything else is 401, which HubSpot
 //! does not retry.
+//!
+//! `POST /crm/salesforce/{lead|status|milestone|note}` (a Salesforce Flow HTTP Callout) is
+//! checked exactly like `/crm/*`. `POST /crm/salesforce/outbound-message` (SOAP Outbound
+//! Messages, which carry no custom header) takes a `CRM_INBOUND_TOKEN` value as its `token`
+//! query parameter (or the bearer header); a missing or wrong one is a SOAP fault (401). The
+//! org check is the route's (`crate::inbound::salesforce::outbound`).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::Method;
 
+use super::calls::CallLog;
 use super::webhook::{ROUTE_PREFIX, WebhookIngest};
 use super::{HttpRequest, HttpResponse, Problem};
 use crate::crm::hubspot::signature;
@@ -48,6 +55,16 @@ pub struct HubSpotRoutes {
     pub milestone: Option<Arc<dyn InboundRoute>>,
 }
 
+/// `POST /crm/salesforce/{lead|status|milestone|note|outbound-message}`.
+#[derive(Clone, Default)]
+pub struct SalesforceRoutes {
+    pub lead: Option<Arc<dyn InboundRoute>>,
+    pub status: Option<Arc<dyn InboundRoute>>,
+    pub milestone: Option<Arc<dyn InboundRoute>>,
+    pub note: Option<Arc<dyn InboundRoute>>,
+    pub outbound_message: Option<Arc<dyn InboundRoute>>,
+}
+
 #[derive(Clone, Default)]
 pub struct Router {
     pub webhook: Option<Arc<WebhookIngest>>,
@@ -66,6 +83,13 @@ pub struct Router {
     pub notes: Option<Arc<dyn InboundRoute>>,
     /// `POST /crm/hubspot/{lead|status|milestone}`
     pub hubspot: HubSpotRoutes,
+    /// Where every authenticated `/crm/*` call is recorded (`None`: nowhere).
+    pub calls: Option<Arc<CallLog>>,
+    /// `POST /crm/monday/webhooks/{token}`: authenticated by its path token (and Monday's JWT)
+    /// in the route itself, not by the bearer.
+    pub monday: Option<Arc<dyn InboundRoute>>,
+    /// `POST /crm/salesforce/...`
+    pub salesforce: SalesforceRoutes,
 }
 
 impl Router {
@@ -96,6 +120,12 @@ impl Router {
             Route::HubSpotLead => &mut self.hubspot.lead,
             Route::HubSpotStatus => &mut self.hubspot.status,
             Route::HubSpotMilestone => &mut self.hubspot.milestone,
+            Route::Monday => &mut self.monday,
+            Route::SalesforceLead => &mut self.salesforce.lead,
+            Route::SalesforceStatus => &mut self.salesforce.status,
+            Route::SalesforceMilestone => &mut self.salesforce.milestone,
+            Route::SalesforceNote => &mut self.salesforce.note,
+            Route::SalesforceOutboundMessage => &mut self.salesforce.outbound_message,
         };
         *slot = Some(handler);
     }
@@ -115,12 +145,53 @@ impl Router {
             return ingest.handle(&req, token).await;
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        if let ["crm", "monday", "webhooks", token] = segments.as_slice()
+            && !token.is_empty()
+        {
+            let Some(route) = &self.monday else {
+                return Problem::not_found().into_response();
+            };
+            if let Some(limit) = self.max_body_bytes
+                && req.body.len() > limit
+            {
+                return Problem::too_large(limit).into_response();
+            }
+            return route.handle(&req, &RouteParams::default()).await;
+        }
         if let ["crm", "hubspot", action] = segments.as_slice() {
             return self.handle_hubspot(action, req).await;
         }
-        let (route, allow, params) = match segments.as_slice() {
-            ["crm", "leads"] => (&self.leads, Method::POST, RouteParams::default()),
+        if let ["crm", "salesforce", "outbound-message"] = segments.as_slice() {
+            return self.handle_outbound_message(req).await;
+        }
+        let (name, route, allow, params) = match segments.as_slice() {
+            ["crm", "leads"] => ("leads", &self.leads, Method::POST, RouteParams::default()),
+            ["crm", "salesforce", "lead"] => (
+                "salesforce_lead",
+                &self.salesforce.lead,
+                Method::POST,
+                RouteParams::default(),
+            ),
+            ["crm", "salesforce", "status"] => (
+                "salesforce_status",
+                &self.salesforce.status,
+                Method::POST,
+                RouteParams::default(),
+            ),
+            ["crm", "salesforce", "milestone"] => (
+                "salesforce_milestone",
+                &self.salesforce.milestone,
+                Method::POST,
+                RouteParams::default(),
+            ),
+            ["crm", "salesforce", "note"] => (
+                "salesforce_note",
+                &self.salesforce.note,
+                Method::POST,
+                RouteParams::default(),
+            ),
             ["crm", "installs", install, "milestones", milestone] => (
+                "milestone",
                 &self.milestones,
                 Method::PUT,
                 RouteParams {
@@ -129,6 +200,7 @@ impl Router {
                 },
             ),
             ["crm", "installs", install, "status"] => (
+                "status",
                 &self.status,
                 Method::PUT,
                 RouteParams {
@@ -137,6 +209,7 @@ impl Router {
                 },
             ),
             ["crm", "installs", install, "notes"] => (
+                "note",
                 &self.notes,
                 Method::POST,
                 RouteParams {
@@ -169,7 +242,12 @@ impl Router {
         {
             return Problem::not_found().into_response();
         }
-        route.handle(&req, &params).await
+        let arrived = CallLog::arrived();
+        let answer = route.handle(&req, &params).await;
+        if let Some(calls) = &self.calls {
+            calls.record(name, arrived, &req, &params, &answer).await;
+        }
+        answer
     }
 
     async fn handle_hubspot(&self, action: &str, req: HttpRequest) -> HttpResponse {
@@ -246,6 +324,54 @@ impl Router {
             );
         }
         Err("No credentials: sign the request with HubSpot's v3 signature, or send a CRM_INBOUND_TOKEN value in the X-Sync-Token header.".into())
+    }
+
+    /// Salesforce sends Outbound Messages with no header of ours: the token is in the endpoint
+    /// URL's query. Answers are SOAP, which Salesforce reads (a fault is retried and shown in its
+    /// delivery queue); the body limit answers as for every route.
+    async fn handle_outbound_message(&self, req: HttpRequest) -> HttpResponse {
+        use crate::inbound::salesforce::soap::{FaultCode, fault};
+        let Some(route) = &self.salesforce.outbound_message else {
+            return Problem::not_found().into_response();
+        };
+        if let Some(limit) = self.max_body_bytes
+            && req.body.len() > limit
+        {
+            return Problem::too_large(limit).into_response();
+        }
+        let token = req.query_param("token");
+        let by_query = token.as_deref().is_some_and(|t| {
+            !self.crm_tokens.is_empty() && self.crm_tokens.matches(t.trim().as_bytes())
+        });
+        if !by_query && !self.authorised(&req) {
+            tracing::warn!(
+                token_given = token.is_some(),
+                "Salesforce Outbound Message refused: no valid CRM_INBOUND_TOKEN"
+            );
+            return fault(
+                http::StatusCode::UNAUTHORIZED,
+                FaultCode::Client,
+                "Missing or invalid token: the Outbound Message's endpoint URL must end with ?token=<a CRM_INBOUND_TOKEN value>.",
+            );
+        }
+        if req.method != Method::POST {
+            return Problem::method_not_allowed("POST").into_response();
+        }
+        let arrived = CallLog::arrived();
+        let params = RouteParams::default();
+        let answer = route.handle(&req, &params).await;
+        if let Some(calls) = &self.calls {
+            calls
+                .record(
+                    "salesforce_outbound_message",
+                    arrived,
+                    &req,
+                    &params,
+                    &answer,
+                )
+                .await;
+        }
+        answer
     }
 
     fn authorised(&self, req: &HttpRequest) -> bool {
@@ -336,11 +462,92 @@ mod tests {
         assert_eq!(small.status.as_u16(), 401);
     }
 
+    struct AnswersStatus;
+
+    #[async_trait]
+    impl InboundRoute for AnswersStatus {
+        async fn handle(&self, _req: &HttpRequest, _params: &RouteParams) -> HttpResponse {
+            HttpResponse::json(
+                http::StatusCode::OK,
+                &serde_json::json!({"status": "updated", "install_id": 700001}),
+            )
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answered_crm_call_is_in_the_event_log_under_its_install_and_an_unauthorised_one_is_not()
+     {
+        use crate::store::EventLog;
+        let store = Arc::new(crate::store::embedded::EmbeddedStore::in_memory().expect("store"));
+        let router = Router {
+            crm_tokens: SecretSet::parse("new-token"),
+            status: Some(Arc::new(AnswersStatus)),
+            calls: Some(Arc::new(CallLog {
+                log: store.clone(),
+                xref: store.clone(),
+                ttl_secs: 3600,
+            })),
+            ..Router::default()
+        };
+        let mut req = lead_request("new-token", br#"{"status":"On Hold"}"#);
+        req.method = Method::PUT;
+        req.path = "/crm/installs/enerflo:700001/status".into();
+        assert_eq!(router.handle(req.clone()).await.status.as_u16(), 200);
+        let mut wrong = req.clone();
+        wrong.headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("Bearer wrong"),
+        );
+        assert_eq!(router.handle(wrong).await.status.as_u16(), 401);
+
+        let logged = store.for_entity("install:700001", 10).await.expect("read");
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        let call = &logged[0];
+        assert_eq!(
+            (
+                call.event.as_str(),
+                call.outcome.as_str(),
+                call.stage.as_deref()
+            ),
+            ("crm.status", "updated", None)
+        );
+        assert_eq!(call.raw_body, r#"{"status":"On Hold"}"#);
+        let detail = call.detail.as_deref().unwrap_or_default();
+        assert!(
+            detail.starts_with("PUT /crm/installs/enerflo:700001/status -> 200 "),
+            "{detail}"
+        );
+        assert_eq!(call.history.len(), 1);
+    }
+
     #[tokio::test]
     async fn both_rotated_bearer_tokens_are_accepted_and_a_third_is_not() {
         for (token, status) in [("new-token", 200), ("old-token", 200), ("other", 401)] {
             let answer = router(None).handle(lead_request(token, b"{}")).await;
             assert_eq!(answer.status.as_u16(), status, "{token}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_monday_webhook_route_needs_no_bearer_and_is_404_when_not_served() {
+        let mut r = router(Some(1024));
+        let req = |path: &str| HttpRequest {
+            method: Method::POST,
+            path: path.into(),
+            query: None,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::from_static(b"{}"),
+        };
+        let not_served = r.handle(req("/crm/monday/webhooks/tok")).await;
+        assert_eq!(not_served.status.as_u16(), 404);
+        r.monday = Some(Arc::new(Accepts));
+        let served = r.handle(req("/crm/monday/webhooks/tok")).await;
+        assert_eq!(
+            served.status.as_u16(),
+            200,
+            "the route checks its own path token"
+        );
+        let empty = r.handle(req("/crm/monday/webhooks/")).await;
+        assert_eq!(empty.status.as_u16(), 404);
     }
 }

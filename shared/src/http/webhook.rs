@@ -34,6 +34,58 @@ pub struct WebhookIngest {
     pub log_ttl: Duration,
 }
 
+/// Where an enqueued event came from (a field of its log lines; the event log tells them apart
+/// by the dedupe key, [`RECONCILE_KEY_PREFIX`] for the sweep's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Webhook,
+    Reconcile,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Reconcile => "reconcile",
+        }
+    }
+}
+
+/// How the dedupe key of every event the reconciliation sweep enqueues begins (`crate::reconcile`):
+/// the event log's record of such an event says `reconcile` where a webhook's names its event.
+pub const RECONCILE_KEY_PREFIX: &str = "reconcile:";
+
+/// What became of a routed event handed to the enqueue path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Claimed, logged and on the stage queue; `parked`: the stage has no queue in this
+    /// deployment, so it is kept in the event log only (for replay).
+    Queued {
+        stage: Stage,
+        dedupe_key: String,
+        parked: bool,
+    },
+    /// This dedupe key was accepted before: only a delivery was counted.
+    Duplicate { stage: Stage, dedupe_key: String },
+}
+
+/// Why a routed event was not enqueued; nothing of it was kept (retrying is safe).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotEnqueued {
+    #[error("the body does not fit in a queue message, even gzip-compressed")]
+    TooLarge,
+    #[error("the same event is being accepted by a concurrent delivery")]
+    InProgress,
+    #[error("state store unavailable: {0}")]
+    Store(String),
+    #[error("queue unavailable: {0}")]
+    Queue(String),
+    #[error("not an Enerflo event body: {0}")]
+    Unreadable(String),
+    #[error("no stage handles `{0}`")]
+    NotRouted(String),
+}
+
 /// The dedupe key: event name + entity + a hash of the normalised body (object keys sorted), so
 /// a redelivery of the same content is recognised whatever its key order or whitespace.
 pub fn dedupe_key(event: &str, entity: Option<&str>, body: &Value) -> String {
@@ -103,17 +155,120 @@ impl WebhookIngest {
             }
             Classification::Routed { stage, entity } => (stage, entity),
         };
-        metrics::count(stage.as_str(), Event::Received);
 
         let key = dedupe_key_from_hash(&envelope.event, entity.as_deref(), &body_hash);
+        let body_len = raw_body.len();
+        let accepted = self
+            .enqueue(
+                Source::Webhook,
+                &envelope.event,
+                stage,
+                entity,
+                key,
+                raw_body,
+                (received_at, received_ms),
+            )
+            .await;
+        match accepted {
+            Ok(Enqueued::Queued {
+                stage,
+                dedupe_key,
+                parked,
+            }) => {
+                let mut body =
+                    json!({"status": "queued", "stage": stage, "dedupe_key": dedupe_key});
+                if parked {
+                    // No consumer for this stage in this deployment: kept in the event log for replay.
+                    body["parked"] = json!(true);
+                }
+                HttpResponse::json(StatusCode::ACCEPTED, &body)
+            }
+            Ok(Enqueued::Duplicate { stage, dedupe_key }) => HttpResponse::json(
+                StatusCode::ACCEPTED,
+                &json!({"status": "duplicate", "stage": stage, "dedupe_key": dedupe_key}),
+            ),
+            Err(NotEnqueued::TooLarge) => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Payload Too Large",
+                format!(
+                    "The body ({body_len} bytes) does not fit in a queue message: at most \
+                     {MAX_MESSAGE_BYTES} bytes with its attributes, even gzip-compressed."
+                ),
+            )
+            .into_response(),
+            // Another delivery of the same event is being enqueued right now. Saying
+            // "duplicate" could lose it if that one fails; ask for a retry instead.
+            Err(NotEnqueued::InProgress) => Problem::unavailable(
+                "The same event is being accepted by a concurrent delivery.",
+                Duration::from_secs(5),
+            )
+            .into_response(),
+            Err(NotEnqueued::Store(_)) => {
+                Problem::unavailable("State store unavailable; retry.", Duration::from_secs(10))
+                    .into_response()
+            }
+            Err(NotEnqueued::Queue(_)) => {
+                Problem::unavailable("Queue unavailable; retry.", Duration::from_secs(10))
+                    .into_response()
+            }
+            // Not reached: this event was classified above.
+            Err(e @ (NotEnqueued::Unreadable(_) | NotEnqueued::NotRouted(_))) => {
+                Problem::bad_request(e.to_string()).into_response()
+            }
+        }
+    }
+
+    /// Enqueues an event the sync made up itself (the reconciliation sweep, `crate::reconcile`)
+    /// exactly as a webhook delivery of `body` would be: classified, claimed under `dedupe_key`,
+    /// recorded in the event log (its key says where it came from), queued in its entity's FIFO
+    /// group. The key is the caller's: derived from the change, so the same change found again is a
+    /// duplicate.
+    pub async fn enqueue_synthetic(
+        &self,
+        body: &Value,
+        dedupe_key: &str,
+    ) -> Result<Enqueued, NotEnqueued> {
+        let envelope = Envelope::from_value(body.clone(), None)
+            .map_err(|e| NotEnqueued::Unreadable(e.to_string()))?;
+        let (stage, entity) = match classify(&envelope, &self.install_id_paths) {
+            Classification::Routed { stage, entity } => (stage, entity),
+            Classification::Ignored => return Err(NotEnqueued::NotRouted(envelope.event)),
+        };
+        self.enqueue(
+            Source::Reconcile,
+            &envelope.event,
+            stage,
+            entity,
+            dedupe_key.to_owned(),
+            body.to_string(),
+            (now_rfc3339(), now_millis()),
+        )
+        .await
+    }
+
+    /// The one enqueue path of a routed event: size check, claim, event log, queue, completion.
+    #[allow(clippy::too_many_arguments)]
+    async fn enqueue(
+        &self,
+        source: Source,
+        event: &str,
+        stage: Stage,
+        entity: Option<String>,
+        key: String,
+        raw_body: String,
+        (received_at, received_ms): (String, i64),
+    ) -> Result<Enqueued, NotEnqueued> {
+        metrics::count(stage.as_str(), Event::Received);
         let group = entity
             .clone()
-            .unwrap_or_else(|| format!("unidentified:{}", &key[key.len() - 24..]));
-        let span = tracing::info_span!("webhook", event = %envelope.event, stage = stage.as_str(), dedupe_key = %key, entity = %group);
+            .unwrap_or_else(|| format!("unidentified:{}", &key[key.len().saturating_sub(24)..]));
+        let source = source.as_str();
+        let span = tracing::info_span!("webhook", event = %event, stage = stage.as_str(), dedupe_key = %key, entity = %group, source);
         let _enter = span.enter();
         let meta = MessageMeta {
             stage,
-            event: envelope.event.clone(),
+            event: event.to_owned(),
             dedupe_key: key.clone(),
             group: group.clone(),
             received_at: received_at.clone(),
@@ -123,17 +278,7 @@ impl WebhookIngest {
         // replaying it later enqueues it.)
         if let Err(e) = check_size(&meta, &raw_body) {
             tracing::warn!(outcome = "too_large", error = %e, "webhook");
-            return Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "Payload Too Large",
-                format!(
-                    "The body ({} bytes) does not fit in a queue message: at most \
-                     {MAX_MESSAGE_BYTES} bytes with its attributes, even gzip-compressed.",
-                    raw_body.len()
-                ),
-            )
-            .into_response();
+            return Err(NotEnqueued::TooLarge);
         }
 
         let claim_key = format!("webhook#{key}");
@@ -146,7 +291,7 @@ impl WebhookIngest {
             Ok(Claim::Completed { .. }) => {
                 let dup = record(
                     &key,
-                    &envelope.event,
+                    event,
                     Some(stage),
                     Some(&group),
                     &received_at,
@@ -159,27 +304,15 @@ impl WebhookIngest {
                 }
                 tracing::info!(outcome = "duplicate", "webhook");
                 metrics::count(stage.as_str(), Event::Duplicate);
-                return HttpResponse::json(
-                    StatusCode::ACCEPTED,
-                    &json!({"status": "duplicate", "stage": stage, "dedupe_key": key}),
-                );
+                return Ok(Enqueued::Duplicate {
+                    stage,
+                    dedupe_key: key,
+                });
             }
-            Ok(Claim::InProgress) => {
-                // Another delivery of the same event is being enqueued right now. Saying
-                // "duplicate" could lose it if that one fails; ask for a retry instead.
-                return Problem::unavailable(
-                    "The same event is being accepted by a concurrent delivery.",
-                    Duration::from_secs(5),
-                )
-                .into_response();
-            }
+            Ok(Claim::InProgress) => return Err(NotEnqueued::InProgress),
             Err(e) => {
                 tracing::error!(error = %e, "claim failed");
-                return Problem::unavailable(
-                    "State store unavailable; retry.",
-                    Duration::from_secs(10),
-                )
-                .into_response();
+                return Err(NotEnqueued::Store(e.to_string()));
             }
         }
 
@@ -187,7 +320,7 @@ impl WebhookIngest {
         let outcome = if queued { "queued" } else { "parked" };
         let rec = record(
             &key,
-            &envelope.event,
+            event,
             Some(stage),
             Some(&group),
             &received_at,
@@ -198,11 +331,7 @@ impl WebhookIngest {
         if let Err(e) = self.log.record(&rec, self.log_ttl.as_secs()).await {
             tracing::error!(error = %e, "event log write failed");
             self.release(&claim_key).await;
-            return Problem::unavailable(
-                "State store unavailable; retry.",
-                Duration::from_secs(10),
-            )
-            .into_response();
+            return Err(NotEnqueued::Store(e.to_string()));
         }
         if queued {
             let msg = QueueMessage {
@@ -216,8 +345,7 @@ impl WebhookIngest {
                     .set_outcome(&key, "enqueue_failed", Some(&e.to_string()))
                     .await;
                 self.release(&claim_key).await;
-                return Problem::unavailable("Queue unavailable; retry.", Duration::from_secs(10))
-                    .into_response();
+                return Err(NotEnqueued::Queue(e.to_string()));
             }
         }
         if let Err(e) = self
@@ -234,12 +362,11 @@ impl WebhookIngest {
             stage.as_str(),
             if queued { Event::Queued } else { Event::Parked },
         );
-        let mut body = json!({"status": "queued", "stage": stage, "dedupe_key": key});
-        if !queued {
-            // No consumer for this stage in this deployment: kept in the event log for replay.
-            body["parked"] = json!(true);
-        }
-        HttpResponse::json(StatusCode::ACCEPTED, &body)
+        Ok(Enqueued::Queued {
+            stage,
+            dedupe_key: key,
+            parked: !queued,
+        })
     }
 
     async fn release(&self, claim_key: &str) {
@@ -272,6 +399,7 @@ fn record(
         detail: None,
         deliveries: 1,
         attempts: 0,
+        history: vec![crate::store::OutcomeEntry::new(received_at, outcome, None)],
     }
 }
 

@@ -673,13 +673,12 @@ mod tests {
             hubspot: runtime::hubspot_routes(&config),
             ..Router::default()
         };
+        // As the functions wire them (the Salesforce routes beside the HubSpot ones).
         for canonical in [Route::Leads, Route::Status, Route::Milestone] {
-            let handler = runtime::inbound_route(canonical, &config, &ports, client.clone());
-            router.set(canonical, handler.clone());
-            for route in canonical.served_with().into_iter().skip(1) {
-                let wrapped = runtime::hubspot_workflow(route, &config, &ports, handler.clone())
-                    .expect("a HubSpot route");
-                router.set(route, wrapped);
+            for (route, handler) in
+                runtime::inbound_routes(canonical, &config, &ports, client.clone())
+            {
+                router.set(route, handler);
             }
         }
         Kit {

@@ -5,5 +5,7 @@ pub mod hubspot;
 pub mod hubspot_notes;
 pub mod leads;
 pub mod milestone;
+pub mod monday;
 pub mod notes;
+pub mod salesforce;
 pub mod status;

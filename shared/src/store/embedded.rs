@@ -8,11 +8,12 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Claim, ClaimStore, EntityKind, EntityLink, EventLog, EventRecord, IdForm, IdRef, StoreError,
-    SyncState, SyncStateStore, XrefStore, compress, decompress,
+    COUNTS_TTL_SECS, Claim, ClaimStore, EntityKind, EntityLink, EventLog, EventRecord, IdForm,
+    IdRef, MAX_HISTORY, OutcomeCounts, OutcomeEntry, RECEIVED, StoreError, SyncState,
+    SyncStateStore, XrefStore, compress, counts_lane, decompress, hour_of,
 };
 use crate::embedded_db::{EVENTS_BY_ENTITY, KV, db_err};
-use crate::timefmt::{now_millis, now_unix};
+use crate::timefmt::{now_millis, now_rfc3339, now_unix};
 
 // Where the database is opened; kept at this path for the local runner and the ops tool.
 pub use crate::embedded_db::{InUse, is_in_use, open_database};
@@ -275,6 +276,45 @@ struct StoredEvent {
     #[serde(with = "base64_bytes")]
     body_gz: Vec<u8>,
     expires_at: i64,
+    /// The hourly counts record this event is counted in ([`counts_key`]); absent for events
+    /// recorded before counts were kept, or never counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    counted_in: Option<String>,
+}
+
+/// An hour's [`OutcomeCounts`] of one lane.
+#[derive(Serialize, Deserialize)]
+struct StoredCounts {
+    counts: std::collections::BTreeMap<String, i64>,
+    expires_at: i64,
+}
+
+fn counts_key(lane: &str, hour_ms: i64) -> String {
+    format!("counts#{lane}#{hour_ms:013}")
+}
+
+/// Adds `delta` to each named outcome of the counts record `key`.
+fn add_counts(
+    kv: &mut redb::Table<&str, &[u8]>,
+    key: &str,
+    hour_ms: i64,
+    deltas: &[(&str, i64)],
+) -> Result<(), StoreError> {
+    let mut stored = get_json::<StoredCounts>(kv, key)?.unwrap_or(StoredCounts {
+        counts: Default::default(),
+        expires_at: hour_ms / 1000 + COUNTS_TTL_SECS as i64,
+    });
+    for (outcome, delta) in deltas {
+        *stored.counts.entry((*outcome).to_owned()).or_default() += delta;
+    }
+    put_json(kv, key, &stored)
+}
+
+fn hour_of_key(key: &str) -> i64 {
+    key.rsplit('#')
+        .next()
+        .and_then(|h| h.parse().ok())
+        .unwrap_or_default()
 }
 
 /// A queued message's tries ([`EventLog::count_attempt`]).
@@ -306,12 +346,26 @@ impl EventLog for EmbeddedStore {
             let mut meta = event.clone();
             meta.raw_body = String::new();
             meta.deliveries = meta.deliveries.max(1);
+            meta.history.truncate(MAX_HISTORY);
+            let counted_in = counts_lane(event).map(|lane| {
+                let hour = hour_of(event.received_ms);
+                (counts_key(&lane, hour), hour)
+            });
             let stored = StoredEvent {
                 body_gz: compress(&event.raw_body),
                 meta,
                 expires_at: now_unix() + ttl_secs as i64,
+                counted_in: counted_in.as_ref().map(|(key, _)| key.clone()),
             };
             put_json(kv, &k, &stored)?;
+            if let Some((key, hour)) = &counted_in {
+                add_counts(
+                    kv,
+                    key,
+                    *hour,
+                    &[(RECEIVED, 1), (event.outcome.as_str(), 1)],
+                )?;
+            }
             if let Some(entity) = &event.entity {
                 let ik = format!(
                     "{entity}\u{1}{:013}\u{1}{}",
@@ -337,8 +391,20 @@ impl EventLog for EmbeddedStore {
                     "no event {dedupe_key} in the log"
                 )));
             };
+            if let Some(key) = &existing.counted_in
+                && existing.meta.outcome != outcome
+            {
+                let deltas = [(existing.meta.outcome.as_str(), -1), (outcome, 1)];
+                add_counts(kv, key, hour_of_key(key), &deltas)?;
+            }
             existing.meta.outcome = outcome.to_owned();
             existing.meta.detail = detail.map(str::to_owned);
+            if existing.meta.history.len() < MAX_HISTORY {
+                existing
+                    .meta
+                    .history
+                    .push(OutcomeEntry::new(now_rfc3339(), outcome, detail));
+            }
             if matches!(
                 outcome,
                 "retrying" | "dead_lettered" | "delivered" | "unchanged" | "echo" | "linked"
@@ -382,6 +448,36 @@ impl EventLog for EmbeddedStore {
             if let Some(e) = self.get(&k).await? {
                 out.push(e);
             }
+        }
+        Ok(out)
+    }
+
+    async fn outcome_counts(
+        &self,
+        lane: &str,
+        since_ms: i64,
+    ) -> Result<Vec<OutcomeCounts>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
+        let kv = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
+        let start = counts_key(lane, hour_of(since_ms));
+        let end = format!("counts#{lane}$");
+        let mut out = Vec::new();
+        for item in kv
+            .range(start.as_str()..end.as_str())
+            .map_err(|e| db_err("range", e))?
+        {
+            let (k, v) = item.map_err(|e| db_err("range item", e))?;
+            let stored: StoredCounts = serde_json::from_slice(v.value()).map_err(|e| {
+                StoreError::Invalid(format!("record {} does not parse: {e}", k.value()))
+            })?;
+            if stored.expires_at < now_unix() {
+                continue;
+            }
+            out.push(OutcomeCounts {
+                lane: lane.to_owned(),
+                hour_ms: hour_of_key(k.value()),
+                counts: stored.counts,
+            });
         }
         Ok(out)
     }

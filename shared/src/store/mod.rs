@@ -6,7 +6,7 @@
 pub mod dynamo;
 pub mod embedded;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use async_trait::async_trait;
@@ -224,6 +224,88 @@ pub struct EventRecord {
     pub detail: Option<String>,
     pub deliveries: u64,
     pub attempts: u64,
+    /// Every outcome the event reached, oldest first: the one it was received with, then one per
+    /// processing try or operator action (at most [`MAX_HISTORY`]; `attempts` counts on).
+    #[serde(default)]
+    pub history: Vec<OutcomeEntry>,
+}
+
+/// One outcome an event reached, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeEntry {
+    pub at: String,
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl OutcomeEntry {
+    /// An entry at `at`, its detail cut to [`HISTORY_DETAIL_BYTES`] (the event's `detail` keeps
+    /// the whole last one).
+    pub fn new(at: impl Into<String>, outcome: &str, detail: Option<&str>) -> Self {
+        Self {
+            at: at.into(),
+            outcome: outcome.to_owned(),
+            detail: detail.map(|d| cut(d, HISTORY_DETAIL_BYTES)),
+        }
+    }
+}
+
+/// Outcomes an event keeps in its history: a retry budget (24 at most) and a few replays fit;
+/// beyond, only `outcome`, `detail` and `attempts` move on, so the item stays well under
+/// DynamoDB's 400 KB.
+pub const MAX_HISTORY: usize = 50;
+/// Longest detail a history entry keeps.
+pub const HISTORY_DETAIL_BYTES: usize = 1_000;
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked with `…` when cut.
+pub(crate) fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The pseudo-outcome counting every event received in an hour ([`OutcomeCounts`]).
+pub const RECEIVED: &str = "received";
+
+/// How long hourly outcome counts are kept: the operator console shows the last 7 days.
+pub const COUNTS_TTL_SECS: u64 = 8 * 86_400;
+
+/// The events received in one hour in one lane (a stage, e.g. `status`, or an inbound route,
+/// e.g. `crm.status`), by their current outcome, plus [`RECEIVED`]. Kept by the event log as
+/// events are recorded and change outcome, so the console's overview reads a few items, not
+/// the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeCounts {
+    pub lane: String,
+    /// Start of the hour, Unix milliseconds.
+    pub hour_ms: i64,
+    pub counts: BTreeMap<String, i64>,
+}
+
+/// The lane an event is counted in: its stage, or for an inbound CRM call (`crm.<route>`
+/// events, which no queue carries) its event name. Events of neither (ignored webhooks) are not
+/// counted.
+pub fn counts_lane(event: &EventRecord) -> Option<String> {
+    event.stage.clone().or_else(|| {
+        event
+            .event
+            .starts_with(INBOUND_EVENT_PREFIX)
+            .then(|| event.event.clone())
+    })
+}
+
+/// Event names of inbound CRM calls in the event log: `crm.leads`, `crm.status`, ...
+pub const INBOUND_EVENT_PREFIX: &str = "crm.";
+
+/// The start of the hour `ms` falls in.
+pub fn hour_of(ms: i64) -> i64 {
+    ms - ms.rem_euclid(3_600_000)
 }
 
 #[async_trait]
@@ -244,6 +326,13 @@ pub trait EventLog: Send + Sync {
     /// on every receive, new for a replay) and returns its tries so far, this one included. The
     /// count is its own record, kept `ttl_secs`; the first call for a key returns 1.
     async fn count_attempt(&self, message_key: &str, ttl_secs: u64) -> Result<u32, StoreError>;
+    /// The hourly counts of `lane` from the hour holding `since_ms` on, oldest first (hours
+    /// without events have no entry).
+    async fn outcome_counts(
+        &self,
+        lane: &str,
+        since_ms: i64,
+    ) -> Result<Vec<OutcomeCounts>, StoreError>;
 }
 
 /// Gzip for raw bodies: a 1 MiB webhook must fit a 400 KB DynamoDB item.

@@ -22,7 +22,10 @@ pub enum StateKey {
     /// Stage 4: an install's status (`status#install:<id>`).
     Status(u64),
     /// Stage 3: one milestone of an install (`milestone#install:<id>:<milestone>`).
-    Milestone { install: u64, milestone: u64 },
+    Milestone {
+        install: u64,
+        milestone: u64,
+    },
     /// Stage 6: an install's change orders (`change_order#install:<id>`).
     ChangeOrder(u64),
     /// Stage 5: the notes of an install, as one lease (`note#install:<id>`).
@@ -45,8 +48,28 @@ pub enum StateKey {
     NoteInFlight(Direction, u64),
     /// When we last wrote `target` in a direction (`written#<target>`, `pushed#<target>`).
     LastWrite(Direction, EchoTarget),
+    /// Where a reconciliation pass has got to, by the pass's name (`reconcile#cursor:sweep`,
+    /// `reconcile#cursor:backfill`), and its run lease (`reconcile#run:<name>`).
+    ReconcileCursor(String),
+    ReconcileRun(String),
     /// The HubSpot notes poll: how far it has read (`hubspot-notes#watermark`), and its lease.
     HubSpotNotesWatermark,
+    /// Monday.com: the item of a board found by an external id column's value, our own
+    /// cross-reference of it (`monday-item#<board>:<column>:<value>`); also its creation lease.
+    MondayItem {
+        board: String,
+        column: String,
+        value: String,
+    },
+    /// Monday.com: the column values we last wrote to an item (`monday-wrote#<item>`), what its
+    /// webhooks are compared with to recognise our own writes.
+    MondayWrites(String),
+    /// Monday.com: the update we posted on an item for a note key
+    /// (`monday-update#<item>:<key>`).
+    MondayUpdate {
+        item: String,
+        key: String,
+    },
 }
 
 use super::echo::Direction;
@@ -82,7 +105,16 @@ impl fmt::Display for StateKey {
             }
             Self::LastWrite(Direction::ToEnerflo, target) => write!(f, "written#{target}"),
             Self::LastWrite(Direction::ToCrm, target) => write!(f, "pushed#{target}"),
+            Self::ReconcileCursor(name) => write!(f, "reconcile#cursor:{name}"),
+            Self::ReconcileRun(name) => write!(f, "reconcile#run:{name}"),
             Self::HubSpotNotesWatermark => f.write_str("hubspot-notes#watermark"),
+            Self::MondayItem {
+                board,
+                column,
+                value,
+            } => write!(f, "monday-item#{board}:{column}:{value}"),
+            Self::MondayWrites(item) => write!(f, "monday-wrote#{item}"),
+            Self::MondayUpdate { item, key } => write!(f, "monday-update#{item}:{key}"),
         }
     }
 }
@@ -167,6 +199,22 @@ mod tests {
             (StateKey::CrmNote("c5".into()), "note#crm:c5"),
             (StateKey::CrmNoteClaim("c5".into()), "note#c5"),
             (
+                StateKey::MondayItem {
+                    board: "111".into(),
+                    column: "enerflo_deal_id".into(),
+                    value: "d1".into(),
+                },
+                "monday-item#111:enerflo_deal_id:d1",
+            ),
+            (StateKey::MondayWrites("222".into()), "monday-wrote#222"),
+            (
+                StateKey::MondayUpdate {
+                    item: "222".into(),
+                    key: "41".into(),
+                },
+                "monday-update#222:41",
+            ),
+            (
                 StateKey::NoteInFlight(Direction::ToEnerflo, 7),
                 "note#writing:install:7",
             ),
@@ -181,6 +229,14 @@ mod tests {
             (
                 StateKey::LastWrite(Direction::ToCrm, t.clone()),
                 "pushed#milestone:install:7:3901",
+            ),
+            (
+                StateKey::ReconcileCursor("sweep".into()),
+                "reconcile#cursor:sweep",
+            ),
+            (
+                StateKey::ReconcileRun("sweep".into()),
+                "reconcile#run:sweep",
             ),
             (StateKey::HubSpotNotesWatermark, "hubspot-notes#watermark"),
         ];

@@ -8,8 +8,8 @@ use std::time::Duration;
 use enerflo_sync::store::dynamo::{DynamoStore, create_table};
 use enerflo_sync::store::embedded::EmbeddedStore;
 use enerflo_sync::store::{
-    Claim, ClaimStore, EntityKind, EventLog, EventRecord, IdForm, IdRef, StoreError, SyncState,
-    SyncStateStore, XrefStore,
+    Claim, ClaimStore, EntityKind, EventLog, EventRecord, IdForm, IdRef, MAX_HISTORY, OutcomeEntry,
+    RECEIVED, StoreError, SyncState, SyncStateStore, XrefStore, hour_of,
 };
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -517,6 +517,7 @@ fn event(
         detail: None,
         deliveries: 1,
         attempts: 0,
+        history: Vec::new(),
     }
 }
 
@@ -723,4 +724,170 @@ async fn event_expired_record_reads_as_none(log: Arc<dyn EventLog>) {
             .expect("for entity")
             .is_empty()
     );
+}
+
+contract!(event_history_keeps_every_outcome_in_order:
+    embedded_event_history_keeps_every_outcome_in_order,
+    dynamo_event_history_keeps_every_outcome_in_order);
+
+async fn event_history_keeps_every_outcome_in_order(log: Arc<dyn EventLog>) {
+    let mut first = event("evt-hist", Some("install:9"), 1_000, "{}".into());
+    first.history = vec![OutcomeEntry::new("2025-01-02T03:04:05Z", "queued", None)];
+    log.record(&first, 3600).await.expect("record");
+    log.set_outcome("evt-hist", "retrying", Some("attempt 1: CRM answered 503"))
+        .await
+        .expect("retrying");
+    log.set_outcome("evt-hist", "dead_lettered", Some("CRM answered 400"))
+        .await
+        .expect("dead-lettered");
+    log.set_outcome("evt-hist", "delivered", None)
+        .await
+        .expect("delivered after a replay");
+
+    let got = log.get("evt-hist").await.expect("get").expect("recorded");
+    let steps: Vec<(&str, Option<&str>)> = got
+        .history
+        .iter()
+        .map(|h| (h.outcome.as_str(), h.detail.as_deref()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("queued", None),
+            ("retrying", Some("attempt 1: CRM answered 503")),
+            ("dead_lettered", Some("CRM answered 400")),
+            ("delivered", None),
+        ]
+    );
+    assert!(
+        got.history.iter().skip(1).all(|h| h.at.ends_with('Z')),
+        "each entry has its time: {:?}",
+        got.history
+    );
+    let listed = log.for_entity("install:9", 5).await.expect("for entity");
+    assert_eq!(listed[0].history, got.history, "the index serves it too");
+}
+
+contract!(event_history_stops_at_its_limit_while_attempts_count_on:
+    embedded_event_history_stops_at_its_limit_while_attempts_count_on,
+    dynamo_event_history_stops_at_its_limit_while_attempts_count_on);
+
+async fn event_history_stops_at_its_limit_while_attempts_count_on(log: Arc<dyn EventLog>) {
+    let mut first = event("evt-long", None, 1_000, "{}".into());
+    first.history = vec![OutcomeEntry::new("2025-01-02T03:04:05Z", "queued", None)];
+    log.record(&first, 3600).await.expect("record");
+    let tries = MAX_HISTORY + 5;
+    for i in 1..=tries {
+        log.set_outcome("evt-long", "retrying", Some(&format!("attempt {i}")))
+            .await
+            .expect("retrying");
+    }
+    let got = log.get("evt-long").await.expect("get").expect("recorded");
+    assert_eq!(got.history.len(), MAX_HISTORY);
+    assert_eq!(
+        got.history.last().and_then(|h| h.detail.as_deref()),
+        Some(format!("attempt {}", MAX_HISTORY - 1).as_str())
+    );
+    assert_eq!(got.attempts, tries as u64, "attempts are exact");
+    assert_eq!(
+        got.detail,
+        Some(format!("attempt {tries}")),
+        "so is the last detail"
+    );
+}
+
+contract!(event_outcome_counts_follow_each_event_to_its_current_outcome:
+    embedded_event_outcome_counts_follow_each_event_to_its_current_outcome,
+    dynamo_event_outcome_counts_follow_each_event_to_its_current_outcome);
+
+async fn event_outcome_counts_follow_each_event_to_its_current_outcome(log: Arc<dyn EventLog>) {
+    let lane = format!("status-{:06x}", fastrand::u32(..0x00ff_ffff));
+    let now = enerflo_sync::timefmt::now_millis();
+    let this_hour = hour_of(now);
+    let two_days_ago = hour_of(now - 2 * 86_400_000);
+    let staged = |key: &str, ms: i64| {
+        let mut e = event(key, Some("install:5"), ms, "{}".into());
+        e.stage = Some(lane.clone());
+        e
+    };
+    for (key, ms) in [
+        ("cnt-a", now),
+        ("cnt-b", now),
+        ("cnt-c", now),
+        ("cnt-old", two_days_ago + 5),
+    ] {
+        log.record(&staged(key, ms), 3600).await.expect("record");
+    }
+    // A repeat delivery is no new event.
+    log.record(&staged("cnt-a", now), 3600)
+        .await
+        .expect("repeat");
+    // Neither a stage nor an inbound call: not counted anywhere.
+    let mut ignored = event("cnt-ignored", None, now, "{}".into());
+    ignored.stage = None;
+    log.record(&ignored, 3600).await.expect("record ignored");
+
+    for (key, outcome) in [
+        ("cnt-a", "retrying"),
+        ("cnt-a", "retrying"),
+        ("cnt-a", "delivered"),
+        ("cnt-b", "dead_lettered"),
+        ("cnt-old", "echo"),
+    ] {
+        log.set_outcome(key, outcome, None).await.expect("outcome");
+    }
+
+    let counts = log
+        .outcome_counts(&lane, now - 7 * 86_400_000)
+        .await
+        .expect("counts");
+    let hours: Vec<i64> = counts.iter().map(|c| c.hour_ms).collect();
+    assert_eq!(
+        hours,
+        [two_days_ago, this_hour],
+        "oldest first, one per hour"
+    );
+    let current = |outcome: &str| counts[1].counts.get(outcome).copied().unwrap_or(0);
+    assert_eq!(
+        (
+            current(RECEIVED),
+            current("queued"),
+            current("retrying"),
+            current("delivered"),
+            current("dead_lettered")
+        ),
+        (3, 1, 0, 1, 1)
+    );
+    assert_eq!(counts[0].counts.get("echo"), Some(&1));
+    assert_eq!(counts[0].counts.get("queued").copied().unwrap_or(0), 0);
+
+    let recent = log
+        .outcome_counts(&lane, now - 3_600_000)
+        .await
+        .expect("counts");
+    assert_eq!(recent.len(), 1, "only the hours from `since` on");
+    assert!(
+        log.outcome_counts("no-such-lane", 0)
+            .await
+            .expect("counts")
+            .is_empty()
+    );
+}
+
+contract!(event_inbound_calls_are_counted_in_their_route_lane:
+    embedded_event_inbound_calls_are_counted_in_their_route_lane,
+    dynamo_event_inbound_calls_are_counted_in_their_route_lane);
+
+async fn event_inbound_calls_are_counted_in_their_route_lane(log: Arc<dyn EventLog>) {
+    let route = format!("crm.status-{:06x}", fastrand::u32(..0x00ff_ffff));
+    let now = enerflo_sync::timefmt::now_millis();
+    let mut call = event("cnt-inbound", Some("install:5"), now, "{}".into());
+    call.stage = None;
+    call.event = route.clone();
+    call.outcome = "updated".into();
+    log.record(&call, 3600).await.expect("record");
+    let counts = log.outcome_counts(&route, now).await.expect("counts");
+    assert_eq!(counts.len(), 1);
+    assert_eq!(counts[0].counts.get("updated"), Some(&1));
+    assert_eq!(counts[0].counts.get(RECEIVED), Some(&1));
 }

@@ -309,3 +309,82 @@ async fn a_validation_error_dead_letters_the_event_naming_the_property() {
     assert_eq!(dead[0].attempts, 1, "permanent: not retried");
     assert!(fake.records(ObjectType::Deal).is_empty());
 }
+
+#[tokio::test]
+async fn a_stage_set_from_enerflo_sent_back_by_a_signed_workflow_writes_nothing_to_enerflo() {
+    const CLIENT_SECRET: &str = "fake-client-secret-e2e-0001";
+    let (h, fake) = hubspot(
+        FakeOptions::default(),
+        &[("HUBSPOT_CLIENT_SECRET", CLIENT_SECRET)],
+    )
+    .await;
+    finds_installs(&h.enerflo).await;
+    sync_tests::enerflo::lists_statuses(&h.enerflo).await;
+    sync_tests::enerflo::accepts_install_updates(&h.enerflo).await;
+    h.deliver(submission(1)).await;
+    h.deliver(status_event(5, "Voided")).await;
+    let deal = fake.records(ObjectType::Deal).remove(0);
+    assert_eq!(deal.get("dealstage"), Some("closedlost"));
+
+    // HubSpot's workflow fires on the stage change we made and calls us, signed (v3) by the
+    // fake's emitter, an implementation independent of our verifier.
+    let url = h.runner.url("/crm/hubspot/status");
+    let sent = fake
+        .emit_workflow(
+            &url,
+            &json!({"hs_object_id": deal.id, "dealstage": "closedlost"}),
+            enerflo_sync_local::fakes::hubspot::EmitAuth::SignatureV3 {
+                client_secret: CLIENT_SECRET.into(),
+            },
+        )
+        .await;
+    assert!(sent.delivered, "{sent:#?}");
+    let answer: serde_json::Value =
+        serde_json::from_str(&sent.attempts.last().unwrap().response).unwrap();
+    assert_eq!(answer["status"], "echo", "{answer}");
+    assert_eq!(
+        sync_tests::enerflo::writes(&h.enerflo).await,
+        0,
+        "nothing written to Enerflo"
+    );
+
+    // A stage a person set in HubSpot is news: it reaches Enerflo as the mapped status.
+    let sent = fake
+        .emit_workflow(
+            &url,
+            &json!({"hs_object_id": deal.id, "dealstage": "closedwon"}),
+            enerflo_sync_local::fakes::hubspot::EmitAuth::SignatureV3 {
+                client_secret: CLIENT_SECRET.into(),
+            },
+        )
+        .await;
+    assert!(sent.delivered, "{sent:#?}");
+    let puts: Vec<serde_json::Value> = h
+        .enerflo
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "PUT")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(puts.len(), 1, "{puts:#?}");
+    assert_eq!(
+        puts[0]["status_id"], 6,
+        "Completed, through the profile's stage map"
+    );
+
+    // A wrong secret is refused and not retried (4xx), and writes nothing.
+    let refused = fake
+        .emit_workflow(
+            &url,
+            &json!({"hs_object_id": deal.id, "dealstage": "closedlost"}),
+            enerflo_sync_local::fakes::hubspot::EmitAuth::SignatureV3 {
+                client_secret: "another-app-secret".into(),
+            },
+        )
+        .await;
+    assert!(!refused.delivered);
+    assert_eq!(refused.attempts.len(), 1);
+    assert_eq!(refused.attempts[0].status, Some(401));
+}

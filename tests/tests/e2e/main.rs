@@ -3,13 +3,18 @@
 //! in its own process; `cargo nextest run -p sync-tests -E 'test(/^leads::/)'` runs one module.
 
 mod change_order;
+mod console;
 mod faults;
 mod hubspot;
 mod leads;
 mod load;
 mod milestone;
+mod monday;
 mod notes;
 mod project;
+mod reconcile;
+mod salesforce;
+mod salesforce_inbound;
 mod security;
 mod signature_interop;
 mod status;

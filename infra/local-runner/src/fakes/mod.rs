@@ -2,4 +2,5 @@
 //! wire contracts, for contract tests of the connectors and for `make run` without credentials.
 
 pub mod hubspot;
+pub mod monday;
 pub mod salesforce;

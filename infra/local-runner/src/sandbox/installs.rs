@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -43,6 +43,7 @@ pub const MILESTONES: &[(u64, &str)] = &[
 pub fn routes() -> axum::Router<Arc<Sandbox>> {
     axum::Router::new()
         .route("/api/v3/install-statuses", get(statuses))
+        .route("/api/v3/installs", get(list_installs))
         .route(
             "/api/v3/installs/{install_id}",
             get(get_install).put(put_install),
@@ -190,11 +191,18 @@ async fn put_install(
             Some(json!({field: [format!("The selected {field} is invalid.")]})),
         );
     };
+    match set_status(&sb, install_id, status) {
+        Some(install) => Json(install).into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Sets an install's status and fires `update_install`, as a write through the API or a user in
+/// Enerflo does (`admin.rs`). The install as it is now.
+pub(super) fn set_status(sb: &Arc<Sandbox>, install_id: u64, status: (u64, &str)) -> Option<Value> {
     let (install, webhook) = {
-        let Ok(mut model) = sb.model.lock() else {
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        };
-        let install = ensure_install(&mut model, &sb, install_id);
+        let mut model = sb.model.lock().ok()?;
+        let install = ensure_install(&mut model, sb, install_id);
         install["status_id"] = json!(status.0);
         install["status_name"] = json!(status.1);
         install["updated_at"] = json!(v1_now());
@@ -202,7 +210,44 @@ async fn put_install(
         (install.clone(), webhook)
     };
     sb.emit(webhook);
-    Json(install).into_response()
+    Some(install)
+}
+
+/// `GET /api/v3/installs?page=&per_page=`: `{"total", "per_page", "current_page", "results"}`,
+/// by install id (the `sort_by` the sweep sends is accepted and is the only order there is).
+async fn list_installs(
+    State(sb): State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let call = match q.get("page") {
+        Some(p) => format!("GET /api/v3/installs?page={p}"),
+        None => "GET /api/v3/installs".into(),
+    };
+    if let Some(resp) = sb.reject(&headers, call) {
+        return resp;
+    }
+    sb.list_latency().await;
+    let Ok(model) = sb.model.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let total = model.installs.len();
+    let range = super::page_window(&q, "per_page", total).unwrap_or(0..total.min(100));
+    let rows: Vec<Value> = model
+        .installs
+        .values()
+        .skip(range.start)
+        .take(range.len())
+        .cloned()
+        .collect();
+    let per_page = q.get("per_page").cloned().unwrap_or_else(|| "100".into());
+    Json(json!({
+        "total": total,
+        "per_page": per_page,
+        "current_page": q.get("page").cloned().unwrap_or_else(|| "1".into()),
+        "results": rows,
+    }))
+    .into_response()
 }
 
 async fn put_milestone(
@@ -265,11 +310,29 @@ async fn put_milestone(
             Some(Value::Object(errors)),
         );
     }
+    match set_milestone(&sb, install_id, (milestone_id, title), &changes) {
+        Some(Some(row)) => Json(row).into_response(),
+        Some(None) => not_found("Milestone"),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Sets a milestone's dates (`changes`: field name, value) and fires `project_milestone_updated`,
+/// as a write through the API or a user in Enerflo does (`admin.rs`). The milestone row as it is
+/// now; `Some(None)` when the install does not list it.
+pub(super) fn set_milestone(
+    sb: &Arc<Sandbox>,
+    install_id: u64,
+    (milestone_id, title): (u64, &str),
+    changes: &[(&str, Value)],
+) -> Option<Option<Value>> {
+    let (start_field, completed_field) = (
+        sb.fields.milestone_start_field.as_str(),
+        sb.fields.milestone_completed_field.as_str(),
+    );
     let row = {
-        let Ok(mut model) = sb.model.lock() else {
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        };
-        let install = ensure_install(&mut model, &sb, install_id);
+        let mut model = sb.model.lock().ok()?;
+        let install = ensure_install(&mut model, sb, install_id);
         let Some(row) = install
             .get_mut("all_milestones")
             .and_then(Value::as_array_mut)
@@ -278,10 +341,10 @@ async fn put_milestone(
                     .find(|r| r.get("milestone_id").and_then(value_to_u64) == Some(milestone_id))
             })
         else {
-            return not_found("Milestone");
+            return Some(None);
         };
         for (field, value) in changes {
-            row[field] = value;
+            row[*field] = value.clone();
         }
         row["updated_at"] = json!(v1_now());
         row.clone()
@@ -295,5 +358,5 @@ async fn put_milestone(
         "completed_date": row.get(completed_field).cloned().unwrap_or(Value::Null),
         "updated_at": row["updated_at"],
     }));
-    Json(row).into_response()
+    Some(Some(row))
 }

@@ -3,12 +3,13 @@
 //! platform it then fires the v1 customer webhook back at the runner: `new_customer` after a
 //! create, `update_customer` after an update that changed something, in the shape of
 //! tests/fixtures/enerflo/v1-new_customer.json with `external_id` = the integration record id, so
-//! stage 1.2's echo protection can be watched working. `GET /api/v1/customers` lists them.
+//! stage 1.2's echo protection can be watched working. `GET /api/v1/customers` lists them (and
+//! the seeded ones, `seed.rs`) in pages.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -91,9 +92,7 @@ async fn add_lead(
         let Ok(mut model) = sb.model.lock() else {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         };
-        let state = model.extra.entry(KEY.into()).or_insert_with(
-            || json!({"next_id": FIRST_CUSTOMER_ID, "by_integration": {}, "customers": {}}),
-        );
+        let state = state(&mut model);
         let existing = state["by_integration"][&record_id].as_u64();
         let id = existing.unwrap_or_else(|| state["next_id"].as_u64().unwrap_or(FIRST_CUSTOMER_ID));
         let now = v1_now();
@@ -181,11 +180,71 @@ async fn add_lead(
     Json(json!({"status": "success", "customer_id": id})).into_response()
 }
 
-async fn list_customers(State(sb): State<Arc<Sandbox>>, headers: HeaderMap) -> Response {
-    if let Some(resp) = sb.reject(&headers, "GET /api/v1/customers".into()) {
+/// The customer state, created on first use.
+fn state(model: &mut super::Model) -> &mut Value {
+    model.extra.entry(KEY.into()).or_insert_with(
+        || json!({"next_id": FIRST_CUSTOMER_ID, "by_integration": {}, "customers": {}}),
+    )
+}
+
+/// Replaces the seeded customers (ids in `range`) with `customers` (`seed.rs`).
+pub(super) fn seed_customers(
+    model: &mut super::Model,
+    customers: Vec<Value>,
+    range: std::ops::Range<u64>,
+) {
+    let state = state(model);
+    if let Some(map) = state["customers"].as_object_mut() {
+        map.retain(|id, _| id.parse::<u64>().map_or(true, |id| !range.contains(&id)));
+        for c in customers {
+            if let Some(id) = c["id"].as_u64() {
+                map.insert(id.to_string(), c);
+            }
+        }
+    }
+}
+
+/// A customer changed in Enerflo by a user (`admin.rs`): only the fields given change, then
+/// `update_customer` fires. `None` when there is no such customer.
+pub(super) fn update_customer(
+    sb: &Arc<Sandbox>,
+    id: u64,
+    changes: &Map<String, Value>,
+) -> Option<Value> {
+    let customer = {
+        let mut model = sb.model.lock().ok()?;
+        let customer = state(&mut model)["customers"].get_mut(id.to_string())?;
+        for (k, v) in changes {
+            match (k.as_str(), customer.get_mut("address")) {
+                ("street" | "city" | "state" | "zip", Some(addr)) => addr[k] = v.clone(),
+                _ => customer[k] = v.clone(),
+            }
+        }
+        customer["timestamps"]["updated_at"] = json!(v1_now());
+        customer.clone()
+    };
+    let mut hook = customer.clone();
+    hook["webhook_event"] = json!("update_customer");
+    sb.emit(hook);
+    Some(customer)
+}
+
+/// `GET /api/v1/customers?page=&pageSize=`: `{"dataCount": n, "data": [...]}` by id; without
+/// `page` every customer.
+async fn list_customers(
+    State(sb): State<Arc<Sandbox>>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let call = match q.get("page") {
+        Some(p) => format!("GET /api/v1/customers?page={p}"),
+        None => "GET /api/v1/customers".into(),
+    };
+    if let Some(resp) = sb.reject(&headers, call) {
         return resp;
     }
-    let customers: Vec<Value> = sb
+    sb.list_latency().await;
+    let mut customers: Vec<Value> = sb
         .model
         .lock()
         .ok()
@@ -193,5 +252,11 @@ async fn list_customers(State(sb): State<Arc<Sandbox>>, headers: HeaderMap) -> R
         .and_then(|s| s.get("customers").and_then(Value::as_object).cloned())
         .map(|c| c.into_values().collect())
         .unwrap_or_default();
-    Json(json!({"dataCount": customers.len(), "data": customers})).into_response()
+    customers.sort_by_key(|c| c["id"].as_u64().unwrap_or(0));
+    let total = customers.len();
+    let rows = match super::page_window(&q, "pageSize", total) {
+        Some(range) => customers[range].to_vec(),
+        None => customers,
+    };
+    Json(json!({"dataCount": total, "data": rows})).into_response()
 }

@@ -19,6 +19,7 @@ const CRM_TOKEN_NEW: &str = "hygiene-crm-bearer-new-0f3b7c1d2e4a5968";
 const CRM_TOKEN_OLD: &str = "hygiene-crm-bearer-old-81c4e6a2b9d05f37";
 const WRONG_WEBHOOK_TOKEN: &str = "hygiene-wrong-webhook-token-d41d8cd98f00";
 const WRONG_BEARER: &str = "hygiene-wrong-bearer-e3b0c44298fc1c14";
+const OPS_TOKEN: &str = "hygiene-ops-console-token-5b2e9d7c41a0f6e3";
 /// The runner's own sandbox key (`SANDBOX_API_KEY` in the runner).
 const SANDBOX_API_KEY: &str = "sandbox-api-key";
 
@@ -49,6 +50,8 @@ impl Runner {
                 "CRM_INBOUND_TOKEN",
                 format!("{CRM_TOKEN_NEW},{CRM_TOKEN_OLD}"),
             ),
+            // The operator console's token: a secret too (the banner only names it).
+            ("OPS_TOKEN", OPS_TOKEN.to_owned()),
             // Failing events reach the DLQ (and its log line) within seconds.
             ("RETRY_MAX_ATTEMPTS", "2".to_owned()),
         ];
@@ -129,6 +132,7 @@ fn json_log(lines: &[String]) -> Vec<Value> {
         "  Enerflo webhook:",
         "  Enerflo:",
         "  CRM:",
+        "  Console:",
     ];
     for line in lines {
         let is_json = serde_json::from_str::<Value>(line).is_ok_and(|v| v.is_object());
@@ -253,6 +257,7 @@ fn forbidden() -> Vec<(&'static str, Pattern)> {
         ("the old CRM bearer", Literal(CRM_TOKEN_OLD)),
         ("a wrong webhook token", Literal(WRONG_WEBHOOK_TOKEN)),
         ("a wrong bearer", Literal(WRONG_BEARER)),
+        ("the operator console token", Literal(OPS_TOKEN)),
         ("the Enerflo API key", Literal(SANDBOX_API_KEY)),
         ("a signing secret", Literal("whsec_")),
         // Names.
@@ -466,10 +471,51 @@ async fn a_full_run_at_debug_level_logs_json_ids_and_outcomes_but_no_pii_or_secr
             "{kind} reached the CRM inbox: {delivered:?}"
         );
     }
+    // ... and an operator signs in to the console, searches by an e-mail address and reads the
+    // install's timeline (pages full of customer data: the access log must carry none of it)
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let origin = runner.url("");
+    let login = browser
+        .post(runner.url("/ops/login"))
+        .header("origin", origin.trim_end_matches('/'))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={OPS_TOKEN}&next=%2Fops%2F"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 303, "signed in");
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    for page in [
+        "/ops/search?q=pat.placeholder%40example.com".to_owned(),
+        format!("/ops/entity?ref=install%3A{INSTALL}"),
+        "/ops/".to_owned(),
+    ] {
+        let resp = browser
+            .get(runner.url(&page))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{page}");
+    }
     let lines = runner.stop();
 
     // ... the log is JSON lines (apart from the start-up banner) ...
     let logs = json_log(&lines);
+    assert!(
+        logs.iter()
+            .any(|l| l["message"] == "console request" && l["page"] == "entity"),
+        "console access is logged"
+    );
 
     // ... that traces every event by id and outcome (so it cannot pass on an empty log) ...
     let has = |pred: &dyn Fn(&Value) -> bool| logs.iter().any(pred);

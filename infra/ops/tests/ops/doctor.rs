@@ -588,6 +588,15 @@ async fn salesforce_credentials_are_checked_with_one_token_fetch() {
     let report = doctor(&config(&salesforce_env(&enerflo, &login.uri())), &options()).await;
     assert!(!report.has_problems(), "{}", report.to_text());
     assert_eq!(login.received_requests().await.unwrap().len(), 1);
+    assert!(!report.crm_routes.is_empty());
+    assert!(
+        report
+            .crm_routes
+            .iter()
+            .all(|r| r.url.contains("/crm/salesforce/")),
+        "{:?}",
+        report.crm_routes
+    );
 
     let refusing = MockServer::start().await;
     Mock::given(method("POST"))

@@ -517,34 +517,7 @@ impl HubSpotConnector {
     /// The deal's change-order properties, and a note of what changed (old -> new), once.
     async fn change_order(&self, map: &EventMap, event: &CrmEvent) -> Result<String, CrmError> {
         let deal = self.update_deal(map, event, Map::new()).await?;
-        let co_id = event
-            .data
-            .pointer("/change_order/id")
-            .map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .unwrap_or_else(|| event.id.clone());
-        let mut lines = Vec::new();
-        if let Some(changes) = event.data.get("changes").and_then(Value::as_object) {
-            for (key, change) in changes {
-                let show = |v: Option<&Value>| match v {
-                    None | Some(Value::Null) => "none".to_owned(),
-                    Some(Value::String(s)) => s.clone(),
-                    Some(other) => other.to_string(),
-                };
-                lines.push(format!(
-                    "{key}: {} -> {}",
-                    show(change.get("old")),
-                    show(change.get("new"))
-                ));
-            }
-        }
-        let text = if lines.is_empty() {
-            format!("Change order {co_id} signed.")
-        } else {
-            format!("Change order {co_id} signed:\n{}", lines.join("\n"))
-        };
+        let (co_id, text) = super::change_order_summary(event);
         let when = event
             .data
             .pointer("/change_order/signed_at")

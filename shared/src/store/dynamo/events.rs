@@ -7,13 +7,22 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
+use std::collections::{BTreeMap, HashMap};
+
 use super::item::{
-    ATTEMPTS_SK, EVENT_SK, Item, after_secs, attempts_pk, event_pk, get_s, key_of, malformed, n,
-    need_n, need_s, s, unavailable,
+    ATTEMPTS_SK, EVENT_SK, Item, after_secs, attempts_pk, event_pk, get_n, get_s, key_of,
+    malformed, n, need_n, need_s, s, unavailable,
 };
 use super::{DynamoStore, GSI1};
-use crate::store::{EventLog, EventRecord, StoreError, compress, decompress};
-use crate::timefmt::now_unix;
+use crate::store::{
+    COUNTS_TTL_SECS, EventLog, EventRecord, MAX_HISTORY, OutcomeCounts, OutcomeEntry, RECEIVED,
+    StoreError, compress, counts_lane, decompress, hour_of,
+};
+use crate::timefmt::{now_rfc3339, now_unix};
+
+const COUNTS_SK: &str = "counts";
+/// Prefix of the per-outcome number attributes of a counts item.
+const COUNT_ATTR: &str = "n_";
 
 /// Outcomes that count as one more processing attempt (same list as the embedded adapter).
 const ATTEMPT_OUTCOMES: [&str; 6] = [
@@ -56,7 +65,56 @@ fn event_item(event: &EventRecord, ttl_secs: u64) -> Item {
             s(format!("{:013}#{}", event.received_ms, event.dedupe_key)),
         );
     }
+    put(
+        "history",
+        AttributeValue::L(
+            event
+                .history
+                .iter()
+                .take(MAX_HISTORY)
+                .map(history_entry)
+                .collect(),
+        ),
+    );
+    if let Some((pk, _)) = counts_of(event) {
+        put("counted_in", s(pk));
+    }
     item
+}
+
+fn history_entry(entry: &OutcomeEntry) -> AttributeValue {
+    let mut map = HashMap::from([
+        ("at".to_owned(), s(&entry.at)),
+        ("outcome".to_owned(), s(&entry.outcome)),
+    ]);
+    if let Some(detail) = &entry.detail {
+        map.insert("detail".to_owned(), s(detail));
+    }
+    AttributeValue::M(map)
+}
+
+fn history_of(item: &Item) -> Result<Vec<OutcomeEntry>, StoreError> {
+    let Some(list) = item.get("history") else {
+        return Ok(Vec::new());
+    };
+    let list = list.as_l().map_err(|_| malformed(item, "history"))?;
+    list.iter()
+        .map(|entry| {
+            let map = entry.as_m().map_err(|_| malformed(item, "history"))?;
+            Ok(OutcomeEntry {
+                at: need_s(map, "at").map_err(|_| malformed(item, "history"))?,
+                outcome: need_s(map, "outcome").map_err(|_| malformed(item, "history"))?,
+                detail: get_s(map, "detail").map(str::to_owned),
+            })
+        })
+        .collect()
+}
+
+/// The counts item an event is counted in, and its hour.
+fn counts_of(event: &EventRecord) -> Option<(String, i64)> {
+    let lane = counts_lane(event)?;
+    let hour = hour_of(event.received_ms);
+    Some((format!("counts#{lane}#{hour:013}"), hour))
 }
 
 /// The event in `item`, or `None` when it has expired (TTL deletion lags).
@@ -81,7 +139,117 @@ fn event_of(item: &Item) -> Result<Option<EventRecord>, StoreError> {
         detail: opt("detail"),
         deliveries: need_n(item, "deliveries")?,
         attempts: need_n(item, "attempts")?,
+        history: history_of(item)?,
     }))
+}
+
+impl DynamoStore {
+    /// Adds each delta to its outcome's count in the counts item `pk`. Counts are for the
+    /// console's overview: a failure is logged, never the event's failure.
+    async fn add_counts(&self, pk: &str, deltas: &[(&str, i64)]) {
+        let mut merged: BTreeMap<&str, i64> = BTreeMap::new();
+        for (outcome, delta) in deltas {
+            *merged.entry(outcome).or_default() += delta;
+        }
+        merged.retain(|_, d| *d != 0);
+        if merged.is_empty() {
+            return;
+        }
+        let (lane, hour) = match pk
+            .strip_prefix("counts#")
+            .and_then(|rest| rest.rsplit_once('#'))
+            .and_then(|(lane, hour)| Some((lane, hour.parse::<i64>().ok()?)))
+        {
+            Some(parsed) => parsed,
+            None => {
+                tracing::warn!(pk, "not a counts item key; counts not updated");
+                return;
+            }
+        };
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(pk, COUNTS_SK)))
+            .expression_attribute_names("#gp", "gsi1pk")
+            .expression_attribute_names("#gs", "gsi1sk")
+            .expression_attribute_names("#exp", "expires_at")
+            .expression_attribute_values(":gp", s(format!("counts#{lane}")))
+            .expression_attribute_values(":gs", s(format!("{hour:013}")))
+            .expression_attribute_values(":exp", n(hour / 1000 + COUNTS_TTL_SECS as i64));
+        let mut adds = Vec::new();
+        for (i, (outcome, delta)) in merged.iter().enumerate() {
+            update = update
+                .expression_attribute_names(format!("#n{i}"), format!("{COUNT_ATTR}{outcome}"))
+                .expression_attribute_values(format!(":n{i}"), n(delta));
+            adds.push(format!("#n{i} :n{i}"));
+        }
+        let expression = format!(
+            "SET #gp = :gp, #gs = :gs, #exp = :exp ADD {}",
+            adds.join(", ")
+        );
+        if let Err(e) = update.update_expression(expression).send().await {
+            tracing::warn!(error = %unavailable(format!("count outcomes in {pk}"), e), "outcome counts not updated");
+        }
+    }
+
+    /// Sets an event's outcome (and appends it to its history when `append`, conditional on
+    /// the history having room) and returns the item as it was. `Err(None)`: the condition
+    /// failed (no such event, or no room when appending).
+    async fn update_outcome(
+        &self,
+        pk: &str,
+        outcome: &str,
+        detail: Option<&str>,
+        append: bool,
+    ) -> Result<Item, Option<StoreError>> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(pk, EVENT_SK)))
+            .expression_attribute_names("#outcome", "outcome")
+            .expression_attribute_names("#detail", "detail")
+            .expression_attribute_values(":outcome", s(outcome))
+            .return_values(ReturnValue::AllOld);
+        let mut set = vec!["#outcome = :outcome".to_owned()];
+        let mut expression = String::new();
+        if let Some(detail) = detail {
+            update = update.expression_attribute_values(":detail", s(detail));
+            set.push("#detail = :detail".to_owned());
+        }
+        if append {
+            let entry = OutcomeEntry::new(now_rfc3339(), outcome, detail);
+            update = update
+                .expression_attribute_names("#history", "history")
+                .expression_attribute_values(":entry", AttributeValue::L(vec![history_entry(&entry)]))
+                .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+                .expression_attribute_values(":max", n(MAX_HISTORY))
+                .condition_expression(
+                    "attribute_exists(pk) AND (attribute_not_exists(#history) OR size(#history) < :max)",
+                );
+            set.push("#history = list_append(if_not_exists(#history, :empty), :entry)".to_owned());
+        } else {
+            update = update.condition_expression("attribute_exists(pk)");
+        }
+        expression.push_str(&format!("SET {}", set.join(", ")));
+        if detail.is_none() {
+            expression.push_str(" REMOVE #detail");
+        }
+        if ATTEMPT_OUTCOMES.contains(&outcome) {
+            expression.push_str(" ADD #attempts :one");
+            update = update
+                .expression_attribute_names("#attempts", "attempts")
+                .expression_attribute_values(":one", n(1));
+        }
+        match update.update_expression(expression).send().await {
+            Ok(out) => Ok(out.attributes.unwrap_or_default()),
+            Err(e) => match e.into_service_error() {
+                UpdateItemError::ConditionalCheckFailedException(_) => Err(None),
+                other => Err(Some(unavailable(format!("set outcome of {pk}"), other))),
+            },
+        }
+    }
 }
 
 #[async_trait]
@@ -97,7 +265,13 @@ impl EventLog for DynamoStore {
             .send()
             .await;
         match put {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                if let Some((counts, _)) = counts_of(event) {
+                    self.add_counts(&counts, &[(RECEIVED, 1), (event.outcome.as_str(), 1)])
+                        .await;
+                }
+                return Ok(());
+            }
             Err(e) => match e.into_service_error() {
                 PutItemError::ConditionalCheckFailedException(_) => {}
                 other => return Err(unavailable(format!("put {pk}"), other)),
@@ -124,37 +298,27 @@ impl EventLog for DynamoStore {
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
         let pk = event_pk(dedupe_key);
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key_of(pk.as_str(), EVENT_SK)))
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#outcome", "outcome")
-            .expression_attribute_names("#detail", "detail")
-            .expression_attribute_values(":outcome", s(outcome));
-        let mut expression = match detail {
-            Some(detail) => {
-                update = update.expression_attribute_values(":detail", s(detail));
-                "SET #outcome = :outcome, #detail = :detail".to_owned()
-            }
-            None => "SET #outcome = :outcome REMOVE #detail".to_owned(),
+        // With one more history entry while the history has room; past it, without.
+        let old = match self.update_outcome(&pk, outcome, detail, true).await {
+            Err(None) => self.update_outcome(&pk, outcome, detail, false).await,
+            other => other,
         };
-        if ATTEMPT_OUTCOMES.contains(&outcome) {
-            expression.push_str(" ADD #attempts :one");
-            update = update
-                .expression_attribute_names("#attempts", "attempts")
-                .expression_attribute_values(":one", n(1));
+        let old = match old {
+            Ok(old) => old,
+            Err(None) => {
+                return Err(StoreError::Invalid(format!(
+                    "no event {dedupe_key} in the log"
+                )));
+            }
+            Err(Some(e)) => return Err(e),
+        };
+        if let (Some(counts), Some(previous)) = (get_s(&old, "counted_in"), get_s(&old, "outcome"))
+            && previous != outcome
+        {
+            self.add_counts(counts, &[(previous, -1), (outcome, 1)])
+                .await;
         }
-        match update.update_expression(expression).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => match e.into_service_error() {
-                UpdateItemError::ConditionalCheckFailedException(_) => Err(StoreError::Invalid(
-                    format!("no event {dedupe_key} in the log"),
-                )),
-                other => Err(unavailable(format!("set outcome of {pk}"), other)),
-            },
-        }
+        Ok(())
     }
 
     async fn get(&self, dedupe_key: &str) -> Result<Option<EventRecord>, StoreError> {
@@ -190,6 +354,56 @@ impl EventLog for DynamoStore {
                 if let Some(event) = event_of(item)? {
                     out.push(event);
                 }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn outcome_counts(
+        &self,
+        lane: &str,
+        since_ms: i64,
+    ) -> Result<Vec<OutcomeCounts>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI1)
+                .key_condition_expression("#g = :g AND #s >= :s")
+                .expression_attribute_names("#g", "gsi1pk")
+                .expression_attribute_names("#s", "gsi1sk")
+                .expression_attribute_values(":g", s(format!("counts#{lane}")))
+                .expression_attribute_values(":s", s(format!("{:013}", hour_of(since_ms))))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| unavailable(format!("query outcome counts of {lane}"), e))?;
+            for item in page.items() {
+                if get_n::<i64>(item, "expires_at").is_some_and(|t| t < now_unix()) {
+                    continue;
+                }
+                let hour_ms = get_s(item, "gsi1sk")
+                    .and_then(|h| h.parse().ok())
+                    .ok_or_else(|| malformed(item, "gsi1sk"))?;
+                let counts = item
+                    .iter()
+                    .filter_map(|(name, value)| {
+                        let outcome = name.strip_prefix(COUNT_ATTR)?;
+                        Some((outcome.to_owned(), value.as_n().ok()?.parse().ok()?))
+                    })
+                    .collect();
+                out.push(OutcomeCounts {
+                    lane: lane.to_owned(),
+                    hour_ms,
+                    counts,
+                });
             }
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),

@@ -13,6 +13,11 @@
 //! | event | `event#{dedupe_key}` | `event` | the record's fields, `body_gz` (B), `expires_at`, `gsi1pk`/`gsi1sk` |
 //! | attempt count | `attempts#{message_key}` | `attempts` | `attempts` (N), `expires_at` |
 //! | echo fingerprint | `echo#{target}#{hash}` | `echo` | `expires_at` |
+//! | outcome counts | `counts#{lane}#{hour_ms:013}` | `counts` | `n_<outcome>` (N) each, `expires_at`, `gsi1pk` = `counts#{lane}`, `gsi1sk` = `{hour_ms:013}` |
+//!
+//! An event's `history` is a list of `{at, outcome, detail}` maps; `counted_in` names the
+//! counts item it is counted in (`set_outcome` reads it back with `ReturnValues=ALL_OLD` and moves
+//! the event's count from its old outcome to the new one there).
 //!
 //! `link` writes an entity's new pointers and its record in one `TransactWriteItems` (pointers
 //! conditional on `attribute_not_exists`); a cancelled transaction means another writer linked

@@ -1,0 +1,58 @@
+//! `enerflo-reconcile`: the scheduled sweep as a Lambda (EventBridge, `ReconcileSchedule`). Each
+//! invocation resumes the `sweep` pass from its cursor, stops [`super::engine::STOP_MARGIN`]
+//! before the invocation's deadline, and prints what it found as CloudWatch Embedded Metric
+//! Format lines (namespace `EnerfloSync/Reconcile`). Its answer is the run's report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lambda_runtime::LambdaEvent;
+use serde_json::Value;
+
+use super::engine::{Reconciler, RunOptions};
+use crate::config::{Config, Need};
+use crate::timefmt::now_millis;
+
+pub const FUNCTION: &str = "enerflo-reconcile";
+
+/// One scheduled run of `reconciler` within `deadline_ms` (epoch millis; 0: none).
+pub async fn invoke(reconciler: &Reconciler, deadline_ms: u64) -> super::Report {
+    let mut opts = RunOptions::new("sweep", &reconciler.settings.stages);
+    if deadline_ms == 0 {
+        opts.lease = Some(Duration::from_secs(900));
+        reconciler.run(&opts).await
+    } else {
+        let deadline = crate::deadline::from_epoch_millis(deadline_ms);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        // Held past the deadline by a minute: a run killed at its timeout blocks the next for
+        // that minute only.
+        opts.lease = Some(left + Duration::from_secs(60));
+        crate::deadline::scope(deadline, reconciler.run(&opts)).await
+    }
+}
+
+/// The whole `main` of the function.
+pub async fn serve() -> Result<(), lambda_runtime::Error> {
+    crate::telemetry::init();
+    let config = Config::from_env()?;
+    let mut needs = vec![Need::Table, Need::EnerfloApi];
+    needs.extend(config.reconcile.stages.iter().map(|s| Need::Queue(*s)));
+    config.require(&needs)?;
+    let ports = crate::runtime::aws_ports(&config).await?;
+    let enerflo = super::enerflo_client(&config)?;
+    let reconciler = Arc::new(Reconciler::from_config(&config, &ports, enerflo));
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<Value>| {
+            let reconciler = reconciler.clone();
+            async move {
+                let report = invoke(&reconciler, event.context.deadline).await;
+                for line in report.emf_lines(FUNCTION, now_millis()) {
+                    // stdout, unformatted: CloudWatch reads EMF from the raw log line.
+                    println!("{line}");
+                }
+                Ok::<Value, lambda_runtime::Error>(serde_json::to_value(&report)?)
+            }
+        },
+    ))
+    .await
+}
