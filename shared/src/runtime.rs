@@ -72,6 +72,7 @@ pub async fn aws_sdk_config() -> aws_config::SdkConfig {
         .operation_timeout(std::time::Duration::from_secs(8))
         .build();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(crate::wire::aws_http_client())
         .timeout_config(timeouts)
         .load()
         .await
