@@ -63,24 +63,62 @@ fn startup(what: &str, e: impl std::fmt::Display) -> ConfigError {
     }
 }
 
-/// The AWS SDK configuration from the environment, with timeouts: an unreachable table or queue
-/// must fail the request in seconds (and be retried), not hang until the Lambda times out.
-pub async fn aws_sdk_config() -> aws_config::SdkConfig {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+/// The timeouts of every AWS SDK call: an unreachable table or queue must fail the request in
+/// seconds (and be retried), not hang until the Lambda times out.
+fn aws_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(std::time::Duration::from_secs(2))
         .operation_attempt_timeout(std::time::Duration::from_secs(3))
         .operation_timeout(std::time::Duration::from_secs(8))
-        .build();
+        .build()
+}
+
+/// The AWS SDK configuration from the environment, profiles and the whole default provider
+/// chain (for operators' tools), with the timeouts of [`lambda_sdk_config`] and the shared HTTP
+/// client.
+pub async fn aws_sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .http_client(crate::wire::aws_http_client())
-        .timeout_config(timeouts)
+        .timeout_config(aws_timeouts())
         .load()
         .await
 }
 
-/// DynamoDB + SQS ports (Lambda). `AWS_ENDPOINT_URL` points both at moto or LocalStack.
+/// The AWS SDK configuration of a Lambda function, built without I/O and without the default
+/// provider chain: Lambda hands every function its region (`AWS_REGION`) and its role's
+/// credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) in the
+/// environment, so nothing else (profile files, web identity, ECS, IMDS, STS) is built or linked.
+/// `endpoint_url` (`AWS_ENDPOINT_URL`) points DynamoDB and SQS at moto or LocalStack.
+pub fn lambda_sdk_config(
+    region: String,
+    endpoint_url: Option<String>,
+    credentials: impl aws_credential_types::provider::ProvideCredentials + 'static,
+) -> aws_config::SdkConfig {
+    let mut sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+        )
+        .http_client(crate::wire::aws_http_client())
+        .retry_config(aws_config::retry::RetryConfig::standard())
+        .timeout_config(aws_timeouts());
+    sdk.set_endpoint_url(endpoint_url);
+    sdk.build()
+}
+
+/// DynamoDB + SQS ports (Lambda), on [`lambda_sdk_config`] from the environment.
+/// `AWS_ENDPOINT_URL` points both at moto or LocalStack.
 pub async fn aws_ports(config: &Config) -> Result<Ports, ConfigError> {
-    let sdk = aws_sdk_config().await;
+    let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .ok_or_else(|| startup("AWS_REGION", "is required (Lambda sets it)"))?;
+    let sdk = lambda_sdk_config(
+        region,
+        config.aws_endpoint_url.clone(),
+        aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+    );
     let table = config
         .table_name
         .clone()

@@ -258,13 +258,25 @@ fn unique_name(test: &str) -> String {
 }
 
 #[tokio::test]
-async fn dynamodb_and_sqs_work_through_the_shared_client() {
-    let test = "dynamodb_and_sqs_work_through_the_shared_client";
+async fn dynamodb_and_sqs_work_on_the_lambda_sdk_configuration() {
+    let test = "dynamodb_and_sqs_work_on_the_lambda_sdk_configuration";
     let Some(url) = moto_url(test) else {
         return;
     };
-    // GIVEN DynamoDB and SQS clients on moto through the shared HTTP client
-    let dynamo = dynamodb(&url, 3, None).await;
+    // GIVEN DynamoDB and SQS clients on moto, configured as a Lambda function configures them
+    // (the shared HTTP client, no provider chain), with fixed fake credentials
+    let sdk = enerflo_sync::runtime::lambda_sdk_config(
+        "us-east-1".into(),
+        Some(url),
+        aws_credential_types::Credentials::new(
+            "AKIDTESTFAKE",
+            "test-fake-secret",
+            None,
+            None,
+            "test",
+        ),
+    );
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let table = unique_name("transport");
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
@@ -313,13 +325,6 @@ async fn dynamodb_and_sqs_work_through_the_shared_client() {
     assert_eq!(item.get("body"), Some(&AttributeValue::S("héllo".into())));
 
     // AND a message sent to SQS is received as sent
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(aws_http_client())
-        .endpoint_url(&url)
-        .region(Region::new("us-east-1"))
-        .test_credentials()
-        .load()
-        .await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let queue = sqs
         .create_queue()
