@@ -1,5 +1,8 @@
 //! Lambda glue shared by every binary: API Gateway requests to [`HttpRequest`] and back, and the
 //! SQS event to [`Consumer`] batches with partial batch failures.
+//!
+//! Every `main` runs these on a current-thread runtime: Lambda hands a process one invocation at a
+//! time, so worker threads would only add their start-up and memory to every cold start.
 
 use std::sync::Arc;
 
