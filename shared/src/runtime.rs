@@ -500,6 +500,92 @@ pub const CONSUMER_STAGES: &[Stage] = &[
     Stage::Status,
 ];
 
+/// How one stage's handler is wired from configuration, the sync kit and the Enerflo client.
+pub type HandlerWiring = fn(&Config, Kit, Arc<dyn EnerfloApi>) -> Arc<dyn StageHandler>;
+
+/// The wiring of `stage`'s handler. Inlined, so that a binary naming one stage as a constant
+/// (`lambda::run_stage_consumer`) references, and links, that stage's code only.
+#[inline(always)]
+pub fn handler_wiring(stage: Stage) -> HandlerWiring {
+    match stage {
+        Stage::Leads => leads_handler,
+        Stage::Project => project_handler,
+        Stage::Note => note_handler,
+        Stage::ChangeOrder => change_order_handler,
+        Stage::Milestone => milestone_handler,
+        Stage::Status => status_handler,
+    }
+}
+
+fn leads_handler(config: &Config, kit: Kit, _: Arc<dyn EnerfloApi>) -> Arc<dyn StageHandler> {
+    Arc::new(Pipeline::new(
+        crate::stages::leads::LeadsStage {
+            fields: config.fields.lead.clone(),
+        },
+        kit,
+    ))
+}
+
+fn project_handler(_: &Config, kit: Kit, enerflo: Arc<dyn EnerfloApi>) -> Arc<dyn StageHandler> {
+    Arc::new(Pipeline::new(
+        crate::stages::project::ProjectStage {
+            enerflo,
+            call_budget: CONSUMER_CALL_BUDGET,
+        },
+        kit,
+    ))
+}
+
+fn note_handler(config: &Config, kit: Kit, _: Arc<dyn EnerfloApi>) -> Arc<dyn StageHandler> {
+    Arc::new(Pipeline::new(
+        crate::stages::note::NoteStage {
+            fields: config.fields.clone(),
+            install_id_paths: config.install_id_paths.clone(),
+        },
+        kit,
+    ))
+}
+
+fn change_order_handler(_: &Config, kit: Kit, _: Arc<dyn EnerfloApi>) -> Arc<dyn StageHandler> {
+    Arc::new(Pipeline::new(
+        crate::stages::change_order::ChangeOrderStage,
+        kit,
+    ))
+}
+
+fn milestone_handler(
+    config: &Config,
+    kit: Kit,
+    enerflo: Arc<dyn EnerfloApi>,
+) -> Arc<dyn StageHandler> {
+    Arc::new(Pipeline::new(
+        crate::stages::milestone::MilestoneStage {
+            enerflo,
+            fields: config.fields.clone(),
+            install_id_paths: config.install_id_paths.clone(),
+            call_budget: CONSUMER_CALL_BUDGET,
+        },
+        kit,
+    ))
+}
+
+fn status_handler(
+    config: &Config,
+    kit: Kit,
+    enerflo: Arc<dyn EnerfloApi>,
+) -> Arc<dyn StageHandler> {
+    Arc::new(Pipeline::new(
+        crate::stages::status::StatusStage {
+            enerflo,
+            catalog: Arc::new(crate::enerflo::api_status::StatusCatalog::default()),
+            fields: config.fields.clone(),
+            install_id_paths: config.install_id_paths.clone(),
+            call_budget: CONSUMER_CALL_BUDGET,
+        },
+        kit,
+    ))
+}
+
 /// The consumer of one stage, wired from configuration; `None` for a stage without one.
 pub fn consumer_for(
     stage: Stage,
@@ -508,58 +594,29 @@ pub fn consumer_for(
     enerflo: Arc<dyn EnerfloApi>,
     crm: Arc<dyn CrmConnector>,
 ) -> Option<Consumer> {
-    let kit = ports.kit(crm.clone(), config);
-    let handler: Arc<dyn StageHandler> = match stage {
-        Stage::Leads => Arc::new(Pipeline::new(
-            crate::stages::leads::LeadsStage {
-                fields: config.fields.lead.clone(),
-            },
-            kit,
-        )),
-        Stage::Project => Arc::new(Pipeline::new(
-            crate::stages::project::ProjectStage {
-                enerflo,
-                call_budget: CONSUMER_CALL_BUDGET,
-            },
-            kit,
-        )),
-        Stage::Note => Arc::new(Pipeline::new(
-            crate::stages::note::NoteStage {
-                fields: config.fields.clone(),
-                install_id_paths: config.install_id_paths.clone(),
-            },
-            kit,
-        )),
-        Stage::ChangeOrder => Arc::new(Pipeline::new(
-            crate::stages::change_order::ChangeOrderStage,
-            kit,
-        )),
-        Stage::Milestone => Arc::new(Pipeline::new(
-            crate::stages::milestone::MilestoneStage {
-                enerflo,
-                fields: config.fields.clone(),
-                install_id_paths: config.install_id_paths.clone(),
-                call_budget: CONSUMER_CALL_BUDGET,
-            },
-            kit,
-        )),
-        Stage::Status => Arc::new(Pipeline::new(
-            crate::stages::status::StatusStage {
-                enerflo,
-                catalog: Arc::new(crate::enerflo::api_status::StatusCatalog::default()),
-                fields: config.fields.clone(),
-                install_id_paths: config.install_id_paths.clone(),
-                call_budget: CONSUMER_CALL_BUDGET,
-            },
-            kit,
-        )),
-    };
-    Some(Consumer {
-        handler,
+    Some(consumer_with(
+        handler_wiring(stage),
+        config,
+        ports,
+        enerflo,
+        crm,
+    ))
+}
+
+/// The consumer whose handler `wiring` builds.
+pub fn consumer_with(
+    wiring: HandlerWiring,
+    config: &Config,
+    ports: &Ports,
+    enerflo: Arc<dyn EnerfloApi>,
+    crm: Arc<dyn CrmConnector>,
+) -> Consumer {
+    Consumer {
+        handler: wiring(config, ports.kit(crm, config), enerflo),
         queue: ports.queue.clone(),
         log: ports.log.clone(),
         retry: config.retry,
-    })
+    }
 }
 
 /// One inbound route's handler, wired from configuration.
