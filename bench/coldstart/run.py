@@ -42,6 +42,9 @@ import tomllib
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 EMULATOR = os.path.join(HERE, "runtime_emulator.py")
+# Where cargo puts its output: CARGO_TARGET_DIR when set (relative to the repository, where cargo
+# runs), as cargo does.
+TARGET = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
 
 # The budgets of the cold-start issue, shown beside the ratios (not enforced).
 BUDGET = {"init": 3.0, "size": 3.5, "rss": 5.0}
@@ -215,7 +218,7 @@ def build(packages: list[str]) -> None:
     floor = os.path.join(HERE, "floor", "Cargo.toml")
     steps = [
         ["cargo", "build", "--release", "--locked", "--manifest-path", floor,
-         "--target-dir", os.path.join(ROOT, "target", "bench-floor")],
+         "--target-dir", os.path.join(TARGET, "bench-floor")],
         ["cargo", "build", "--release", "--locked", *[a for p in packages for a in ("-p", p)]],
     ]
     for cmd in steps:
@@ -258,9 +261,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--only", help="comma-separated function names (default: all)")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--seed", type=int, default=1, help="order of the binaries in each round")
-    parser.add_argument("--release-dir", default=os.path.join(ROOT, "target", "release"),
+    parser.add_argument("--release-dir", default=os.path.join(TARGET, "release"),
                         help="where the function binaries are (default target/release)")
-    parser.add_argument("--floor-dir", default=os.path.join(ROOT, "target", "bench-floor", "release"),
+    parser.add_argument("--floor-dir", default=os.path.join(TARGET, "bench-floor", "release"),
                         help="where the floor binaries are (default target/bench-floor/release)")
     parser.add_argument("--compare", action="append", default=[], metavar="LABEL=DIR",
                         help="also measure the same functions built elsewhere (another commit), "
