@@ -24,8 +24,7 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error>
 /// set as the `webpki-roots` crate ships it, compiled into the binary: no CA file or directory is
 /// read, so a cold start pays nothing for trust and the first request nothing either. The
 /// trade-off: roots are as fresh as the build (`cargo update -p webpki-roots` takes Mozilla's
-/// latest), and a private CA the host trusts is not trusted here. The crypto provider is ring,
-/// smaller than aws-lc-rs in every binary; it has no post-quantum hybrid key exchange.
+/// latest), and a private CA the host trusts is not trusted here.
 pub fn tls_config() -> Arc<rustls::ClientConfig> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     CONFIG

@@ -30,7 +30,7 @@ async fn https_server() -> SocketAddr {
         .collect::<Result<Vec<_>, _>>()
         .expect("test certificate");
     let key = PrivateKeyDer::from_pem_slice(SERVER_KEY).expect("test key");
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = tls_config().crypto_provider().clone();
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
