@@ -77,9 +77,10 @@ fn aws_timeouts() -> aws_config::timeout::TimeoutConfig {
 /// chain (for operators' tools), with the timeouts of [`lambda_sdk_config`] and the shared HTTP
 /// client.
 pub async fn aws_sdk_config() -> aws_config::SdkConfig {
+    let timeouts = aws_timeouts();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(crate::wire::aws_http_client())
-        .timeout_config(aws_timeouts())
+        .http_client(crate::wire::aws_http_client(&timeouts))
+        .timeout_config(timeouts)
         .load()
         .await
 }
@@ -94,15 +95,16 @@ pub fn lambda_sdk_config(
     endpoint_url: Option<String>,
     credentials: impl aws_credential_types::provider::ProvideCredentials + 'static,
 ) -> aws_config::SdkConfig {
+    let timeouts = aws_timeouts();
     let mut sdk = aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(region))
         .credentials_provider(
             aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
         )
-        .http_client(crate::wire::aws_http_client())
+        .http_client(crate::wire::aws_http_client(&timeouts))
         .retry_config(aws_config::retry::RetryConfig::standard())
-        .timeout_config(aws_timeouts());
+        .timeout_config(timeouts);
     sdk.set_endpoint_url(endpoint_url);
     sdk.build()
 }

@@ -48,11 +48,17 @@ pub fn tls_config() -> Arc<rustls::ClientConfig> {
 /// The AWS SDK's HTTP client (DynamoDB, SQS, and the credential providers of
 /// [`crate::runtime::aws_sdk_config`]): reqwest over the same [`tls_config`], so the process has
 /// one TLS configuration and the SDK reads no CA store. The SDK's connect and read timeouts are
-/// applied per connector, one reqwest client per distinct pair; its operation and attempt
-/// timeouts and its retries work as with its own client: a failure to connect, a connection
-/// lost and a timeout are reported as the transient connector errors its retry policy retries.
-pub fn aws_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    aws_smithy_runtime_api::client::http::SharedHttpClient::new(aws::AwsHttpClient::default())
+/// applied per connector, one reqwest client per distinct pair; the pair of `timeouts` (the
+/// configuration's own) is built here, at start, so that the first request does not wait for it.
+/// The SDK's operation and attempt timeouts and its retries work as with its own client: a
+/// failure to connect, a connection lost and a timeout are reported as the transient connector
+/// errors its retry policy retries.
+pub fn aws_http_client(
+    timeouts: &aws_smithy_types::timeout::TimeoutConfig,
+) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    let client = aws::AwsHttpClient::default();
+    client.connector((timeouts.connect_timeout(), timeouts.read_timeout()));
+    aws_smithy_runtime_api::client::http::SharedHttpClient::new(client)
 }
 
 mod aws {
@@ -81,7 +87,13 @@ mod aws {
             settings: &HttpConnectorSettings,
             _components: &RuntimeComponents,
         ) -> SharedHttpConnector {
-            let key = (settings.connect_timeout(), settings.read_timeout());
+            self.connector((settings.connect_timeout(), settings.read_timeout()))
+        }
+    }
+
+    impl AwsHttpClient {
+        /// The connector for `key`, built on first use.
+        pub(super) fn connector(&self, key: Timeouts) -> SharedHttpConnector {
             let mut connectors = self
                 .connectors
                 .lock()

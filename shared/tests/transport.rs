@@ -161,12 +161,13 @@ async fn dynamodb(
     if let Some(read) = read_timeout {
         timeouts = timeouts.read_timeout(read);
     }
+    let timeouts = timeouts.build();
     let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(aws_http_client())
+        .http_client(aws_http_client(&timeouts))
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .test_credentials()
-        .timeout_config(timeouts.build())
+        .timeout_config(timeouts)
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(attempts))
         .load()
         .await;
