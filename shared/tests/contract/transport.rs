@@ -1,7 +1,6 @@
 //! The outbound transport every client shares (`shared/src/wire.rs`): one TLS configuration that
 //! verifies certificates against the compiled-in root set, and the AWS SDK's HTTP client on top
-//! of it. The DynamoDB and SQS round trips run against moto (`MOTO_URL`, which `make test`
-//! exports); without it they skip with a note, except in CI (`CI=true`), where they fail.
+//! of it. The DynamoDB and SQS round trip runs against moto, as `kit::moto_url` says.
 //!
 //! `tls/` holds a test-only CA and a server certificate for `localhost` / `127.0.0.1` it signed
 //! (its key is the fixture's, made for these tests with `openssl req -x509`; the CA's key was
@@ -19,6 +18,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use crate::kit::{moto_url, unique_name};
 
 const CA: &[u8] = include_bytes!("tls/test-ca.pem");
 const SERVER_CERT: &[u8] = include_bytes!("tls/test-server.pem");
@@ -231,31 +232,6 @@ async fn the_aws_client_reports_a_silent_endpoint_as_a_timeout() {
         SdkError::DispatchFailure(failure) => assert!(failure.is_timeout(), "{err:?}"),
         other => panic!("expected a dispatch failure, got {other:?}"),
     }
-}
-
-/// The moto endpoint, or `None` (skip) when it is not configured outside CI.
-fn moto_url(test: &str) -> Option<String> {
-    match std::env::var("MOTO_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: MOTO_URL is not set, and CI=true requires the moto tests to run")
-        }
-        _ => {
-            eprintln!(
-                "note: {test} skipped: MOTO_URL is not set (`make test` starts moto and sets it)"
-            );
-            None
-        }
-    }
-}
-
-fn unique_name(test: &str) -> String {
-    let test: String = test.chars().take(40).collect();
-    format!(
-        "{test}-{}-{:06x}",
-        std::process::id(),
-        fastrand::u32(..0x00ff_ffff)
-    )
 }
 
 #[tokio::test]
