@@ -62,8 +62,10 @@ INBOUND_BODIES = {
     "milestone": {"start_date": "2025-04-01", "completed_date": None, "crm_update_id": "bench-1"},
     "status": {"status": "On Hold"},
     "note": {"crm_note_id": "bench-note-1", "text": "Bench note", "author": "Bench"},
+    "monday": {"event": {"type": "update_column_value", "boardId": 1, "pulseId": 2,
+                         "columnId": "status", "value": {"label": {"text": "On Hold"}}}},
 }
-INBOUND_PARAMS = {"install": "1001", "milestone": "3901"}
+INBOUND_PARAMS = {"install": "1001", "milestone": "3901", "token": "bench-monday-token"}
 STAGE_BODIES = {
     "leads": {"event": "customer.created", "payload": {"id": "cust-bench-1",
               "firstName": "Pat", "lastName": "Placeholder", "email": "pat@example.com"}},
@@ -125,12 +127,24 @@ def sqs_event(stage: str, event: str, body: dict) -> dict:
     }]}
 
 
+def scheduled_event() -> dict:
+    return {"version": "0", "id": "00000000-0000-4000-8000-000000000002",
+            "detail-type": "Scheduled Event", "source": "aws.events", "account": "123456789012",
+            "time": "2026-01-01T00:00:00Z", "region": "us-east-1",
+            "resources": ["arn:aws:events:us-east-1:123456789012:rule/bench"], "detail": {}}
+
+
 def functions() -> list[dict]:
-    """Every package under functions/, with its shape and the event it is benchmarked with."""
+    """Every package under functions/, with its shape and the event it is benchmarked with:
+    an inbound function its first route in infra/stages.json, a consumer its stage, a scheduled
+    function an EventBridge event, the webhook and the operator console their own request."""
     with open(os.path.join(ROOT, "infra", "stages.json"), encoding="utf-8") as handle:
         registry = json.load(handle)
-    inbound = {r["function"]: r for r in registry["inbound"]}
+    inbound: dict[str, dict] = {}
+    for route in registry["inbound"]:
+        inbound.setdefault(route["function"], route)
     outbound = {s["function"]: s for s in registry["outbound"]}
+    scheduled = {s["function"]: s for s in registry.get("scheduled", [])}
     out = []
     for name in sorted(os.listdir(os.path.join(ROOT, "functions"))):
         manifest = os.path.join(ROOT, "functions", name, "Cargo.toml")
@@ -143,19 +157,26 @@ def functions() -> list[dict]:
             path = route["path"]
             for param, value in INBOUND_PARAMS.items():
                 path = path.replace("{" + param + "}", value)
-            event = apigw_event(route["method"], path, INBOUND_BODIES[route["route"]],
+            body = INBOUND_BODIES.get(route["route"], {"bench": True})
+            event = apigw_event(route["method"], path, body,
                                 {"authorization": f"Bearer {INBOUND_TOKEN}"})
             kind = "http"
         elif package in outbound:
             stage = outbound[package]
             event = sqs_event(stage["stage"], stage["events"][0], STAGE_BODIES[stage["stage"]])
             kind = "sqs"
+        elif package in scheduled:
+            event = scheduled_event()
+            kind = "sqs"  # a lambda_runtime function: compared with that floor
         elif package == "enerflo-webhook":
             event = apigw_event("POST", f"/enerflo/webhooks/{WEBHOOK_TOKEN}", WEBHOOK_BODY, {})
             kind = "http"
+        elif package == "ops-console":
+            event = apigw_event("GET", "/ops", {}, {"cookie": "bench=1"})
+            kind = "http"
         else:
-            raise SystemExit(f"{package}: not in infra/stages.json and not the webhook; "
-                             "add its event to bench/coldstart/run.py")
+            raise SystemExit(f"{package}: not in infra/stages.json, not the webhook or the "
+                             "console; add its event to bench/coldstart/run.py")
         out.append({"name": package, "kind": kind, "event": event})
     return out
 
@@ -203,6 +224,9 @@ def function_env(port: int) -> list[str]:
         "WEBHOOK_TOKEN": WEBHOOK_TOKEN, "CRM_INBOUND_TOKEN": INBOUND_TOKEN,
         "ENERFLO_BASE_URL": f"http://{stub}", "ENERFLO_API_KEY": "bench-fake-key",
         "CRM_WEBHOOK_URL": f"http://{stub}/crm/events",
+        "HUBSPOT_BASE_URL": f"http://{stub}", "HUBSPOT_ACCESS_TOKEN": "bench-fake-hubspot-token",
+        "MONDAY_API_URL": f"http://{stub}/v2", "MONDAY_WEBHOOK_TOKEN": "bench-monday-token",
+        "OPS_TOKEN": "bench-fake-ops-token",
         # base64 of "bench-fake-signing-secret"
         "CRM_WEBHOOK_SECRET": "whsec_YmVuY2gtZmFrZS1zaWduaW5nLXNlY3JldA==",
     }
