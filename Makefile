@@ -6,7 +6,7 @@ SHELL := bash
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: help run test lint fmt build bench clean-local
+.PHONY: help run test lint fmt build bench bench-coldstart clean-local
 
 help:
 	@echo "make run          run the whole pipeline locally (embedded store and queue, no AWS)"
@@ -15,6 +15,7 @@ help:
 	@echo "make fmt          format the workspace"
 	@echo "make build        build the Lambda binaries with cargo-lambda"
 	@echo "make bench        run the performance benchmarks"
+	@echo "make bench-coldstart  cold start, size and memory of every function beside a hello-world floor"
 	@echo "make clean-local  delete the local runner's state (.local-data/)"
 
 run:
@@ -46,6 +47,12 @@ build:
 
 bench:
 	$(CARGO) bench -p enerflo-sync
+
+# Release builds of the floor and every function, then the Lambda Runtime API emulator over each
+# (bench/coldstart/run.py; ROUNDS=11 for steadier medians). Slow: not part of `make test`.
+ROUNDS ?= 7
+bench-coldstart:
+	$(PYTHON) bench/coldstart/run.py --rounds $(ROUNDS)
 
 clean-local:
 	rm -rf .local-data
