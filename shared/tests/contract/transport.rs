@@ -2,9 +2,9 @@
 //! verifies certificates against the compiled-in root set, and the AWS SDK's HTTP client on top
 //! of it. The DynamoDB and SQS round trip runs against moto, as `kit::moto_url` says.
 //!
-//! `tls/` holds a test-only CA and a server certificate for `localhost` / `127.0.0.1` it signed
-//! (its key is the fixture's, made for these tests with `openssl req -x509`; the CA's key was
-//! thrown away). No real system trusts that CA.
+//! A test-only CA and a server certificate for `localhost` / `127.0.0.1` it signed are made at
+//! test time with the `openssl` command (`.ci/run` installs it), in a temporary directory: no key
+//! is committed, and no real system trusts that CA.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,16 +21,94 @@ use tokio::net::TcpListener;
 
 use crate::kit::{moto_url, unique_name};
 
-const CA: &[u8] = include_bytes!("tls/test-ca.pem");
-const SERVER_CERT: &[u8] = include_bytes!("tls/test-server.pem");
-const SERVER_KEY: &[u8] = include_bytes!("tls/test-server.key");
+/// The CA certificate, the server certificate and the server key, PEM, made once per process.
+struct TestPki {
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+fn pki() -> &'static TestPki {
+    static PKI: std::sync::OnceLock<TestPki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("transport-pki-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("the openssl command (apt-get install openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=enerflo-sync test CA",
+            "-days",
+            "2",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .expect("ext");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        let read = |f: &str| std::fs::read(dir.join(f)).expect("generated file");
+        TestPki {
+            ca: read("ca.pem"),
+            cert: read("server.pem"),
+            key: read("server.key"),
+        }
+    })
+}
 
 /// An HTTPS server on 127.0.0.1 with the test certificate, answering every request `200 ok`.
 async fn https_server() -> SocketAddr {
-    let certs = CertificateDer::pem_slice_iter(SERVER_CERT)
+    let certs = CertificateDer::pem_slice_iter(&pki().cert)
         .collect::<Result<Vec<_>, _>>()
         .expect("test certificate");
-    let key = PrivateKeyDer::from_pem_slice(SERVER_KEY).expect("test key");
+    let key = PrivateKeyDer::from_pem_slice(&pki().key).expect("test key");
     let provider = tls_config().crypto_provider().clone();
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -114,7 +192,7 @@ async fn the_same_endpoint_is_reached_once_its_ca_is_trusted() {
     // its roots (the control: the refusal above is about trust, not about the server)
     let addr = https_server().await;
     let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(CA) {
+    for ca in CertificateDer::pem_slice_iter(&pki().ca) {
         roots.add(ca.expect("test CA")).expect("add test CA");
     }
     let provider = tls_config().crypto_provider().clone();
