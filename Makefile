@@ -6,7 +6,7 @@ SHELL := bash
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: help run test lint fmt build check-sam-build bench clean-local
+.PHONY: help run test lint fmt build check-sam-build bench bench-coldstart clean-local
 
 help:
 	@echo "make run          run the whole pipeline locally (embedded store and queue, no AWS)"
@@ -16,6 +16,7 @@ help:
 	@echo "make build        the Lambda binaries (ARCH=x86_64|arm64), glibc 2.34, checked"
 	@echo "make check-sam-build  check what sam build packaged (ARCH=x86_64|arm64)"
 	@echo "make bench        run the performance benchmarks"
+	@echo "make bench-coldstart  cold start, size and memory of every function beside a hello-world floor"
 	@echo "make clean-local  delete the local runner's state (.local-data/)"
 
 run:
@@ -64,6 +65,12 @@ check-sam-build:
 
 bench:
 	$(CARGO) bench -p enerflo-sync
+
+# Release builds of the floor and every function, then the Lambda Runtime API emulator over each
+# (bench/coldstart/run.py; ROUNDS=11 for steadier medians). Slow: not part of `make test`.
+ROUNDS ?= 7
+bench-coldstart:
+	$(PYTHON) bench/coldstart/run.py --rounds $(ROUNDS)
 
 clean-local:
 	rm -rf .local-data

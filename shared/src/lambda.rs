@@ -1,5 +1,8 @@
 //! Lambda glue shared by every binary: API Gateway requests to [`HttpRequest`] and back, and the
 //! SQS event to [`Consumer`] batches with partial batch failures.
+//!
+//! Every `main` runs these on a current-thread runtime: Lambda hands a process one invocation at a
+//! time, so worker threads would only add their start-up and memory to every cold start.
 
 use std::sync::Arc;
 
@@ -92,9 +95,18 @@ pub async fn serve_sqs(consumer: Consumer) -> Result<(), lambda_runtime::Error> 
 }
 
 /// The whole `main` of an outbound stage's Lambda: configuration checked for what the stage
-/// needs, adapters built once, then the SQS consumer served.
-pub async fn run_stage_consumer(
+/// needs, adapters built once, then the SQS consumer served. Inlined, so that the stage's wiring
+/// is picked at compile time and the binary carries that stage's code only.
+#[inline(always)]
+pub fn run_stage_consumer(
     stage: crate::classify::Stage,
+) -> impl std::future::Future<Output = Result<(), lambda_runtime::Error>> {
+    serve_stage(stage, crate::runtime::handler_wiring(stage))
+}
+
+async fn serve_stage(
+    stage: crate::classify::Stage,
+    wiring: crate::runtime::HandlerWiring,
 ) -> Result<(), lambda_runtime::Error> {
     use crate::config::{Config, Need};
     use crate::runtime;
@@ -107,9 +119,10 @@ pub async fn run_stage_consumer(
         runtime::enerflo_client(&config)?,
         runtime::crm_connector_with(&config, &ports)?,
     );
-    let consumer = runtime::consumer_for(stage, &config, &ports, enerflo, crm)
-        .ok_or_else(|| format!("this build has no consumer for stage {stage}"))?;
-    serve_sqs(consumer).await
+    serve_sqs(runtime::consumer_with(
+        wiring, &config, &ports, enerflo, crm,
+    ))
+    .await
 }
 
 /// The whole `main` of an inbound route's Lambda: configuration checked for what a route needs,

@@ -63,23 +63,64 @@ fn startup(what: &str, e: impl std::fmt::Display) -> ConfigError {
     }
 }
 
-/// The AWS SDK configuration from the environment, with timeouts: an unreachable table or queue
-/// must fail the request in seconds (and be retried), not hang until the Lambda times out.
-pub async fn aws_sdk_config() -> aws_config::SdkConfig {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+/// The timeouts of every AWS SDK call: an unreachable table or queue must fail the request in
+/// seconds (and be retried), not hang until the Lambda times out.
+fn aws_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(std::time::Duration::from_secs(2))
         .operation_attempt_timeout(std::time::Duration::from_secs(3))
         .operation_timeout(std::time::Duration::from_secs(8))
-        .build();
+        .build()
+}
+
+/// The AWS SDK configuration from the environment, profiles and the whole default provider
+/// chain (for operators' tools), with the timeouts of [`lambda_sdk_config`] and the shared HTTP
+/// client.
+pub async fn aws_sdk_config() -> aws_config::SdkConfig {
+    let timeouts = aws_timeouts();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(crate::wire::aws_http_client(&timeouts))
         .timeout_config(timeouts)
         .load()
         .await
 }
 
-/// DynamoDB + SQS ports (Lambda). `AWS_ENDPOINT_URL` points both at moto or LocalStack.
+/// The AWS SDK configuration of a Lambda function, built without I/O and without the default
+/// provider chain: Lambda hands every function its region (`AWS_REGION`) and its role's
+/// credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) in the
+/// environment, so nothing else (profile files, web identity, ECS, IMDS, STS) is built or linked.
+/// `endpoint_url` (`AWS_ENDPOINT_URL`) points DynamoDB and SQS at moto or LocalStack.
+pub fn lambda_sdk_config(
+    region: String,
+    endpoint_url: Option<String>,
+    credentials: impl aws_credential_types::provider::ProvideCredentials + 'static,
+) -> aws_config::SdkConfig {
+    let timeouts = aws_timeouts();
+    let mut sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+        )
+        .http_client(crate::wire::aws_http_client(&timeouts))
+        .retry_config(aws_config::retry::RetryConfig::standard())
+        .timeout_config(timeouts);
+    sdk.set_endpoint_url(endpoint_url);
+    sdk.build()
+}
+
+/// DynamoDB + SQS ports (Lambda), on [`lambda_sdk_config`] from the environment.
+/// `AWS_ENDPOINT_URL` points both at moto or LocalStack.
 pub async fn aws_ports(config: &Config) -> Result<Ports, ConfigError> {
-    let sdk = aws_sdk_config().await;
+    let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .ok_or_else(|| startup("AWS_REGION", "is required (Lambda sets it)"))?;
+    let sdk = lambda_sdk_config(
+        region,
+        config.aws_endpoint_url.clone(),
+        aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+    );
     let table = config
         .table_name
         .clone()
@@ -563,6 +604,92 @@ pub const CONSUMER_STAGES: &[Stage] = &[
     Stage::Status,
 ];
 
+/// How one stage's handler is wired from configuration, the sync kit and the Enerflo client.
+pub type HandlerWiring = fn(&Config, Kit, Arc<dyn EnerfloApi>) -> Arc<dyn StageHandler>;
+
+/// The wiring of `stage`'s handler. Inlined, so that a binary naming one stage as a constant
+/// (`lambda::run_stage_consumer`) references, and links, that stage's code only.
+#[inline(always)]
+pub fn handler_wiring(stage: Stage) -> HandlerWiring {
+    match stage {
+        Stage::Leads => leads_handler,
+        Stage::Project => project_handler,
+        Stage::Note => note_handler,
+        Stage::ChangeOrder => change_order_handler,
+        Stage::Milestone => milestone_handler,
+        Stage::Status => status_handler,
+    }
+}
+
+fn leads_handler(config: &Config, kit: Kit, _: Arc<dyn EnerfloApi>) -> Arc<dyn StageHandler> {
+    Arc::new(Pipeline::new(
+        crate::stages::leads::LeadsStage {
+            fields: config.fields.lead.clone(),
+        },
+        kit,
+    ))
+}
+
+fn project_handler(_: &Config, kit: Kit, enerflo: Arc<dyn EnerfloApi>) -> Arc<dyn StageHandler> {
+    Arc::new(Pipeline::new(
+        crate::stages::project::ProjectStage {
+            enerflo,
+            call_budget: CONSUMER_CALL_BUDGET,
+        },
+        kit,
+    ))
+}
+
+fn note_handler(config: &Config, kit: Kit, _: Arc<dyn EnerfloApi>) -> Arc<dyn StageHandler> {
+    Arc::new(Pipeline::new(
+        crate::stages::note::NoteStage {
+            fields: config.fields.clone(),
+            install_id_paths: config.install_id_paths.clone(),
+        },
+        kit,
+    ))
+}
+
+fn change_order_handler(_: &Config, kit: Kit, _: Arc<dyn EnerfloApi>) -> Arc<dyn StageHandler> {
+    Arc::new(Pipeline::new(
+        crate::stages::change_order::ChangeOrderStage,
+        kit,
+    ))
+}
+
+fn milestone_handler(
+    config: &Config,
+    kit: Kit,
+    enerflo: Arc<dyn EnerfloApi>,
+) -> Arc<dyn StageHandler> {
+    Arc::new(Pipeline::new(
+        crate::stages::milestone::MilestoneStage {
+            enerflo,
+            fields: config.fields.clone(),
+            install_id_paths: config.install_id_paths.clone(),
+            call_budget: CONSUMER_CALL_BUDGET,
+        },
+        kit,
+    ))
+}
+
+fn status_handler(
+    config: &Config,
+    kit: Kit,
+    enerflo: Arc<dyn EnerfloApi>,
+) -> Arc<dyn StageHandler> {
+    Arc::new(Pipeline::new(
+        crate::stages::status::StatusStage {
+            enerflo,
+            catalog: Arc::new(crate::enerflo::api_status::StatusCatalog::default()),
+            fields: config.fields.clone(),
+            install_id_paths: config.install_id_paths.clone(),
+            call_budget: CONSUMER_CALL_BUDGET,
+        },
+        kit,
+    ))
+}
+
 /// The consumer of one stage, wired from configuration; `None` for a stage without one.
 pub fn consumer_for(
     stage: Stage,
@@ -571,58 +698,29 @@ pub fn consumer_for(
     enerflo: Arc<dyn EnerfloApi>,
     crm: Arc<dyn CrmConnector>,
 ) -> Option<Consumer> {
-    let kit = ports.kit(crm.clone(), config);
-    let handler: Arc<dyn StageHandler> = match stage {
-        Stage::Leads => Arc::new(Pipeline::new(
-            crate::stages::leads::LeadsStage {
-                fields: config.fields.lead.clone(),
-            },
-            kit,
-        )),
-        Stage::Project => Arc::new(Pipeline::new(
-            crate::stages::project::ProjectStage {
-                enerflo,
-                call_budget: CONSUMER_CALL_BUDGET,
-            },
-            kit,
-        )),
-        Stage::Note => Arc::new(Pipeline::new(
-            crate::stages::note::NoteStage {
-                fields: config.fields.clone(),
-                install_id_paths: config.install_id_paths.clone(),
-            },
-            kit,
-        )),
-        Stage::ChangeOrder => Arc::new(Pipeline::new(
-            crate::stages::change_order::ChangeOrderStage,
-            kit,
-        )),
-        Stage::Milestone => Arc::new(Pipeline::new(
-            crate::stages::milestone::MilestoneStage {
-                enerflo,
-                fields: config.fields.clone(),
-                install_id_paths: config.install_id_paths.clone(),
-                call_budget: CONSUMER_CALL_BUDGET,
-            },
-            kit,
-        )),
-        Stage::Status => Arc::new(Pipeline::new(
-            crate::stages::status::StatusStage {
-                enerflo,
-                catalog: Arc::new(crate::enerflo::api_status::StatusCatalog::default()),
-                fields: config.fields.clone(),
-                install_id_paths: config.install_id_paths.clone(),
-                call_budget: CONSUMER_CALL_BUDGET,
-            },
-            kit,
-        )),
-    };
-    Some(Consumer {
-        handler,
+    Some(consumer_with(
+        handler_wiring(stage),
+        config,
+        ports,
+        enerflo,
+        crm,
+    ))
+}
+
+/// The consumer whose handler `wiring` builds.
+pub fn consumer_with(
+    wiring: HandlerWiring,
+    config: &Config,
+    ports: &Ports,
+    enerflo: Arc<dyn EnerfloApi>,
+    crm: Arc<dyn CrmConnector>,
+) -> Consumer {
+    Consumer {
+        handler: wiring(config, ports.kit(crm, config), enerflo),
         queue: ports.queue.clone(),
         log: ports.log.clone(),
         retry: config.retry,
-    })
+    }
 }
 
 /// One inbound route's handler, wired from configuration.

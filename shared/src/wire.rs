@@ -2,18 +2,180 @@
 //! client, reading `Retry-After`, turning an error body into short text, encoding path segments.
 //! Neutral on purpose, so a CRM connector never imports the Enerflo client.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
 
 /// One way to build an outbound HTTP client: the timeout bounds the whole call, connecting
-/// gets at most 5 s of it, and the user agent names this product.
+/// gets at most 5 s of it, and the user agent names this product. Every client shares the one
+/// [`tls_config`].
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .user_agent(concat!("enerflo-crm-sync/", env!("CARGO_PKG_VERSION")))
+        .tls_backend_preconfigured(tls_config().as_ref().clone())
         .build()
+}
+
+/// The TLS configuration of every outbound connection (Enerflo, the CRM, DynamoDB and SQS),
+/// built once per process on first use. Certificates are verified, always, against Mozilla's root
+/// set as the `webpki-roots` crate ships it, compiled into the binary: no CA file or directory is
+/// read, so a cold start pays nothing for trust and the first request nothing either. The
+/// trade-off: roots are as fresh as the build (`cargo update -p webpki-roots` takes Mozilla's
+/// latest), and a private CA the host trusts is not trusted here.
+pub fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                // The default provider supports the default versions; this cannot fail.
+                .expect("aws-lc-rs supports TLS 1.2 and 1.3")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// The AWS SDK's HTTP client (DynamoDB, SQS, and the credential providers of
+/// [`crate::runtime::aws_sdk_config`]): reqwest over the same [`tls_config`], so the process has
+/// one TLS configuration and the SDK reads no CA store. The SDK's connect and read timeouts are
+/// applied per connector, one reqwest client per distinct pair; the pair of `timeouts` (the
+/// configuration's own) is built here, at start, so that the first request does not wait for it.
+/// The SDK's operation and attempt timeouts and its retries work as with its own client: a
+/// failure to connect, a connection lost and a timeout are reported as the transient connector
+/// errors its retry policy retries.
+pub fn aws_http_client(
+    timeouts: &aws_smithy_types::timeout::TimeoutConfig,
+) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    let client = aws::AwsHttpClient::default();
+    client.connector((timeouts.connect_timeout(), timeouts.read_timeout()));
+    aws_smithy_runtime_api::client::http::SharedHttpClient::new(client)
+}
+
+mod aws {
+    use std::sync::{Mutex, PoisonError};
+    use std::time::Duration;
+
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::body::SdkBody;
+
+    type Timeouts = (Option<Duration>, Option<Duration>);
+
+    /// Connectors by (connect, read) timeout: the SDK asks for one per request attempt.
+    #[derive(Debug, Default)]
+    pub(super) struct AwsHttpClient {
+        connectors: Mutex<Vec<(Timeouts, SharedHttpConnector)>>,
+    }
+
+    impl HttpClient for AwsHttpClient {
+        fn http_connector(
+            &self,
+            settings: &HttpConnectorSettings,
+            _components: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            self.connector((settings.connect_timeout(), settings.read_timeout()))
+        }
+    }
+
+    impl AwsHttpClient {
+        /// The connector for `key`, built on first use.
+        pub(super) fn connector(&self, key: Timeouts) -> SharedHttpConnector {
+            let mut connectors = self
+                .connectors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, connector)) = connectors.iter().find(|(k, _)| *k == key) {
+                return connector.clone();
+            }
+            let connector = SharedHttpConnector::new(AwsConnector::new(key));
+            connectors.push((key, connector.clone()));
+            connector
+        }
+    }
+
+    #[derive(Debug)]
+    struct AwsConnector {
+        /// Why the client could not be built, reported by every call.
+        client: Result<reqwest::Client, String>,
+    }
+
+    impl AwsConnector {
+        fn new((connect, read): Timeouts) -> Self {
+            // No overall timeout and no redirects: the SDK owns both, as with its own client.
+            let mut builder = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .tls_backend_preconfigured(super::tls_config().as_ref().clone());
+            if let Some(connect) = connect {
+                builder = builder.connect_timeout(connect);
+            }
+            if let Some(read) = read {
+                builder = builder.read_timeout(read);
+            }
+            Self {
+                client: builder
+                    .build()
+                    .map_err(|e| format!("building the AWS HTTP client failed: {e}")),
+            }
+        }
+    }
+
+    impl HttpConnector for AwsConnector {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let client = match &self.client {
+                Ok(client) => client.clone(),
+                Err(why) => {
+                    return HttpConnectorFuture::ready(Err(ConnectorError::user(
+                        why.clone().into(),
+                    )));
+                }
+            };
+            let request = match request.try_into_http1x() {
+                Ok(request) => request,
+                Err(e) => return HttpConnectorFuture::ready(Err(ConnectorError::user(e.into()))),
+            };
+            let (parts, body) = request.into_parts();
+            // DynamoDB and SQS bodies are in memory; anything else is streamed as it is.
+            let body = match body.bytes() {
+                Some(bytes) => reqwest::Body::from(bytes::Bytes::copy_from_slice(bytes)),
+                None => reqwest::Body::wrap(body),
+            };
+            let request = match reqwest::Request::try_from(http::Request::from_parts(parts, body)) {
+                Ok(request) => request,
+                Err(e) => return HttpConnectorFuture::ready(Err(ConnectorError::user(e.into()))),
+            };
+            HttpConnectorFuture::new(async move {
+                let response = client.execute(request).await.map_err(connector_error)?;
+                let response = http::Response::from(response).map(SdkBody::from_body_1_x);
+                HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
+            })
+        }
+    }
+
+    /// The SDK retries timeouts and I/O errors (connection refused or lost, a failed TLS
+    /// handshake); a request it cannot send is the caller's error.
+    fn connector_error(e: reqwest::Error) -> ConnectorError {
+        if e.is_timeout() {
+            ConnectorError::timeout(e.into())
+        } else if e.is_builder() {
+            ConnectorError::user(e.into())
+        } else {
+            ConnectorError::io(e.into())
+        }
+    }
 }
 
 /// A transport error as text without the URL (it may carry ids or a token in its query).

@@ -2,7 +2,7 @@
 
 use enerflo_sync::registry::Route;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     enerflo_sync::lambda::run_inbound_route(Route::Leads).await
 }

@@ -2,7 +2,7 @@
 
 use enerflo_sync::registry::Stage;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     enerflo_sync::lambda::run_stage_consumer(Stage::ChangeOrder).await
 }

@@ -6,7 +6,7 @@ use enerflo_sync::config::{Config, Need};
 use enerflo_sync::http::Router;
 use enerflo_sync::{lambda, runtime, telemetry};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
     let config = Config::from_env()?;

@@ -9,7 +9,7 @@ use enerflo_sync::config::{Config, Need};
 use enerflo_sync::{lambda, ops, telemetry};
 use enerflo_sync_console::{Console, Scheme};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
     let config = Config::from_env()?;
