@@ -1,6 +1,6 @@
 //! Stable content hashes: canonical JSON (object keys sorted) through SHA-256.
 
-use aws_lc_rs::digest::{Context, SHA256};
+use ring::digest::{Context, SHA256};
 use serde::Serialize;
 
 /// Hex SHA-256 of a value's canonical JSON. `serde_json::Value` objects are `BTreeMap`s here (no
@@ -33,7 +33,7 @@ pub fn json_sha256_hex(value: &serde_json::Value) -> String {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&SHA256, bytes).as_ref())
+    hex::encode(ring::digest::digest(&SHA256, bytes).as_ref())
 }
 
 #[cfg(test)]

@@ -11,12 +11,27 @@ use serde_json::Value;
 /// gets at most 5 s of it, and the user agent names this product. Every client shares the one
 /// [`tls_config`].
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+    client_builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .user_agent(concat!("enerflo-crm-sync/", env!("CARGO_PKG_VERSION")))
-        .tls_backend_preconfigured(tls_config().as_ref().clone())
         .build()
+}
+
+/// Every reqwest client of this workspace starts here (the fakes', the operator tool's and the
+/// tests' too): reqwest is built without a crypto provider of its own (`rustls-no-provider`, so
+/// aws-lc-rs is not linked), and `reqwest::Client::new()` would panic for want of one. This one
+/// carries [`tls_config`]. `clippy.toml` refuses the other constructors.
+#[allow(clippy::disallowed_methods)]
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().tls_backend_preconfigured(tls_config().as_ref().clone())
+}
+
+/// [`client_builder`] with reqwest's defaults: for the fakes, tools and tests.
+pub fn client() -> reqwest::Client {
+    client_builder()
+        .build()
+        .expect("a client over the shared TLS configuration builds")
 }
 
 /// The TLS configuration of every outbound connection (Enerflo, the CRM, DynamoDB and SQS),
@@ -32,11 +47,11 @@ pub fn tls_config() -> Arc<rustls::ClientConfig> {
             let roots = rustls::RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             };
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
             let mut config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 // The default provider supports the default versions; this cannot fail.
-                .expect("aws-lc-rs supports TLS 1.2 and 1.3")
+                .expect("ring supports TLS 1.2 and 1.3")
                 .with_root_certificates(roots)
                 .with_no_client_auth();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -116,9 +131,7 @@ mod aws {
     impl AwsConnector {
         fn new((connect, read): Timeouts) -> Self {
             // No overall timeout and no redirects: the SDK owns both, as with its own client.
-            let mut builder = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .tls_backend_preconfigured(super::tls_config().as_ref().clone());
+            let mut builder = super::client_builder().redirect(reqwest::redirect::Policy::none());
             if let Some(connect) = connect {
                 builder = builder.connect_timeout(connect);
             }

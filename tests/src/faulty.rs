@@ -146,7 +146,7 @@ impl FaultyServer {
             mode: Mutex::new(Mode::Pass),
             script: Mutex::new(VecDeque::new()),
             log: Mutex::new(Vec::new()),
-            http: reqwest::Client::builder()
+            http: enerflo_sync::wire::client_builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),

@@ -239,7 +239,7 @@ async fn launch(tag: &str, kind: EnerfloKind, extra: &[(&str, &str)]) -> Harness
         runner,
         enerflo,
         crm,
-        http: reqwest::Client::new(),
+        http: enerflo_sync::wire::client(),
     }
 }
 
@@ -466,7 +466,7 @@ pub fn post_from_thread(
             .build()
             .unwrap();
         rt.block_on(async move {
-            let mut req = reqwest::Client::new().post(url).json(&body);
+            let mut req = enerflo_sync::wire::client().post(url).json(&body);
             if let Some(token) = bearer {
                 req = req.bearer_auth(token);
             }

@@ -110,7 +110,7 @@ pub async fn run_on_runner(
     stop: Arc<AtomicBool>,
     progress: ProgressFn,
 ) -> anyhow::Result<Report> {
-    let http = reqwest::Client::new();
+    let http = enerflo_sync::wire::client();
     let endpoint = format!("{}/local/reconcile", url.trim_end_matches('/'));
     let body = json!({
         "name": "backfill",

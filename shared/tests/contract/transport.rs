@@ -201,7 +201,7 @@ async fn the_same_endpoint_is_reached_once_its_ca_is_trusted() {
         .expect("protocol versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let client = reqwest::Client::builder()
+    let client = enerflo_sync::wire::client_builder()
         .tls_backend_preconfigured(config)
         .build()
         .expect("client");

@@ -81,7 +81,7 @@ async fn start_driver(chromedriver: &Path) -> Driver {
         url: format!("http://127.0.0.1:{port}"),
     };
     // Ready when its status endpoint says so.
-    let http = reqwest::Client::new();
+    let http = enerflo_sync::wire::client();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = http.get(format!("{}/status", driver.url)).send().await
@@ -175,7 +175,7 @@ async fn check_page(c: &Client, h: &Harness, checked: &mut BTreeSet<String>) {
         .collect::<Vec<_>>()
         .join("; ");
     let origin = h.runner.url("");
-    let http = reqwest::Client::builder()
+    let http = enerflo_sync::wire::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

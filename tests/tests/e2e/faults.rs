@@ -577,7 +577,7 @@ impl Moto {
             child,
             url: format!("http://127.0.0.1:{port}"),
         };
-        let http = reqwest::Client::new();
+        let http = enerflo_sync::wire::client();
         let ready = || async {
             http.get(format!("{}/moto-api/", moto.url))
                 .send()

@@ -445,7 +445,7 @@ async fn with_the_local_sandbox_and_inbox_a_crm_note_is_echoed_back_by_the_sandb
     ]);
     let config = enerflo_sync::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
     let runner = enerflo_sync_local::start(config).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = enerflo_sync::wire::client();
     let post = |route: &str, body: Value| {
         http.post(runner.url(route))
             .bearer_auth(LOCAL_CRM_TOKEN)

@@ -455,7 +455,7 @@ async fn the_fake_orgs_outbound_messages_write_a_users_stage_once_and_the_syncs_
 
     // A user wins the deal in Salesforce; the message (and its duplicates) writes it once.
     let token = fake.issue_token();
-    let patched = reqwest::Client::new()
+    let patched = enerflo_sync::wire::client()
         .patch(format!(
             "{url}/services/data/v66.0/sobjects/Opportunity/{}",
             opp.id

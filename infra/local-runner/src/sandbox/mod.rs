@@ -66,7 +66,7 @@ impl Sandbox {
             webhook_url: Mutex::new(None),
             webhooks: Mutex::new(WebhookLoss::default()),
             list_latency_ms: std::sync::atomic::AtomicU64::new(0),
-            http: reqwest::Client::new(),
+            http: enerflo_sync::wire::client(),
             fields,
         })
     }

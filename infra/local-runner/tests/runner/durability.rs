@@ -40,7 +40,7 @@ async fn an_accepted_webhook_survives_kill_9_and_is_delivered_after_restart() {
     let dir = data_dir("durability");
     let port = free_port();
     // No pooled connections: the second runner listens on the port the killed one used.
-    let http = reqwest::Client::builder()
+    let http = enerflo_sync::wire::client_builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
@@ -118,7 +118,7 @@ async fn slow_enerflo() -> String {
 async fn sigkill_mid_batch_then_restart_loses_no_acknowledged_event_and_duplicates_none() {
     let dir = data_dir("kill-mid-batch");
     let port = free_port();
-    let http = reqwest::Client::builder()
+    let http = enerflo_sync::wire::client_builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
@@ -213,7 +213,7 @@ async fn sigterm_shuts_the_runner_down_gracefully_and_an_event_accepted_before_i
  {
     let dir = data_dir("sigterm");
     let port = free_port();
-    let http = reqwest::Client::builder()
+    let http = enerflo_sync::wire::client_builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
@@ -274,7 +274,7 @@ async fn sigterm_shuts_the_runner_down_gracefully_and_an_event_accepted_before_i
 async fn a_second_runner_on_the_same_data_dir_exits_non_zero_naming_the_directory_as_in_use() {
     let dir = data_dir("in-use");
     let port = free_port();
-    let http = reqwest::Client::new();
+    let http = enerflo_sync::wire::client();
 
     // GIVEN a runner on a data dir
     let mut first = spawn(&dir, port, "info", &[]);

@@ -305,7 +305,7 @@ fn the_scanner_recognises_each_form_it_looks_for() {
 async fn a_full_run_at_debug_level_logs_json_ids_and_outcomes_but_no_pii_or_secret() {
     // GIVEN a runner on its own sandbox and inbox, logging everything at debug level
     let runner = Runner::start(&[]);
-    let http = reqwest::Client::new();
+    let http = enerflo_sync::wire::client();
     let webhook = |body: String, query: &str| {
         http.post(runner.url(&format!("/enerflo/webhooks/{WEBHOOK_TOKEN}{query}")))
             .header("content-type", "application/json")
@@ -473,7 +473,7 @@ async fn a_full_run_at_debug_level_logs_json_ids_and_outcomes_but_no_pii_or_secr
     }
     // ... and an operator signs in to the console, searches by an e-mail address and reads the
     // install's timeline (pages full of customer data: the access log must carry none of it)
-    let browser = reqwest::Client::builder()
+    let browser = enerflo_sync::wire::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -636,7 +636,7 @@ async fn error_answers_quoting_customer_data_are_not_logged_on_retry_or_dead_let
         ("CRM_WEBHOOK_SECRET", STUB_CRM_SECRET.to_owned()),
         ("INBOUND_WAIT_SECS", "2".to_owned()),
     ]);
-    let http = reqwest::Client::new();
+    let http = enerflo_sync::wire::client();
 
     // WHEN customer events are pushed to that CRM (a 422 dead-letters at once, a 503 is retried
     // and then dead-lettered)

@@ -65,7 +65,7 @@ async fn every_event_and_call_is_an_emf_line_and_metrics_serves_the_same_counts(
         &[("METRICS_NAMESPACE", NAMESPACE.to_owned())],
     );
     let port = process.wait_listening(Duration::from_secs(30));
-    let http = reqwest::Client::new();
+    let http = enerflo_sync::wire::client();
     let body = fixture("v2-deal.projectSubmitted.json");
     assert_eq!(post_webhook(&http, port, body.clone()).await, 202);
     // The same delivery again: a duplicate.

@@ -268,7 +268,7 @@ async fn doctor_passes_against_the_local_runners_sandbox_and_its_urls_are_accept
     assert!(inbox.iter().any(|e| e.event["type"] == TEST_EVENT_TYPE));
 
     // The URLs are exact: the runner accepts the samples posted to them.
-    let http = reqwest::Client::new();
+    let http = enerflo_sync::wire::client();
     for (event, fixture) in [
         ("deal.projectSubmitted", "v2-deal.projectSubmitted.json"),
         ("signed_change_order", "v1-signed_change_order.json"),

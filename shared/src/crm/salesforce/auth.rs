@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use ring::rand::SystemRandom;
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -233,7 +233,7 @@ pub fn assertion(
         "exp": crate::timefmt::now_unix() + ASSERTION_LIFETIME.as_secs() as i64,
     });
     let signing_input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
-    let mut sig = vec![0u8; key.public_modulus_len()];
+    let mut sig = vec![0u8; key.public().modulus_len()];
     key.sign(
         &RSA_PKCS1_SHA256,
         &SystemRandom::new(),

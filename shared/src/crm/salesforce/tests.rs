@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::signature::{KeyPair, RSA_PKCS1_2048_8192_SHA256, RsaKeyPair, UnparsedPublicKey};
+use ring::signature::{KeyPair, RSA_PKCS1_2048_8192_SHA256, RsaKeyPair, UnparsedPublicKey};
 use serde_json::json;
 use wiremock::matchers::{
     body_partial_json, body_string_contains, header, method, path, query_param,
@@ -377,6 +377,7 @@ async fn a_composite_that_rolls_back_names_the_failing_item() {
 
 #[test]
 fn the_jwt_assertion_is_rs256_over_the_documented_claims() {
+    // ring cannot generate RSA keys: aws-lc-rs (a dev-dependency) makes the throwaway one.
     let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
     let der = pair.as_der().unwrap();
     let key = RsaKeyPair::from_pkcs8(der.as_ref()).unwrap();

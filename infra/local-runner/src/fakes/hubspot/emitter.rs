@@ -357,7 +357,7 @@ impl HubSpotFake {
             delivered: false,
             gave_up: None,
         };
-        let client = match reqwest::Client::builder()
+        let client = match enerflo_sync::wire::client_builder()
             .connect_timeout(opts.connect_timeout)
             .timeout(opts.response_timeout)
             .build()

@@ -44,7 +44,7 @@ impl T {
         Self {
             base,
             fake,
-            http: reqwest::Client::new(),
+            http: enerflo_sync::wire::client(),
         }
     }
 
@@ -1435,7 +1435,7 @@ async fn scripted_429s_carry_the_ten_secondly_or_daily_body() {
 #[tokio::test]
 async fn a_timeout_hangs_past_the_client_and_applies_nothing_but_hang_after_apply_writes() {
     let t = T::new().await;
-    let client = reqwest::Client::builder()
+    let client = enerflo_sync::wire::client_builder()
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();
@@ -2006,7 +2006,7 @@ async fn the_router_nests_under_a_prefix() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/sandbox/hubspot", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    let http = reqwest::Client::new();
+    let http = enerflo_sync::wire::client();
     let r = http
         .post(format!("{base}/crm/v3/objects/contacts"))
         .bearer_auth(TOKEN)

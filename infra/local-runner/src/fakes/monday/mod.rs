@@ -230,7 +230,7 @@ impl MondayFake {
             calls: Mutex::new(Vec::new()),
             deliveries: Mutex::new(Vec::new()),
             skew: Mutex::new(Duration::ZERO),
-            http: reqwest::Client::builder()
+            http: enerflo_sync::wire::client_builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap_or_default(),

@@ -28,7 +28,7 @@ async fn fake(opts: FakeOptions) -> (String, Arc<MondayFake>, u64) {
 }
 
 async fn gql(url: &str, query: &str, vars: Value, key: Option<&str>) -> (u16, HeaderMap, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = enerflo_sync::wire::client()
         .post(url)
         .header("authorization", TOKEN)
         .header("api-version", "2026-10")
@@ -47,7 +47,7 @@ const CREATE: &str = "mutation ($b: ID!, $n: String!, $v: JSON, $l: Boolean) { c
 #[tokio::test]
 async fn transport_rules_token_version_and_parse_errors() {
     let (url, _fake, _) = fake(FakeOptions::default()).await;
-    let resp = reqwest::Client::new()
+    let resp = enerflo_sync::wire::client()
         .post(&url)
         .header("authorization", "wrong")
         .json(&json!({"query": "query { me { id } }"}))
@@ -57,7 +57,7 @@ async fn transport_rules_token_version_and_parse_errors() {
     assert_eq!(resp.status().as_u16(), 401);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_AUTHENTICATED");
-    let resp = reqwest::Client::new()
+    let resp = enerflo_sync::wire::client()
         .post(&url)
         .header("authorization", TOKEN)
         .header("api-version", "2023-02")

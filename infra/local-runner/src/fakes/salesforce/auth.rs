@@ -18,10 +18,10 @@
 
 use std::collections::BTreeMap;
 
-use aws_lc_rs::hmac;
-use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use ring::hmac;
+use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use serde_json::{Value, json};
 
 /// The most an assertion's `exp` may be ahead of the fake's clock.
@@ -122,8 +122,30 @@ fn spki_of_certificate(cert: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// The RSA public key (DER, SPKI or PKCS#1) from a PEM `PUBLIC KEY`, `RSA PUBLIC KEY` or
-/// `CERTIFICATE`.
+/// The PKCS#1 `RSAPublicKey` inside a `subjectPublicKeyInfo` (the contents of its BIT STRING),
+/// which is the form ring verifies with; a DER that is not an SPKI is returned as it is.
+fn pkcs1_of_spki(der: &[u8]) -> Option<&[u8]> {
+    let (tag, h, len) = tlv(der)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let body = der.get(h..h + len)?;
+    let (tag, h, len) = tlv(body)?;
+    if tag != 0x30 {
+        // Already PKCS#1: SEQUENCE { INTEGER modulus, INTEGER exponent }.
+        return Some(der);
+    }
+    let rest = body.get(h + len..)?;
+    let (tag, h, len) = tlv(rest)?;
+    // BIT STRING: its first content byte counts the unused bits (0 for a key).
+    if tag != 0x03 || len < 1 || *rest.get(h)? != 0 {
+        return None;
+    }
+    rest.get(h + 1..h + len)
+}
+
+/// The RSA public key, as PKCS#1 DER, from a PEM `PUBLIC KEY` (SPKI), `RSA PUBLIC KEY` (PKCS#1)
+/// or `CERTIFICATE`.
 pub fn public_key_der(pem: &str) -> Result<Vec<u8>, String> {
     let begin = pem
         .find("-----BEGIN ")
@@ -145,8 +167,12 @@ pub fn public_key_der(pem: &str) -> Result<Vec<u8>, String> {
         .decode(b64.as_bytes())
         .map_err(|e| format!("the PEM body is not base64: {e}"))?;
     match label {
-        "PUBLIC KEY" | "RSA PUBLIC KEY" => Ok(der),
+        "RSA PUBLIC KEY" => Ok(der),
+        "PUBLIC KEY" => pkcs1_of_spki(&der)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| "the public key's DER is not an RSA subjectPublicKeyInfo".to_owned()),
         "CERTIFICATE" => spki_of_certificate(&der)
+            .and_then(pkcs1_of_spki)
             .map(<[u8]>::to_vec)
             .ok_or_else(|| "the certificate's DER could not be read".to_owned()),
         other => Err(format!(

@@ -406,7 +406,10 @@ impl SalesforceFake {
             gave_up: None,
             duplicates_sent: 0,
         };
-        let client = match reqwest::Client::builder().timeout(opts.timeout).build() {
+        let client = match enerflo_sync::wire::client_builder()
+            .timeout(opts.timeout)
+            .build()
+        {
             Ok(c) => c,
             Err(e) => {
                 result.gave_up = Some(format!("no HTTP client: {e}"));
@@ -523,7 +526,7 @@ impl SalesforceFake {
             error: None,
             response: String::new(),
         };
-        let client = match reqwest::Client::builder()
+        let client = match enerflo_sync::wire::client_builder()
             .timeout(credential.timeout)
             .build()
         {

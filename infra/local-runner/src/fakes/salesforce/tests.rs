@@ -56,7 +56,7 @@ impl T {
         Self {
             base,
             fake,
-            http: reqwest::Client::new(),
+            http: enerflo_sync::wire::client(),
             token,
         }
     }
@@ -2185,7 +2185,7 @@ async fn a_defaulted_required_field_gets_its_default_but_an_explicit_null_is_mis
 #[tokio::test]
 async fn a_timeout_fault_applies_nothing_and_a_hang_after_apply_fault_makes_the_write() {
     let t = T::new().await;
-    let client = reqwest::Client::builder()
+    let client = enerflo_sync::wire::client_builder()
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();
