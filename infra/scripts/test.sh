@@ -28,6 +28,20 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Every function's debug binary, before the tests: the Lambda-path tests run them
+# (tests/tests/e2e/lambda_path.rs finds them in $TARGET_DIR/debug), and the glibc check below
+# reads them. One build either way.
+step "function binaries (debug)"
+functions=()
+for dir in functions/*/; do
+  functions+=("$(basename "$dir")")
+done
+package_args=()
+for name in "${functions[@]}"; do
+  package_args+=(-p "$name")
+done
+cargo build --locked "${package_args[@]}"
+
 step "moto server"
 moto_started=0
 cleanup() {
@@ -73,16 +87,8 @@ fi
 # Lambda's provided.al2023 has glibc 2.34. The debug binaries are linked like a host-linker
 # Lambda build would be (the C code of the TLS stack binds to this host's glibc), so checking them
 # catches a host whose glibc would break the functions at cold start, without a release build.
+# (They were built before the tests, which run them.)
 step "function binaries need at most glibc 2.34"
-functions=()
-for dir in functions/*/; do
-  functions+=("$(basename "$dir")")
-done
-package_args=()
-for name in "${functions[@]}"; do
-  package_args+=(-p "$name")
-done
-cargo build --locked "${package_args[@]}"
 binaries=()
 for name in "${functions[@]}"; do
   binaries+=("$TARGET_DIR/debug/$name")

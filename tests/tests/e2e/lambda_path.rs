@@ -93,7 +93,10 @@ fn prerequisites(test: &str, functions: &[&str]) -> Option<(String, PathBuf)> {
             missing.join(", "),
             functions.join(" -p ")
         );
-        assert!(!in_ci(), "{test}: {what}, and CI=true requires this test to run");
+        assert!(
+            !in_ci(),
+            "{test}: {what}, and CI=true requires this test to run"
+        );
         eprintln!("note: {test} skipped: {what}");
         return None;
     }
@@ -101,7 +104,10 @@ fn prerequisites(test: &str, functions: &[&str]) -> Option<(String, PathBuf)> {
         Ok(url) if !url.is_empty() => Some((url, dir)),
         _ => {
             let what = "MOTO_URL is not set (`make test` starts moto and sets it)";
-            assert!(!in_ci(), "{test}: {what}, and CI=true requires this test to run");
+            assert!(
+                !in_ci(),
+                "{test}: {what}, and CI=true requires this test to run"
+            );
             eprintln!("note: {test} skipped: {what}");
             None
         }
@@ -211,10 +217,8 @@ async fn runtime_api(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     if method == hyper::Method::POST && path == INIT_ERROR {
-        *state.init_error.lock().unwrap() = Some(format!(
-            "{error_type} {}",
-            String::from_utf8_lossy(&body)
-        ));
+        *state.init_error.lock().unwrap() =
+            Some(format!("{error_type} {}", String::from_utf8_lossy(&body)));
         return text_response(StatusCode::ACCEPTED, r#"{"status":"OK"}"#);
     }
     if method == hyper::Method::POST
@@ -363,7 +367,12 @@ impl Function {
         let start = (start..log.len())
             .find(|&i| log.is_char_boundary(i))
             .unwrap_or(0);
-        format!("--- {} log ({}) ---\n{}", self.name, self.log.display(), &log[start..])
+        format!(
+            "--- {} log ({}) ---\n{}",
+            self.name,
+            self.log.display(),
+            &log[start..]
+        )
     }
 
     /// Hands `event` to the function with `Lambda-Runtime-Deadline-Ms` at `deadline`, and waits
@@ -622,6 +631,11 @@ fn template_globals() -> BTreeMap<String, String> {
 
 /// The event API Gateway hands the function for `POST {path}` with `body` (JSON).
 fn http_api_event(path: &str, body: &str) -> Value {
+    http_api_event_with_query(path, "", body)
+}
+
+/// [`http_api_event`] with a query string (`a=1&b=2`, as the URL carries it).
+fn http_api_event_with_query(path: &str, query: &str, body: &str) -> Value {
     let host = "abc123defg.execute-api.us-east-1.amazonaws.com";
     let now = epoch_ms(SystemTime::now());
     let route = "POST /enerflo/webhooks/{token}";
@@ -629,7 +643,7 @@ fn http_api_event(path: &str, body: &str) -> Value {
         "version": "2.0",
         "routeKey": route,
         "rawPath": path,
-        "rawQueryString": "",
+        "rawQueryString": query,
         "headers": {
             "accept": "*/*",
             "content-length": body.len().to_string(),
@@ -659,10 +673,23 @@ fn http_api_event(path: &str, body: &str) -> Value {
             "time": "01/Dec/2026:12:00:00 +0000",
             "timeEpoch": now
         },
+        "queryStringParameters": (!query.is_empty()).then(|| {
+            form_pairs(query)
+        }),
         "pathParameters": {"token": path.rsplit('/').next().unwrap_or_default()},
         "body": body,
         "isBase64Encoded": false
     })
+}
+
+/// `a=1&b=2` as API Gateway's `queryStringParameters` (plain values only).
+fn form_pairs(query: &str) -> Value {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// An HTTP API response as API Gateway reads it: status, content type and the body as JSON.
@@ -697,7 +724,11 @@ async fn post_webhook(webhook: &Function, body: &str) -> (u64, Value) {
 async fn enqueue(webhook: &Function, bodies: &[String]) {
     for body in bodies {
         let (status, answer) = post_webhook(webhook, body).await;
-        assert_eq!((status, answer["status"].as_str()), (202, Some("queued")), "{answer}");
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (202, Some("queued")),
+            "{answer}"
+        );
     }
 }
 
@@ -771,9 +802,8 @@ impl EventSource {
                             a["stringValue"] = json!(s);
                         }
                         if let Some(b) = v.binary_value() {
-                            a["binaryValue"] = json!(
-                                base64::engine::general_purpose::STANDARD.encode(b.as_ref())
-                            );
+                            a["binaryValue"] =
+                                json!(base64::engine::general_purpose::STANDARD.encode(b.as_ref()));
                         }
                         (k.clone(), a)
                     })
@@ -915,7 +945,10 @@ async fn accepted_per_deal(crm: &MockServer) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for r in crm.received_requests().await.unwrap_or_default() {
         let event: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-        let deal = event["enerflo"]["deal_id"].as_str().unwrap_or("?").to_owned();
+        let deal = event["enerflo"]["deal_id"]
+            .as_str()
+            .unwrap_or("?")
+            .to_owned();
         *out.entry(deal).or_insert(0) += 1;
     }
     out
@@ -925,8 +958,8 @@ async fn accepted_per_deal(crm: &MockServer) -> BTreeMap<String, usize> {
 
 #[tokio::test]
 async fn webhook_function_answers_api_gateway_and_enqueues_the_sample_submission_in_sqs() {
-    let Some(stack) = Stack::start("lambda webhook", &[Stage::Project], &["enerflo-webhook"]).await
-    else {
+    let stages = [Stage::Project, Stage::Status];
+    let Some(stack) = Stack::start("lambda webhook", &stages, &["enerflo-webhook"]).await else {
         return;
     };
     let webhook = stack.spawn("enerflo-webhook").await;
@@ -972,6 +1005,21 @@ async fn webhook_function_answers_api_gateway_and_enqueues_the_sample_submission
         Some(false)
     );
     assert_eq!(source.depth().await, (0, 1), "nothing else was queued");
+
+    // WHEN Enerflo posts the docs' update_install, which names its event only in the
+    // subscription URL's query string
+    let docs = fixture("v1-update_install.docs-variant.json");
+    let path = format!("/enerflo/webhooks/{TOKEN}");
+    let event = http_api_event_with_query(&path, "event=update_install", &docs);
+    let (status, _, answer) = http_api_answer(&webhook.invoke(&event).await);
+
+    // THEN the query string reached the function: it was queued for the status stage
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["stage"], "status", "{answer}");
+    let status_queue = stack.source(Stage::Status).await;
+    let got = status_queue.receive(1).await;
+    assert_eq!(attribute(&got[0], "event"), "update_install");
+    assert_eq!(got[0].body(), Some(docs.as_str()));
 }
 
 // ----- the consumers ------------------------------------------------------------------------------
@@ -984,7 +1032,10 @@ async fn project_function_writes_the_crm_once_per_event_even_when_sqs_delivers_t
     };
     finds_installs(&stack.enerflo).await;
     let arrivals = crm_accepts(&stack.crm, CrmIds::per_deal()).await;
-    let (webhook, consumer) = (stack.spawn(functions[0]).await, stack.spawn(functions[1]).await);
+    let (webhook, consumer) = (
+        stack.spawn(functions[0]).await,
+        stack.spawn(functions[1]).await,
+    );
     let source = stack.source(Stage::Project).await;
 
     // GIVEN three submissions accepted by the webhook function
@@ -1006,7 +1057,10 @@ async fn project_function_writes_the_crm_once_per_event_even_when_sqs_delivers_t
             .unwrap_or_else(|| panic!("no CRM write for project {n}: {events:#?}"));
         assert_eq!(e["type"], "project.submitted");
         assert_eq!(e["enerflo"]["install_id"], 700_000 + n);
-        assert_eq!(e["data"]["customer"]["email"], "pat.placeholder@example.com");
+        assert_eq!(
+            e["data"]["customer"]["email"],
+            "pat.placeholder@example.com"
+        );
     }
 
     // WHEN a resubmission is delivered twice (SQS is at least once: here the delete after the
@@ -1032,7 +1086,11 @@ async fn project_function_writes_the_crm_once_per_event_even_when_sqs_delivers_t
     assert_eq!(failures, Vec::<String>::new());
     assert_eq!(source.depth().await, (0, 0));
     let events: Vec<Value> = arrivals.all().into_iter().map(|(e, _)| e).collect();
-    assert_eq!(events.len(), 4, "one write for the resubmission: {events:#?}");
+    assert_eq!(
+        events.len(),
+        4,
+        "one write for the resubmission: {events:#?}"
+    );
     let update = &events[3];
     assert_eq!(update["enerflo"]["deal_id"], deal_id(2).as_str());
     assert_eq!(update["crm_id"], format!("crm-{}", deal_id(2)));
@@ -1047,7 +1105,10 @@ async fn status_function_writes_the_crm_once_per_status_change_in_order() {
         return;
     };
     let arrivals = crm_accepts(&stack.crm, "crm-proj-1").await;
-    let (webhook, consumer) = (stack.spawn(functions[0]).await, stack.spawn(functions[1]).await);
+    let (webhook, consumer) = (
+        stack.spawn(functions[0]).await,
+        stack.spawn(functions[1]).await,
+    );
     let source = stack.source(Stage::Status).await;
 
     // GIVEN Enerflo's update_install sample (status 321), then the install completed, then a
@@ -1068,7 +1129,9 @@ async fn status_function_writes_the_crm_once_per_status_change_in_order() {
     // WHEN the event source hands the three (one FIFO group) to the consumer
     let batch = source.receive(3).await;
     assert!(
-        batch.iter().all(|m| attribute(m, "group") == "install:700001"),
+        batch
+            .iter()
+            .all(|m| attribute(m, "group") == "install:700001"),
         "one group"
     );
     let failures = source.deliver(&consumer, &batch).await;
@@ -1083,7 +1146,10 @@ async fn status_function_writes_the_crm_once_per_status_change_in_order() {
         events[0]["data"]["status"],
         json!({"id": 321, "name": "Example Custom Status"})
     );
-    assert_eq!(events[1]["data"]["status"], json!({"id": 6, "name": "Completed"}));
+    assert_eq!(
+        events[1]["data"]["status"],
+        json!({"id": 6, "name": "Completed"})
+    );
     assert_eq!(events[1]["data"]["completed"], true);
     assert_eq!(
         events[1]["data"]["previous"],
@@ -1101,14 +1167,19 @@ async fn a_failed_first_message_of_a_group_returns_its_group_while_other_groups_
     // The CRM fails the first write of project 2 (a 500: transient), then accepts everything
     Mock::given(method("POST"))
         .and(path(EVENTS_PATH))
-        .and(body_partial_json(json!({"enerflo": {"deal_id": deal_id(2)}})))
+        .and(body_partial_json(
+            json!({"enerflo": {"deal_id": deal_id(2)}}),
+        ))
         .respond_with(ResponseTemplate::new(500).set_body_string("internal error"))
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&stack.crm)
         .await;
     let arrivals = crm_accepts(&stack.crm, CrmIds::per_deal()).await;
-    let (webhook, consumer) = (stack.spawn(functions[0]).await, stack.spawn(functions[1]).await);
+    let (webhook, consumer) = (
+        stack.spawn(functions[0]).await,
+        stack.spawn(functions[1]).await,
+    );
     let source = stack.source(Stage::Project).await;
 
     // GIVEN project 2 submitted, project 3 submitted, then project 2 resubmitted (24 panels)
@@ -1135,7 +1206,11 @@ async fn a_failed_first_message_of_a_group_returns_its_group_while_other_groups_
         .map(|m| m.message_id().unwrap().to_owned())
         .collect();
     assert_eq!(failures, expected);
-    assert_eq!(source.depth().await, (0, 2), "project 2's two wait, invisible");
+    assert_eq!(
+        source.depth().await,
+        (0, 2),
+        "project 2's two wait, invisible"
+    );
     assert_eq!(
         accepted_per_deal(&stack.crm).await,
         BTreeMap::from([(deal_id(2), 1), (deal_id(3), 1)]),
@@ -1172,21 +1247,25 @@ async fn a_batch_invoked_with_only_seconds_left_hands_every_message_back_untried
     };
     finds_installs(&stack.enerflo).await;
     let arrivals = crm_accepts(&stack.crm, CrmIds::per_deal()).await;
-    let (webhook, consumer) = (stack.spawn(functions[0]).await, stack.spawn(functions[1]).await);
+    let (webhook, consumer) = (
+        stack.spawn(functions[0]).await,
+        stack.spawn(functions[1]).await,
+    );
     let source = stack.source(Stage::Project).await;
     enqueue(&webhook, &[submission(2), submission(3)]).await;
     let batch = source.receive(2).await;
 
     // WHEN the batch is invoked with a deadline only seconds away
     let deadline = SystemTime::now() + SECONDS_LEFT;
-    let invoked = consumer
-        .invoke_until(&source.event(&batch), deadline)
-        .await;
+    let invoked = consumer.invoke_until(&source.event(&batch), deadline).await;
 
     // THEN the function answered in time (it was not stopped), reporting both messages, and
     // neither Enerflo nor the CRM was called
     let Invoked::Response(answer) = invoked else {
-        panic!("expected a response, got {invoked:?}\n{}", consumer.log_tail());
+        panic!(
+            "expected a response, got {invoked:?}\n{}",
+            consumer.log_tail()
+        );
     };
     let reported: Vec<&str> = answer["batchItemFailures"]
         .as_array()
@@ -1201,7 +1280,10 @@ async fn a_batch_invoked_with_only_seconds_left_hands_every_message_back_untried
     // ... and once their visibility runs out, the same process delivers each once
     source.expire(&batch).await;
     let again = source.receive(2).await;
-    assert_eq!(source.deliver(&consumer, &again).await, Vec::<String>::new());
+    assert_eq!(
+        source.deliver(&consumer, &again).await,
+        Vec::<String>::new()
+    );
     assert_eq!(
         accepted_per_deal(&stack.crm).await,
         BTreeMap::from([(deal_id(2), 1), (deal_id(3), 1)])
@@ -1242,7 +1324,10 @@ async fn a_batch_that_runs_out_of_time_returns_the_messages_it_did_not_start() {
         .respond_with(AnswersAt(hold_until.clone()))
         .mount(&stack.crm)
         .await;
-    let (webhook, consumer) = (stack.spawn(functions[0]).await, stack.spawn(functions[1]).await);
+    let (webhook, consumer) = (
+        stack.spawn(functions[0]).await,
+        stack.spawn(functions[1]).await,
+    );
     let source = stack.source(Stage::Project).await;
     enqueue(&webhook, &[submission(2), submission(3), submission(4)]).await;
     let batch = source.receive(3).await;
@@ -1288,7 +1373,10 @@ async fn a_permanent_crm_rejection_lands_in_the_dlq_with_its_reason() {
         )
         .mount(&stack.crm)
         .await;
-    let (webhook, consumer) = (stack.spawn(functions[0]).await, stack.spawn(functions[1]).await);
+    let (webhook, consumer) = (
+        stack.spawn(functions[0]).await,
+        stack.spawn(functions[1]).await,
+    );
     let source = stack.source(Stage::Project).await;
     enqueue(&webhook, &[submission(2)]).await;
 
@@ -1305,17 +1393,28 @@ async fn a_permanent_crm_rejection_lands_in_the_dlq_with_its_reason() {
     assert_eq!(dead.len(), 1, "{dead:#?}");
     let d = &dead[0];
     assert!(d.reason.contains("422"), "{}", d.reason);
-    assert!(d.reason.contains("missing required field: owner"), "{}", d.reason);
+    assert!(
+        d.reason.contains("missing required field: owner"),
+        "{}",
+        d.reason
+    );
     assert_eq!(d.attempts, 1);
     assert_eq!(d.body, submission(2));
     assert_eq!(d.message_id, batch[0].message_id().unwrap());
-    assert_eq!(d.attributes.get("group"), Some(&format!("deal:{}", deal_id(2))));
+    assert_eq!(
+        d.attributes.get("group"),
+        Some(&format!("deal:{}", deal_id(2)))
+    );
 }
 
 #[tokio::test]
 async fn a_consumer_without_its_crm_settings_fails_its_init_naming_them() {
-    let Some(stack) = Stack::start("lambda init", &[Stage::Project], &["enerflo-project-to-crm"])
-        .await
+    let Some(stack) = Stack::start(
+        "lambda init",
+        &[Stage::Project],
+        &["enerflo-project-to-crm"],
+    )
+    .await
     else {
         return;
     };
@@ -1323,12 +1422,8 @@ async fn a_consumer_without_its_crm_settings_fails_its_init_naming_them() {
     env.insert("CRM_WEBHOOK_URL".into(), String::new());
 
     // WHEN the consumer starts with the template's empty CrmWebhookUrl default
-    let started = Function::start(
-        &stack.bins.join("enerflo-project-to-crm"),
-        &env,
-        &stack.dir,
-    )
-    .await;
+    let started =
+        Function::start(&stack.bins.join("enerflo-project-to-crm"), &env, &stack.dir).await;
 
     // THEN its init fails (Lambda would report it and retry the cold start) naming the variable
     let Err(why) = started else {
