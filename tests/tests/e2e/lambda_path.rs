@@ -639,7 +639,7 @@ fn http_api_event_with_query(path: &str, query: &str, body: &str) -> Value {
     let host = "abc123defg.execute-api.us-east-1.amazonaws.com";
     let now = epoch_ms(SystemTime::now());
     let route = "POST /enerflo/webhooks/{token}";
-    json!({
+    let mut event = json!({
         "version": "2.0",
         "routeKey": route,
         "rawPath": path,
@@ -673,13 +673,15 @@ fn http_api_event_with_query(path: &str, query: &str, body: &str) -> Value {
             "time": "01/Dec/2026:12:00:00 +0000",
             "timeEpoch": now
         },
-        "queryStringParameters": (!query.is_empty()).then(|| {
-            form_pairs(query)
-        }),
         "pathParameters": {"token": path.rsplit('/').next().unwrap_or_default()},
         "body": body,
         "isBase64Encoded": false
-    })
+    });
+    if !query.is_empty() {
+        // Absent, not null, without a query string.
+        event["queryStringParameters"] = form_pairs(query);
+    }
+    event
 }
 
 /// `a=1&b=2` as API Gateway's `queryStringParameters` (plain values only).
@@ -979,6 +981,24 @@ async fn webhook_function_answers_api_gateway_and_enqueues_the_sample_submission
     assert_eq!(again.0, 202, "{}", again.1);
     assert_eq!(again.1["status"], "duplicate", "{}", again.1);
     assert_eq!(probe_status, 404, "a wrong token is not found");
+
+    // WHEN the same body arrives without a text content type, which API Gateway hands over
+    // base64-encoded
+    let mut encoded = http_api_event(&format!("/enerflo/webhooks/{TOKEN}"), "");
+    encoded["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("content-type");
+    encoded["headers"]["content-length"] = json!(sample.len().to_string());
+    encoded["body"] = json!(base64::engine::general_purpose::STANDARD.encode(&sample));
+    encoded["isBase64Encoded"] = json!(true);
+    let (status, _, answer) = http_api_answer(&webhook.invoke(&encoded).await);
+    // THEN the function read the same body: the same event, a duplicate
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (202, Some("duplicate")),
+        "{answer}"
+    );
 
     // ... and the project queue in moto holds exactly one message: the body as Enerflo sent it,
     // in the deal's FIFO group, with the metadata the consumer reads
@@ -1464,4 +1484,52 @@ async fn the_event_source_builds_fifo_records_as_lambda_does() {
         json!({"stringValue": "project", "stringListValues": [], "binaryListValues": [],
                "dataType": "String"})
     );
+}
+
+#[tokio::test]
+async fn a_crm_failing_past_the_retry_budget_dead_letters_even_across_cold_starts() {
+    let functions = ["enerflo-webhook", "enerflo-project-to-crm"];
+    let Some(mut stack) = Stack::start("lambda budget", &[Stage::Project], &functions).await else {
+        return;
+    };
+    stack.env.insert("RETRY_MAX_ATTEMPTS".into(), "2".into());
+    finds_installs(&stack.enerflo).await;
+    Mock::given(method("POST"))
+        .and(path(EVENTS_PATH))
+        .respond_with(ResponseTemplate::new(503).set_body_string("maintenance"))
+        .mount(&stack.crm)
+        .await;
+    let webhook = stack.spawn(functions[0]).await;
+    let source = stack.source(Stage::Project).await;
+    enqueue(&webhook, &[submission(2)]).await;
+
+    // WHEN the CRM answers 503 to a first invocation
+    let consumer = stack.spawn(functions[1]).await;
+    let batch = source.receive(1).await;
+    assert_eq!(source.deliver(&consumer, &batch).await, ids(&batch));
+
+    // ... and to the next one, in a new sandbox (a cold start: the first process is gone)
+    drop(consumer);
+    let consumer = stack.spawn(functions[1]).await;
+    source.expire(&batch).await;
+    let again = source.receive(1).await;
+    let failures = source.deliver(&consumer, &again).await;
+
+    // THEN the second try used up the budget of 2 (counted in the table, not in the process):
+    // the message left the source queue for the DLQ, with the last error as the reason
+    assert_eq!(failures, Vec::<String>::new());
+    assert_eq!(source.depth().await, (0, 0));
+    assert_eq!(stack.crm.received_requests().await.unwrap().len(), 2);
+    let dead = stack.dead_letters(Stage::Project).await;
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert!(
+        dead[0]
+            .reason
+            .contains("retry budget of 2 attempts exhausted"),
+        "{}",
+        dead[0].reason
+    );
+    assert!(dead[0].reason.contains("503"), "{}", dead[0].reason);
+    assert_eq!(dead[0].attempts, 2);
+    assert_eq!(dead[0].body, submission(2));
 }
