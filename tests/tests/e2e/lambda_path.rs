@@ -1533,3 +1533,48 @@ async fn a_crm_failing_past_the_retry_budget_dead_letters_even_across_cold_start
     assert_eq!(dead[0].attempts, 2);
     assert_eq!(dead[0].body, submission(2));
 }
+
+#[test]
+fn the_functions_get_every_variable_template_globals_sets() {
+    // The names under `Globals.Function.Environment.Variables` of template.yaml.
+    let template =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"))
+            .expect("template.yaml");
+    let globals = template
+        .split_once("\nGlobals:")
+        .and_then(|(_, rest)| rest.split_once("\nResources:"))
+        .expect("a Globals section before Resources")
+        .0;
+    let variables = globals
+        .split_once("      Variables:\n")
+        .expect("Globals.Function.Environment.Variables")
+        .1;
+    let names: Vec<&str> = variables
+        .lines()
+        .filter_map(|l| l.strip_prefix("        "))
+        .filter(|l| !l.starts_with('#') && !l.starts_with(' '))
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name))
+        .collect();
+    assert!(names.len() > 20, "{names:?}");
+
+    // What Stack::start sets: the defaults of template_globals, its own values, and the queues.
+    let mut ours: BTreeSet<String> = template_globals().into_keys().collect();
+    for name in [
+        "ENERFLO_API_KEY",
+        "WEBHOOK_TOKEN",
+        "CRM_INBOUND_TOKEN",
+        "TABLE_NAME",
+        "METRICS_NAMESPACE",
+    ] {
+        ours.insert(name.to_owned());
+    }
+    for stage in Stage::ALL {
+        ours.insert(format!("{}_QUEUE_URL", stage.env_prefix()));
+        ours.insert(format!("{}_DLQ_URL", stage.env_prefix()));
+    }
+    let missing: Vec<&&str> = names.iter().filter(|n| !ours.contains(**n)).collect();
+    assert!(
+        missing.is_empty(),
+        "template.yaml gives every function {missing:?}: add them to template_globals"
+    );
+}
