@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything `make test` (and CI through .ci/run) checks, in order, failing on the first problem:
-# formatting, clippy, the test suite against a moto server this script starts and always stops,
-# cfn-lint, and the repository's own template rules (including a negative fixture that must fail).
+# formatting, clippy, the function binaries (debug), the test suite against a moto server this
+# script starts and always stops, the glibc check of those binaries, cfn-lint, and the
+# repository's own template rules (including a negative fixture that must fail).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
