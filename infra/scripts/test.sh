@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything `make test` (and CI through .ci/run) checks, in order, failing on the first problem:
-# formatting, clippy, the test suite against a moto server this script starts and always stops,
-# cfn-lint, and the repository's own template rules (including a negative fixture that must fail).
+# formatting, clippy, the function binaries (debug), the test suite against a moto server this
+# script starts and always stops, the glibc check of those binaries, cfn-lint, and the
+# repository's own template rules (including a negative fixture that must fail).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -27,6 +28,20 @@ cargo fmt --all -- --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Every function's debug binary, before the tests: the Lambda-path tests run them
+# (tests/tests/e2e/lambda_path.rs finds them in $TARGET_DIR/debug), and the glibc check below
+# reads them. One build either way.
+step "function binaries (debug)"
+functions=()
+for dir in functions/*/; do
+  functions+=("$(basename "$dir")")
+done
+package_args=()
+for name in "${functions[@]}"; do
+  package_args+=(-p "$name")
+done
+cargo build --locked "${package_args[@]}"
 
 step "moto server"
 moto_started=0
@@ -73,16 +88,8 @@ fi
 # Lambda's provided.al2023 has glibc 2.34. The debug binaries are linked like a host-linker
 # Lambda build would be (the C code of the TLS stack binds to this host's glibc), so checking them
 # catches a host whose glibc would break the functions at cold start, without a release build.
+# (They were built before the tests, which run them.)
 step "function binaries need at most glibc 2.34"
-functions=()
-for dir in functions/*/; do
-  functions+=("$(basename "$dir")")
-done
-package_args=()
-for name in "${functions[@]}"; do
-  package_args+=(-p "$name")
-done
-cargo build --locked "${package_args[@]}"
 binaries=()
 for name in "${functions[@]}"; do
   binaries+=("$TARGET_DIR/debug/$name")

@@ -6,6 +6,7 @@ mod change_order;
 mod console;
 mod faults;
 mod hubspot;
+mod lambda_path;
 mod leads;
 mod load;
 mod milestone;
