@@ -115,6 +115,21 @@ echo "binaries needing GLIBC_2.38 rejected, as expected"
 step "cfn-lint template.yaml"
 cfn-lint template.yaml
 
+step "sam validate --lint (SAM CLI: the SAM transform, then its lint)"
+SAM="${SAM:-sam}"
+if command -v "$SAM" >/dev/null 2>&1; then
+  # Offline: validate transforms locally; fake credentials and a region are all it asks for.
+  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 \
+    SAM_CLI_TELEMETRY=0 "$SAM" validate --template template.yaml
+  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 \
+    SAM_CLI_TELEMETRY=0 "$SAM" validate --lint --template template.yaml
+elif [[ "${CI:-}" == "true" ]]; then
+  echo "FAIL: SAM CLI not found (.ci/run installs it; or set SAM=/path/to/sam)" >&2
+  exit 1
+else
+  echo "skipped: SAM CLI not found (pip install aws-sam-cli, or set SAM=/path/to/sam)"
+fi
+
 step "template rules: template.yaml"
 python3 "$CHECK" template.yaml
 
