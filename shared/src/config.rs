@@ -45,7 +45,8 @@ pub struct SalesforceSettings {
     pub client_id: Option<String>,
     /// `SALESFORCE_CLIENT_SECRET`: for the client credentials flow.
     pub client_secret: Option<Secret>,
-    /// `SALESFORCE_USERNAME` + `SALESFORCE_PRIVATE_KEY` (PEM): the JWT bearer flow instead.
+    /// `SALESFORCE_USERNAME` + `SALESFORCE_PRIVATE_KEY` (PEM): the JWT bearer flow instead (the
+    /// key is parsed by [`Config::salesforce_crm`]).
     pub username: Option<String>,
     pub private_key: Option<Secret>,
     /// `SALESFORCE_JWT_AUDIENCE`: the assertion's `aud` (default `https://login.salesforce.com`,
@@ -543,12 +544,8 @@ impl Config {
             client_id: var("SALESFORCE_CLIENT_ID"),
             client_secret: var("SALESFORCE_CLIENT_SECRET").map(Secret::new),
             username: var("SALESFORCE_USERNAME"),
-            private_key: var("SALESFORCE_PRIVATE_KEY").map(|pem| {
-                if let Err(why) = crate::crm::salesforce::auth::parse_private_key(&pem) {
-                    problems.push(format!("SALESFORCE_PRIVATE_KEY {why}"));
-                }
-                Secret::new(pem)
-            }),
+            // Parsed once, by `Config::salesforce_crm`, in the functions that use the connector.
+            private_key: var("SALESFORCE_PRIVATE_KEY").map(Secret::new),
             audience: url("SALESFORCE_JWT_AUDIENCE", &mut problems),
             api_version: match var("SALESFORCE_API_VERSION") {
                 None => SALESFORCE_API_VERSION.to_owned(),
@@ -1651,6 +1648,28 @@ mod tests {
             .expect_err("no grant"),
         );
         assert!(text.contains("SALESFORCE_PRIVATE_KEY"), "{text}");
+    }
+
+    #[test]
+    fn the_salesforce_private_key_is_parsed_once_by_the_connector_that_uses_it() {
+        // GIVEN a malformed key for the JWT bearer grant
+        let c = load(&[
+            ("CRM_CONNECTOR", "salesforce"),
+            ("SALESFORCE_LOGIN_URL", "https://acme.my.salesforce.com"),
+            ("SALESFORCE_CLIENT_ID", "fake-client-id"),
+            ("SALESFORCE_USERNAME", "sync@acme.example"),
+            ("SALESFORCE_PRIVATE_KEY", "not-a-pem-key!"),
+        ])
+        // THEN reading the environment does not parse it (a function without the connector
+        // never does)...
+        .expect("loads");
+        // ... and the connector's settings, where it is parsed, name it
+        let text = problems(c.salesforce_crm().expect_err("bad key"));
+        assert!(
+            text.contains("SALESFORCE_PRIVATE_KEY is not a PEM private key"),
+            "{text}"
+        );
+        assert!(!text.contains("not-a-pem-key"), "{text}");
     }
 
     #[test]
