@@ -1,9 +1,14 @@
-//! Configuration: one typed struct, read from the environment once at start-up and validated.
-//! A missing or malformed value stops start-up with a message naming the variable. The same
-//! names work in Lambda and in the local runner (docs/design.md 3.4).
+//! Configuration, read from the environment once at start-up and validated. [`Config`] holds
+//! every value, defaulted or optional (the local runner fills in sandboxes for what is unset);
+//! each binary then takes its own typed configuration from it ([`StageFunctionConfig`],
+//! [`InboundFunctionConfig`], [`WebhookFunctionConfig`], [`NotesPollConfig`],
+//! [`ReconcileFunctionConfig`], [`OpsConsoleConfig`]), whose required values are plain fields.
+//! A missing or malformed value stops start-up with one message naming every variable. The
+//! same names work in Lambda and in the local runner (docs/design.md 3.4).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -40,7 +45,8 @@ pub struct SalesforceSettings {
     pub client_id: Option<String>,
     /// `SALESFORCE_CLIENT_SECRET`: for the client credentials flow.
     pub client_secret: Option<Secret>,
-    /// `SALESFORCE_USERNAME` + `SALESFORCE_PRIVATE_KEY` (PEM): the JWT bearer flow instead.
+    /// `SALESFORCE_USERNAME` + `SALESFORCE_PRIVATE_KEY` (PEM): the JWT bearer flow instead (the
+    /// key is parsed by [`Config::salesforce_crm`]).
     pub username: Option<String>,
     pub private_key: Option<Secret>,
     /// `SALESFORCE_JWT_AUDIENCE`: the assertion's `aud` (default `https://login.salesforce.com`,
@@ -381,9 +387,15 @@ pub struct Config {
     /// during a rotation).
     pub ops_tokens: SecretSet,
     pub crm_include_raw: bool,
+    /// `TABLE_NAME`: required by every Lambda ([`TableAccess`]); the local runner has its own store.
     pub table_name: Option<String>,
+    /// `<STAGE>_QUEUE_URL` + `<STAGE>_DLQ_URL`, per stage that has them (a stage without a queue
+    /// has its events parked in the event log).
     pub queues: BTreeMap<Stage, StageQueueUrls>,
+    /// `AWS_ENDPOINT_URL`: DynamoDB and SQS at moto or LocalStack; unset, AWS's own endpoints.
     pub aws_endpoint_url: Option<String>,
+    /// `AWS_REGION` (else `AWS_DEFAULT_REGION`): Lambda sets it; required by [`LambdaAws`].
+    pub aws_region: Option<String>,
     pub max_body_bytes: usize,
     pub retry: RetryPolicy,
     pub event_log_ttl: Duration,
@@ -396,20 +408,6 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `RECONCILE_*`: the reconciliation sweep and backfill (`crate::reconcile`).
     pub reconcile: crate::reconcile::ReconcileSettings,
-}
-
-/// What a given binary needs; `Config::require` checks exactly these.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Need {
-    WebhookToken,
-    EnerfloApi,
-    /// What the configured CRM connector needs (`CRM_WEBHOOK_*` or `HUBSPOT_ACCESS_TOKEN`).
-    Crm,
-    CrmInboundToken,
-    /// The operator console's `OPS_TOKEN`.
-    OpsToken,
-    Table,
-    Queue(Stage),
 }
 
 impl Config {
@@ -546,12 +544,8 @@ impl Config {
             client_id: var("SALESFORCE_CLIENT_ID"),
             client_secret: var("SALESFORCE_CLIENT_SECRET").map(Secret::new),
             username: var("SALESFORCE_USERNAME"),
-            private_key: var("SALESFORCE_PRIVATE_KEY").map(|pem| {
-                if let Err(why) = crate::crm::salesforce::auth::parse_private_key(&pem) {
-                    problems.push(format!("SALESFORCE_PRIVATE_KEY {why}"));
-                }
-                Secret::new(pem)
-            }),
+            // Parsed once, by `Config::salesforce_crm`, in the functions that use the connector.
+            private_key: var("SALESFORCE_PRIVATE_KEY").map(Secret::new),
             audience: url("SALESFORCE_JWT_AUDIENCE", &mut problems),
             api_version: match var("SALESFORCE_API_VERSION") {
                 None => SALESFORCE_API_VERSION.to_owned(),
@@ -750,6 +744,7 @@ impl Config {
             table_name: var("TABLE_NAME"),
             queues,
             aws_endpoint_url: url("AWS_ENDPOINT_URL", &mut problems),
+            aws_region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
             max_body_bytes: number(
                 "MAX_BODY_BYTES",
                 1_048_576,
@@ -799,23 +794,6 @@ impl Config {
         }
     }
 
-    /// What keeps the Monday profile's boards from resolving: a board named `customers` or
-    /// `projects` whose `MONDAY_*_BOARD` is unset, or an object that is neither those nor digits.
-    pub fn monday_board_problems(&self) -> Vec<String> {
-        let Some(profile) = &self.crm_profile else {
-            return Vec::new();
-        };
-        let mut problems = Vec::new();
-        for object in profile.objects() {
-            if let Err(why) = self.monday_board(&object)
-                && !problems.contains(&why)
-            {
-                problems.push(why);
-            }
-        }
-        problems
-    }
-
     /// The Monday board id a profile object names: digits as they are, `customers` and
     /// `projects` through `MONDAY_CUSTOMERS_BOARD` / `MONDAY_PROJECTS_BOARD`.
     pub fn monday_board(&self, object: &str) -> Result<String, String> {
@@ -836,67 +814,613 @@ impl Config {
         })
     }
 
-    /// Checks that what a binary needs is present; names every missing variable at once.
-    pub fn require(&self, needs: &[Need]) -> Result<(), ConfigError> {
+    /// Profile object -> Monday board id for every object of `profile`, every problem named once.
+    fn monday_boards(
+        &self,
+        profile: &crate::crm::profile::Profile,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut boards = BTreeMap::new();
         let mut problems = Vec::new();
-        for need in needs {
-            match need {
-                Need::WebhookToken if self.webhook_tokens.is_empty() => {
-                    problems.push("WEBHOOK_TOKEN is required (a long random value; comma-separate two during a rotation)".into())
+        for object in profile.objects() {
+            match self.monday_board(&object) {
+                Ok(id) => {
+                    boards.insert(object, id);
                 }
-                Need::EnerfloApi if self.enerflo_api_key.is_none() => problems.push("ENERFLO_API_KEY is required".into()),
-                Need::Crm
-                    if self.crm_connector == CrmConnectorKind::HubSpot
-                        && self.hubspot.access_token.is_none() =>
-                {
-                    problems.push("HUBSPOT_ACCESS_TOKEN is required for CRM_CONNECTOR=hubspot (a private app token)".into());
-                }
-                Need::Crm if self.crm_connector == CrmConnectorKind::HubSpot => {}
-                Need::Crm if self.crm_connector == CrmConnectorKind::Monday => {
-                    if self.monday.api_token.is_none() {
-                        problems.push("MONDAY_API_TOKEN is required for CRM_CONNECTOR=monday (an API token)".into());
-                    }
-                    problems.extend(self.monday_board_problems());
-                }
-                Need::Crm if self.crm_connector == CrmConnectorKind::Salesforce => {
-                    let sf = &self.salesforce;
-                    if sf.login_url.is_none() {
-                        problems.push("SALESFORCE_LOGIN_URL is required for CRM_CONNECTOR=salesforce (the org's My Domain)".into());
-                    }
-                    if sf.client_id.is_none() {
-                        problems.push("SALESFORCE_CLIENT_ID is required for CRM_CONNECTOR=salesforce".into());
-                    }
-                    match (&sf.client_secret, &sf.username, &sf.private_key) {
-                        (Some(_), _, _) | (None, Some(_), Some(_)) => {}
-                        _ => problems.push("CRM_CONNECTOR=salesforce needs SALESFORCE_CLIENT_SECRET (client credentials) or SALESFORCE_USERNAME and SALESFORCE_PRIVATE_KEY (JWT bearer)".into()),
-                    }
-                }
-                Need::Crm => {
-                    if self.crm_webhook_url.is_none() {
-                        problems.push("CRM_WEBHOOK_URL is required for CRM_CONNECTOR=webhook".into());
-                    }
-                    if self.crm_webhook_secret.is_none() {
-                        problems.push("CRM_WEBHOOK_SECRET is required for CRM_CONNECTOR=webhook (whsec_<base64>)".into());
-                    }
-                }
-                Need::CrmInboundToken if self.crm_inbound_tokens.is_empty() => {
-                    problems.push("CRM_INBOUND_TOKEN is required".into())
-                }
-                Need::OpsToken if self.ops_tokens.is_empty() => problems.push(
-                    "OPS_TOKEN is required (a long random value the operator logs in with; comma-separate two during a rotation)".into(),
-                ),
-                Need::Table if self.table_name.is_none() => problems.push("TABLE_NAME is required".into()),
-                Need::Queue(stage) if !self.queues.contains_key(stage) => problems.push(format!(
-                    "{p}_QUEUE_URL and {p}_DLQ_URL are required",
-                    p = stage.env_prefix()
-                )),
-                _ => {}
+                Err(why) if !problems.contains(&why) => problems.push(why),
+                Err(_) => {}
             }
         }
         if problems.is_empty() {
-            Ok(())
+            Ok(boards)
         } else {
             Err(ConfigError { problems })
+        }
+    }
+
+    /// The mapping profile of `kind`'s connector: loaded (or built in) with `CRM_CONNECTOR` set to it.
+    fn profile_of(
+        &self,
+        kind: CrmConnectorKind,
+        name: &str,
+    ) -> Result<Arc<crate::crm::profile::Profile>, ConfigError> {
+        match &self.crm_profile {
+            Some(p) if self.crm_connector == kind => Ok(p.clone()),
+            _ => Err(one(format!(
+                "CRM_CONNECTOR={name} is required to load its mapping profile"
+            ))),
+        }
+    }
+
+    /// `ENERFLO_*`: what calling Enerflo takes; `ENERFLO_API_KEY` required.
+    pub fn enerflo_access(&self) -> Result<EnerfloAccess, ConfigError> {
+        let api_key = self
+            .enerflo_api_key
+            .clone()
+            .ok_or_else(|| one("ENERFLO_API_KEY is required"))?;
+        Ok(EnerfloAccess {
+            base_url: self.enerflo_base_url.clone(),
+            api_key,
+            timeout: self.enerflo_timeout,
+        })
+    }
+
+    /// `TABLE_NAME` (required), the stage queues and `AWS_ENDPOINT_URL`.
+    pub fn table_access(&self) -> Result<TableAccess, ConfigError> {
+        let table_name = self
+            .table_name
+            .clone()
+            .ok_or_else(|| one("TABLE_NAME is required"))?;
+        Ok(TableAccess {
+            table_name,
+            queues: self.queues.clone(),
+            endpoint_url: self.aws_endpoint_url.clone(),
+        })
+    }
+
+    /// What a Lambda's DynamoDB and SQS clients take: [`Config::table_access`] and `AWS_REGION`,
+    /// both named when missing.
+    pub fn lambda_aws(&self) -> Result<LambdaAws, ConfigError> {
+        let mut p = Problems::default();
+        let region = p.take(
+            self.aws_region
+                .clone()
+                .ok_or_else(|| one("AWS_REGION is required (Lambda sets it)")),
+        );
+        let table = p.take(self.table_access());
+        match (region, table) {
+            (Some(region), Some(table)) => Ok(LambdaAws { region, table }),
+            _ => Err(p.error()),
+        }
+    }
+
+    /// `<STAGE>_QUEUE_URL` and `<STAGE>_DLQ_URL` of `stage`, required.
+    pub fn stage_queue(&self, stage: Stage) -> Result<StageQueueUrls, ConfigError> {
+        self.queues.get(&stage).cloned().ok_or_else(|| {
+            one(format!(
+                "{p}_QUEUE_URL and {p}_DLQ_URL are required",
+                p = stage.env_prefix()
+            ))
+        })
+    }
+
+    /// What the configured CRM connector needs (`CRM_CONNECTOR`), every missing value named.
+    pub fn crm_access(&self) -> Result<CrmAccess, ConfigError> {
+        match self.crm_connector {
+            CrmConnectorKind::Webhook => self.webhook_crm().map(CrmAccess::Webhook),
+            CrmConnectorKind::HubSpot => self.hubspot_crm().map(CrmAccess::HubSpot),
+            CrmConnectorKind::Salesforce => self.salesforce_crm().map(CrmAccess::Salesforce),
+            CrmConnectorKind::Monday => self.monday_crm().map(CrmAccess::Monday),
+        }
+    }
+
+    /// `CRM_CONNECTOR=webhook`: `CRM_WEBHOOK_URL` and `CRM_WEBHOOK_SECRET`.
+    pub fn webhook_crm(&self) -> Result<WebhookCrm, ConfigError> {
+        let mut p = Problems::default();
+        let url = p.take(
+            self.crm_webhook_url
+                .clone()
+                .ok_or_else(|| one("CRM_WEBHOOK_URL is required for CRM_CONNECTOR=webhook")),
+        );
+        let secret = p.take(self.crm_webhook_secret.clone().ok_or_else(|| {
+            one("CRM_WEBHOOK_SECRET is required for CRM_CONNECTOR=webhook (whsec_<base64>)")
+        }));
+        match (url, secret) {
+            (Some(url), Some(secret)) => Ok(WebhookCrm {
+                url,
+                secret,
+                timeout: self.crm_timeout,
+            }),
+            _ => Err(p.error()),
+        }
+    }
+
+    /// `CRM_CONNECTOR=hubspot`: `HUBSPOT_ACCESS_TOKEN` and the loaded profile.
+    pub fn hubspot_crm(&self) -> Result<HubSpotCrm, ConfigError> {
+        let mut p = Problems::default();
+        let token = p.take(self.hubspot.access_token.clone().ok_or_else(|| {
+            one("HUBSPOT_ACCESS_TOKEN is required for CRM_CONNECTOR=hubspot (a private app token)")
+        }));
+        let profile = p.take(self.profile_of(CrmConnectorKind::HubSpot, "hubspot"));
+        match (token, profile) {
+            (Some(access_token), Some(profile)) => Ok(HubSpotCrm {
+                api: HubSpotApiSettings {
+                    access_token,
+                    base_url: self.hubspot.base_url.clone(),
+                    timeout: self.crm_timeout,
+                    ten_second_budget: self.hubspot.ten_second_budget,
+                },
+                pipeline: self.hubspot.pipeline.clone(),
+                profile,
+                milestone_keys: self.fields.milestone_keys.clone(),
+            }),
+            _ => Err(p.error()),
+        }
+    }
+
+    /// `CRM_CONNECTOR=salesforce`: `SALESFORCE_LOGIN_URL`, `SALESFORCE_CLIENT_ID` and one grant's
+    /// credentials (the private key parsed here, once).
+    pub fn salesforce_crm(&self) -> Result<SalesforceCrm, ConfigError> {
+        use crate::crm::salesforce::auth::{Grant, parse_private_key};
+        let sf = &self.salesforce;
+        let mut p = Problems::default();
+        let login_url = p.take(sf.login_url.clone().ok_or_else(|| {
+            one("SALESFORCE_LOGIN_URL is required for CRM_CONNECTOR=salesforce (the org's My Domain)")
+        }));
+        let client_id =
+            p.take(sf.client_id.clone().ok_or_else(|| {
+                one("SALESFORCE_CLIENT_ID is required for CRM_CONNECTOR=salesforce")
+            }));
+        // Which grant, and its credentials (the private key parsed here, once).
+        enum Credentials {
+            Secret(Secret),
+            Jwt(String, aws_lc_rs::signature::RsaKeyPair),
+        }
+        let credentials = p.take(match (&sf.client_secret, &sf.username, &sf.private_key) {
+            (Some(secret), _, _) => Ok(Credentials::Secret(secret.clone())),
+            (None, Some(username), Some(pem)) => parse_private_key(pem.expose())
+                .map(|key| Credentials::Jwt(username.clone(), key))
+                .map_err(|why| one(format!("SALESFORCE_PRIVATE_KEY {why}"))),
+            _ => Err(one(
+                "CRM_CONNECTOR=salesforce needs SALESFORCE_CLIENT_SECRET (client credentials) or SALESFORCE_USERNAME and SALESFORCE_PRIVATE_KEY (JWT bearer)",
+            )),
+        });
+        let profile = p.take(self.profile_of(CrmConnectorKind::Salesforce, "salesforce"));
+        let (Some(login_url), Some(client_id), Some(credentials), Some(profile)) =
+            (login_url, client_id, credentials, profile)
+        else {
+            return Err(p.error());
+        };
+        let grant = match credentials {
+            Credentials::Secret(client_secret) => Grant::ClientCredentials {
+                client_id,
+                client_secret,
+            },
+            Credentials::Jwt(username, key) => Grant::JwtBearer {
+                client_id,
+                username,
+                key: Arc::new(key),
+                // `SALESFORCE_JWT_AUDIENCE`, default by the My Domain: a sandbox's is
+                // test.salesforce.com.
+                audience: sf.audience.clone().unwrap_or_else(|| {
+                    if login_url.contains(".sandbox.") {
+                        "https://test.salesforce.com".into()
+                    } else {
+                        "https://login.salesforce.com".into()
+                    }
+                }),
+            },
+        };
+        Ok(SalesforceCrm {
+            login_url,
+            grant,
+            api_version: sf.api_version.clone(),
+            budget_percent: sf.budget_percent,
+            timeout: self.crm_timeout,
+            profile,
+            milestone_keys: self.fields.milestone_keys.clone(),
+        })
+    }
+
+    /// `MONDAY_API_TOKEN` and the API's settings; `None` without the token.
+    fn monday_api_settings(&self) -> Option<MondayApiSettings> {
+        let m = &self.monday;
+        Some(MondayApiSettings {
+            api_token: m.api_token.clone()?,
+            api_url: m.api_url.clone(),
+            api_version: m.api_version.clone(),
+            timeout: self.crm_timeout,
+            minute_budget: m.minute_budget,
+            daily_call_budget: m.daily_call_budget,
+        })
+    }
+
+    /// `CRM_CONNECTOR=monday`: `MONDAY_API_TOKEN` and every board the profile names.
+    pub fn monday_crm(&self) -> Result<MondayCrm, ConfigError> {
+        let mut p = Problems::default();
+        let api = p.take(self.monday_api_settings().ok_or_else(|| {
+            one("MONDAY_API_TOKEN is required for CRM_CONNECTOR=monday (an API token)")
+        }));
+        let profile = p.take(self.profile_of(CrmConnectorKind::Monday, "monday"));
+        let boards = profile
+            .as_ref()
+            .and_then(|profile| p.take(self.monday_boards(profile)));
+        match (api, profile, boards) {
+            (Some(api), Some(profile), Some(boards)) => Ok(MondayCrm {
+                api,
+                profile,
+                boards,
+                milestone_keys: self.fields.milestone_keys.clone(),
+            }),
+            _ => Err(p.error()),
+        }
+    }
+
+    /// What `POST /crm/monday/webhooks/{token}` serves with: `None` unless `CRM_CONNECTOR=monday`
+    /// (the route then answers 404); with it, every board the profile names is required.
+    pub fn monday_inbound(&self) -> Result<Option<MondayInbound>, ConfigError> {
+        if self.crm_connector != CrmConnectorKind::Monday {
+            return Ok(None);
+        }
+        let profile = self.profile_of(CrmConnectorKind::Monday, "monday")?;
+        Ok(Some(MondayInbound {
+            boards: self.monday_boards(&profile)?,
+            profile,
+            tokens: self.monday.webhook_tokens.clone(),
+            signing_secret: self.monday.signing_secret.clone(),
+            api: self.monday_api_settings(),
+        }))
+    }
+}
+
+fn one(problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        problems: vec![problem.into()],
+    }
+}
+
+/// `tokens` when it holds one at least; else `problem`.
+fn required_tokens(tokens: &SecretSet, problem: &str) -> Result<SecretSet, ConfigError> {
+    if tokens.is_empty() {
+        Err(one(problem))
+    } else {
+        Ok(tokens.clone())
+    }
+}
+
+/// The problems of one start-up check, collected so that one error names them all. Every
+/// `Err` taken holds one problem at least, so a `None` from [`Problems::take`] always leaves one.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn take<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.extend(e.problems);
+                None
+            }
+        }
+    }
+
+    fn error(self) -> ConfigError {
+        ConfigError { problems: self.0 }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed start-up configuration. Each binary parses the environment into [`Config`] (every value
+// defaulted or optional), then into its own type below, whose required values are plain fields:
+// checked once, here, and every problem named in one error. The builders of
+// `crate::runtime` take these types, so none can be called without what it needs and none
+// checks again.
+
+/// `ENERFLO_BASE_URL` (default `https://enerflo.io`), `ENERFLO_API_KEY`, `ENERFLO_TIMEOUT_SECS`.
+#[derive(Clone, Debug)]
+pub struct EnerfloAccess {
+    pub base_url: String,
+    pub api_key: Secret,
+    pub timeout: Duration,
+}
+
+/// `TABLE_NAME`, the stage queues a deployment has, `AWS_ENDPOINT_URL` (optional: moto/LocalStack).
+#[derive(Clone, Debug)]
+pub struct TableAccess {
+    pub table_name: String,
+    pub queues: BTreeMap<Stage, StageQueueUrls>,
+    pub endpoint_url: Option<String>,
+}
+
+/// [`TableAccess`] and `AWS_REGION`: what a Lambda's SDK clients take.
+#[derive(Clone, Debug)]
+pub struct LambdaAws {
+    pub region: String,
+    pub table: TableAccess,
+}
+
+/// The configured CRM connector with what it needs.
+#[derive(Clone, Debug)]
+pub enum CrmAccess {
+    Webhook(WebhookCrm),
+    HubSpot(HubSpotCrm),
+    Salesforce(SalesforceCrm),
+    Monday(MondayCrm),
+}
+
+/// `CRM_WEBHOOK_URL`, `CRM_WEBHOOK_SECRET`, `CRM_TIMEOUT_SECS`.
+#[derive(Clone, Debug)]
+pub struct WebhookCrm {
+    pub url: String,
+    pub secret: SigningSecret,
+    pub timeout: Duration,
+}
+
+/// `HUBSPOT_ACCESS_TOKEN`, `HUBSPOT_BASE_URL`, `HUBSPOT_RATE_LIMIT`, `CRM_TIMEOUT_SECS`.
+#[derive(Clone, Debug)]
+pub struct HubSpotApiSettings {
+    pub access_token: Secret,
+    pub base_url: String,
+    pub timeout: Duration,
+    pub ten_second_budget: u32,
+}
+
+/// `CRM_CONNECTOR=hubspot`: the API, `HUBSPOT_PIPELINE`, the mapping profile, `MILESTONE_KEY_MAP`.
+#[derive(Clone, Debug)]
+pub struct HubSpotCrm {
+    pub api: HubSpotApiSettings,
+    pub pipeline: String,
+    pub profile: Arc<crate::crm::profile::Profile>,
+    pub milestone_keys: BTreeMap<String, u64>,
+}
+
+/// `CRM_CONNECTOR=salesforce`: `SALESFORCE_LOGIN_URL`, the grant (client credentials or JWT
+/// bearer), `SALESFORCE_API_VERSION`, `SALESFORCE_API_BUDGET_PERCENT`, the mapping profile.
+#[derive(Clone, Debug)]
+pub struct SalesforceCrm {
+    pub login_url: String,
+    pub grant: crate::crm::salesforce::auth::Grant,
+    pub api_version: String,
+    pub budget_percent: u32,
+    pub timeout: Duration,
+    pub profile: Arc<crate::crm::profile::Profile>,
+    pub milestone_keys: BTreeMap<String, u64>,
+}
+
+/// `MONDAY_API_TOKEN`, `MONDAY_API_URL`, `MONDAY_API_VERSION`, `MONDAY_RATE_LIMIT`,
+/// `MONDAY_DAILY_CALL_BUDGET`, `CRM_TIMEOUT_SECS`.
+#[derive(Clone, Debug)]
+pub struct MondayApiSettings {
+    pub api_token: Secret,
+    pub api_url: String,
+    pub api_version: String,
+    pub timeout: Duration,
+    pub minute_budget: u32,
+    pub daily_call_budget: u32,
+}
+
+/// `CRM_CONNECTOR=monday`: the API, the mapping profile and its boards (object -> board id).
+#[derive(Clone, Debug)]
+pub struct MondayCrm {
+    pub api: MondayApiSettings,
+    pub profile: Arc<crate::crm::profile::Profile>,
+    pub boards: BTreeMap<String, String>,
+    pub milestone_keys: BTreeMap<String, u64>,
+}
+
+/// `POST /crm/monday/webhooks/{token}` with `CRM_CONNECTOR=monday`: the profile and its boards
+/// (required), `MONDAY_WEBHOOK_TOKEN`, and the optional `MONDAY_SIGNING_SECRET` (unset: no JWT
+/// check) and API (unset `MONDAY_API_TOKEN`: customer items are not read).
+#[derive(Clone, Debug)]
+pub struct MondayInbound {
+    pub profile: Arc<crate::crm::profile::Profile>,
+    pub boards: BTreeMap<String, String>,
+    pub tokens: SecretSet,
+    pub signing_secret: Option<Secret>,
+    pub api: Option<MondayApiSettings>,
+}
+
+const WEBHOOK_TOKEN_REQUIRED: &str =
+    "WEBHOOK_TOKEN is required (a long random value; comma-separate two during a rotation)";
+const CRM_INBOUND_TOKEN_REQUIRED: &str = "CRM_INBOUND_TOKEN is required";
+const OPS_TOKEN_REQUIRED: &str = "OPS_TOKEN is required (a long random value the operator logs in with; comma-separate two during a rotation)";
+
+/// `enerflo-webhook`: `WEBHOOK_TOKEN`, the table and region (the stage queues are optional: a
+/// stage without one has its events parked).
+#[derive(Clone, Debug)]
+pub struct WebhookFunctionConfig {
+    pub settings: Config,
+    pub tokens: SecretSet,
+    pub aws: LambdaAws,
+}
+
+impl WebhookFunctionConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_config(Config::from_env()?)
+    }
+
+    pub fn from_config(settings: Config) -> Result<Self, ConfigError> {
+        let mut p = Problems::default();
+        let tokens = p.take(required_tokens(
+            &settings.webhook_tokens,
+            WEBHOOK_TOKEN_REQUIRED,
+        ));
+        let aws = p.take(settings.lambda_aws());
+        match (tokens, aws) {
+            (Some(tokens), Some(aws)) => Ok(Self {
+                settings,
+                tokens,
+                aws,
+            }),
+            _ => Err(p.error()),
+        }
+    }
+}
+
+/// A stage consumer (`enerflo-*-to-crm`): the table and region, the stage's own queue and DLQ,
+/// Enerflo and the CRM connector.
+#[derive(Clone, Debug)]
+pub struct StageFunctionConfig {
+    pub settings: Config,
+    pub stage: Stage,
+    pub aws: LambdaAws,
+    pub queue: StageQueueUrls,
+    pub enerflo: EnerfloAccess,
+    pub crm: CrmAccess,
+}
+
+impl StageFunctionConfig {
+    pub fn from_env(stage: Stage) -> Result<Self, ConfigError> {
+        Self::from_config(Config::from_env()?, stage)
+    }
+
+    pub fn from_config(settings: Config, stage: Stage) -> Result<Self, ConfigError> {
+        let mut p = Problems::default();
+        let aws = p.take(settings.lambda_aws());
+        let queue = p.take(settings.stage_queue(stage));
+        let enerflo = p.take(settings.enerflo_access());
+        let crm = p.take(settings.crm_access());
+        match (aws, queue, enerflo, crm) {
+            (Some(aws), Some(queue), Some(enerflo), Some(crm)) => Ok(Self {
+                settings,
+                stage,
+                aws,
+                queue,
+                enerflo,
+                crm,
+            }),
+            _ => Err(p.error()),
+        }
+    }
+}
+
+/// An inbound route's function (`crm-*-to-enerflo`): `CRM_INBOUND_TOKEN`, the table and region,
+/// Enerflo, and for `crm-monday-to-enerflo` what its route serves with.
+#[derive(Clone, Debug)]
+pub struct InboundFunctionConfig {
+    pub settings: Config,
+    pub crm_tokens: SecretSet,
+    pub aws: LambdaAws,
+    pub enerflo: EnerfloAccess,
+    /// Read only for [`crate::registry::Route::Monday`]; `None` there with another connector.
+    pub monday: Option<MondayInbound>,
+}
+
+impl InboundFunctionConfig {
+    pub fn from_env(route: crate::registry::Route) -> Result<Self, ConfigError> {
+        Self::from_config(Config::from_env()?, route)
+    }
+
+    pub fn from_config(
+        settings: Config,
+        route: crate::registry::Route,
+    ) -> Result<Self, ConfigError> {
+        let mut p = Problems::default();
+        let crm_tokens = p.take(required_tokens(
+            &settings.crm_inbound_tokens,
+            CRM_INBOUND_TOKEN_REQUIRED,
+        ));
+        let aws = p.take(settings.lambda_aws());
+        let enerflo = p.take(settings.enerflo_access());
+        let monday = if route == crate::registry::Route::Monday {
+            p.take(settings.monday_inbound())
+        } else {
+            Some(None)
+        };
+        match (crm_tokens, aws, enerflo, monday) {
+            (Some(crm_tokens), Some(aws), Some(enerflo), Some(monday)) => Ok(Self {
+                settings,
+                crm_tokens,
+                aws,
+                enerflo,
+                monday,
+            }),
+            _ => Err(p.error()),
+        }
+    }
+}
+
+/// `hubspot-notes-poll`: the table and region, Enerflo, and the HubSpot connector's settings.
+#[derive(Clone, Debug)]
+pub struct NotesPollConfig {
+    pub settings: Config,
+    pub aws: LambdaAws,
+    pub enerflo: EnerfloAccess,
+    pub hubspot: HubSpotCrm,
+}
+
+impl NotesPollConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_config(Config::from_env()?)
+    }
+
+    pub fn from_config(settings: Config) -> Result<Self, ConfigError> {
+        let mut p = Problems::default();
+        let aws = p.take(settings.lambda_aws());
+        let enerflo = p.take(settings.enerflo_access());
+        let hubspot = p.take(settings.hubspot_crm());
+        match (aws, enerflo, hubspot) {
+            (Some(aws), Some(enerflo), Some(hubspot)) => Ok(Self {
+                settings,
+                aws,
+                enerflo,
+                hubspot,
+            }),
+            _ => Err(p.error()),
+        }
+    }
+}
+
+/// `enerflo-reconcile`: the table and region, Enerflo, and the queue of every stage
+/// `RECONCILE_STAGES` sweeps.
+#[derive(Clone, Debug)]
+pub struct ReconcileFunctionConfig {
+    pub settings: Config,
+    pub aws: LambdaAws,
+    pub enerflo: EnerfloAccess,
+}
+
+impl ReconcileFunctionConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_config(Config::from_env()?)
+    }
+
+    pub fn from_config(settings: Config) -> Result<Self, ConfigError> {
+        let mut p = Problems::default();
+        let aws = p.take(settings.lambda_aws());
+        let enerflo = p.take(settings.enerflo_access());
+        for stage in &settings.reconcile.stages {
+            p.take(settings.stage_queue(*stage));
+        }
+        match (aws, enerflo) {
+            (Some(aws), Some(enerflo)) if p.0.is_empty() => Ok(Self {
+                settings,
+                aws,
+                enerflo,
+            }),
+            _ => Err(p.error()),
+        }
+    }
+}
+
+/// `ops-console`: `OPS_TOKEN` and the table (its SDK clients read the default AWS chain).
+#[derive(Clone, Debug)]
+pub struct OpsConsoleConfig {
+    pub ops_tokens: SecretSet,
+    pub table: TableAccess,
+}
+
+impl OpsConsoleConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_config(&Config::from_env()?)
+    }
+
+    pub fn from_config(settings: &Config) -> Result<Self, ConfigError> {
+        let mut p = Problems::default();
+        let ops_tokens = p.take(required_tokens(&settings.ops_tokens, OPS_TOKEN_REQUIRED));
+        let table = p.take(settings.table_access());
+        match (ops_tokens, table) {
+            (Some(ops_tokens), Some(table)) => Ok(Self { ops_tokens, table }),
+            _ => Err(p.error()),
         }
     }
 }
@@ -949,7 +1473,7 @@ mod tests {
         assert_eq!(c.crm_connector, CrmConnectorKind::Monday);
         assert_eq!(c.monday.api_version, MONDAY_API_VERSION);
         assert_eq!(c.monday.api_url, "https://api.monday.com/v2");
-        let text = c.require(&[Need::Crm]).expect_err("missing").to_string();
+        let text = c.crm_access().expect_err("missing").to_string();
         for name in [
             "MONDAY_API_TOKEN",
             "MONDAY_CUSTOMERS_BOARD",
@@ -964,7 +1488,14 @@ mod tests {
             ("MONDAY_PROJECTS_BOARD", "2002"),
         ])
         .expect("loads");
-        assert!(c.require(&[Need::Crm]).is_ok());
+        let Ok(CrmAccess::Monday(monday)) = c.crm_access() else {
+            panic!("CRM_CONNECTOR=monday with its token and boards is a Monday connector");
+        };
+        assert_eq!(
+            monday.boards.get("customers").map(String::as_str),
+            Some("1001")
+        );
+        assert_eq!(monday.api.api_token.expose(), "fake-monday-token");
         assert_eq!(c.monday_board("projects").as_deref(), Ok("2002"));
         assert_eq!(c.monday_board("3003").as_deref(), Ok("3003"));
         let err = load(&[
@@ -978,21 +1509,43 @@ mod tests {
         assert!(err.contains("MONDAY_PROJECTS_BOARD must be"), "{err}");
     }
 
+    /// Everything a stage consumer with the webhook connector needs (fake values).
+    const STAGE_ENV: &[(&str, &str)] = &[
+        ("AWS_REGION", "us-east-1"),
+        ("TABLE_NAME", "sync-table"),
+        ("PROJECT_QUEUE_URL", "http://q/project"),
+        ("PROJECT_DLQ_URL", "http://q/project-dlq"),
+        ("ENERFLO_API_KEY", "fake-key-value"),
+        ("CRM_WEBHOOK_URL", "https://crm.example/events"),
+        (
+            "CRM_WEBHOOK_SECRET",
+            "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        ),
+    ];
+
+    fn without(
+        pairs: &[(&'static str, &'static str)],
+        drop: &[&str],
+    ) -> Vec<(&'static str, &'static str)> {
+        pairs
+            .iter()
+            .filter(|(k, _)| !drop.contains(k))
+            .copied()
+            .collect()
+    }
+
+    fn problems(err: ConfigError) -> String {
+        err.to_string()
+    }
+
     #[test]
-    fn require_names_every_missing_variable_and_never_prints_secrets() {
+    fn stage_function_names_every_missing_variable_at_once_and_never_prints_secrets() {
         let c = load(&[("ENERFLO_API_KEY", "fake-key-value")]).expect("loads");
-        let err = c
-            .require(&[
-                Need::WebhookToken,
-                Need::EnerfloApi,
-                Need::Table,
-                Need::Queue(Stage::Project),
-                Need::Crm,
-            ])
-            .expect_err("missing");
-        let text = err.to_string();
+        let text = problems(
+            StageFunctionConfig::from_config(c.clone(), Stage::Project).expect_err("missing"),
+        );
         for name in [
-            "WEBHOOK_TOKEN",
+            "AWS_REGION",
             "TABLE_NAME",
             "PROJECT_QUEUE_URL",
             "CRM_WEBHOOK_URL",
@@ -1000,8 +1553,264 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} not named in: {text}");
         }
-        assert!(!text.contains("ENERFLO_API_KEY"));
+        assert!(!text.contains("ENERFLO_API_KEY"), "{text}");
         assert!(!format!("{c:?}").contains("fake-key-value"));
+
+        let typed =
+            StageFunctionConfig::from_config(load(STAGE_ENV).expect("loads"), Stage::Project)
+                .expect("every required value is set");
+        // The required values are plain fields: no Option to check again.
+        assert_eq!(typed.aws.table.table_name, "sync-table");
+        assert_eq!(typed.aws.region, "us-east-1");
+        assert_eq!(typed.queue.dlq_url, "http://q/project-dlq");
+        assert_eq!(typed.enerflo.api_key.expose(), "fake-key-value");
+        assert!(
+            matches!(&typed.crm, CrmAccess::Webhook(w) if w.url == "https://crm.example/events")
+        );
+        assert!(!format!("{typed:?}").contains("fake-key-value"));
+    }
+
+    #[test]
+    fn stage_function_names_the_missing_key_and_the_queue_of_its_own_stage() {
+        let env = without(STAGE_ENV, &["ENERFLO_API_KEY"]);
+        let text = problems(
+            StageFunctionConfig::from_config(load(&env).expect("loads"), Stage::Status)
+                .expect_err("missing"),
+        );
+        assert_eq!(
+            text,
+            "configuration: STATUS_QUEUE_URL and STATUS_DLQ_URL are required; ENERFLO_API_KEY is required"
+        );
+    }
+
+    #[test]
+    fn stage_function_names_what_each_native_connector_lacks() {
+        let base = without(STAGE_ENV, &["CRM_WEBHOOK_URL", "CRM_WEBHOOK_SECRET"]);
+        for (connector, names) in [
+            ("hubspot", &["HUBSPOT_ACCESS_TOKEN"][..]),
+            (
+                "salesforce",
+                &[
+                    "SALESFORCE_LOGIN_URL",
+                    "SALESFORCE_CLIENT_ID",
+                    "SALESFORCE_CLIENT_SECRET",
+                ][..],
+            ),
+            (
+                "monday",
+                &[
+                    "MONDAY_API_TOKEN",
+                    "MONDAY_CUSTOMERS_BOARD",
+                    "MONDAY_PROJECTS_BOARD",
+                ][..],
+            ),
+        ] {
+            let mut env = base.clone();
+            env.push(("CRM_CONNECTOR", connector));
+            let text = problems(
+                StageFunctionConfig::from_config(load(&env).expect("loads"), Stage::Project)
+                    .expect_err(connector),
+            );
+            for name in names {
+                assert!(
+                    text.contains(name),
+                    "{connector}: {name} not named in: {text}"
+                );
+            }
+            assert!(!text.contains("CRM_WEBHOOK"), "{connector}: {text}");
+        }
+    }
+
+    #[test]
+    fn salesforce_grant_is_typed_with_a_client_secret_and_named_when_none_is_complete() {
+        let c = load(&[
+            ("CRM_CONNECTOR", "salesforce"),
+            ("SALESFORCE_LOGIN_URL", "https://acme.my.salesforce.com"),
+            ("SALESFORCE_CLIENT_ID", "fake-client-id"),
+            ("SALESFORCE_CLIENT_SECRET", "fake-client-secret"),
+        ])
+        .expect("loads");
+        let sf = c.salesforce_crm().expect("client credentials suffice");
+        assert_eq!(sf.login_url, "https://acme.my.salesforce.com");
+        assert!(matches!(
+            sf.grant,
+            crate::crm::salesforce::auth::Grant::ClientCredentials { ref client_id, .. } if client_id == "fake-client-id"
+        ));
+        let text = problems(
+            load(&[
+                ("CRM_CONNECTOR", "salesforce"),
+                ("SALESFORCE_LOGIN_URL", "https://acme.my.salesforce.com"),
+                ("SALESFORCE_CLIENT_ID", "fake-client-id"),
+                ("SALESFORCE_USERNAME", "sync@acme.example"),
+            ])
+            .expect("loads")
+            .salesforce_crm()
+            .expect_err("no grant"),
+        );
+        assert!(text.contains("SALESFORCE_PRIVATE_KEY"), "{text}");
+    }
+
+    #[test]
+    fn the_salesforce_private_key_is_parsed_once_by_the_connector_that_uses_it() {
+        // GIVEN a malformed key for the JWT bearer grant
+        let c = load(&[
+            ("CRM_CONNECTOR", "salesforce"),
+            ("SALESFORCE_LOGIN_URL", "https://acme.my.salesforce.com"),
+            ("SALESFORCE_CLIENT_ID", "fake-client-id"),
+            ("SALESFORCE_USERNAME", "sync@acme.example"),
+            ("SALESFORCE_PRIVATE_KEY", "not-a-pem-key!"),
+        ])
+        // THEN reading the environment does not parse it (a function without the connector
+        // never does)...
+        .expect("loads");
+        // ... and the connector's settings, where it is parsed, name it
+        let text = problems(c.salesforce_crm().expect_err("bad key"));
+        assert!(
+            text.contains("SALESFORCE_PRIVATE_KEY is not a PEM private key"),
+            "{text}"
+        );
+        assert!(!text.contains("not-a-pem-key"), "{text}");
+    }
+
+    #[test]
+    fn webhook_function_names_a_missing_webhook_token_table_and_region() {
+        let text = problems(
+            WebhookFunctionConfig::from_config(load(&[]).expect("loads")).expect_err("missing"),
+        );
+        for name in ["WEBHOOK_TOKEN", "TABLE_NAME", "AWS_REGION"] {
+            assert!(text.contains(name), "{name} not named in: {text}");
+        }
+        let typed = WebhookFunctionConfig::from_config(
+            load(&[
+                ("WEBHOOK_TOKEN", "fake-webhook-token"),
+                ("TABLE_NAME", "sync-table"),
+                ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ])
+            .expect("loads"),
+        )
+        .expect("every required value is set");
+        assert_eq!(typed.tokens.len(), 1);
+        assert_eq!(typed.aws.region, "eu-west-1");
+        // No queue is required: a stage without one has its events parked.
+        assert!(typed.aws.table.queues.is_empty());
+    }
+
+    #[test]
+    fn inbound_function_names_a_missing_crm_inbound_token_and_enerflo_key() {
+        let env = [("AWS_REGION", "us-east-1"), ("TABLE_NAME", "sync-table")];
+        let text = problems(
+            InboundFunctionConfig::from_config(
+                load(&env).expect("loads"),
+                crate::registry::Route::Leads,
+            )
+            .expect_err("missing"),
+        );
+        assert_eq!(
+            text,
+            "configuration: CRM_INBOUND_TOKEN is required; ENERFLO_API_KEY is required"
+        );
+    }
+
+    #[test]
+    fn monday_inbound_function_needs_the_boards_with_monday_and_nothing_without() {
+        let env = [
+            ("AWS_REGION", "us-east-1"),
+            ("TABLE_NAME", "sync-table"),
+            ("CRM_INBOUND_TOKEN", "fake-inbound-token"),
+            ("ENERFLO_API_KEY", "fake-key-value"),
+        ];
+        let route = crate::registry::Route::Monday;
+        // With another connector the route answers 404: nothing Monday is required.
+        let typed = InboundFunctionConfig::from_config(load(&env).expect("loads"), route)
+            .expect("another connector");
+        assert!(typed.monday.is_none());
+        let mut monday = env.to_vec();
+        monday.push(("CRM_CONNECTOR", "monday"));
+        let text = problems(
+            InboundFunctionConfig::from_config(load(&monday).expect("loads"), route)
+                .expect_err("no boards"),
+        );
+        assert!(text.contains("MONDAY_CUSTOMERS_BOARD"), "{text}");
+        assert!(text.contains("MONDAY_PROJECTS_BOARD"), "{text}");
+        // The API token stays optional for the route (without it customer items are not read).
+        assert!(!text.contains("MONDAY_API_TOKEN"), "{text}");
+        monday.extend([
+            ("MONDAY_CUSTOMERS_BOARD", "1001"),
+            ("MONDAY_PROJECTS_BOARD", "2002"),
+        ]);
+        let typed = InboundFunctionConfig::from_config(load(&monday).expect("loads"), route)
+            .expect("boards set");
+        let inbound = typed.monday.expect("CRM_CONNECTOR=monday");
+        assert_eq!(
+            inbound.boards.get("projects").map(String::as_str),
+            Some("2002")
+        );
+        assert!(inbound.api.is_none());
+        // Another route's function does not read the Monday settings at all.
+        let other = InboundFunctionConfig::from_config(
+            load(&monday[..5]).expect("loads"),
+            crate::registry::Route::Status,
+        )
+        .expect("the status route needs no boards");
+        assert!(other.monday.is_none());
+    }
+
+    #[test]
+    fn notes_poll_names_a_missing_hubspot_token() {
+        let env = [
+            ("AWS_REGION", "us-east-1"),
+            ("TABLE_NAME", "sync-table"),
+            ("ENERFLO_API_KEY", "fake-key-value"),
+            ("CRM_CONNECTOR", "hubspot"),
+        ];
+        let text = problems(
+            NotesPollConfig::from_config(load(&env).expect("loads")).expect_err("missing"),
+        );
+        assert_eq!(
+            text,
+            "configuration: HUBSPOT_ACCESS_TOKEN is required for CRM_CONNECTOR=hubspot (a private app token)"
+        );
+        // With another connector, what is missing is the HubSpot connector itself.
+        let text = problems(
+            NotesPollConfig::from_config(load(&env[..3]).expect("loads")).expect_err("webhook"),
+        );
+        assert!(text.contains("HUBSPOT_ACCESS_TOKEN"), "{text}");
+        assert!(text.contains("CRM_CONNECTOR=hubspot"), "{text}");
+    }
+
+    #[test]
+    fn reconcile_function_names_the_queue_of_every_stage_it_sweeps() {
+        let env = [
+            ("AWS_REGION", "us-east-1"),
+            ("TABLE_NAME", "sync-table"),
+            ("ENERFLO_API_KEY", "fake-key-value"),
+            ("RECONCILE_STAGES", "leads,status"),
+            ("LEADS_QUEUE_URL", "http://q/leads"),
+            ("LEADS_DLQ_URL", "http://q/leads-dlq"),
+        ];
+        let text = problems(
+            ReconcileFunctionConfig::from_config(load(&env).expect("loads")).expect_err("missing"),
+        );
+        assert_eq!(
+            text,
+            "configuration: STATUS_QUEUE_URL and STATUS_DLQ_URL are required"
+        );
+        let text = problems(
+            ReconcileFunctionConfig::from_config(load(&env[1..]).expect("loads"))
+                .expect_err("missing"),
+        );
+        assert!(text.contains("AWS_REGION"), "{text}");
+    }
+
+    #[test]
+    fn ops_console_names_a_missing_ops_token_and_table() {
+        let text = problems(
+            OpsConsoleConfig::from_config(&load(&[]).expect("loads")).expect_err("missing"),
+        );
+        assert!(text.contains("OPS_TOKEN is required"), "{text}");
+        assert!(text.contains("TABLE_NAME is required"), "{text}");
+        // The console's SDK clients read the default chain: no region is required here.
+        assert!(!text.contains("AWS_REGION"), "{text}");
     }
 
     #[test]

@@ -108,19 +108,21 @@ async fn serve_stage(
     stage: crate::classify::Stage,
     wiring: crate::runtime::HandlerWiring,
 ) -> Result<(), lambda_runtime::Error> {
-    use crate::config::{Config, Need};
     use crate::runtime;
 
     crate::telemetry::init();
-    let config = Config::from_env()?;
-    config.require(&[Need::Table, Need::Queue(stage), Need::EnerfloApi, Need::Crm])?;
-    let ports = runtime::aws_ports(&config).await?;
+    let function = crate::config::StageFunctionConfig::from_env(stage)?;
+    let ports = runtime::aws_ports(&function.aws);
     let (enerflo, crm) = (
-        runtime::enerflo_client(&config)?,
-        runtime::crm_connector_with(&config, &ports)?,
+        runtime::enerflo_client(&function.enerflo)?,
+        runtime::crm_connector(&function.crm, &ports)?,
     );
     serve_sqs(runtime::consumer_with(
-        wiring, &config, &ports, enerflo, crm,
+        wiring,
+        &function.settings,
+        &ports,
+        enerflo,
+        crm,
     ))
     .await
 }
@@ -129,29 +131,30 @@ async fn serve_stage(
 /// adapters built once, then the route served behind API Gateway, with the HubSpot workflow and
 /// Salesforce routes that translate into it (`Route::served_with`: one handler behind them all).
 pub async fn run_inbound_route(route: crate::registry::Route) -> Result<(), lambda_http::Error> {
-    use crate::config::{Config, Need};
     use crate::runtime;
 
     crate::telemetry::init();
-    let config = Config::from_env()?;
-    config.require(&[Need::CrmInboundToken, Need::Table, Need::EnerfloApi])?;
-    let ports = runtime::aws_ports(&config).await?;
-    let enerflo = runtime::enerflo_client(&config)?;
-    let mut routes = runtime::inbound_routes(route, &config, &ports, enerflo).into_iter();
+    let function = crate::config::InboundFunctionConfig::from_env(route)?;
+    let config = &function.settings;
+    let ports = runtime::aws_ports(&function.aws);
+    let enerflo = runtime::enerflo_client(&function.enerflo)?;
+    let mut routes =
+        runtime::inbound_routes(route, config, &ports, enerflo, function.monday.as_ref())
+            .into_iter();
     let Some((first, handler)) = routes.next() else {
         return Err(format!("no handler for route {route:?}").into());
     };
     let mut router = Router::for_route(
         first,
         handler,
-        config.crm_inbound_tokens.clone(),
+        function.crm_tokens.clone(),
         config.max_body_bytes,
     );
-    router.hubspot = runtime::hubspot_routes(&config);
+    router.hubspot = runtime::hubspot_routes(config);
     for (other, handler) in routes {
         router.set(other, handler);
     }
-    router.calls = Some(ports.call_log(&config));
+    router.calls = Some(ports.call_log(config));
     serve_http(router).await
 }
 
@@ -159,19 +162,17 @@ pub async fn run_inbound_route(route: crate::registry::Route) -> Result<(), lamb
 /// answering what it did; a failure fails the invocation (logged, and the next run goes on from
 /// the stored watermark).
 pub async fn run_hubspot_notes_poll() -> Result<(), lambda_runtime::Error> {
-    use crate::config::{Config, Need};
     use crate::runtime;
 
     crate::telemetry::init();
-    let config = Config::from_env()?;
-    config.require(&[Need::Table, Need::EnerfloApi, Need::Crm])?;
-    let ports = runtime::aws_ports(&config).await?;
-    let enerflo = runtime::enerflo_client(&config)?;
+    let function = crate::config::NotesPollConfig::from_env()?;
+    let ports = runtime::aws_ports(&function.aws);
+    let enerflo = runtime::enerflo_client(&function.enerflo)?;
     let poll = Arc::new(runtime::hubspot_notes_poll(
-        &config,
+        &function.settings,
         &ports,
         enerflo,
-        runtime::hubspot_api(&config)?,
+        runtime::hubspot_api(&function.hubspot.api)?,
     ));
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<serde_json::Value>| {

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, anyhow};
 
 use crate::classify::Stage;
-use crate::config::Config;
+use crate::config::TableAccess;
 use crate::queue::embedded::{EmbeddedQueue, meta_of};
 use crate::queue::sqs::{SqsEventQueue, SqsStageQueues};
 use crate::queue::{DeadLetter, DeadLetterAdmin, EventQueue, MessageMeta, QueueMessage};
@@ -68,14 +68,13 @@ impl Backend {
 
     /// DynamoDB + SQS from the same variables the Lambdas use (`TABLE_NAME`, `<STAGE>_QUEUE_URL`,
     /// `<STAGE>_DLQ_URL`, `AWS_ENDPOINT_URL`, the usual AWS credentials).
-    pub async fn aws(config: &Config) -> anyhow::Result<Self> {
-        let table = config
-            .table_name
-            .clone()
-            .context("TABLE_NAME is required (or pass --data-dir for a local runner)")?;
+    pub async fn aws(table: &TableAccess) -> anyhow::Result<Self> {
         let sdk = crate::runtime::aws_sdk_config().await;
-        let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
-        let queues = config
+        let store = Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            table.table_name.clone(),
+        ));
+        let queues = table
             .queues
             .iter()
             .map(|(s, u)| {
@@ -88,7 +87,7 @@ impl Backend {
                 )
             })
             .collect();
-        let stages = config.queues.keys().copied().collect();
+        let stages = table.queues.keys().copied().collect();
         let queue = Arc::new(SqsEventQueue::new(aws_sdk_sqs::Client::new(&sdk), queues));
         Ok(Self {
             xref: store.clone(),

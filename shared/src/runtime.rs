@@ -1,10 +1,15 @@
-//! Wiring: build the adapters once from [`Config`], for Lambda (DynamoDB, SQS, reqwest) or for the
-//! local runner (embedded redb store and queue).
+//! Wiring: build the adapters once from the typed configuration (`crate::config`), for Lambda
+//! (DynamoDB, SQS, reqwest) or for the local runner (embedded redb store and queue). A builder
+//! takes the typed part it needs ([`EnerfloAccess`], [`LambdaAws`], [`CrmAccess`], ...), so it
+//! cannot be called without a required value and never checks one again.
 
 use std::sync::Arc;
 
 use crate::classify::Stage;
-use crate::config::{Config, ConfigError};
+use crate::config::{
+    Config, ConfigError, CrmAccess, EnerfloAccess, HubSpotApiSettings, HubSpotCrm, LambdaAws,
+    MondayApiSettings, MondayCrm, MondayInbound, SalesforceCrm, WebhookCrm,
+};
 use crate::consumer::{Consumer, StageHandler};
 use crate::crm::{CrmConnector, WebhookCrmConnector};
 use crate::enerflo::{EnerfloApi, HttpEnerfloClient};
@@ -109,24 +114,20 @@ pub fn lambda_sdk_config(
     sdk.build()
 }
 
-/// DynamoDB + SQS ports (Lambda), on [`lambda_sdk_config`] from the environment.
-/// `AWS_ENDPOINT_URL` points both at moto or LocalStack.
-pub async fn aws_ports(config: &Config) -> Result<Ports, ConfigError> {
-    let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
-        .ok_or_else(|| startup("AWS_REGION", "is required (Lambda sets it)"))?;
+/// DynamoDB + SQS ports (Lambda), on [`lambda_sdk_config`] with the credentials Lambda puts in
+/// the environment. `AWS_ENDPOINT_URL` points both at moto or LocalStack.
+pub fn aws_ports(aws: &LambdaAws) -> Ports {
     let sdk = lambda_sdk_config(
-        region,
-        config.aws_endpoint_url.clone(),
+        aws.region.clone(),
+        aws.table.endpoint_url.clone(),
         aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
     );
-    let table = config
-        .table_name
-        .clone()
-        .ok_or_else(|| startup("TABLE_NAME", "is required"))?;
-    let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
-    let queues = config
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        aws.table.table_name.clone(),
+    ));
+    let queues = aws
+        .table
         .queues
         .iter()
         .map(|(stage, urls)| {
@@ -140,258 +141,150 @@ pub async fn aws_ports(config: &Config) -> Result<Ports, ConfigError> {
         })
         .collect();
     let queue = Arc::new(SqsEventQueue::new(aws_sdk_sqs::Client::new(&sdk), queues));
-    Ok(Ports {
+    Ports {
         xref: store.clone(),
         claims: store.clone(),
         state: store.clone(),
         log: store.clone(),
         echo: store,
         queue,
-    })
+    }
 }
 
-pub fn enerflo_client(config: &Config) -> Result<Arc<dyn EnerfloApi>, ConfigError> {
-    let key = config
-        .enerflo_api_key
-        .clone()
-        .ok_or_else(|| startup("ENERFLO_API_KEY", "is required"))?;
+/// The Enerflo client, at [`ENERFLO_REQUESTS_PER_MINUTE`].
+pub fn enerflo_client(enerflo: &EnerfloAccess) -> Result<Arc<dyn EnerfloApi>, ConfigError> {
     let client = HttpEnerfloClient::new(
-        &config.enerflo_base_url,
-        key,
-        config.enerflo_timeout,
+        &enerflo.base_url,
+        enerflo.api_key.clone(),
+        enerflo.timeout,
         ENERFLO_REQUESTS_PER_MINUTE,
     )
     .map_err(|e| startup("Enerflo HTTP client", e))?;
     Ok(Arc::new(client))
 }
 
-pub fn crm_connector(config: &Config) -> Result<Arc<dyn CrmConnector>, ConfigError> {
-    match config.crm_connector {
-        crate::config::CrmConnectorKind::HubSpot => {
-            return Ok(Arc::new(hubspot_connector(config)?));
-        }
-        crate::config::CrmConnectorKind::Salesforce => {
-            return Ok(Arc::new(salesforce_connector(config)?));
-        }
-        crate::config::CrmConnectorKind::Monday => {
-            return Err(startup(
-                "CRM_CONNECTOR=monday",
-                "keeps its own cross-references in the state table: build it with crm_connector_with",
-            ));
-        }
-        crate::config::CrmConnectorKind::Webhook => {}
-    }
-    let url = config
-        .crm_webhook_url
-        .clone()
-        .ok_or_else(|| startup("CRM_WEBHOOK_URL", "is required"))?;
-    let secret = config
-        .crm_webhook_secret
-        .clone()
-        .ok_or_else(|| startup("CRM_WEBHOOK_SECRET", "is required"))?;
-    let connector = WebhookCrmConnector::new(&url, secret, config.crm_timeout)
-        .map_err(|e| startup("CRM HTTP client", e))?;
-    Ok(Arc::new(connector))
-}
-
 /// The configured CRM connector, given the ports a connector may keep its own records in (the
 /// Monday.com connector's item cross-references and daily call count).
-pub fn crm_connector_with(
-    config: &Config,
-    ports: &Ports,
-) -> Result<Arc<dyn CrmConnector>, ConfigError> {
-    if config.crm_connector == crate::config::CrmConnectorKind::Monday {
-        let api = monday_api(config, ports)?;
-        return Ok(Arc::new(monday_connector(config, ports, api)?));
-    }
-    crm_connector(config)
+pub fn crm_connector(crm: &CrmAccess, ports: &Ports) -> Result<Arc<dyn CrmConnector>, ConfigError> {
+    Ok(match crm {
+        CrmAccess::Webhook(webhook) => Arc::new(webhook_connector(webhook)?),
+        CrmAccess::HubSpot(hubspot) => Arc::new(hubspot_connector(hubspot)?),
+        CrmAccess::Salesforce(salesforce) => Arc::new(salesforce_connector(salesforce)?),
+        CrmAccess::Monday(monday) => {
+            let api = monday_api(&monday.api, ports)?;
+            Arc::new(monday_connector(monday, ports, api))
+        }
+    })
+}
+
+/// The webhook connector (`CRM_CONNECTOR=webhook`): signed canonical events to `CRM_WEBHOOK_URL`.
+pub fn webhook_connector(webhook: &WebhookCrm) -> Result<WebhookCrmConnector, ConfigError> {
+    WebhookCrmConnector::new(&webhook.url, webhook.secret.clone(), webhook.timeout)
+        .map_err(|e| startup("CRM HTTP client", e))
 }
 
 /// The Monday.com API client: one per process, shared by every caller so the minute budget, the
 /// complexity reading and a limit's pause hold for all of them; the daily call count lives in
 /// the state table, shared by every process.
 pub fn monday_api(
-    config: &Config,
+    api: &MondayApiSettings,
     ports: &Ports,
 ) -> Result<Arc<crate::crm::monday::api::MondayApi>, ConfigError> {
-    let token = config
-        .monday
-        .api_token
-        .clone()
-        .ok_or_else(|| startup("MONDAY_API_TOKEN", "is required for CRM_CONNECTOR=monday"))?;
-    let api = crate::crm::monday::api::MondayApi::new(
-        &config.monday.api_url,
-        token,
-        &config.monday.api_version,
-        config.crm_timeout,
-        config.monday.minute_budget,
+    let client = crate::crm::monday::api::MondayApi::new(
+        &api.api_url,
+        api.api_token.clone(),
+        &api.api_version,
+        api.timeout,
+        api.minute_budget,
         Some(crate::crm::monday::api::DailyBudget {
             counter: ports.log.clone(),
-            limit: config.monday.daily_call_budget,
+            limit: api.daily_call_budget,
         }),
     )
     .map_err(|e| startup("Monday.com HTTP client", e))?;
-    Ok(Arc::new(api))
-}
-
-/// Profile object -> Monday board id, every problem named.
-pub fn monday_boards(
-    config: &Config,
-) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
-    let profile = config
-        .crm_profile
-        .clone()
-        .ok_or_else(|| startup("CRM_MAPPING_FILE", "no mapping profile loaded"))?;
-    let mut boards = std::collections::BTreeMap::new();
-    let mut problems = Vec::new();
-    for object in profile.objects() {
-        match config.monday_board(&object) {
-            Ok(id) => {
-                boards.insert(object, id);
-            }
-            Err(why) if !problems.contains(&why) => problems.push(why),
-            Err(_) => {}
-        }
-    }
-    if problems.is_empty() {
-        Ok(boards)
-    } else {
-        Err(ConfigError { problems })
-    }
+    Ok(Arc::new(client))
 }
 
 pub fn monday_connector(
-    config: &Config,
+    monday: &MondayCrm,
     ports: &Ports,
     api: Arc<crate::crm::monday::api::MondayApi>,
-) -> Result<crate::crm::MondayConnector, ConfigError> {
-    let profile = config
-        .crm_profile
-        .clone()
-        .ok_or_else(|| startup("CRM_MAPPING_FILE", "no mapping profile loaded"))?;
-    Ok(crate::crm::MondayConnector::new(
+) -> crate::crm::MondayConnector {
+    crate::crm::MondayConnector::new(
         api,
-        profile,
-        monday_boards(config)?,
-        config.fields.milestone_keys.clone(),
+        monday.profile.clone(),
+        monday.boards.clone(),
+        monday.milestone_keys.clone(),
         crate::crm::monday::MondayStores {
             xref: ports.xref.clone(),
             state: ports.state.clone(),
             claims: ports.claims.clone(),
         },
-    ))
+    )
 }
 
 /// The HubSpot API client: one per process, shared by every caller so the 10-second budget and
 /// a 429's pause hold for all of them.
 pub fn hubspot_api(
-    config: &Config,
+    api: &HubSpotApiSettings,
 ) -> Result<Arc<crate::crm::hubspot::api::HubSpotApi>, ConfigError> {
-    let token = config.hubspot.access_token.clone().ok_or_else(|| {
-        startup(
-            "HUBSPOT_ACCESS_TOKEN",
-            "is required for CRM_CONNECTOR=hubspot",
-        )
-    })?;
-    let api = crate::crm::hubspot::api::HubSpotApi::new(
-        &config.hubspot.base_url,
-        token,
-        config.crm_timeout,
-        config.hubspot.ten_second_budget,
+    let client = crate::crm::hubspot::api::HubSpotApi::new(
+        &api.base_url,
+        api.access_token.clone(),
+        api.timeout,
+        api.ten_second_budget,
     )
     .map_err(|e| startup("HubSpot HTTP client", e))?;
-    Ok(Arc::new(api))
+    Ok(Arc::new(client))
 }
 
-pub fn hubspot_connector(config: &Config) -> Result<crate::crm::HubSpotConnector, ConfigError> {
-    hubspot_connector_with(config, hubspot_api(config)?)
+pub fn hubspot_connector(
+    hubspot: &HubSpotCrm,
+) -> Result<crate::crm::HubSpotConnector, ConfigError> {
+    Ok(hubspot_connector_with(hubspot, hubspot_api(&hubspot.api)?))
 }
 
 /// The HubSpot connector on a given API client (a process sharing one client, and so one
 /// 10-second budget, between the connector and the notes poll).
 pub fn hubspot_connector_with(
-    config: &Config,
+    hubspot: &HubSpotCrm,
     api: Arc<crate::crm::hubspot::api::HubSpotApi>,
-) -> Result<crate::crm::HubSpotConnector, ConfigError> {
-    let profile = config
-        .crm_profile
-        .clone()
-        .ok_or_else(|| startup("CRM_MAPPING_FILE", "no mapping profile loaded"))?;
-    Ok(crate::crm::HubSpotConnector::new(
+) -> crate::crm::HubSpotConnector {
+    crate::crm::HubSpotConnector::new(
         api,
-        profile,
-        &config.hubspot.pipeline,
-        config.fields.milestone_keys.clone(),
-    ))
+        hubspot.profile.clone(),
+        &hubspot.pipeline,
+        hubspot.milestone_keys.clone(),
+    )
 }
 
 /// The Salesforce API client (one per process: one cached token, one view of the API budget).
 pub fn salesforce_api(
-    config: &Config,
+    salesforce: &SalesforceCrm,
 ) -> Result<Arc<crate::crm::salesforce::api::SalesforceApi>, ConfigError> {
-    use crate::crm::salesforce::auth::{Authenticator, Grant, parse_private_key};
-    let sf = &config.salesforce;
-    let login = sf.login_url.clone().ok_or_else(|| {
-        startup(
-            "SALESFORCE_LOGIN_URL",
-            "is required for CRM_CONNECTOR=salesforce",
-        )
-    })?;
-    let client_id = sf.client_id.clone().ok_or_else(|| {
-        startup(
-            "SALESFORCE_CLIENT_ID",
-            "is required for CRM_CONNECTOR=salesforce",
-        )
-    })?;
-    let grant = match (&sf.client_secret, &sf.username, &sf.private_key) {
-        (Some(secret), _, _) => Grant::ClientCredentials {
-            client_id,
-            client_secret: secret.clone(),
-        },
-        (None, Some(username), Some(pem)) => Grant::JwtBearer {
-            client_id,
-            username: username.clone(),
-            key: Arc::new(
-                parse_private_key(pem.expose())
-                    .map_err(|e| startup("SALESFORCE_PRIVATE_KEY", e))?,
-            ),
-            audience: sf.audience.clone().unwrap_or_else(|| {
-                if login.contains(".sandbox.") {
-                    "https://test.salesforce.com".into()
-                } else {
-                    "https://login.salesforce.com".into()
-                }
-            }),
-        },
-        _ => {
-            return Err(startup(
-                "SALESFORCE_CLIENT_SECRET",
-                "or SALESFORCE_USERNAME and SALESFORCE_PRIVATE_KEY are required",
-            ));
-        }
-    };
-    let http = crate::wire::http_client(config.crm_timeout)
+    use crate::crm::salesforce::auth::Authenticator;
+    let http = crate::wire::http_client(salesforce.timeout)
         .map_err(|e| startup("Salesforce HTTP client", e))?;
-    let auth = Authenticator::new(http.clone(), &login, grant);
+    let auth = Authenticator::new(
+        http.clone(),
+        &salesforce.login_url,
+        salesforce.grant.clone(),
+    );
     Ok(Arc::new(crate::crm::salesforce::api::SalesforceApi::new(
         http,
         auth,
-        &sf.api_version,
-        sf.budget_percent,
+        &salesforce.api_version,
+        salesforce.budget_percent,
     )))
 }
 
 pub fn salesforce_connector(
-    config: &Config,
+    salesforce: &SalesforceCrm,
 ) -> Result<crate::crm::SalesforceConnector, ConfigError> {
-    let profile = config
-        .crm_profile
-        .clone()
-        .ok_or_else(|| startup("CRM_MAPPING_FILE", "no mapping profile loaded"))?;
     Ok(crate::crm::SalesforceConnector::new(
-        salesforce_api(config)?,
-        profile,
-        config.fields.milestone_keys.clone(),
+        salesforce_api(salesforce)?,
+        salesforce.profile.clone(),
+        salesforce.milestone_keys.clone(),
     ))
 }
 
@@ -548,12 +441,13 @@ pub fn inbound_routes(
     config: &Config,
     ports: &Ports,
     enerflo: Arc<dyn EnerfloApi>,
+    monday: Option<&MondayInbound>,
 ) -> Vec<(
     crate::registry::Route,
     Arc<dyn crate::http::router::InboundRoute>,
 )> {
     use crate::registry::Route;
-    let canonical = inbound_route(route, config, ports, enerflo.clone());
+    let canonical = inbound_route(route, config, ports, enerflo.clone(), monday);
     let mut out = vec![(route, canonical.clone())];
     for other in route.served_with().into_iter().skip(1) {
         let handler = match other {
@@ -723,12 +617,14 @@ pub fn consumer_with(
     }
 }
 
-/// One inbound route's handler, wired from configuration.
+/// One inbound route's handler, wired from configuration; `monday` is what
+/// [`Route::Monday`](crate::registry::Route::Monday) serves with (`Config::monday_inbound`).
 pub fn inbound_route(
     route: crate::registry::Route,
     config: &Config,
     ports: &Ports,
     enerflo: Arc<dyn EnerfloApi>,
+    monday: Option<&MondayInbound>,
 ) -> Arc<dyn crate::http::router::InboundRoute> {
     use crate::registry::Route;
     match route {
@@ -763,44 +659,39 @@ pub fn inbound_route(
             status_route(config, ports, enerflo.clone()),
             milestone_route(config, ports, enerflo),
         ),
-        Route::Monday => monday_route(config, ports, enerflo, None),
+        Route::Monday => monday_route(monday, config, ports, enerflo, None),
     }
 }
 
 /// `POST /crm/monday/webhooks/{token}`, wired from configuration: Monday.com board webhooks
 /// through the four canonical routes. `api` is the process's Monday client when it has one
-/// already (the local runner shares the connector's); else one is built when
-/// `MONDAY_API_TOKEN` is set. Without a profile (another connector) it answers 404.
+/// already (the local runner shares the connector's); else one is built when `monday` has
+/// `MONDAY_API_TOKEN`. Without `monday` (another connector) it answers 404.
 pub fn monday_route(
+    monday: Option<&MondayInbound>,
     config: &Config,
     ports: &Ports,
     enerflo: Arc<dyn EnerfloApi>,
     api: Option<Arc<crate::crm::monday::api::MondayApi>>,
 ) -> Arc<dyn crate::http::router::InboundRoute> {
-    let profile = match (&config.crm_profile, config.crm_connector) {
-        (Some(p), crate::config::CrmConnectorKind::Monday) => p.clone(),
-        _ => return Arc::new(NotServed),
+    let Some(monday) = monday else {
+        return Arc::new(NotServed);
     };
-    let api = api.or_else(|| {
-        config
-            .monday
-            .api_token
-            .as_ref()
-            .and_then(|_| monday_api(config, ports).ok())
-    });
-    let boards = match monday_boards(config) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "the Monday.com webhook route has no boards; it answers 404");
-            return Arc::new(NotServed);
-        }
+    let api = match (api, &monday.api) {
+        (Some(api), _) => Some(api),
+        (None, Some(settings)) => monday_api(settings, ports)
+            .inspect_err(|e| {
+                tracing::error!(error = %e, "the Monday.com webhook route reads no customer items")
+            })
+            .ok(),
+        (None, None) => None,
     };
     Arc::new(crate::inbound::monday::MondayWebhookRoute {
-        tokens: config.monday.webhook_tokens.clone(),
-        signing_secret: config.monday.signing_secret.clone(),
+        tokens: monday.tokens.clone(),
+        signing_secret: monday.signing_secret.clone(),
         api,
-        profile,
-        boards,
+        profile: monday.profile.clone(),
+        boards: monday.boards.clone(),
         state: ports.state.clone(),
         claims: ports.claims.clone(),
         leads: leads_route(config, ports, enerflo.clone()),

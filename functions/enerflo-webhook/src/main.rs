@@ -2,18 +2,20 @@
 
 use std::sync::Arc;
 
-use enerflo_sync::config::{Config, Need};
+use enerflo_sync::config::WebhookFunctionConfig;
 use enerflo_sync::http::Router;
 use enerflo_sync::{lambda, runtime, telemetry};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
-    let config = Config::from_env()?;
-    config.require(&[Need::WebhookToken, Need::Table])?;
-    let ports = runtime::aws_ports(&config).await?;
+    let function = WebhookFunctionConfig::from_env()?;
+    let ports = runtime::aws_ports(&function.aws);
     let router = Router {
-        webhook: Some(Arc::new(runtime::webhook_ingest(&config, &ports))),
+        webhook: Some(Arc::new(enerflo_sync::http::webhook::WebhookIngest {
+            tokens: function.tokens,
+            ..runtime::webhook_ingest(&function.settings, &ports)
+        })),
         ..Router::default()
     };
     lambda::serve_http(router).await

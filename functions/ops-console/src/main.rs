@@ -5,23 +5,18 @@
 
 use std::sync::Arc;
 
-use enerflo_sync::config::{Config, Need};
+use enerflo_sync::config::OpsConsoleConfig;
 use enerflo_sync::{lambda, ops, telemetry};
 use enerflo_sync_console::{Console, Scheme};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init();
-    let config = Config::from_env()?;
-    config.require(&[Need::OpsToken, Need::Table])?;
-    let backend = ops::Backend::aws(&config)
+    let config = OpsConsoleConfig::from_env()?;
+    let backend = ops::Backend::aws(&config.table)
         .await
         .map_err(|e| -> lambda_http::Error { e.into() })?;
-    let console = Arc::new(Console::new(
-        backend,
-        config.ops_tokens.clone(),
-        Scheme::Https,
-    ));
+    let console = Arc::new(Console::new(backend, config.ops_tokens, Scheme::Https));
     lambda_http::run(lambda_http::service_fn(move |req: lambda_http::Request| {
         let console = console.clone();
         async move {

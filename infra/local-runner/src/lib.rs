@@ -18,7 +18,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use enerflo_sync::classify::Stage;
-use enerflo_sync::config::{Config, CrmConnectorKind, SigningSecret};
+use enerflo_sync::config::{Config, CrmAccess, CrmConnectorKind, SigningSecret};
 use enerflo_sync::consumer::{Consumer, Disposition};
 use enerflo_sync::crm::CrmConnector;
 use enerflo_sync::enerflo::EnerfloApi;
@@ -249,31 +249,37 @@ pub async fn start_with_enerflo(
         Scheme::Http,
     ));
 
+    // Checked once, with the sandboxes' values filled in above: every missing value named.
+    let (enerflo_access, crm_access, monday_inbound) = (
+        config.enerflo_access()?,
+        config.crm_access()?,
+        config.monday_inbound()?,
+    );
     // The sweep's own client (its own per-minute limit), unless a client was supplied.
     let sweep_enerflo = match &enerflo {
         Some(client) => client.clone(),
-        None => enerflo_sync::reconcile::enerflo_client(&config)?,
+        None => {
+            enerflo_sync::reconcile::enerflo_client(&enerflo_access, config.reconcile.per_minute)?
+        }
     };
     let enerflo: Arc<dyn EnerfloApi> = match enerflo {
         Some(client) => client,
-        None => runtime::enerflo_client(&config)?,
+        None => runtime::enerflo_client(&enerflo_access)?,
     };
     // With HubSpot, one API client (one 10-second budget) for the connector and the notes poll;
     // with Monday.com, one client for the connector and the webhook route (one view of the budgets).
-    let hubspot_api = if config.crm_connector == CrmConnectorKind::HubSpot {
-        Some(runtime::hubspot_api(&config)?)
-    } else {
-        None
-    };
-    let monday_api = if config.crm_connector == CrmConnectorKind::Monday {
-        Some(runtime::monday_api(&config, &ports)?)
-    } else {
-        None
-    };
-    let crm: Arc<dyn CrmConnector> = match (&hubspot_api, &monday_api) {
-        (Some(api), _) => Arc::new(runtime::hubspot_connector_with(&config, api.clone())?),
-        (_, Some(api)) => Arc::new(runtime::monday_connector(&config, &ports, api.clone())?),
-        _ => runtime::crm_connector_with(&config, &ports)?,
+    let (crm, hubspot_api, monday_api): (Arc<dyn CrmConnector>, _, _) = match &crm_access {
+        CrmAccess::HubSpot(hubspot) => {
+            let api = runtime::hubspot_api(&hubspot.api)?;
+            let crm = runtime::hubspot_connector_with(hubspot, api.clone());
+            (Arc::new(crm), Some(api), None)
+        }
+        CrmAccess::Monday(monday) => {
+            let api = runtime::monday_api(&monday.api, &ports)?;
+            let crm = runtime::monday_connector(monday, &ports, api.clone());
+            (Arc::new(crm), None, Some(api))
+        }
+        other => (runtime::crm_connector(other, &ports)?, None, None),
     };
     let (leads, milestones, status, notes) = (
         runtime::leads_route(&config, &ports, enerflo.clone()),
@@ -293,6 +299,7 @@ pub async fn start_with_enerflo(
         hubspot: runtime::hubspot_routes(&config),
         calls: Some(ports.call_log(&config)),
         monday: Some(runtime::monday_route(
+            monday_inbound.as_ref(),
             &config,
             &ports,
             enerflo.clone(),
@@ -381,10 +388,13 @@ pub async fn start_with_enerflo(
     if let Some(m) = &monday {
         app = app.nest("/sandbox/monday", m.router());
         // Like `monday setup`, the sandbox's boards send their webhooks to this runner.
-        if let (Some(profile), Some(token)) =
-            (&config.crm_profile, config.monday.webhook_tokens.first())
+        if let (Some(inbound), Some(token)) =
+            (&monday_inbound, config.monday.webhook_tokens.first())
         {
-            let boards = runtime::monday_boards(&config)?
+            let profile = &inbound.profile;
+            let boards = inbound
+                .boards
+                .clone()
                 .into_iter()
                 .filter_map(|(o, id)| Some((o, id.parse::<u64>().ok()?)))
                 .collect();

@@ -45,12 +45,12 @@ impl Backfill {
 
 /// The engine on AWS (no `data_dir`) or on a stopped local runner's state.
 pub async fn reconciler(config: &Config, data_dir: Option<&Path>) -> anyhow::Result<Reconciler> {
-    if config.enerflo_api_key.is_none() {
+    let Ok(enerflo) = config.enerflo_access() else {
         return Err(anyhow!(
             "ENERFLO_API_KEY is required (and ENERFLO_BASE_URL unless it is https://enerflo.io); \
              for a running local runner's sandbox pass --runner http://127.0.0.1:3000"
         ));
-    }
+    };
     let ports = match data_dir {
         Some(dir) => {
             if !dir.join("sync.redb").exists() {
@@ -76,15 +76,13 @@ pub async fn reconciler(config: &Config, data_dir: Option<&Path>) -> anyhow::Res
             }
         }
         None => {
-            if config.table_name.is_none() {
-                return Err(anyhow!(
-                    "TABLE_NAME is required (or pass --data-dir / --runner for a local runner)"
-                ));
-            }
-            enerflo_sync::runtime::aws_ports(config).await?
+            let aws = config
+                .lambda_aws()
+                .map_err(|e| anyhow!("{e} (or pass --data-dir / --runner for a local runner)"))?;
+            enerflo_sync::runtime::aws_ports(&aws)
         }
     };
-    let enerflo = enerflo_sync::reconcile::enerflo_client(config)?;
+    let enerflo = enerflo_sync::reconcile::enerflo_client(&enerflo, config.reconcile.per_minute)?;
     Ok(Reconciler::from_config(config, &ports, enerflo))
 }
 

@@ -336,7 +336,10 @@ async fn check_enerflo(config: &Config, options: &DoctorOptions, report: &mut Do
         );
         return;
     }
-    let client = match enerflo_sync::runtime::enerflo_client(config) {
+    let client = match config
+        .enerflo_access()
+        .and_then(|enerflo| enerflo_sync::runtime::enerflo_client(&enerflo))
+    {
         Ok(c) => c,
         Err(e) => {
             report.push("enerflo-client", Level::Problem, e.to_string());
@@ -614,7 +617,10 @@ async fn check_hubspot(config: &Config, report: &mut DoctorReport) {
         );
         return;
     }
-    let api = match enerflo_sync::runtime::hubspot_api(config) {
+    let api = match config
+        .hubspot_crm()
+        .and_then(|hubspot| enerflo_sync::runtime::hubspot_api(&hubspot.api))
+    {
         Ok(a) => a,
         Err(e) => {
             report.push("hubspot-config", Level::Problem, e.to_string());
@@ -690,7 +696,10 @@ async fn check_hubspot(config: &Config, report: &mut DoctorReport) {
 }
 
 async fn check_salesforce(config: &Config, report: &mut DoctorReport) {
-    let api = match enerflo_sync::runtime::salesforce_api(config) {
+    let api = match config
+        .salesforce_crm()
+        .and_then(|salesforce| enerflo_sync::runtime::salesforce_api(&salesforce))
+    {
         Ok(a) => a,
         Err(e) => {
             report.push("salesforce-config", Level::Problem, e.to_string());

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
-use enerflo_sync::config::{Config, Need};
+use anyhow::anyhow;
+use enerflo_sync::config::Config;
 use enerflo_sync::crm::CrmError;
 use enerflo_sync::crm::hubspot::api::{Answer, HubSpotApi, HubSpotError};
 use enerflo_sync::crm::profile::{Conversion, Profile};
@@ -62,7 +62,7 @@ pub fn config_from(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Confi
             get(k)
         }
     })?;
-    config.require(&[Need::Crm])?;
+    config.hubspot_crm()?;
     Ok(config)
 }
 
@@ -407,11 +407,9 @@ async fn call(
 /// Readies the portal; see the module comment. An invalid token stops the run (`Err`); every
 /// other failure is a [`Outcome::Problem`] and the run goes on.
 pub async fn setup(config: &Config, options: &SetupOptions) -> anyhow::Result<SetupReport> {
-    let profile = config
-        .crm_profile
-        .clone()
-        .context("no mapping profile loaded (CRM_CONNECTOR=hubspot loads one)")?;
-    let api = enerflo_sync::runtime::hubspot_api(config)?;
+    let hubspot = config.hubspot_crm()?;
+    let profile = hubspot.profile.clone();
+    let api = enerflo_sync::runtime::hubspot_api(&hubspot.api)?;
     let mut report = SetupReport {
         dry_run: options.dry_run,
         profile: profile.name.clone(),

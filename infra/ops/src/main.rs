@@ -317,7 +317,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let backend = match &cli.data_dir {
         Some(dir) => Backend::local(dir)?,
-        None => Backend::aws(&Config::from_env()?).await?,
+        None => {
+            let table = Config::from_env()?
+                .table_access()
+                .map_err(|e| anyhow::anyhow!("{e} (or pass --data-dir for a local runner)"))?;
+            Backend::aws(&table).await?
+        }
     };
     match cli.command {
         Command::Dlq {

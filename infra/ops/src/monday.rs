@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, anyhow};
-use enerflo_sync::config::{Config, Need};
+use enerflo_sync::config::Config;
 use enerflo_sync::crm::monday::api::{MondayApi, Spend, idempotency_key};
 use enerflo_sync::crm::monday::{wanted_columns, wanted_labels, webhook_subscriptions};
 use serde_json::{Value, json};
@@ -29,7 +29,7 @@ pub fn config_from(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Confi
             get(k)
         }
     })?;
-    config.require(&[Need::Crm])?;
+    config.monday_crm()?;
     Ok(config)
 }
 
@@ -126,22 +126,14 @@ fn humanise(id: &str) -> String {
 }
 
 pub async fn setup(config: &Config, options: &SetupOptions) -> anyhow::Result<SetupReport> {
-    let profile = config
-        .crm_profile
-        .clone()
-        .ok_or_else(|| anyhow!("no mapping profile loaded"))?;
-    let token = config
-        .monday
-        .api_token
-        .clone()
-        .ok_or_else(|| anyhow!("MONDAY_API_TOKEN is required"))?;
-    let boards = enerflo_sync::runtime::monday_boards(config)?;
+    let monday = config.monday_crm()?;
+    let (profile, boards) = (monday.profile, monday.boards);
     let api = MondayApi::new(
-        &config.monday.api_url,
-        token,
-        &config.monday.api_version,
-        config.crm_timeout,
-        config.monday.minute_budget,
+        &monday.api.api_url,
+        monday.api.api_token,
+        &monday.api.api_version,
+        monday.api.timeout,
+        monday.api.minute_budget,
         None,
     )
     .context("Monday.com HTTP client")?;

@@ -19,9 +19,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use enerflo_sync::canonical::CrmEventType;
-use enerflo_sync::config::{Config, Need};
+use enerflo_sync::config::Config;
 use enerflo_sync::crm::CrmError;
 use enerflo_sync::crm::profile::{Conversion, Profile};
 use enerflo_sync::crm::salesforce::api::{SalesforceApi, SalesforceError};
@@ -40,7 +40,7 @@ pub fn config_from(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Confi
             get(k)
         }
     })?;
-    config.require(&[Need::Crm])?;
+    config.salesforce_crm()?;
     Ok(config)
 }
 
@@ -350,11 +350,9 @@ async fn get(api: &SalesforceApi, path: &str) -> anyhow::Result<Result<Option<Va
 /// Checks the org; see the module comment. Refused credentials stop the run (`Err`); every other
 /// failure is a [`Outcome::Problem`] and the run goes on.
 pub async fn setup(config: &Config, options: &SetupOptions) -> anyhow::Result<SetupReport> {
-    let profile = config
-        .crm_profile
-        .clone()
-        .context("no mapping profile loaded (CRM_CONNECTOR=salesforce loads one)")?;
-    let api = enerflo_sync::runtime::salesforce_api(config)?;
+    let salesforce = config.salesforce_crm()?;
+    let profile = salesforce.profile.clone();
+    let api = enerflo_sync::runtime::salesforce_api(&salesforce)?;
     let mut report = SetupReport {
         profile: profile.name.clone(),
         org_id: None,

@@ -676,7 +676,7 @@ mod tests {
         // As the functions wire them (the Salesforce routes beside the HubSpot ones).
         for canonical in [Route::Leads, Route::Status, Route::Milestone] {
             for (route, handler) in
-                runtime::inbound_routes(canonical, &config, &ports, client.clone())
+                runtime::inbound_routes(canonical, &config, &ports, client.clone(), None)
             {
                 router.set(route, handler);
             }

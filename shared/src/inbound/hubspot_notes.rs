@@ -621,7 +621,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let api = runtime::hubspot_api(&config).unwrap();
+        let api = runtime::hubspot_api(&config.hubspot_crm().unwrap().api).unwrap();
         let poll = runtime::hubspot_notes_poll(&config, &ports, client, api);
         store
             .link(

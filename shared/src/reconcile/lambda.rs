@@ -10,7 +10,7 @@ use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 
 use super::engine::{Reconciler, RunOptions};
-use crate::config::{Config, Need};
+use crate::config::ReconcileFunctionConfig;
 use crate::timefmt::now_millis;
 
 pub const FUNCTION: &str = "enerflo-reconcile";
@@ -34,13 +34,11 @@ pub async fn invoke(reconciler: &Reconciler, deadline_ms: u64) -> super::Report 
 /// The whole `main` of the function.
 pub async fn serve() -> Result<(), lambda_runtime::Error> {
     crate::telemetry::init();
-    let config = Config::from_env()?;
-    let mut needs = vec![Need::Table, Need::EnerfloApi];
-    needs.extend(config.reconcile.stages.iter().map(|s| Need::Queue(*s)));
-    config.require(&needs)?;
-    let ports = crate::runtime::aws_ports(&config).await?;
-    let enerflo = super::enerflo_client(&config)?;
-    let reconciler = Arc::new(Reconciler::from_config(&config, &ports, enerflo));
+    let function = ReconcileFunctionConfig::from_env()?;
+    let config = &function.settings;
+    let ports = crate::runtime::aws_ports(&function.aws);
+    let enerflo = super::enerflo_client(&function.enerflo, config.reconcile.per_minute)?;
+    let reconciler = Arc::new(Reconciler::from_config(config, &ports, enerflo));
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<Value>| {
             let reconciler = reconciler.clone();

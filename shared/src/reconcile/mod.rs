@@ -31,21 +31,21 @@ pub use engine::{
 pub use report::{Example, Report, StageCounts};
 pub use settings::{DetailMode, ListSpec, ReconcileSettings, SWEEPABLE, parse_stages};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, EnerfloAccess};
 use crate::enerflo::{EnerfloApi, HttpEnerfloClient};
 use crate::runtime::Ports;
 
 /// The sweep's own Enerflo client: its limit is `RECONCILE_ENERFLO_PER_MINUTE`, on every HTTP
 /// request it sends (retries included), apart from the stage functions' clients.
-pub fn enerflo_client(config: &Config) -> Result<Arc<dyn EnerfloApi>, ConfigError> {
-    let key = config.enerflo_api_key.clone().ok_or_else(|| ConfigError {
-        problems: vec!["ENERFLO_API_KEY is required".into()],
-    })?;
+pub fn enerflo_client(
+    enerflo: &EnerfloAccess,
+    per_minute: u32,
+) -> Result<Arc<dyn EnerfloApi>, ConfigError> {
     let client = HttpEnerfloClient::new(
-        &config.enerflo_base_url,
-        key,
-        config.enerflo_timeout,
-        config.reconcile.per_minute as usize,
+        &enerflo.base_url,
+        enerflo.api_key.clone(),
+        enerflo.timeout,
+        per_minute as usize,
     )
     .map_err(|e| ConfigError {
         problems: vec![format!("Enerflo HTTP client: {e}")],

@@ -762,8 +762,8 @@ async fn dynamodb_unavailable_mid_batch_retries_every_message_and_never_writes_a
         Stage::Project,
         &config,
         &ports,
-        enerflo_sync::runtime::enerflo_client(&config).unwrap(),
-        enerflo_sync::runtime::crm_connector(&config).unwrap(),
+        enerflo_sync::runtime::enerflo_client(&config.enerflo_access().unwrap()).unwrap(),
+        enerflo_sync::runtime::crm_connector(&config.crm_access().unwrap(), &ports).unwrap(),
     )
     .unwrap();
     let crm_events = || sync_tests::crm::events(&crm);

@@ -99,7 +99,8 @@ async fn kit_with(extra: &[(&str, &str)]) -> Kit {
         ..Router::default()
     };
     for canonical in [Route::Leads, Route::Status, Route::Milestone, Route::Note] {
-        for (route, handler) in runtime::inbound_routes(canonical, &config, &ports, client.clone())
+        for (route, handler) in
+            runtime::inbound_routes(canonical, &config, &ports, client.clone(), None)
         {
             router.set(route, handler);
         }
