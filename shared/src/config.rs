@@ -973,12 +973,12 @@ impl Config {
         // Which grant, and its credentials (the private key parsed here, once).
         enum Credentials {
             Secret(Secret),
-            Jwt(String, aws_lc_rs::signature::RsaKeyPair),
+            Jwt(String, Arc<ring::signature::RsaKeyPair>),
         }
         let credentials = p.take(match (&sf.client_secret, &sf.username, &sf.private_key) {
             (Some(secret), _, _) => Ok(Credentials::Secret(secret.clone())),
             (None, Some(username), Some(pem)) => parse_private_key(pem.expose())
-                .map(|key| Credentials::Jwt(username.clone(), key))
+                .map(|key| Credentials::Jwt(username.clone(), Arc::new(key)))
                 .map_err(|why| one(format!("SALESFORCE_PRIVATE_KEY {why}"))),
             _ => Err(one(
                 "CRM_CONNECTOR=salesforce needs SALESFORCE_CLIENT_SECRET (client credentials) or SALESFORCE_USERNAME and SALESFORCE_PRIVATE_KEY (JWT bearer)",
@@ -998,7 +998,7 @@ impl Config {
             Credentials::Jwt(username, key) => Grant::JwtBearer {
                 client_id,
                 username,
-                key: Arc::new(key),
+                key,
                 // `SALESFORCE_JWT_AUDIENCE`, default by the My Domain: a sandbox's is
                 // test.salesforce.com.
                 audience: sf.audience.clone().unwrap_or_else(|| {
