@@ -58,7 +58,8 @@ impl Lambda {
             ("CRM_WEBHOOK_SECRET", sync_tests::CRM_SECRET.to_owned()),
             ("WEBHOOK_TOKEN", TOKEN.to_owned()),
         ]);
-        let config = enerflo_sync::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        let config =
+            enerflo_sync::config::Config::from_lookup(|k| env.get(k).cloned()).expect("config");
         let counter = DynamoCalls::in_front_of(&moto).await;
         let sdk = enerflo_sync::runtime::lambda_sdk_config(
             "us-east-1".to_owned(),
@@ -96,8 +97,8 @@ impl Lambda {
             stage,
             &config,
             &ports,
-            enerflo_sync::runtime::enerflo_client(&config).unwrap(),
-            enerflo_sync::runtime::crm_connector(&config).unwrap(),
+            enerflo_sync::runtime::enerflo_client(&config).expect("Enerflo client"),
+            enerflo_sync::runtime::crm_connector(&config).expect("CRM connector"),
         )
         .expect("a consumer for the stage");
         Some(Self {
