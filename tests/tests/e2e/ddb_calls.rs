@@ -207,9 +207,9 @@ async fn a_project_event_makes_a_bounded_number_of_dynamodb_calls() {
     assert_within(
         "project, first sync",
         &a,
-        22,
+        20,
         &[
-            ("GetItem", 13),
+            ("GetItem", 11),
             ("PutItem", 2),
             ("TransactWriteItems", 3),
             ("UpdateItem", 4),
@@ -248,9 +248,9 @@ async fn a_status_event_makes_a_bounded_number_of_dynamodb_calls() {
     assert_within(
         "status, first sync",
         &a,
-        13,
+        12,
         &[
-            ("GetItem", 4),
+            ("GetItem", 3),
             ("PutItem", 2),
             ("TransactWriteItems", 3),
             ("UpdateItem", 4),
@@ -294,9 +294,9 @@ async fn a_milestone_event_makes_a_bounded_number_of_dynamodb_calls() {
     assert_within(
         "milestone, first sync",
         &a,
-        14,
+        13,
         &[
-            ("GetItem", 5),
+            ("GetItem", 4),
             ("PutItem", 2),
             ("TransactWriteItems", 3),
             ("UpdateItem", 4),
@@ -335,9 +335,9 @@ async fn a_note_event_makes_a_bounded_number_of_dynamodb_calls() {
     assert_within(
         "note, first note",
         &a,
-        16,
+        15,
         &[
-            ("GetItem", 8),
+            ("GetItem", 7),
             ("PutItem", 2),
             ("TransactWriteItems", 3),
             ("UpdateItem", 3),
@@ -346,9 +346,9 @@ async fn a_note_event_makes_a_bounded_number_of_dynamodb_calls() {
     assert_within(
         "note, a later note",
         &b,
-        16,
+        15,
         &[
-            ("GetItem", 8),
+            ("GetItem", 7),
             ("PutItem", 2),
             ("TransactWriteItems", 3),
             ("UpdateItem", 3),
@@ -379,9 +379,9 @@ async fn a_change_order_event_makes_a_bounded_number_of_dynamodb_calls() {
     assert_within(
         "change_order, first sync",
         &a,
-        17,
+        15,
         &[
-            ("GetItem", 8),
+            ("GetItem", 6),
             ("PutItem", 2),
             ("TransactWriteItems", 3),
             ("UpdateItem", 4),
@@ -417,9 +417,9 @@ async fn a_leads_event_makes_a_bounded_number_of_dynamodb_calls() {
     assert_within(
         "leads, first sync",
         &a,
-        16,
+        15,
         &[
-            ("GetItem", 7),
+            ("GetItem", 6),
             ("PutItem", 3),
             ("TransactWriteItems", 2),
             ("UpdateItem", 4),
