@@ -5,6 +5,13 @@
 //! `occurred_at`, `raw`), record our write for the echo guard before delivering, deliver, adopt
 //! the CRM id the answer names, save the state, and return a typed [`Outcome`].
 //!
+//! Store round trips: what is written before the delivery (the echo fingerprints, the time of the
+//! write, a stage's [`OutboundStage::before_delivery`] writes) is one commit, and what is written
+//! after it (the synced state, a stage's [`OutboundStage::settle_writes`], the lease's release)
+//! is another ([`Kit::commit`]: one `TransactWriteItems` on DynamoDB). The README's table
+//! "DynamoDB calls per outbound event" counts them per stage; `tests/tests/e2e/ddb_calls.rs`
+//! holds them to it.
+//!
 //! Event ids: `evt_` + a hash of the stage's state key, the change's sequence number in that
 //! state and the content hash. A retry of one change (nothing saved yet) gets the same id; every
 //! later change of the entity gets a new sequence number, so an id is never reused, even when an
@@ -23,7 +30,8 @@ use crate::error::SyncError;
 use crate::hashing::sha256_hex;
 use crate::queue::MessageMeta;
 use crate::store::{
-    ClaimStore, EchoStore, EntityKind, EntityLink, SyncState, SyncStateStore, XrefStore,
+    ClaimStore, EchoStore, EntityKind, EntityLink, StoreError, StoreWrite, SyncState,
+    SyncStateStore, XrefStore,
 };
 use crate::sync::{Direction, EchoGuard, EchoTarget, EntityLease, LEASE_WAIT, StateKey};
 use crate::timefmt::now_rfc3339;
@@ -58,6 +66,11 @@ pub struct Kit {
     pub echo: EchoGuard,
     /// `CRM_INCLUDE_RAW`: whether CRM events carry the Enerflo payload.
     pub include_raw: bool,
+    /// The echo fingerprints' store, for [`Kit::commit`] writing them one by one.
+    echo_store: Arc<dyn EchoStore>,
+    /// Whether `state`, `claims` and `echo_store` are one store (one table), so that a
+    /// [`Kit::commit`] may write all of them in one request.
+    one_store: bool,
 }
 
 impl Kit {
@@ -86,15 +99,52 @@ impl Kit {
         echo_ttl: std::time::Duration,
         include_raw: bool,
     ) -> Self {
+        let one_store = same_object(&state, &claims) && same_object(&state, &echo);
         Self {
             crm,
             xref,
             claims,
-            echo: EchoGuard::new(echo, state.clone(), echo_ttl),
+            echo: EchoGuard::new(echo.clone(), state.clone(), echo_ttl),
             state,
             include_raw,
+            echo_store: echo,
+            one_store,
         }
     }
+
+    /// Applies `writes`: in one request when the ports are one store that commits
+    /// ([`SyncStateStore::committer`]) and there are several; else one by one, in order,
+    /// through each port.
+    pub async fn commit(&self, writes: Vec<StoreWrite>) -> Result<(), StoreError> {
+        if self.one_store
+            && writes.len() > 1
+            && writes.len() <= crate::store::MAX_COMMIT_WRITES
+            && let Some(committer) = self.state.committer()
+        {
+            return committer.commit(&writes).await;
+        }
+        for write in writes {
+            match write {
+                StoreWrite::State { scope, state } => self.state.put_state(&scope, &state).await?,
+                StoreWrite::Echo {
+                    target,
+                    hash,
+                    ttl_secs,
+                } => {
+                    self.echo_store
+                        .record_write(&target, &hash, ttl_secs)
+                        .await?
+                }
+                StoreWrite::Release { key } => self.claims.release(&key).await?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether two ports are the same object (whatever trait each is seen through).
+fn same_object<A: ?Sized, B: ?Sized>(a: &Arc<A>, b: &Arc<B>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }
 
 /// One queued message, as a stage sees it.
@@ -236,10 +286,18 @@ pub trait OutboundStage: Send + Sync {
         push.remember.clone()
     }
 
-    /// After a push was tried, whether it succeeded or failed (after `delivered` and the saved
-    /// state when it succeeded): undoes what `decide` marked for the push's duration. Its own
-    /// failures are the stage's to log; they do not change the outcome.
-    async fn settled(&self, _kit: &Kit, _push: &Push) {}
+    /// Writes to make before the delivery, in the same commit as the echo fingerprints (a mark
+    /// held for the push's duration, say).
+    fn before_delivery(&self, _kit: &Kit, _push: &Push) -> Vec<StoreWrite> {
+        Vec::new()
+    }
+
+    /// Writes to make once a push was tried, whether it succeeded or failed: committed with the
+    /// saved state and the lease's release when it succeeded, with the release alone when it
+    /// failed (undoing what [`before_delivery`](Self::before_delivery) marked, say).
+    fn settle_writes(&self, _kit: &Kit, _push: &Push) -> Vec<StoreWrite> {
+        Vec::new()
+    }
 }
 
 /// Runs an [`OutboundStage`] as the consumer's [`StageHandler`].
@@ -253,42 +311,55 @@ impl<S: OutboundStage> Pipeline<S> {
         Self { stage, kit }
     }
 
+    /// Runs the event under the lease; the result, and the writes to commit with the lease's
+    /// release (the synced state to save when the result stands on it).
     async fn run(
         &self,
         msg: &StageMessage<'_>,
         event: S::Event,
         keys: &EntityKeys,
-    ) -> Result<Outcome, SyncError> {
+    ) -> (Result<Outcome, SyncError>, Vec<StoreWrite>) {
         let kit = &self.kit;
         let scope = keys.state.scope();
-        let last = kit.state.get_state(&scope).await?;
+        let last = match kit.state.get_state(&scope).await {
+            Ok(last) => last,
+            Err(e) => return (Err(e.into()), Vec::new()),
+        };
         let seq = last.as_ref().map_or(0, |s| s.seq);
-        let push = match self.stage.decide(kit, msg, event, last.as_ref()).await? {
-            Decision::Skip {
+        let push = match self.stage.decide(kit, msg, event, last.as_ref()).await {
+            Err(e) => return (Err(e), Vec::new()),
+            Ok(Decision::Skip {
                 outcome,
                 detail,
                 remember,
-            } => {
-                if let Some(r) = remember {
-                    save(kit, &scope, r, seq).await?;
-                }
-                return Ok(Outcome::new(outcome, detail));
+            }) => {
+                let writes = remember
+                    .map(|r| vec![state_write(&scope, r, seq)])
+                    .unwrap_or_default();
+                return (Ok(Outcome::new(outcome, detail)), writes);
             }
-            Decision::Push(push) => push,
+            Ok(Decision::Push(push)) => push,
         };
         let result = self.push(msg, &push, &scope, seq + 1).await;
-        self.stage.settled(kit, &push).await;
-        result
+        let mut writes = self.stage.settle_writes(kit, &push);
+        match result {
+            Ok((outcome, saved)) => {
+                writes.insert(0, saved);
+                (Ok(outcome), writes)
+            }
+            Err(e) => (Err(e), writes),
+        }
     }
 
-    /// Delivers a push as the `seq`-th change of the entity at `scope`.
+    /// Delivers a push as the `seq`-th change of the entity at `scope`: the outcome, and the
+    /// synced state to save.
     async fn push(
         &self,
         msg: &StageMessage<'_>,
         push: &Push,
         scope: &str,
         seq: u64,
-    ) -> Result<Outcome, SyncError> {
+    ) -> Result<(Outcome, StoreWrite), SyncError> {
         let kit = &self.kit;
         let event = CrmEvent {
             event_type: push.event_type,
@@ -305,11 +376,14 @@ impl<S: OutboundStage> Pipeline<S> {
             data: push.data.clone(),
             raw: push.raw.clone().filter(|_| kit.include_raw),
         };
+        let mut before = Vec::new();
         if let Some((target, fingerprints)) = &push.echo {
-            kit.echo
-                .record(Direction::ToCrm, target, fingerprints)
-                .await?;
+            before = kit
+                .echo
+                .record_writes(Direction::ToCrm, target, fingerprints);
         }
+        before.extend(self.stage.before_delivery(kit, push));
+        kit.commit(before).await?;
         let ack = kit.crm.deliver(&event).await?;
         let crm_id = match &ack.crm_id {
             _ if !self.stage.adopts_crm_id() => ack.crm_id.clone(),
@@ -323,40 +397,35 @@ impl<S: OutboundStage> Pipeline<S> {
         self.stage
             .delivered(kit, push, crm_id.as_deref(), &ack)
             .await?;
-        save(
-            kit,
-            scope,
-            self.stage.remember(push, crm_id.as_deref()),
-            seq,
-        )
-        .await?;
-        Ok(Outcome::new(
-            OutcomeKind::Delivered,
-            format!(
-                "{} for {} (crm_id {}, event {}, CRM answered {})",
-                push.event_type.as_str(),
-                push.subject,
-                crm_id.as_deref().unwrap_or("none"),
-                event.id,
-                ack.status
+        let saved = state_write(scope, self.stage.remember(push, crm_id.as_deref()), seq);
+        Ok((
+            Outcome::new(
+                OutcomeKind::Delivered,
+                format!(
+                    "{} for {} (crm_id {}, event {}, CRM answered {})",
+                    push.event_type.as_str(),
+                    push.subject,
+                    crm_id.as_deref().unwrap_or("none"),
+                    event.id,
+                    ack.status
+                ),
             ),
+            saved,
         ))
     }
 }
 
-async fn save(kit: &Kit, scope: &str, r: Remember, seq: u64) -> Result<(), SyncError> {
-    kit.state
-        .put_state(
-            scope,
-            &SyncState {
-                hash: r.hash,
-                data: r.data,
-                updated_at: now_rfc3339(),
-                seq,
-            },
-        )
-        .await?;
-    Ok(())
+/// The synced state `r` of the entity at `scope`, as its `seq`-th change.
+fn state_write(scope: &str, r: Remember, seq: u64) -> StoreWrite {
+    StoreWrite::State {
+        scope: scope.to_owned(),
+        state: SyncState {
+            hash: r.hash,
+            data: r.data,
+            updated_at: now_rfc3339(),
+            seq,
+        },
+    }
 }
 
 /// `evt_` + 32 hex digits, stable for one change of one entity (see the module docs).
@@ -389,15 +458,101 @@ impl<S: OutboundStage> StageHandler for Pipeline<S> {
         let mut event = self.stage.read(&msg)?;
         let keys = self.stage.resolve(&self.kit, &msg, &mut event).await?;
         let lease = EntityLease::acquire(&self.kit.claims, &keys.lease, LEASE_WAIT).await?;
-        let result = self.run(&msg, event, &keys).await;
-        lease.release().await;
-        result
+        let (result, mut writes) = self.run(&msg, event, &keys).await;
+        // What the result stands on (the synced state) and the release, in one request.
+        let stands_on_writes = result.is_ok() && !writes.is_empty();
+        writes.push(lease.release_write());
+        match self.kit.commit(writes).await {
+            Ok(()) => result,
+            Err(e) => {
+                // The lease expires with its lease time if this fails too.
+                lease.release().await;
+                if stands_on_writes {
+                    return Err(e.into());
+                }
+                tracing::warn!(error = %e, "writes after the event not made (the lease expires with its lease time)");
+                result
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::embedded::EmbeddedStore;
+    use crate::store::{Claim, ClaimStore};
+
+    struct NoCrm;
+
+    #[async_trait]
+    impl CrmConnector for NoCrm {
+        async fn deliver(&self, _: &CrmEvent) -> Result<CrmAck, crate::crm::CrmError> {
+            unreachable!("no delivery in these tests")
+        }
+    }
+
+    fn state(hash: &str) -> SyncState {
+        SyncState {
+            hash: hash.into(),
+            data: serde_json::json!({}),
+            updated_at: "2025-01-01T00:00:00Z".into(),
+            seq: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_over_ports_of_different_stores_writes_each_through_its_own_port() {
+        // GIVEN the claims in one store and the states and fingerprints in another
+        let (states, claims) = (
+            Arc::new(EmbeddedStore::in_memory().expect("store")),
+            Arc::new(EmbeddedStore::in_memory().expect("store")),
+        );
+        let kit = Kit::new(
+            Arc::new(NoCrm),
+            states.clone(),
+            claims.clone(),
+            states.clone(),
+            states.clone(),
+            std::time::Duration::from_secs(60),
+            false,
+        );
+        assert!(!kit.one_store);
+        assert_eq!(
+            claims.claim("lock#x", 60, 60).await.expect("claim"),
+            Claim::Acquired
+        );
+
+        // WHEN a state, a fingerprint and the lease's release are committed
+        kit.commit(vec![
+            StoreWrite::State {
+                scope: "s".into(),
+                state: state("h"),
+            },
+            StoreWrite::Echo {
+                target: "t".into(),
+                hash: "f".into(),
+                ttl_secs: 60,
+            },
+            StoreWrite::Release {
+                key: "lock#x".into(),
+            },
+        ])
+        .await
+        .expect("commit");
+
+        // THEN each landed in the store its port names
+        assert_eq!(states.get_state("s").await.expect("get"), Some(state("h")));
+        assert_eq!(claims.get_state("s").await.expect("get"), None);
+        assert!(states.is_echo("t", "f").await.expect("echo"));
+        assert_eq!(
+            claims.claim("lock#x", 60, 60).await.expect("claim"),
+            Claim::Acquired,
+            "released in the claims' store"
+        );
+        // ... while one store for every port commits at once
+        assert!(Kit::on(states, Arc::new(NoCrm), false).one_store);
+    }
 
     #[test]
     fn an_event_id_changes_with_the_sequence_and_is_stable_for_one() {

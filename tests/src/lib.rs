@@ -6,12 +6,14 @@
 //! - [`enerflo`]: the fake Enerflo (installs, leads, notes, statuses, milestones) and the
 //!   numbered test projects it knows;
 //! - [`faulty`]: a server in front of either fake that fails on command;
+//! - [`ddb_calls`]: a proxy in front of moto counting the DynamoDB calls by operation;
 //! - waiting on observed progress: [`Harness::drain`], [`Harness::settle`], [`wait_until`],
 //!   [`eventually`], and [`join_all`] for concurrent calls.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod crm;
+pub mod ddb_calls;
 pub mod enerflo;
 pub mod faulty;
 

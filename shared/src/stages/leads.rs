@@ -135,7 +135,20 @@ impl OutboundStage for LeadsStage {
             // this id alone.
             return Ok(EntityKeys::same(StateKey::Lead(ev.customer_key.clone())));
         }
-        let link = kit.xref.link(EntityKind::Customer, &ev.ids).await?;
+        // An entity found by the event's first known id that already has every id of the event
+        // is what linking them would give (and change nothing): no link needed.
+        let link = match known {
+            Some(known)
+                if !bridged
+                    && ev
+                        .ids
+                        .iter()
+                        .all(|id| id.form != IdForm::Crm && known.ids.contains(&id.key())) =>
+            {
+                known
+            }
+            _ => kit.xref.link(EntityKind::Customer, &ev.ids).await?,
+        };
         let keys = EntityKeys::same(StateKey::Lead(link.key.clone()));
         ev.link = Some(link);
         Ok(keys)

@@ -32,9 +32,9 @@ use crate::pipeline::{
     Decision, EntityKeys, Kit, OutboundStage, Push, ReadError, Remember, StageMessage,
 };
 use crate::registry::Stage;
-use crate::store::{EntityKind, EntityLink, IdForm, IdRef, SyncState};
+use crate::store::{EntityKind, EntityLink, IdForm, IdRef, StoreWrite, SyncState};
 use crate::sync::notes::{
-    NoteOrigin, NoteRecord, id_json, in_flight, mark_in_flight, put_note_record,
+    NoteOrigin, NoteRecord, id_json, in_flight, in_flight_write, put_note_record,
 };
 use crate::sync::{Direction, EchoTarget, StateKey};
 
@@ -255,19 +255,6 @@ impl OutboundStage for NoteStage {
             "created_at": ev.note.created_at,
         }});
 
-        // Marked in flight until the CRM's note id is linked, so a post-back the fingerprint does
-        // not recognise (the CRM altered the text) waits for the link instead of writing. Marked
-        // here, as the last step of `decide`: between it and the delivery the pipeline only
-        // builds the event and records the echo fingerprint, all under the install's lease, so
-        // the mark is up before the CRM can see the note, as when it was set right before the
-        // delivery; `settled` clears it whether the push then succeeds or fails.
-        mark_in_flight(
-            kit.state.as_ref(),
-            Direction::ToCrm,
-            install_id,
-            crate::timefmt::now_millis() + PUSH_MARK_MS,
-        )
-        .await?;
         Ok(Decision::Push(Box::new(Push {
             event_type: CrmEventType::NoteCreated,
             source_event: ev.event.clone(),
@@ -333,12 +320,25 @@ impl OutboundStage for NoteStage {
         }
     }
 
-    /// Only now (the CRM note id linked and the record saved) is the in-flight mark cleared.
-    async fn settled(&self, kit: &Kit, push: &Push) {
+    /// Marked in flight until the CRM's note id is linked, so a post-back the fingerprint does
+    /// not recognise (the CRM altered the text) waits for the link instead of writing. Written
+    /// with the echo fingerprint, under the install's lease, before the delivery: the mark is up
+    /// before the CRM can see the note; [`settle_writes`](Self::settle_writes) clears it whether
+    /// the push then succeeds or fails.
+    fn before_delivery(&self, _kit: &Kit, push: &Push) -> Vec<StoreWrite> {
         let install_id = NoteRecord::from_data(&push.remember.data).install_id;
-        if let Err(e) = mark_in_flight(kit.state.as_ref(), Direction::ToCrm, install_id, 0).await {
-            tracing::warn!(error = %e, "note push mark not cleared; it expires by itself");
-        }
+        vec![in_flight_write(
+            Direction::ToCrm,
+            install_id,
+            crate::timefmt::now_millis() + PUSH_MARK_MS,
+        )]
+    }
+
+    /// Only now (the CRM note id linked and the record saved, in the same commit) is the
+    /// in-flight mark cleared.
+    fn settle_writes(&self, _kit: &Kit, push: &Push) -> Vec<StoreWrite> {
+        let install_id = NoteRecord::from_data(&push.remember.data).install_id;
+        vec![in_flight_write(Direction::ToCrm, install_id, 0)]
     }
 }
 
@@ -353,7 +353,7 @@ mod tests {
     use crate::queue::MessageMeta;
     use crate::store::embedded::EmbeddedStore;
     use crate::store::{EchoStore, XrefStore};
-    use crate::sync::notes::get_note_record;
+    use crate::sync::notes::{get_note_record, mark_in_flight};
     use std::sync::{Arc, Mutex};
 
     /// A CRM that answers a new note id per event and remembers what it got.

@@ -8,9 +8,10 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    COUNTS_TTL_SECS, Claim, ClaimStore, EntityKind, EntityLink, EventLog, EventRecord, IdForm,
-    IdRef, MAX_HISTORY, OutcomeCounts, OutcomeEntry, RECEIVED, StoreError, SyncState,
-    SyncStateStore, XrefStore, compress, counts_lane, decompress, hour_of,
+    COUNTS_TTL_SECS, Claim, ClaimStore, CommitStore, EntityKind, EntityLink, EventLog, EventRecord,
+    IdForm, IdRef, MAX_COMMIT_WRITES, MAX_HISTORY, OutcomeCounts, OutcomeEntry, RECEIVED,
+    StoreError, StoreWrite, SyncState, SyncStateStore, XrefStore, compress, counts_lane,
+    decompress, hour_of,
 };
 use crate::embedded_db::{EVENTS_BY_ENTITY, KV, db_err};
 use crate::timefmt::{now_millis, now_rfc3339, now_unix};
@@ -265,6 +266,48 @@ impl SyncStateStore for EmbeddedStore {
     async fn put_state(&self, scope: &str, state: &SyncState) -> Result<(), StoreError> {
         let k = format!("state#{scope}");
         self.write(|kv, _| put_json(kv, &k, state))
+    }
+
+    fn committer(&self) -> Option<&dyn CommitStore> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl CommitStore for EmbeddedStore {
+    async fn commit(&self, writes: &[StoreWrite]) -> Result<(), StoreError> {
+        if writes.len() > MAX_COMMIT_WRITES {
+            return Err(StoreError::Invalid(format!(
+                "a commit takes at most {MAX_COMMIT_WRITES} writes, not {}",
+                writes.len()
+            )));
+        }
+        // One write transaction: redb applies all of it or, on any error, none.
+        self.write(|kv, _| {
+            for write in writes {
+                match write {
+                    StoreWrite::State { scope, state } => {
+                        put_json(kv, &format!("state#{scope}"), state)?;
+                    }
+                    StoreWrite::Echo {
+                        target,
+                        hash,
+                        ttl_secs,
+                    } => put_json(
+                        kv,
+                        &format!("echo#{target}#{hash}"),
+                        &EchoRecord {
+                            expires_at: now_unix() + *ttl_secs as i64,
+                        },
+                    )?,
+                    StoreWrite::Release { key } => {
+                        kv.remove(format!("claim#{key}").as_str())
+                            .map_err(|e| db_err("remove", e))?;
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 }
 

@@ -206,6 +206,40 @@ pub struct SyncState {
 pub trait SyncStateStore: Send + Sync {
     async fn get_state(&self, scope: &str) -> Result<Option<SyncState>, StoreError>;
     async fn put_state(&self, scope: &str, state: &SyncState) -> Result<(), StoreError>;
+
+    /// This store as a [`CommitStore`], when it holds the claims and echo fingerprints too and
+    /// can write several records in one request; `None` (the default): write them one by one.
+    fn committer(&self) -> Option<&dyn CommitStore> {
+        None
+    }
+}
+
+/// One write of a [`CommitStore::commit`]: what one call of another port would do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreWrite {
+    /// [`SyncStateStore::put_state`].
+    State { scope: String, state: SyncState },
+    /// [`EchoStore::record_write`].
+    Echo {
+        target: String,
+        hash: String,
+        ttl_secs: u64,
+    },
+    /// [`ClaimStore::release`].
+    Release { key: String },
+}
+
+/// The most writes one commit takes (DynamoDB's `TransactWriteItems` takes 100 items).
+pub const MAX_COMMIT_WRITES: usize = 100;
+
+/// Several writes of the ports above as one: all or none, in one request (DynamoDB:
+/// `TransactWriteItems`; embedded: one write transaction), so a pipeline step that writes its
+/// state, its echo fingerprints and gives its lease up pays one round trip, not one per record.
+#[async_trait]
+pub trait CommitStore: Send + Sync {
+    /// Applies every write of `writes` (at most [`MAX_COMMIT_WRITES`], no two naming the same
+    /// record), or none of them. Each does exactly what its port's call does.
+    async fn commit(&self, writes: &[StoreWrite]) -> Result<(), StoreError>;
 }
 
 /// One event as received, with its processing outcome.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::keys::{EchoTarget, StateKey};
-use crate::store::{EchoStore, StoreError, SyncState, SyncStateStore};
+use crate::store::{EchoStore, StoreError, StoreWrite, SyncState, SyncStateStore};
 use crate::timefmt::{now_millis, now_rfc3339};
 
 /// Which way a write we made went: into Enerflo (an inbound route, for the CRM) or into the CRM
@@ -53,19 +53,47 @@ impl EchoGuard {
         target: &EchoTarget,
         fingerprints: &[String],
     ) -> Result<(), StoreError> {
-        self.record_fingerprints(direction, target, fingerprints)
-            .await?;
-        self.state
-            .put_state(
-                &StateKey::LastWrite(direction, target.clone()).scope(),
-                &SyncState {
-                    hash: fingerprints.first().cloned().unwrap_or_default(),
-                    data: json!({"at_ms": now_millis()}),
-                    updated_at: now_rfc3339(),
-                    seq: 0,
-                },
-            )
-            .await
+        for write in self.record_writes(direction, target, fingerprints) {
+            match write {
+                StoreWrite::Echo {
+                    target,
+                    hash,
+                    ttl_secs,
+                } => self.echo.record_write(&target, &hash, ttl_secs).await?,
+                StoreWrite::State { scope, state } => self.state.put_state(&scope, &state).await?,
+                StoreWrite::Release { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// What [`record`](Self::record) writes, in its order (the fingerprints, then the time of
+    /// the write), for a caller that commits them in one request with other writes.
+    pub fn record_writes(
+        &self,
+        direction: Direction,
+        target: &EchoTarget,
+        fingerprints: &[String],
+    ) -> Vec<StoreWrite> {
+        let key = target.written(direction);
+        let mut writes: Vec<StoreWrite> = fingerprints
+            .iter()
+            .map(|hash| StoreWrite::Echo {
+                target: key.clone(),
+                hash: hash.clone(),
+                ttl_secs: self.ttl.as_secs(),
+            })
+            .collect();
+        writes.push(StoreWrite::State {
+            scope: StateKey::LastWrite(direction, target.clone()).scope(),
+            state: SyncState {
+                hash: fingerprints.first().cloned().unwrap_or_default(),
+                data: json!({"at_ms": now_millis()}),
+                updated_at: now_rfc3339(),
+                seq: 0,
+            },
+        });
+        writes
     }
 
     /// Adds fingerprints to a write already marked by [`record`](Self::record) (a CRM id learnt

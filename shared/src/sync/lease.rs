@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::keys::StateKey;
 use crate::error::SyncError;
-use crate::store::{Claim, ClaimStore};
+use crate::store::{Claim, ClaimStore, StoreWrite};
 
 /// How long a lease lives when its holder dies without releasing it.
 pub const LEASE: Duration = Duration::from_secs(60);
@@ -57,6 +57,14 @@ impl EntityLease {
                     ));
                 }
             }
+        }
+    }
+
+    /// The write that gives the lease up, for a commit that saves what was done under it in the
+    /// same request ([`crate::store::CommitStore`]); if that commit fails, [`Self::release`].
+    pub fn release_write(&self) -> StoreWrite {
+        StoreWrite::Release {
+            key: self.key.clone(),
         }
     }
 

@@ -38,14 +38,27 @@ pub async fn link_apart(
     let mine: Vec<&IdRef> = std::iter::once(&primary)
         .chain(others.iter().filter(|id| primary_forms.contains(&id.form)))
         .collect();
+    let clashes = |link: &EntityLink| {
+        mine.iter()
+            .any(|m| link.id(m.form).is_some_and(|v| v != m.value))
+    };
+    // An entity already linked by every id (the usual case, after its first event): each id
+    // resolves to it, so none clashes unless the entity itself does, and linking would change
+    // nothing. One lookup instead of one per id and the link's reads and write.
+    if others.iter().all(|id| id.form != IdForm::Crm)
+        && let Some(known) = xref.resolve(kind, &primary).await?
+        && std::iter::once(&primary)
+            .chain(&others)
+            .all(|id| known.ids.contains(&id.key()))
+        && !clashes(&known)
+    {
+        return Ok((known, Vec::new()));
+    }
     let mut ids = vec![primary.clone()];
     let mut conflicts = Vec::new();
     for id in &others {
         let clash = match xref.resolve(kind, id).await? {
-            Some(link) => mine
-                .iter()
-                .any(|m| link.id(m.form).is_some_and(|v| v != m.value))
-                .then_some(link.key),
+            Some(link) => clashes(&link).then_some(link.key),
             None => None,
         };
         match clash {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::echo::Direction;
 use super::keys::StateKey;
-use crate::store::{StoreError, SyncState, SyncStateStore};
+use crate::store::{StoreError, StoreWrite, SyncState, SyncStateStore};
 use crate::timefmt::now_rfc3339;
 
 /// Which system a synced note was first written in.
@@ -111,17 +111,24 @@ pub async fn mark_in_flight(
     install_id: u64,
     until_ms: i64,
 ) -> Result<(), StoreError> {
-    state
-        .put_state(
-            &StateKey::NoteInFlight(direction, install_id).scope(),
-            &SyncState {
-                hash: String::new(),
-                data: json!({"until_ms": until_ms}),
-                updated_at: now_rfc3339(),
-                seq: 0,
-            },
-        )
-        .await
+    let StoreWrite::State { scope, state: mark } = in_flight_write(direction, install_id, until_ms)
+    else {
+        return Ok(());
+    };
+    state.put_state(&scope, &mark).await
+}
+
+/// What [`mark_in_flight`] writes, for a caller that commits it with other writes.
+pub fn in_flight_write(direction: Direction, install_id: u64, until_ms: i64) -> StoreWrite {
+    StoreWrite::State {
+        scope: StateKey::NoteInFlight(direction, install_id).scope(),
+        state: SyncState {
+            hash: String::new(),
+            data: json!({"until_ms": until_ms}),
+            updated_at: now_rfc3339(),
+            seq: 0,
+        },
+    }
 }
 
 /// Whether a note is being written in `direction` for `install_id`.

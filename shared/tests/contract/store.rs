@@ -8,8 +8,9 @@ use std::time::Duration;
 use enerflo_sync::store::dynamo::{DynamoStore, create_table};
 use enerflo_sync::store::embedded::EmbeddedStore;
 use enerflo_sync::store::{
-    Claim, ClaimStore, EntityKind, EventLog, EventRecord, IdForm, IdRef, MAX_HISTORY, OutcomeEntry,
-    RECEIVED, StoreError, SyncState, SyncStateStore, XrefStore, hour_of,
+    Claim, ClaimStore, EchoStore, EntityKind, EventLog, EventRecord, IdForm, IdRef,
+    MAX_COMMIT_WRITES, MAX_HISTORY, OutcomeEntry, RECEIVED, StoreError, StoreWrite, SyncState,
+    SyncStateStore, XrefStore, hour_of,
 };
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -495,6 +496,112 @@ async fn state_put_then_get_round_trips_data_and_hash(state: Arc<dyn SyncStateSt
     };
     state.put_state(scope, &second).await.expect("overwrite");
     assert_eq!(state.get_state(scope).await.expect("get"), Some(second));
+}
+
+contract!(state_commit_applies_states_fingerprints_and_a_release_together:
+    embedded_state_commit_applies_states_fingerprints_and_a_release_together,
+    dynamo_state_commit_applies_states_fingerprints_and_a_release_together);
+
+async fn state_commit_applies_states_fingerprints_and_a_release_together<S>(store: Arc<S>)
+where
+    S: SyncStateStore + ClaimStore + EchoStore + 'static,
+{
+    let committer = store.committer().expect("the adapter commits");
+    let state = |hash: &str, seq| SyncState {
+        hash: hash.into(),
+        data: json!({"status": {"id": 4, "name": "On Hold"}}),
+        updated_at: "2025-01-02T03:04:05Z".into(),
+        seq,
+    };
+    // GIVEN a lease held, and a state saved before
+    assert_eq!(
+        store
+            .claim("lock#status#install:1", 60, 60)
+            .await
+            .expect("claim"),
+        Claim::Acquired
+    );
+    store
+        .put_state("status#install:1", &state("old", 1))
+        .await
+        .expect("put");
+
+    // WHEN the state, another scope's state, a fingerprint and the release are committed
+    committer
+        .commit(&[
+            StoreWrite::State {
+                scope: "status#install:1".into(),
+                state: state("new", 2),
+            },
+            StoreWrite::State {
+                scope: "pushed#status:install:1".into(),
+                state: state("marker", 0),
+            },
+            StoreWrite::Echo {
+                target: "crm:status:install:1".into(),
+                hash: "fp-1".into(),
+                ttl_secs: 3600,
+            },
+            StoreWrite::Release {
+                key: "lock#status#install:1".into(),
+            },
+        ])
+        .await
+        .expect("commit");
+
+    // THEN each is done as its port's own call does it
+    assert_eq!(
+        store.get_state("status#install:1").await.expect("get"),
+        Some(state("new", 2))
+    );
+    assert_eq!(
+        store
+            .get_state("pushed#status:install:1")
+            .await
+            .expect("get"),
+        Some(state("marker", 0))
+    );
+    assert!(
+        store
+            .is_echo("crm:status:install:1", "fp-1")
+            .await
+            .expect("echo")
+    );
+    assert!(
+        !store
+            .is_echo("crm:status:install:1", "fp-2")
+            .await
+            .expect("echo")
+    );
+    assert_eq!(
+        store
+            .claim("lock#status#install:1", 60, 60)
+            .await
+            .expect("claim"),
+        Claim::Acquired,
+        "the lease was given up"
+    );
+    committer
+        .commit(&[])
+        .await
+        .expect("an empty commit is nothing");
+
+    // ... and a commit over the limit is refused whole, naming the limit
+    let too_many: Vec<StoreWrite> = (0..=MAX_COMMIT_WRITES)
+        .map(|n| StoreWrite::State {
+            scope: format!("many#{n}"),
+            state: state("x", 0),
+        })
+        .collect();
+    let err = committer
+        .commit(&too_many)
+        .await
+        .expect_err("over the limit");
+    assert!(
+        matches!(&err, StoreError::Invalid(why) if why.contains(&MAX_COMMIT_WRITES.to_string())),
+        "{err}"
+    );
+    assert_eq!(store.get_state("many#0").await.expect("get"), None);
 }
 
 // ----- event log ----------------------------------------------------------------------------------

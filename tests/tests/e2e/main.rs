@@ -4,6 +4,7 @@
 
 mod change_order;
 mod console;
+mod ddb_calls;
 mod faults;
 mod hubspot;
 mod lambda_path;

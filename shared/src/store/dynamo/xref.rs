@@ -157,6 +157,19 @@ impl DynamoStore {
                 other => Err(unavailable(format!("link {}", entity.pk), other)),
             };
         }
+        if new.len() == owners.len() {
+            // Every id was new, so the entity record was too (it is created with its first
+            // pointers, in the same transaction): it holds exactly what was written.
+            return Ok(Some(EntityLink {
+                kind,
+                key,
+                ids: joined.iter().map(|id| id.key()).collect(),
+                crm_id: joined
+                    .iter()
+                    .find(|id| id.form == IdForm::Crm)
+                    .map(|id| id.value.clone()),
+            }));
+        }
         match self.get_item(&entity.pk, ENTITY_SK).await? {
             Some(item) => entity_of(kind, &item).map(Some),
             None => Ok(None),
