@@ -19,6 +19,13 @@ use crate::timefmt::{now_millis, now_rfc3339};
 
 pub const ROUTE_PREFIX: &str = "/enerflo/webhooks/";
 
+/// How long an accepted event may wait for a consumer's outcome before the sweep sends it again
+/// ([`WebhookIngest::resend_unsent`]): past the queues' 5-minute dedupe window, and long past
+/// the seconds a consumer normally takes.
+pub const RESEND_AFTER: Duration = Duration::from_secs(600);
+/// At most this many events per stage are re-sent by one sweep.
+pub const RESEND_BATCH: usize = 200;
+
 pub struct WebhookIngest {
     pub tokens: SecretSet,
     pub max_body_bytes: usize,
@@ -473,6 +480,10 @@ impl ClassifyName for serde_json::Error {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "webhook_crash_tests.rs"]
+mod crash_tests;
 
 #[cfg(test)]
 mod tests {
