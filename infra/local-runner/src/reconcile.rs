@@ -250,7 +250,11 @@ pub async fn resend_every(
             .resend_unsent(older_than, enerflo_sync::http::webhook::RESEND_BATCH)
             .await;
         if resent.resent + resent.failed > 0 {
-            tracing::info!(resent = resent.resent, failed = resent.failed, "unsent events swept");
+            tracing::info!(
+                resent = resent.resent,
+                failed = resent.failed,
+                "unsent events swept"
+            );
         }
     }
 }

@@ -322,8 +322,7 @@ impl WebhookIngest {
                 meta: if repeat { meta.for_resend() } else { meta },
                 body: rec.raw_body.clone(),
             };
-            let (sent, tallied) =
-                tokio::join!(self.queue.send(&msg), self.log.tally(&rec, repeat));
+            let (sent, tallied) = tokio::join!(self.queue.send(&msg), self.log.tally(&rec, repeat));
             if let Err(e) = tallied {
                 tracing::warn!(error = %e, "delivery not counted");
             }
@@ -383,7 +382,11 @@ impl WebhookIngest {
     pub async fn resend_unsent(&self, older_than: Duration, limit: usize) -> Resent {
         let before_ms = now_millis() - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
         let mut out = Resent::default();
-        for stage in Stage::ALL.iter().copied().filter(|s| self.queue.has_stage(*s)) {
+        for stage in Stage::ALL
+            .iter()
+            .copied()
+            .filter(|s| self.queue.has_stage(*s))
+        {
             let events = match self.log.unsent(stage.as_str(), before_ms, limit).await {
                 Ok(events) => events,
                 Err(e) => {
@@ -418,7 +421,10 @@ impl WebhookIngest {
                 let detail = format!(
                     "re-sent by the sweep: no consumer outcome {waited_secs} s after it was received"
                 );
-                if let Err(e) = self.log.set_outcome(&rec.dedupe_key, "queued", Some(&detail)).await
+                if let Err(e) = self
+                    .log
+                    .set_outcome(&rec.dedupe_key, "queued", Some(&detail))
+                    .await
                 {
                     tracing::warn!(error = %e, "re-send not recorded; the next sweep sends it again");
                 }

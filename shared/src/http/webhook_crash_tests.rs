@@ -160,10 +160,7 @@ impl World {
             if batch.is_empty() {
                 return taken;
             }
-            for (delivery, done) in batch
-                .iter()
-                .zip(self.consumer.process_batch(&batch).await)
-            {
+            for (delivery, done) in batch.iter().zip(self.consumer.process_batch(&batch).await) {
                 assert_eq!(done, Disposition::Done);
                 self.queue
                     .ack(Stage::ChangeOrder, &delivery.receipt)
@@ -179,8 +176,7 @@ impl World {
 }
 
 #[tokio::test]
-async fn stopped_between_write_and_send_the_repeat_delivery_sends_it_and_the_crm_is_written_once()
-{
+async fn stopped_between_write_and_send_the_repeat_delivery_sends_it_and_the_crm_is_written_once() {
     let w = world();
     let key = w.crash_after_write().await;
     // WHEN Enerflo, never answered, delivers again
@@ -189,7 +185,10 @@ async fn stopped_between_write_and_send_the_repeat_delivery_sends_it_and_the_crm
     // THEN it is the same answer a repeat always gets, and the event is on the queue once
     assert_eq!(again.status, StatusCode::ACCEPTED);
     assert_eq!(
-        (again.body_json()["status"].as_str(), again.body_json()["dedupe_key"].as_str()),
+        (
+            again.body_json()["status"].as_str(),
+            again.body_json()["dedupe_key"].as_str()
+        ),
         (Some("duplicate"), Some(key.as_str()))
     );
     assert_eq!(w.queue.depth(Stage::ChangeOrder).expect("depth"), 1);
@@ -210,7 +209,10 @@ async fn stopped_between_write_and_send_and_never_repeated_the_sweep_sends_it_an
     let key = w.crash_after_write().await;
     let live = ingest(&w, w.queue.clone());
     // WHEN the sweep runs before the event is old enough, it waits
-    assert_eq!(live.resend_unsent(RESEND_AFTER, 10).await, Resent::default());
+    assert_eq!(
+        live.resend_unsent(RESEND_AFTER, 10).await,
+        Resent::default()
+    );
     assert_eq!(w.queue.depth(Stage::ChangeOrder).expect("depth"), 0);
     // ... and once it is, it sends it (and notes the re-send in the event's history)
     assert_eq!(
@@ -222,7 +224,9 @@ async fn stopped_between_write_and_send_and_never_repeated_the_sweep_sends_it_an
     );
     let rec = w.store.get(&key).await.expect("get").expect("kept");
     assert!(
-        rec.detail.as_deref().is_some_and(|d| d.starts_with("re-sent by the sweep")),
+        rec.detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with("re-sent by the sweep")),
         "{rec:?}"
     );
     assert_eq!(w.consume().await, 1);
@@ -349,7 +353,9 @@ impl EventLog for CountedLog {
         self.1.around("unsent", self.0.unsent(s, b, l)).await
     }
     async fn set_outcome(&self, k: &str, o: &str, d: Option<&str>) -> Result<(), StoreError> {
-        self.1.around("set_outcome", self.0.set_outcome(k, o, d)).await
+        self.1
+            .around("set_outcome", self.0.set_outcome(k, o, d))
+            .await
     }
     async fn get(&self, k: &str) -> Result<Option<EventRecord>, StoreError> {
         self.1.around("get", self.0.get(k)).await
@@ -358,10 +364,14 @@ impl EventLog for CountedLog {
         self.1.around("for_entity", self.0.for_entity(e, l)).await
     }
     async fn count_attempt(&self, k: &str, ttl: u64) -> Result<u32, StoreError> {
-        self.1.around("count_attempt", self.0.count_attempt(k, ttl)).await
+        self.1
+            .around("count_attempt", self.0.count_attempt(k, ttl))
+            .await
     }
     async fn outcome_counts(&self, l: &str, s: i64) -> Result<Vec<OutcomeCounts>, StoreError> {
-        self.1.around("outcome_counts", self.0.outcome_counts(l, s)).await
+        self.1
+            .around("outcome_counts", self.0.outcome_counts(l, s))
+            .await
     }
 }
 
@@ -377,7 +387,9 @@ impl EventQueue for CountedQueue {
         self.1.around("defer", self.0.defer(s, r, d)).await
     }
     async fn dead_letter(&self, s: Stage, d: &Delivery, r: &str) -> Result<(), QueueError> {
-        self.1.around("dead_letter", self.0.dead_letter(s, d, r)).await
+        self.1
+            .around("dead_letter", self.0.dead_letter(s, d, r))
+            .await
     }
 }
 

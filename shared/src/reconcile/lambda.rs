@@ -51,7 +51,11 @@ pub async fn serve() -> Result<(), lambda_runtime::Error> {
                 // First the ingest path's sweep: events accepted that no consumer took (their
                 // delivery stopped before its send, or the send failed, and none repeated).
                 let resent = ingest.resend_unsent(RESEND_AFTER, RESEND_BATCH).await;
-                tracing::info!(resent = resent.resent, failed = resent.failed, "unsent events swept");
+                tracing::info!(
+                    resent = resent.resent,
+                    failed = resent.failed,
+                    "unsent events swept"
+                );
                 let report = invoke(&reconciler, event.context.deadline).await;
                 for line in report.emf_lines(FUNCTION, now_millis()) {
                     // stdout, unformatted: CloudWatch reads EMF from the raw log line.

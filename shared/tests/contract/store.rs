@@ -611,7 +611,11 @@ async fn event_accept_writes_the_first_and_a_repeat_finds_it_as_it_is(log: Arc<d
         panic!("a repeat must find the first record");
     };
     assert_eq!(
-        (found.raw_body.len(), found.received_ms, found.outcome.as_str()),
+        (
+            found.raw_body.len(),
+            found.received_ms,
+            found.outcome.as_str()
+        ),
         (first.raw_body.len(), now, "retrying")
     );
     assert!(found.raw_body == first.raw_body);
@@ -643,7 +647,12 @@ async fn event_concurrent_accepts_of_one_key_yield_exactly_one_new(log: Arc<dyn 
     for i in 0..8 {
         let log = log.clone();
         tasks.spawn(async move {
-            let e = event("acc-race", Some("install:4"), 1_000 + i, format!("{{\"i\":{i}}}"));
+            let e = event(
+                "acc-race",
+                Some("install:4"),
+                1_000 + i,
+                format!("{{\"i\":{i}}}"),
+            );
             log.accept(&e, 3600).await.expect("accept")
         });
     }
@@ -686,11 +695,18 @@ async fn event_unsent_lists_accepted_events_until_a_consumer_outcome(log: Arc<dy
         let log = log.clone();
         async move { keys(log.unsent("status", before, limit).await.expect("unsent")) }
     };
-    assert_eq!(unsent(1_500, 10).await, ["uns-a"], "only those written before");
+    assert_eq!(
+        unsent(1_500, 10).await,
+        ["uns-a"],
+        "only those written before"
+    );
     assert_eq!(unsent(3_000, 10).await, ["uns-a", "uns-b"], "oldest first");
     assert_eq!(unsent(3_000, 1).await, ["uns-a"], "at most the limit");
     let full = log.unsent("status", 3_000, 10).await.expect("unsent");
-    assert_eq!(full[0].raw_body, "{\"k\":\"uns-a\"}", "with the raw body to send");
+    assert_eq!(
+        full[0].raw_body, "{\"k\":\"uns-a\"}",
+        "with the raw body to send"
+    );
 
     // A consumer's outcome takes an event off; a re-send lists it again as of now.
     log.set_outcome("uns-a", "delivered", None)
@@ -706,7 +722,11 @@ async fn event_unsent_lists_accepted_events_until_a_consumer_outcome(log: Arc<dy
     log.set_outcome("uns-b", "enqueue_failed", Some("queue down"))
         .await
         .expect("enqueue failed");
-    assert_eq!(unsent(later, 10).await, ["uns-b"], "a failed send is still unsent");
+    assert_eq!(
+        unsent(later, 10).await,
+        ["uns-b"],
+        "a failed send is still unsent"
+    );
     log.set_outcome("uns-b", "retrying", None)
         .await
         .expect("taken");

@@ -9,8 +9,8 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
 };
 
-use super::{GSI1, GSI2};
 use super::item::{build_err, unavailable};
+use super::{GSI1, GSI2};
 use crate::store::StoreError;
 
 /// Creates the table exactly as `template.yaml` does (on-demand, `pk`/`sk`, `gsi1` projecting
