@@ -300,7 +300,7 @@ impl WebhookIngest {
         let ttl = self.log_ttl.max(self.dedupe_ttl).as_secs();
         let found = match self.log.accept(&rec, ttl).await {
             Ok(Acceptance::New) => None,
-            Ok(Acceptance::Repeat(found)) => Some(found),
+            Ok(Acceptance::Repeat(found)) => Some(*found),
             Err(e) => {
                 tracing::error!(error = %e, "event log write failed");
                 return Err(NotEnqueued::Store(e.to_string()));

@@ -395,7 +395,7 @@ impl EventLog for EmbeddedStore {
         self.write(|kv, idx| {
             if let Some(existing) = get_json::<StoredEvent>(kv, &k)? {
                 if existing.expires_at >= now_unix() {
-                    return load_event(existing).map(Acceptance::Repeat);
+                    return load_event(existing).map(|r| Acceptance::Repeat(Box::new(r)));
                 }
                 // Expired, not yet swept away: its index entries go with it.
                 if let Some(entity) = &existing.meta.entity {

@@ -325,7 +325,7 @@ pub enum Acceptance {
     /// The dedupe key was free (or its record had expired): the record is written.
     New,
     /// The dedupe key was accepted before: its record as it is now (nothing was written).
-    Repeat(EventRecord),
+    Repeat(Box<EventRecord>),
 }
 
 #[async_trait]

@@ -355,7 +355,7 @@ impl EventLog for DynamoStore {
                 None => self.get_item(&pk, EVENT_SK).await?,
             };
             if let Some(item) = found {
-                return record_of(&item).map(Acceptance::Repeat);
+                return record_of(&item).map(|r| Acceptance::Repeat(Box::new(r)));
             }
         }
         Err(StoreError::Conflict(pk))
