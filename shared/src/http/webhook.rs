@@ -71,7 +71,8 @@ pub enum Enqueued {
     Duplicate { stage: Stage, dedupe_key: String },
 }
 
-/// Why a routed event was not enqueued; nothing of it was kept (retrying is safe).
+/// Why a routed event was not enqueued; retrying is safe. Only a failed send leaves something:
+/// the record (`enqueue_failed`), which the retry, or else the sweep, sends.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NotEnqueued {
     #[error("the body does not fit in a queue message, even gzip-compressed")]
@@ -380,7 +381,9 @@ impl WebhookIngest {
     /// sweep waits `older_than` again). Run by the scheduled reconcile function and the local
     /// runner.
     pub async fn resend_unsent(&self, older_than: Duration, limit: usize) -> Resent {
-        let before_ms = now_millis() - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+        let before_ms = now_millis()
+            .saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX))
+            .max(0);
         let mut out = Resent::default();
         for stage in Stage::ALL
             .iter()
