@@ -203,6 +203,15 @@ impl Consumer {
                     .await;
             }
         };
+        if meta.is_resend() && self.taken_already(meta).await {
+            // A re-send (a repeat delivery's, or the sweep's) of an event a consumer took
+            // already: processing it again could write older content over a later change.
+            tracing::info!(
+                outcome = "duplicate",
+                "re-send of an event already taken; dropped"
+            );
+            return Disposition::Done;
+        }
         let Some(attempt) = before_deadline(self.count_attempt(delivery)).await else {
             tracing::warn!("no time left to count the attempt; handing the message back untried");
             return Disposition::Retry;
@@ -342,6 +351,20 @@ impl Consumer {
                 // Never drop a message we could not park: let the queue redeliver it.
                 tracing::error!(error = %e, reason = log_reason, "dead-lettering failed; will retry");
                 Disposition::Retry
+            }
+        }
+    }
+
+    /// Whether the event log holds an outcome a consumer recorded for this message's event
+    /// (not one of [`crate::store::UNSENT_OUTCOMES`]). Unknown (a failed read) is `false`:
+    /// the message is processed, and the stage's own state makes a repeat harmless.
+    async fn taken_already(&self, meta: &MessageMeta) -> bool {
+        match self.log.get(meta.log_key()).await {
+            Ok(Some(record)) => !crate::store::is_unsent(&record.outcome),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "event log unreadable; processing the re-send");
+                false
             }
         }
     }

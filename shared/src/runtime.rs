@@ -477,7 +477,6 @@ pub fn webhook_ingest(config: &Config, ports: &Ports) -> crate::http::webhook::W
         max_body_bytes: config.max_body_bytes,
         install_id_paths: config.install_id_paths.clone(),
         queue: ports.queue.clone(),
-        claims: ports.claims.clone(),
         log: ports.log.clone(),
         dedupe_ttl: config.idempotency_ttl,
         log_ttl: config.event_log_ttl,

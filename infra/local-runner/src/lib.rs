@@ -47,6 +47,8 @@ pub const SANDBOX_MONDAY_TOKEN: &str = "monday-local-sandbox-0000";
 /// Used when `MONDAY_WEBHOOK_TOKEN` is unset locally: the path token of the Monday webhook route.
 pub const LOCAL_MONDAY_WEBHOOK_TOKEN: &str = "local-monday-webhook-token";
 const SANDBOX_API_KEY: &str = "sandbox-api-key";
+/// How often the runner looks for accepted events no consumer took (`reconcile::resend_every`).
+const RESEND_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub use enerflo_sync::runtime::CONSUMER_STAGES;
 
@@ -287,8 +289,9 @@ pub async fn start_with_enerflo(
         runtime::status_route(&config, &ports, enerflo.clone()),
         runtime::notes_route(&config, &ports, enerflo.clone()),
     );
+    let ingest = Arc::new(runtime::webhook_ingest(&config, &ports));
     let mut router = Router {
-        webhook: Some(Arc::new(runtime::webhook_ingest(&config, &ports))),
+        webhook: Some(ingest.clone()),
         crm_tokens: config.crm_inbound_tokens.clone(),
         // Also enforced below for every route while reading the body; here as in Lambda.
         max_body_bytes: Some(config.max_body_bytes),
@@ -359,6 +362,13 @@ pub async fn start_with_enerflo(
         sweep_enerflo,
     ));
     let jobs = reconcile::Jobs::new(reconciler.clone(), config.crm_inbound_tokens.clone());
+    // Always on (not only with RECONCILE_INTERVAL_SECS): it calls no other system.
+    tasks.push(tokio::spawn(reconcile::resend_every(
+        ingest,
+        RESEND_INTERVAL,
+        enerflo_sync::http::webhook::RESEND_AFTER,
+        shutdown_rx.clone(),
+    )));
     if let Some(interval) = config.reconcile.interval {
         tasks.push(tokio::spawn(reconcile::every(
             reconciler.clone(),

@@ -231,3 +231,30 @@ pub async fn every(
         }
     }
 }
+
+/// The ingest path's sweep on an interval: every `interval`, re-sends the events accepted more
+/// than `older_than` ago that no consumer took (`WebhookIngest::resend_unsent`), e.g. because
+/// the runner was killed between writing an event and queueing it.
+pub async fn resend_every(
+    ingest: Arc<enerflo_sync::http::webhook::WebhookIngest>,
+    interval: Duration,
+    older_than: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let resent = ingest
+            .resend_unsent(older_than, enerflo_sync::http::webhook::RESEND_BATCH)
+            .await;
+        if resent.resent + resent.failed > 0 {
+            tracing::info!(
+                resent = resent.resent,
+                failed = resent.failed,
+                "unsent events swept"
+            );
+        }
+    }
+}

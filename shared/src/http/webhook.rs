@@ -14,21 +14,23 @@ use crate::hashing::json_sha256_hex;
 use crate::metrics::{self, Event};
 use crate::queue::{EventQueue, MAX_MESSAGE_BYTES, MessageMeta, QueueMessage, check_size};
 use crate::secret::SecretSet;
-use crate::store::{Claim, ClaimStore, EventLog, EventRecord};
+use crate::store::{Acceptance, EventLog, EventRecord, is_unsent};
 use crate::timefmt::{now_millis, now_rfc3339};
 
 pub const ROUTE_PREFIX: &str = "/enerflo/webhooks/";
 
-/// How long a webhook claim stays "in progress" before another delivery may take it over (a
-/// crashed ingest must not block the event for long).
-const CLAIM_LEASE_SECS: u64 = 30;
+/// How long an accepted event may wait for a consumer's outcome before the sweep sends it again
+/// ([`WebhookIngest::resend_unsent`]): past the queues' 5-minute dedupe window, and long past
+/// the seconds a consumer normally takes.
+pub const RESEND_AFTER: Duration = Duration::from_secs(600);
+/// At most this many events per stage are re-sent by one sweep.
+pub const RESEND_BATCH: usize = 200;
 
 pub struct WebhookIngest {
     pub tokens: SecretSet,
     pub max_body_bytes: usize,
     pub install_id_paths: Vec<String>,
     pub queue: Arc<dyn EventQueue>,
-    pub claims: Arc<dyn ClaimStore>,
     pub log: Arc<dyn EventLog>,
     pub dedupe_ttl: Duration,
     pub log_ttl: Duration,
@@ -69,13 +71,12 @@ pub enum Enqueued {
     Duplicate { stage: Stage, dedupe_key: String },
 }
 
-/// Why a routed event was not enqueued; nothing of it was kept (retrying is safe).
+/// Why a routed event was not enqueued; retrying is safe. Only a failed send leaves something:
+/// the record (`enqueue_failed`), which the retry, or else the sweep, sends.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NotEnqueued {
     #[error("the body does not fit in a queue message, even gzip-compressed")]
     TooLarge,
-    #[error("the same event is being accepted by a concurrent delivery")]
-    InProgress,
     #[error("state store unavailable: {0}")]
     Store(String),
     #[error("queue unavailable: {0}")]
@@ -197,13 +198,6 @@ impl WebhookIngest {
                 ),
             )
             .into_response(),
-            // Another delivery of the same event is being enqueued right now. Saying
-            // "duplicate" could lose it if that one fails; ask for a retry instead.
-            Err(NotEnqueued::InProgress) => Problem::unavailable(
-                "The same event is being accepted by a concurrent delivery.",
-                Duration::from_secs(5),
-            )
-            .into_response(),
             Err(NotEnqueued::Store(_)) => {
                 Problem::unavailable("State store unavailable; retry.", Duration::from_secs(10))
                     .into_response()
@@ -247,7 +241,17 @@ impl WebhookIngest {
         .await
     }
 
-    /// The one enqueue path of a routed event: size check, claim, event log, queue, completion.
+    /// The one enqueue path of a routed event, at most two AWS calls one after the other:
+    ///
+    /// 1. [`EventLog::accept`]: ONE conditional write claims the dedupe key and keeps the event
+    ///    (raw body included) with outcome `queued`, or finds the record a repeat left;
+    /// 2. the queue send (dedupe id from the dedupe key), beside [`EventLog::tally`] (counts;
+    ///    nothing waits for it).
+    ///
+    /// No completion write: until a consumer records an outcome, the record stays `queued`,
+    /// and a repeat delivery, or the sweep ([`resend_unsent`](Self::resend_unsent)) for one
+    /// never repeated, sends it again (marked [`MessageMeta::for_resend`]): the queue drops a
+    /// re-send within its dedupe window, a consumer one past it when the event was taken.
     #[allow(clippy::too_many_arguments)]
     async fn enqueue(
         &self,
@@ -273,47 +277,12 @@ impl WebhookIngest {
             group: group.clone(),
             received_at: received_at.clone(),
         };
-        // Before anything is written (claim, event log): a body no queue message can hold, even
-        // compressed, is refused whole, so nothing is left half accepted. (A parked event too:
-        // replaying it later enqueues it.)
-        if let Err(e) = check_size(&meta, &raw_body) {
+        // Before anything is written: a body no queue message can hold, even compressed, is
+        // refused whole, so nothing is left half accepted. (A parked event too: replaying it
+        // later enqueues it.) Checked as a re-send, the larger message, so a re-send fits too.
+        if let Err(e) = check_size(&meta.for_resend(), &raw_body) {
             tracing::warn!(outcome = "too_large", error = %e, "webhook");
             return Err(NotEnqueued::TooLarge);
-        }
-
-        let claim_key = format!("webhook#{key}");
-        match self
-            .claims
-            .claim(&claim_key, CLAIM_LEASE_SECS, self.dedupe_ttl.as_secs())
-            .await
-        {
-            Ok(Claim::Acquired) => {}
-            Ok(Claim::Completed { .. }) => {
-                let dup = record(
-                    &key,
-                    event,
-                    Some(stage),
-                    Some(&group),
-                    &received_at,
-                    received_ms,
-                    String::new(),
-                    "duplicate",
-                );
-                if let Err(e) = self.log.record(&dup, self.log_ttl.as_secs()).await {
-                    tracing::warn!(error = %e, "duplicate delivery not counted");
-                }
-                tracing::info!(outcome = "duplicate", "webhook");
-                metrics::count(stage.as_str(), Event::Duplicate);
-                return Ok(Enqueued::Duplicate {
-                    stage,
-                    dedupe_key: key,
-                });
-            }
-            Ok(Claim::InProgress) => return Err(NotEnqueued::InProgress),
-            Err(e) => {
-                tracing::error!(error = %e, "claim failed");
-                return Err(NotEnqueued::Store(e.to_string()));
-            }
         }
 
         let queued = self.queue.has_stage(stage);
@@ -325,37 +294,72 @@ impl WebhookIngest {
             Some(&group),
             &received_at,
             received_ms,
-            raw_body.clone(),
+            raw_body,
             outcome,
         );
-        if let Err(e) = self.log.record(&rec, self.log_ttl.as_secs()).await {
-            tracing::error!(error = %e, "event log write failed");
-            self.release(&claim_key).await;
-            return Err(NotEnqueued::Store(e.to_string()));
-        }
-        if queued {
+        // The record outlives the dedupe window a claim had, whichever TTL is longer.
+        let ttl = self.log_ttl.max(self.dedupe_ttl).as_secs();
+        let found = match self.log.accept(&rec, ttl).await {
+            Ok(Acceptance::New) => None,
+            Ok(Acceptance::Repeat(found)) => Some(*found),
+            Err(e) => {
+                tracing::error!(error = %e, "event log write failed");
+                return Err(NotEnqueued::Store(e.to_string()));
+            }
+        };
+        let repeat = found.is_some();
+        // Sent when new, or when a repeat finds no sign a consumer took the event: the first
+        // delivery may have stopped before its send (or is sending right now; the queue's
+        // dedupe id makes that one message).
+        let resend = found
+            .as_ref()
+            .is_some_and(|f| is_unsent(&f.outcome) && f.stage.as_deref() == Some(stage.as_str()));
+        if !queued || (repeat && !resend) {
+            if let Err(e) = self.log.tally(&rec, repeat).await {
+                tracing::warn!(error = %e, "delivery not counted");
+            }
+        } else {
             let msg = QueueMessage {
-                meta,
-                body: raw_body,
+                meta: if repeat { meta.for_resend() } else { meta },
+                body: rec.raw_body.clone(),
             };
-            if let Err(e) = self.queue.send(&msg).await {
+            let (sent, tallied) = tokio::join!(self.queue.send(&msg), self.log.tally(&rec, repeat));
+            if let Err(e) = tallied {
+                tracing::warn!(error = %e, "delivery not counted");
+            }
+            if let Err(e) = sent {
+                // Kept, raw body and all: a retry of this delivery, or the sweep, sends it.
                 tracing::error!(error = %e, "enqueue failed");
-                let _ = self
+                if let Err(e) = self
                     .log
                     .set_outcome(&key, "enqueue_failed", Some(&e.to_string()))
-                    .await;
-                self.release(&claim_key).await;
+                    .await
+                {
+                    tracing::warn!(error = %e, "enqueue_failed not recorded");
+                }
                 return Err(NotEnqueued::Queue(e.to_string()));
             }
         }
-        if let Err(e) = self
-            .claims
-            .complete(&claim_key, outcome, self.dedupe_ttl.as_secs())
-            .await
-        {
-            // The message is safely queued; a failed completion only weakens duplicate detection
-            // for this key (the queue's own dedupe window and the stage's state still apply).
-            tracing::warn!(error = %e, "claim not completed");
+        match found {
+            Some(found) if found.outcome == "enqueue_failed" && resend => {
+                // Its first send failed (that delivery was answered 503): this one queued it.
+                if let Err(e) = self
+                    .log
+                    .set_outcome(&key, "queued", Some("sent by a repeat delivery"))
+                    .await
+                {
+                    tracing::warn!(error = %e, "queued not recorded");
+                }
+            }
+            Some(_) => {
+                tracing::info!(outcome = "duplicate", resent = resend, "webhook");
+                metrics::count(stage.as_str(), Event::Duplicate);
+                return Ok(Enqueued::Duplicate {
+                    stage,
+                    dedupe_key: key,
+                });
+            }
+            None => {}
         }
         tracing::info!(outcome, "webhook");
         metrics::count(
@@ -369,11 +373,79 @@ impl WebhookIngest {
         })
     }
 
-    async fn release(&self, claim_key: &str) {
-        if let Err(e) = self.claims.release(claim_key).await {
-            tracing::error!(error = %e, "claim not released; a retry may be answered 503 until its lease ends");
+    /// The sweep of the ingest path: sends again every event of a stage with a queue whose
+    /// record was written (accepted, or last re-sent) more than `older_than` ago and that no
+    /// consumer has recorded an outcome for: the delivery that accepted it stopped before its
+    /// send (and was never repeated), or its send failed. At most `limit` per stage. Each is
+    /// sent marked as a re-send, then its record notes it (listed again as of now, so the next
+    /// sweep waits `older_than` again). Run by the scheduled reconcile function and the local
+    /// runner.
+    pub async fn resend_unsent(&self, older_than: Duration, limit: usize) -> Resent {
+        let before_ms = now_millis()
+            .saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX))
+            .max(0);
+        let mut out = Resent::default();
+        for stage in Stage::ALL
+            .iter()
+            .copied()
+            .filter(|s| self.queue.has_stage(*s))
+        {
+            let events = match self.log.unsent(stage.as_str(), before_ms, limit).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::error!(error = %e, stage = stage.as_str(), "unsent events not listed");
+                    out.failed += 1;
+                    continue;
+                }
+            };
+            for rec in events {
+                let waited_secs = (now_millis() - rec.received_ms).max(0) / 1000;
+                let meta = MessageMeta {
+                    stage,
+                    event: rec.event.clone(),
+                    dedupe_key: rec.dedupe_key.clone(),
+                    group: rec.entity.clone().unwrap_or_else(|| {
+                        let k = &rec.dedupe_key;
+                        format!("unidentified:{}", &k[k.len().saturating_sub(24)..])
+                    }),
+                    received_at: rec.received_at.clone(),
+                };
+                let msg = QueueMessage {
+                    meta: meta.for_resend(),
+                    body: rec.raw_body,
+                };
+                let span = tracing::info_span!("resend", stage = stage.as_str(), dedupe_key = %rec.dedupe_key, entity = %meta.group);
+                let _enter = span.enter();
+                if let Err(e) = self.queue.send(&msg).await {
+                    tracing::error!(error = %e, "re-send failed; the next sweep tries again");
+                    out.failed += 1;
+                    continue;
+                }
+                let detail = format!(
+                    "re-sent by the sweep: no consumer outcome {waited_secs} s after it was received"
+                );
+                if let Err(e) = self
+                    .log
+                    .set_outcome(&rec.dedupe_key, "queued", Some(&detail))
+                    .await
+                {
+                    tracing::warn!(error = %e, "re-send not recorded; the next sweep sends it again");
+                }
+                tracing::warn!(waited_secs, "unsent event re-sent");
+                out.resent += 1;
+            }
         }
+        out
     }
+}
+
+/// What [`WebhookIngest::resend_unsent`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Resent {
+    /// Events sent again.
+    pub resent: usize,
+    /// Listings or sends that failed (tried again by the next sweep).
+    pub failed: usize,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -419,6 +491,10 @@ impl ClassifyName for serde_json::Error {
 }
 
 #[cfg(test)]
+#[path = "webhook_crash_tests.rs"]
+mod crash_tests;
+
+#[cfg(test)]
 mod tests {
     use std::sync::Arc;
     use std::time::Duration;
@@ -440,7 +516,6 @@ mod tests {
             max_body_bytes: 1 << 20,
             install_id_paths: vec!["install_id".into()],
             queue: queue.clone(),
-            claims: store.clone(),
             log: store,
             dedupe_ttl: Duration::from_secs(3600),
             log_ttl: Duration::from_secs(3600),

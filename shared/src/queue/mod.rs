@@ -61,9 +61,15 @@ impl MessageMeta {
         })
     }
 
-    /// SQS `MessageDeduplicationId`: at most 128 characters of a restricted alphabet.
+    /// SQS `MessageDeduplicationId`: at most 128 characters of a restricted alphabet. A
+    /// re-send ([`RESEND_MARK`]) has the id of the message it repeats, so the queue drops it
+    /// within its dedupe window.
     pub fn dedupe_id(&self) -> String {
-        crate::hashing::sha256_hex(self.dedupe_key.as_bytes())
+        let key = self
+            .dedupe_key
+            .strip_suffix(RESEND_MARK)
+            .unwrap_or(&self.dedupe_key);
+        crate::hashing::sha256_hex(key.as_bytes())
     }
 
     /// SQS `MessageGroupId` (128 characters max): the group itself, or a hash when too long.
@@ -262,13 +268,34 @@ pub trait DeadLetterAdmin: Send + Sync {
 /// Suffix that marks a replayed message: a fresh queue dedupe id, the same event log entry.
 pub const REPLAY_MARK: &str = "#replay-";
 
+/// Suffix that marks a re-send by the webhook's enqueue path of an event accepted before whose
+/// message may or may not be on the queue (`crate::http::webhook`): the same queue dedupe id
+/// (dropped within the queue's dedupe window), the same event log entry. Past the window it is
+/// a second message; the consumer drops it when the event log says a consumer took the event
+/// already (`crate::consumer`), so it never overwrites a later change of the entity.
+pub const RESEND_MARK: &str = "#resend";
+
 impl MessageMeta {
-    /// The event log key: the dedupe key without a replay mark.
+    /// The event log key: the dedupe key without a replay or re-send mark.
     pub fn log_key(&self) -> &str {
-        self.dedupe_key
+        let key = self
+            .dedupe_key
             .split(REPLAY_MARK)
             .next()
-            .unwrap_or(&self.dedupe_key)
+            .unwrap_or(&self.dedupe_key);
+        key.strip_suffix(RESEND_MARK).unwrap_or(key)
+    }
+
+    /// The same message marked as a re-send of one that may be on the queue already.
+    pub fn for_resend(&self) -> Self {
+        let mut meta = self.clone();
+        meta.dedupe_key = format!("{}{RESEND_MARK}", self.log_key());
+        meta
+    }
+
+    /// Whether this is a re-send ([`for_resend`](Self::for_resend)).
+    pub fn is_resend(&self) -> bool {
+        self.dedupe_key.ends_with(RESEND_MARK)
     }
 
     /// The same message marked as a replay, so the queues' dedupe windows do not drop it.

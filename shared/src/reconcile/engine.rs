@@ -675,7 +675,7 @@ impl Reconciler {
         if !run.opts.dry_run {
             match self.sink.submit(&drift).await {
                 Ok(Enqueued::Queued { .. }) => run.report.enqueued += 1,
-                Ok(Enqueued::Duplicate { .. }) | Err(NotEnqueued::InProgress) => {
+                Ok(Enqueued::Duplicate { .. }) => {
                     run.report.duplicates += 1;
                 }
                 Err(NotEnqueued::Store(e)) => return Err(StopReason::Store(e)),

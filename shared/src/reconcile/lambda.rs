@@ -1,5 +1,6 @@
 //! `enerflo-reconcile`: the scheduled sweep as a Lambda (EventBridge, `ReconcileSchedule`). Each
-//! invocation resumes the `sweep` pass from its cursor, stops [`super::engine::STOP_MARGIN`]
+//! invocation first re-sends the events the webhook accepted that no consumer took
+//! (`WebhookIngest::resend_unsent`), then resumes the `sweep` pass from its cursor, stops [`super::engine::STOP_MARGIN`]
 //! before the invocation's deadline, and prints what it found as CloudWatch Embedded Metric
 //! Format lines (namespace `EnerfloSync/Reconcile`). Its answer is the run's report.
 
@@ -11,6 +12,7 @@ use serde_json::Value;
 
 use super::engine::{Reconciler, RunOptions};
 use crate::config::ReconcileFunctionConfig;
+use crate::http::webhook::{RESEND_AFTER, RESEND_BATCH};
 use crate::timefmt::now_millis;
 
 pub const FUNCTION: &str = "enerflo-reconcile";
@@ -39,10 +41,19 @@ pub async fn serve() -> Result<(), lambda_runtime::Error> {
     let ports = crate::runtime::aws_ports(&function.aws);
     let enerflo = super::enerflo_client(&function.enerflo, config.reconcile.per_minute)?;
     let reconciler = Arc::new(Reconciler::from_config(config, &ports, enerflo));
+    let ingest = Arc::new(crate::runtime::webhook_ingest(config, &ports));
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<Value>| {
-            let reconciler = reconciler.clone();
+            let (reconciler, ingest) = (reconciler.clone(), ingest.clone());
             async move {
+                // First the ingest path's sweep: events accepted that no consumer took (their
+                // delivery stopped before its send, or the send failed, and none repeated).
+                let resent = ingest.resend_unsent(RESEND_AFTER, RESEND_BATCH).await;
+                tracing::info!(
+                    resent = resent.resent,
+                    failed = resent.failed,
+                    "unsent events swept"
+                );
                 let report = invoke(&reconciler, event.context.deadline).await;
                 for line in report.emf_lines(FUNCTION, now_millis()) {
                     // stdout, unformatted: CloudWatch reads EMF from the raw log line.

@@ -8,10 +8,10 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    COUNTS_TTL_SECS, Claim, ClaimStore, CommitStore, EntityKind, EntityLink, EventLog, EventRecord,
-    IdForm, IdRef, MAX_COMMIT_WRITES, MAX_HISTORY, OutcomeCounts, OutcomeEntry, RECEIVED,
-    StoreError, StoreWrite, SyncState, SyncStateStore, XrefStore, compress, counts_lane,
-    decompress, hour_of,
+    Acceptance, COUNTS_TTL_SECS, Claim, ClaimStore, CommitStore, EntityKind, EntityLink, EventLog,
+    EventRecord, IdForm, IdRef, MAX_COMMIT_WRITES, MAX_HISTORY, OutcomeCounts, OutcomeEntry,
+    RECEIVED, StoreError, StoreWrite, SyncState, SyncStateStore, XrefStore, compress, counts_lane,
+    decompress, hour_of, is_unsent,
 };
 use crate::embedded_db::{EVENTS_BY_ENTITY, KV, db_err};
 use crate::timefmt::{now_millis, now_rfc3339, now_unix};
@@ -323,6 +323,20 @@ struct StoredEvent {
     /// recorded before counts were kept, or never counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     counted_in: Option<String>,
+    /// Its entry in the list of events no consumer took yet ([`unsent_key`]), while it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unsent: Option<String>,
+}
+
+/// The kv key listing an unsent event of `stage` ([`EventLog::unsent`]) as of `at_ms`; its
+/// value is the dedupe key.
+fn unsent_key(stage: &str, at_ms: i64, dedupe_key: &str) -> String {
+    format!("unsent#{stage}#{at_ms:013}#{dedupe_key}")
+}
+
+/// The key of an event's entry in the entity index.
+fn entity_index_key(entity: &str, received_ms: i64, dedupe_key: &str) -> String {
+    format!("{entity}\u{1}{received_ms:013}\u{1}{dedupe_key}")
 }
 
 /// An hour's [`OutcomeCounts`] of one lane.
@@ -399,6 +413,7 @@ impl EventLog for EmbeddedStore {
                 meta,
                 expires_at: now_unix() + ttl_secs as i64,
                 counted_in: counted_in.as_ref().map(|(key, _)| key.clone()),
+                unsent: None,
             };
             put_json(kv, &k, &stored)?;
             if let Some((key, hour)) = &counted_in {
@@ -410,15 +425,121 @@ impl EventLog for EmbeddedStore {
                 )?;
             }
             if let Some(entity) = &event.entity {
-                let ik = format!(
-                    "{entity}\u{1}{:013}\u{1}{}",
-                    event.received_ms, event.dedupe_key
-                );
+                let ik = entity_index_key(entity, event.received_ms, &event.dedupe_key);
                 idx.insert(ik.as_str(), event.dedupe_key.as_str())
                     .map_err(|e| db_err("index", e))?;
             }
             Ok(())
         })
+    }
+
+    async fn accept(&self, event: &EventRecord, ttl_secs: u64) -> Result<Acceptance, StoreError> {
+        let k = event_key(&event.dedupe_key);
+        self.write(|kv, idx| {
+            if let Some(existing) = get_json::<StoredEvent>(kv, &k)? {
+                if existing.expires_at >= now_unix() {
+                    return load_event(existing).map(|r| Acceptance::Repeat(Box::new(r)));
+                }
+                // Expired, not yet swept away: its index entries go with it.
+                if let Some(entity) = &existing.meta.entity {
+                    let ik = entity_index_key(
+                        entity,
+                        existing.meta.received_ms,
+                        &existing.meta.dedupe_key,
+                    );
+                    idx.remove(ik.as_str()).map_err(|e| db_err("unindex", e))?;
+                }
+                if let Some(old) = &existing.unsent {
+                    kv.remove(old.as_str()).map_err(|e| db_err("remove", e))?;
+                }
+            }
+            let mut meta = event.clone();
+            meta.raw_body = String::new();
+            meta.deliveries = meta.deliveries.max(1);
+            meta.history.truncate(MAX_HISTORY);
+            let unsent = event
+                .stage
+                .as_deref()
+                .filter(|_| is_unsent(&event.outcome))
+                .map(|stage| unsent_key(stage, event.received_ms, &event.dedupe_key));
+            let stored = StoredEvent {
+                body_gz: compress(&event.raw_body),
+                meta,
+                expires_at: now_unix() + ttl_secs as i64,
+                counted_in: counts_lane(event)
+                    .map(|lane| counts_key(&lane, hour_of(event.received_ms))),
+                unsent: unsent.clone(),
+            };
+            put_json(kv, &k, &stored)?;
+            if let Some(unsent) = &unsent {
+                kv.insert(unsent.as_str(), event.dedupe_key.as_bytes())
+                    .map_err(|e| db_err("insert", e))?;
+            }
+            if let Some(entity) = &event.entity {
+                let ik = entity_index_key(entity, event.received_ms, &event.dedupe_key);
+                idx.insert(ik.as_str(), event.dedupe_key.as_str())
+                    .map_err(|e| db_err("index", e))?;
+            }
+            Ok(Acceptance::New)
+        })
+    }
+
+    async fn tally(&self, event: &EventRecord, repeat: bool) -> Result<(), StoreError> {
+        let k = event_key(&event.dedupe_key);
+        self.write(|kv, _| {
+            if repeat {
+                if let Some(mut existing) = get_json::<StoredEvent>(kv, &k)? {
+                    existing.meta.deliveries += 1;
+                    put_json(kv, &k, &existing)?;
+                }
+                return Ok(());
+            }
+            if let Some(lane) = counts_lane(event) {
+                let hour = hour_of(event.received_ms);
+                add_counts(
+                    kv,
+                    &counts_key(&lane, hour),
+                    hour,
+                    &[(RECEIVED, 1), (event.outcome.as_str(), 1)],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn unsent(
+        &self,
+        stage: &str,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let keys: Vec<String> = {
+            let tx = self.db.begin_read().map_err(|e| db_err("begin read", e))?;
+            let kv = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
+            let start = format!("unsent#{stage}#");
+            let end = format!("unsent#{stage}#{before_ms:013}");
+            let mut keys = Vec::new();
+            for item in kv
+                .range(start.as_str()..end.as_str())
+                .map_err(|e| db_err("range", e))?
+            {
+                if keys.len() >= limit {
+                    break;
+                }
+                let (_, v) = item.map_err(|e| db_err("range item", e))?;
+                keys.push(String::from_utf8_lossy(v.value()).into_owned());
+            }
+            keys
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(e) = self.get(&k).await?
+                && is_unsent(&e.outcome)
+            {
+                out.push(e);
+            }
+        }
+        Ok(out)
     }
 
     async fn set_outcome(
@@ -439,6 +560,18 @@ impl EventLog for EmbeddedStore {
             {
                 let deltas = [(existing.meta.outcome.as_str(), -1), (outcome, 1)];
                 add_counts(kv, key, hour_of_key(key), &deltas)?;
+            }
+            if let Some(old) = existing.unsent.take() {
+                kv.remove(old.as_str()).map_err(|e| db_err("remove", e))?;
+                if is_unsent(outcome)
+                    && let Some(stage) = &existing.meta.stage
+                {
+                    // Still unsent (a re-send): listed again as of now.
+                    let again = unsent_key(stage, now_millis(), dedupe_key);
+                    kv.insert(again.as_str(), dedupe_key.as_bytes())
+                        .map_err(|e| db_err("insert", e))?;
+                    existing.unsent = Some(again);
+                }
             }
             existing.meta.outcome = outcome.to_owned();
             existing.meta.detail = detail.map(str::to_owned);

@@ -342,11 +342,53 @@ pub fn hour_of(ms: i64) -> i64 {
     ms - ms.rem_euclid(3_600_000)
 }
 
+/// Outcomes of an event accepted for a stage queue that no consumer has recorded an outcome
+/// for yet: `queued` (written before the send, `crate::http::webhook`), `enqueue_failed` (the
+/// send failed). While an event has one of these, [`EventLog::unsent`] lists it; any other
+/// outcome takes it off that list.
+pub const UNSENT_OUTCOMES: [&str; 2] = ["queued", "enqueue_failed"];
+
+/// Whether `outcome` is one of [`UNSENT_OUTCOMES`].
+pub fn is_unsent(outcome: &str) -> bool {
+    UNSENT_OUTCOMES.contains(&outcome)
+}
+
+/// What [`EventLog::accept`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Acceptance {
+    /// The dedupe key was free (or its record had expired): the record is written.
+    New,
+    /// The dedupe key was accepted before: its record as it is now (nothing was written).
+    Repeat(Box<EventRecord>),
+}
+
 #[async_trait]
 pub trait EventLog: Send + Sync {
     /// Records a received event; a repeat of the same dedupe key counts one more delivery and
     /// keeps the first record.
     async fn record(&self, event: &EventRecord, ttl_secs: u64) -> Result<(), StoreError>;
+    /// The webhook's claim and record in ONE write: writes `event` (raw body included) unless
+    /// its dedupe key has an unexpired record, and says which; a repeat finds the record as it
+    /// is (conditional put, the old item returned on a failed condition). Of concurrent
+    /// accepts of one key exactly one is [`Acceptance::New`]. An event accepted with an
+    /// [`UNSENT_OUTCOMES`] outcome and a stage is listed by [`unsent`](Self::unsent) from then
+    /// on. Counts nothing: [`tally`](Self::tally) does, beside the queue send.
+    async fn accept(&self, event: &EventRecord, ttl_secs: u64) -> Result<Acceptance, StoreError>;
+    /// Counts an [`accept`](Self::accept)ed event: a new one in its hour's outcome counts, a
+    /// repeat as one more delivery of the record it found. A separate call so the webhook can
+    /// run it beside the queue send (they do not wait for each other); counts are for the
+    /// console, a failure loses no event.
+    async fn tally(&self, event: &EventRecord, repeat: bool) -> Result<(), StoreError>;
+    /// Events of `stage` with an [`UNSENT_OUTCOMES`] outcome last written before `before_ms`
+    /// (Unix milliseconds; accepted, or re-sent, then), oldest first, at most `limit`: what the
+    /// sweep re-sends (`crate::http::webhook::WebhookIngest::resend_unsent`). Setting such an
+    /// outcome again (a re-send) moves an event to the end; any other outcome removes it.
+    async fn unsent(
+        &self,
+        stage: &str,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError>;
     async fn set_outcome(
         &self,
         dedupe_key: &str,

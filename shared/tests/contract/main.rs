@@ -2,6 +2,7 @@
 //! moto), the two-way install sync with in-process fakes, the project mapping, and the shared
 //! transport (TLS verification, the AWS SDK's HTTP client).
 
+mod ingest_calls;
 mod install_sync;
 mod kit;
 mod mapping_project;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use enerflo_sync::store::dynamo::{DynamoStore, create_table};
 use enerflo_sync::store::embedded::EmbeddedStore;
 use enerflo_sync::store::{
-    Claim, ClaimStore, EchoStore, EntityKind, EventLog, EventRecord, IdForm, IdRef,
+    Acceptance, Claim, ClaimStore, EchoStore, EntityKind, EventLog, EventRecord, IdForm, IdRef,
     MAX_COMMIT_WRITES, MAX_HISTORY, OutcomeEntry, RECEIVED, StoreError, StoreWrite, SyncState,
     SyncStateStore, XrefStore, hour_of,
 };
@@ -687,6 +687,161 @@ async fn event_second_record_of_a_key_counts_a_delivery_and_keeps_the_first_body
             .len(),
         1,
         "indexed once"
+    );
+}
+
+contract!(event_accept_writes_the_first_and_a_repeat_finds_it_as_it_is:
+    embedded_event_accept_writes_the_first_and_a_repeat_finds_it_as_it_is,
+    dynamo_event_accept_writes_the_first_and_a_repeat_finds_it_as_it_is);
+
+async fn event_accept_writes_the_first_and_a_repeat_finds_it_as_it_is(log: Arc<dyn EventLog>) {
+    let lane = format!("project-{:06x}", fastrand::u32(..0x00ff_ffff));
+    let now = enerflo_sync::timefmt::now_millis();
+    let mut first = event("acc-1", Some("install:3"), now, big_body(200 * 1024));
+    first.stage = Some(lane.clone());
+    first.history = vec![OutcomeEntry::new("2025-01-02T03:04:05Z", "queued", None)];
+    assert_eq!(
+        log.accept(&first, 3600).await.expect("accept"),
+        Acceptance::New
+    );
+    log.tally(&first, false).await.expect("tally new");
+    assert_eq!(log.get("acc-1").await.expect("get"), Some(first.clone()));
+
+    // A repeat (another body under the same key) writes nothing and finds the first record,
+    // raw body and all, with what a consumer recorded since.
+    let mut repeat = event("acc-1", Some("install:3"), 9_000, "{\"v\":2}".into());
+    repeat.stage = Some(lane.clone());
+    log.set_outcome("acc-1", "retrying", Some("CRM answered 429"))
+        .await
+        .expect("outcome");
+    let Acceptance::Repeat(found) = log.accept(&repeat, 3600).await.expect("accept repeat") else {
+        panic!("a repeat must find the first record");
+    };
+    assert_eq!(
+        (
+            found.raw_body.len(),
+            found.received_ms,
+            found.outcome.as_str()
+        ),
+        (first.raw_body.len(), now, "retrying")
+    );
+    assert!(found.raw_body == first.raw_body);
+    log.tally(&repeat, true).await.expect("tally repeat");
+
+    let got = log.get("acc-1").await.expect("get").expect("kept");
+    assert_eq!((got.deliveries, got.received_ms), (2, now));
+    assert_eq!(
+        log.for_entity("install:3", 10).await.expect("entity").len(),
+        1,
+        "indexed once"
+    );
+    let counts = log.outcome_counts(&lane, now).await.expect("counts");
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    let current = |outcome: &str| counts[0].counts.get(outcome).copied().unwrap_or(0);
+    assert_eq!(
+        (current(RECEIVED), current("queued"), current("retrying")),
+        (1, 0, 1),
+        "one event received, counted at its current outcome; the repeat is a delivery"
+    );
+}
+
+contract!(event_concurrent_accepts_of_one_key_yield_exactly_one_new:
+    embedded_event_concurrent_accepts_of_one_key_yield_exactly_one_new,
+    dynamo_event_concurrent_accepts_of_one_key_yield_exactly_one_new);
+
+async fn event_concurrent_accepts_of_one_key_yield_exactly_one_new(log: Arc<dyn EventLog>) {
+    let mut tasks = JoinSet::new();
+    for i in 0..8 {
+        let log = log.clone();
+        tasks.spawn(async move {
+            let e = event(
+                "acc-race",
+                Some("install:4"),
+                1_000 + i,
+                format!("{{\"i\":{i}}}"),
+            );
+            log.accept(&e, 3600).await.expect("accept")
+        });
+    }
+    let mut new = 0;
+    while let Some(done) = tasks.join_next().await {
+        if done.expect("task") == Acceptance::New {
+            new += 1;
+        }
+    }
+    assert_eq!(new, 1);
+}
+
+contract!(event_unsent_lists_accepted_events_until_a_consumer_outcome:
+    embedded_event_unsent_lists_accepted_events_until_a_consumer_outcome,
+    dynamo_event_unsent_lists_accepted_events_until_a_consumer_outcome);
+
+async fn event_unsent_lists_accepted_events_until_a_consumer_outcome(log: Arc<dyn EventLog>) {
+    let staged = |key: &str, stage: &str, ms: i64, outcome: &str| {
+        let mut e = event(key, Some("install:6"), ms, format!("{{\"k\":\"{key}\"}}"));
+        e.stage = Some(stage.to_owned());
+        e.outcome = outcome.to_owned();
+        e
+    };
+    for e in [
+        staged("uns-a", "status", 1_000, "queued"),
+        staged("uns-b", "status", 2_000, "queued"),
+        staged("uns-parked", "status", 1_500, "parked"),
+        staged("uns-other", "note", 1_200, "queued"),
+    ] {
+        assert_eq!(log.accept(&e, 3600).await.expect("accept"), Acceptance::New);
+    }
+    // Recorded (not accepted): an ordinary log entry, never listed.
+    log.record(&staged("uns-recorded", "status", 1_100, "queued"), 3600)
+        .await
+        .expect("record");
+    let keys = |events: Vec<EventRecord>| -> Vec<String> {
+        events.into_iter().map(|e| e.dedupe_key).collect()
+    };
+    let unsent = |before: i64, limit: usize| {
+        let log = log.clone();
+        async move { keys(log.unsent("status", before, limit).await.expect("unsent")) }
+    };
+    assert_eq!(
+        unsent(1_500, 10).await,
+        ["uns-a"],
+        "only those written before"
+    );
+    assert_eq!(unsent(3_000, 10).await, ["uns-a", "uns-b"], "oldest first");
+    assert_eq!(unsent(3_000, 1).await, ["uns-a"], "at most the limit");
+    let full = log.unsent("status", 3_000, 10).await.expect("unsent");
+    assert_eq!(
+        full[0].raw_body, "{\"k\":\"uns-a\"}",
+        "with the raw body to send"
+    );
+
+    // A consumer's outcome takes an event off; a re-send lists it again as of now.
+    log.set_outcome("uns-a", "delivered", None)
+        .await
+        .expect("delivered");
+    assert_eq!(unsent(3_000, 10).await, ["uns-b"]);
+    log.set_outcome("uns-b", "queued", Some("re-sent"))
+        .await
+        .expect("re-sent");
+    assert!(unsent(3_000, 10).await.is_empty(), "waits again");
+    let later = enerflo_sync::timefmt::now_millis() + 60_000;
+    assert_eq!(unsent(later, 10).await, ["uns-b"]);
+    log.set_outcome("uns-b", "enqueue_failed", Some("queue down"))
+        .await
+        .expect("enqueue failed");
+    assert_eq!(
+        unsent(later, 10).await,
+        ["uns-b"],
+        "a failed send is still unsent"
+    );
+    log.set_outcome("uns-b", "retrying", None)
+        .await
+        .expect("taken");
+    assert!(unsent(later, 10).await.is_empty());
+    assert_eq!(
+        keys(log.unsent("note", later, 10).await.expect("unsent")),
+        ["uns-other"],
+        "listed per stage"
     );
 }
 

@@ -97,8 +97,12 @@ impl Lambda {
             stage,
             &config,
             &ports,
-            enerflo_sync::runtime::enerflo_client(&config).expect("Enerflo client"),
-            enerflo_sync::runtime::crm_connector(&config).expect("CRM connector"),
+            enerflo_sync::runtime::enerflo_client(
+                &config.enerflo_access().expect("Enerflo access"),
+            )
+            .expect("Enerflo client"),
+            enerflo_sync::runtime::crm_connector(&config.crm_access().expect("CRM access"), &ports)
+                .expect("CRM connector"),
         )
         .expect("a consumer for the stage");
         Some(Self {

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,12 +13,12 @@ use super::item::{
     ATTEMPTS_SK, EVENT_SK, Item, after_secs, attempts_pk, event_pk, get_n, get_s, key_of,
     malformed, n, need_n, need_s, s, unavailable,
 };
-use super::{DynamoStore, GSI1};
+use super::{DynamoStore, GSI1, GSI2};
 use crate::store::{
-    COUNTS_TTL_SECS, EventLog, EventRecord, MAX_HISTORY, OutcomeCounts, OutcomeEntry, RECEIVED,
-    StoreError, compress, counts_lane, decompress, hour_of,
+    Acceptance, COUNTS_TTL_SECS, EventLog, EventRecord, MAX_HISTORY, OutcomeCounts, OutcomeEntry,
+    RECEIVED, StoreError, compress, counts_lane, decompress, hour_of, is_unsent,
 };
-use crate::timefmt::{now_rfc3339, now_unix};
+use crate::timefmt::{now_millis, now_rfc3339, now_unix};
 
 const COUNTS_SK: &str = "counts";
 /// Prefix of the per-outcome number attributes of a counts item.
@@ -117,17 +117,27 @@ fn counts_of(event: &EventRecord) -> Option<(String, i64)> {
     Some((format!("counts#{lane}#{hour:013}"), hour))
 }
 
+/// The `gsi2sk` of an unsent event ([`GSI2`]) as of `at_ms`.
+fn unsent_sk(at_ms: i64, dedupe_key: &str) -> AttributeValue {
+    s(format!("{at_ms:013}#{dedupe_key}"))
+}
+
 /// The event in `item`, or `None` when it has expired (TTL deletion lags).
 fn event_of(item: &Item) -> Result<Option<EventRecord>, StoreError> {
     if need_n::<i64>(item, "expires_at")? < now_unix() {
         return Ok(None);
     }
+    record_of(item).map(Some)
+}
+
+/// The event in `item`, expired or not.
+fn record_of(item: &Item) -> Result<EventRecord, StoreError> {
     let body = item
         .get("body_gz")
         .and_then(|v| v.as_b().ok())
         .ok_or_else(|| malformed(item, "body_gz"))?;
     let opt = |name: &str| get_s(item, name).map(str::to_owned);
-    Ok(Some(EventRecord {
+    Ok(EventRecord {
         dedupe_key: need_s(item, "dedupe_key")?,
         event: need_s(item, "event")?,
         stage: opt("stage"),
@@ -140,7 +150,7 @@ fn event_of(item: &Item) -> Result<Option<EventRecord>, StoreError> {
         deliveries: need_n(item, "deliveries")?,
         attempts: need_n(item, "attempts")?,
         history: history_of(item)?,
-    }))
+    })
 }
 
 impl DynamoStore {
@@ -232,9 +242,26 @@ impl DynamoStore {
         } else {
             update = update.condition_expression("attribute_exists(pk)");
         }
-        expression.push_str(&format!("SET {}", set.join(", ")));
+        let mut remove = Vec::new();
         if detail.is_none() {
-            expression.push_str(" REMOVE #detail");
+            remove.push("#detail");
+        }
+        // The unsent list (GSI2): a re-send lists the event again as of now (only an event
+        // accepted with a stage has a `gsi2pk`, so only it is listed); any other outcome
+        // takes it off.
+        update = update.expression_attribute_names("#g2s", "gsi2sk");
+        if is_unsent(outcome) {
+            let key = pk.strip_prefix("event#").unwrap_or(pk);
+            update = update.expression_attribute_values(":g2s", unsent_sk(now_millis(), key));
+            set.push("#g2s = :g2s".to_owned());
+            // An event off the list stays off: `#g2s` alone indexes nothing.
+        } else {
+            update = update.expression_attribute_names("#g2p", "gsi2pk");
+            remove.extend(["#g2p", "#g2s"]);
+        }
+        expression.push_str(&format!("SET {}", set.join(", ")));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
         if ATTEMPT_OUTCOMES.contains(&outcome) {
             expression.push_str(" ADD #attempts :one");
@@ -289,6 +316,127 @@ impl EventLog for DynamoStore {
             .await
             .map_err(|e| unavailable(format!("count delivery of {pk}"), e))?;
         Ok(())
+    }
+
+    async fn accept(&self, event: &EventRecord, ttl_secs: u64) -> Result<Acceptance, StoreError> {
+        let pk = event_pk(&event.dedupe_key);
+        let mut item = event_item(event, ttl_secs);
+        if let Some(stage) = event.stage.as_deref().filter(|_| is_unsent(&event.outcome)) {
+            item.insert("gsi2pk".into(), s(format!("unsent#{stage}")));
+            item.insert(
+                "gsi2sk".into(),
+                unsent_sk(event.received_ms, &event.dedupe_key),
+            );
+        }
+        // A record that vanishes between the failed put and the read is retried.
+        for _ in 0..3 {
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(pk) OR #expires_at < :now")
+                .expression_attribute_names("#expires_at", "expires_at")
+                .expression_attribute_values(":now", n(now_unix()))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let found = match put {
+                Ok(_) => return Ok(Acceptance::New),
+                Err(e) => match e.into_service_error() {
+                    PutItemError::ConditionalCheckFailedException(ccf) => ccf.item,
+                    other => return Err(unavailable(format!("accept {pk}"), other)),
+                },
+            };
+            let found = match found {
+                Some(item) => Some(item),
+                None => self.get_item(&pk, EVENT_SK).await?,
+            };
+            if let Some(item) = found {
+                return record_of(&item).map(|r| Acceptance::Repeat(Box::new(r)));
+            }
+        }
+        Err(StoreError::Conflict(pk))
+    }
+
+    async fn tally(&self, event: &EventRecord, repeat: bool) -> Result<(), StoreError> {
+        if !repeat {
+            if let Some((counts, _)) = counts_of(event) {
+                self.add_counts(&counts, &[(RECEIVED, 1), (event.outcome.as_str(), 1)])
+                    .await;
+            }
+            return Ok(());
+        }
+        let pk = event_pk(&event.dedupe_key);
+        let counted = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(pk.as_str(), EVENT_SK)))
+            .update_expression("ADD #deliveries :one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#deliveries", "deliveries")
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match counted {
+            Ok(_) => Ok(()),
+            Err(e) => match e.into_service_error() {
+                // Gone meanwhile (expired): nothing to count on.
+                UpdateItemError::ConditionalCheckFailedException(_) => Ok(()),
+                other => Err(unavailable(format!("count delivery of {pk}"), other)),
+            },
+        }
+    }
+
+    async fn unsent(
+        &self,
+        stage: &str,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut keys = Vec::new();
+        let mut start: Option<Item> = None;
+        while keys.len() < limit {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI2)
+                .key_condition_expression("#p = :p AND #s < :s")
+                .expression_attribute_names("#p", "gsi2pk")
+                .expression_attribute_names("#s", "gsi2sk")
+                .expression_attribute_values(":p", s(format!("unsent#{stage}")))
+                .expression_attribute_values(":s", s(format!("{before_ms:013}")))
+                .limit(i32::try_from(limit - keys.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| unavailable(format!("query unsent events of {stage}"), e))?;
+            for item in page.items() {
+                let pk = need_s(item, "pk")?;
+                if let Some(key) = pk.strip_prefix("event#") {
+                    keys.push(key.to_owned());
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        // The index is eventually consistent: each event is read again, and kept only while
+        // still unsent.
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys.into_iter().take(limit) {
+            if let Some(event) = self.get(&key).await?
+                && is_unsent(&event.outcome)
+            {
+                out.push(event);
+            }
+        }
+        Ok(out)
     }
 
     async fn set_outcome(

@@ -2,7 +2,8 @@
 //! `expires_at`, GSI `gsi1` on `gsi1pk`/`gsi1sk` projecting ALL), as `template.yaml` creates it.
 //! Same semantics as the embedded adapter, proven by `tests/contract/store.rs`.
 //!
-//! Item layout (key naming shared with [`super::embedded`]):
+//! Item layout (key naming shared with [`super::embedded`]; `gsi2` lists unsent events,
+//! [`GSI2`]):
 //!
 //! | record | pk | sk | attributes |
 //! |---|---|---|---|
@@ -10,7 +11,7 @@
 //! | entity | `entity#{kind}#{key}` | `entity` | `ids` (SS), `crm_id`, `updated_at` |
 //! | claim | `claim#{key}` | `claim` | `status`, `expires_at`, `lease_until_ms`, `outcome` |
 //! | sync state | `state#{scope}` | `state` | `hash`, `data` (JSON text), `updated_at`, `seq` (N) |
-//! | event | `event#{dedupe_key}` | `event` | the record's fields, `body_gz` (B), `expires_at`, `gsi1pk`/`gsi1sk` |
+//! | event | `event#{dedupe_key}` | `event` | the record's fields, `body_gz` (B), `expires_at`, `gsi1pk`/`gsi1sk`; while unsent `gsi2pk` = `unsent#{stage}`, `gsi2sk` = `{ms:013}#{dedupe_key}` |
 //! | attempt count | `attempts#{message_key}` | `attempts` | `attempts` (N), `expires_at` |
 //! | echo fingerprint | `echo#{target}#{hash}` | `echo` | `expires_at` |
 //! | outcome counts | `counts#{lane}#{hour_ms:013}` | `counts` | `n_<outcome>` (N) each, `expires_at`, `gsi1pk` = `counts#{lane}`, `gsi1sk` = `{hour_ms:013}` |
@@ -46,6 +47,10 @@ pub use self::table::create_table;
 
 /// The GSI serving "events of an entity, newest first".
 pub const GSI1: &str = "gsi1";
+/// The sparse GSI listing events accepted for a stage queue that no consumer took yet
+/// (`gsi2pk` = `unsent#{stage}`, `gsi2sk` = `{ms:013}#{dedupe_key}`, keys only): the sweep's
+/// worklist ([`crate::store::EventLog::unsent`]).
+pub const GSI2: &str = "gsi2";
 
 /// Every store port over one DynamoDB table.
 #[derive(Clone, Debug)]

@@ -9,12 +9,12 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
 };
 
-use super::GSI1;
 use super::item::{build_err, unavailable};
+use super::{GSI1, GSI2};
 use crate::store::StoreError;
 
 /// Creates the table exactly as `template.yaml` does (on-demand, `pk`/`sk`, `gsi1` projecting
-/// ALL, TTL on `expires_at`); an existing table is fine. For tests and the local runner (moto).
+/// ALL, `gsi2` keys only, TTL on `expires_at`); an existing table is fine. For tests and the local runner (moto).
 pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
     let attr = |name: &str| {
         AttributeDefinition::builder()
@@ -41,6 +41,17 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         )
         .build()
         .map_err(build_err)?;
+    let unsent = GlobalSecondaryIndex::builder()
+        .index_name(GSI2)
+        .key_schema(key("gsi2pk", KeyType::Hash)?)
+        .key_schema(key("gsi2sk", KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::KeysOnly)
+                .build(),
+        )
+        .build()
+        .map_err(build_err)?;
     let created = client
         .create_table()
         .table_name(table)
@@ -49,9 +60,12 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         .attribute_definitions(attr("sk")?)
         .attribute_definitions(attr("gsi1pk")?)
         .attribute_definitions(attr("gsi1sk")?)
+        .attribute_definitions(attr("gsi2pk")?)
+        .attribute_definitions(attr("gsi2sk")?)
         .key_schema(key("pk", KeyType::Hash)?)
         .key_schema(key("sk", KeyType::Range)?)
         .global_secondary_indexes(gsi)
+        .global_secondary_indexes(unsent)
         .send()
         .await;
     match created {
