@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -12,7 +12,7 @@ use super::{
     IdRef, MAX_HISTORY, OutcomeCounts, OutcomeEntry, RECEIVED, StoreError, SyncState,
     SyncStateStore, XrefStore, compress, counts_lane, decompress, hour_of,
 };
-use crate::embedded_db::{EVENTS_BY_ENTITY, KV, db_err};
+use crate::embedded_db::{Db, EVENTS_BY_ENTITY, KV, db_err};
 use crate::timefmt::{now_millis, now_rfc3339, now_unix};
 
 // Where the database is opened; kept at this path for the local runner and the ops tool.
@@ -21,11 +21,11 @@ pub use crate::embedded_db::{InUse, is_in_use, open_database};
 /// The embedded store: one redb database holding every port's records.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    db: Arc<Db>,
 }
 
 impl EmbeddedStore {
-    pub fn new(db: Arc<Database>) -> Self {
+    pub fn new(db: Arc<Db>) -> Self {
         Self { db }
     }
 
@@ -38,7 +38,8 @@ impl EmbeddedStore {
     /// one: a lock left by a killed process would otherwise block its entity for the rest of the
     /// lease (60 s), while that message's backoff grows.
     pub fn clear_entity_locks(&self) -> Result<usize, StoreError> {
-        self.write(|kv, _| {
+        self.db.write_blocking(|tx| {
+            let mut kv = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
             let mut keys = Vec::new();
             for item in kv
                 .range("claim#lock#".."claim#lock$")
@@ -65,27 +66,25 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Invalid(format!("record {key} does not parse: {e}")))
     }
 
-    /// Runs `f` on the kv table inside one serialisable write transaction.
-    fn write<R>(
+    /// Runs `f` on the kv table and the event index inside one serialisable write transaction,
+    /// and returns once that is durable: the group commit of `shared/src/embedded_db.rs`, which
+    /// shares one fsync among the writes that wait at the same time.
+    async fn write<R>(
         &self,
         f: impl FnOnce(
             &mut redb::Table<&str, &[u8]>,
             &mut redb::Table<&str, &str>,
         ) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let tx = self
-            .db
-            .begin_write()
-            .map_err(|e| db_err("begin write", e))?;
-        let out = {
-            let mut kv = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
-            let mut idx = tx
-                .open_table(EVENTS_BY_ENTITY)
-                .map_err(|e| db_err("open index", e))?;
-            f(&mut kv, &mut idx)?
-        };
-        tx.commit().map_err(|e| db_err("commit", e))?;
-        Ok(out)
+        self.db
+            .write(|tx| {
+                let mut kv = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
+                let mut idx = tx
+                    .open_table(EVENTS_BY_ENTITY)
+                    .map_err(|e| db_err("open index", e))?;
+                f(&mut kv, &mut idx)
+            })
+            .await
     }
 }
 
@@ -171,7 +170,7 @@ impl XrefStore for EmbeddedStore {
             }
             put_json(kv, &entity_key(kind, &key), &link)?;
             Ok(link)
-        })
+        }).await
     }
 
     async fn set_crm_id(
@@ -193,7 +192,7 @@ impl XrefStore for EmbeddedStore {
             link.crm_id = Some(crm_id.to_owned());
             put_json(kv, &entity_key(kind, key), &link)?;
             Ok(link)
-        })
+        }).await
     }
 }
 
@@ -231,7 +230,7 @@ impl ClaimStore for EmbeddedStore {
             };
             put_json(kv, &k, &record)?;
             Ok(Claim::Acquired)
-        })
+        }).await
     }
 
     async fn complete(&self, key: &str, outcome: &str, ttl_secs: u64) -> Result<(), StoreError> {
@@ -244,7 +243,7 @@ impl ClaimStore for EmbeddedStore {
                 outcome: Some(outcome.to_owned()),
             };
             put_json(kv, &k, &record)
-        })
+        }).await
     }
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
@@ -252,7 +251,7 @@ impl ClaimStore for EmbeddedStore {
         self.write(|kv, _| {
             kv.remove(k.as_str()).map_err(|e| db_err("remove", e))?;
             Ok(())
-        })
+        }).await
     }
 }
 
@@ -264,7 +263,7 @@ impl SyncStateStore for EmbeddedStore {
 
     async fn put_state(&self, scope: &str, state: &SyncState) -> Result<(), StoreError> {
         let k = format!("state#{scope}");
-        self.write(|kv, _| put_json(kv, &k, state))
+        self.write(|kv, _| put_json(kv, &k, state)).await
     }
 }
 
@@ -375,7 +374,7 @@ impl EventLog for EmbeddedStore {
                     .map_err(|e| db_err("index", e))?;
             }
             Ok(())
-        })
+        }).await
     }
 
     async fn set_outcome(
@@ -412,7 +411,7 @@ impl EventLog for EmbeddedStore {
                 existing.meta.attempts += 1;
             }
             put_json(kv, &k, &existing)
-        })
+        }).await
     }
 
     async fn get(&self, dedupe_key: &str) -> Result<Option<EventRecord>, StoreError> {
@@ -492,7 +491,7 @@ impl EventLog for EmbeddedStore {
             };
             put_json(kv, &k, &count)?;
             Ok(attempts)
-        })
+        }).await
     }
 }
 
@@ -518,7 +517,7 @@ impl super::EchoStore for EmbeddedStore {
                     expires_at: now_unix() + ttl_secs as i64,
                 },
             )
-        })
+        }).await
     }
 
     async fn is_echo(&self, target: &str, hash: &str) -> Result<bool, StoreError> {
