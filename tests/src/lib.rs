@@ -14,6 +14,7 @@
 pub mod crm;
 pub mod enerflo;
 pub mod faulty;
+pub mod load;
 
 use std::collections::HashMap;
 use std::future::Future;
