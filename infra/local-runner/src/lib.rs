@@ -89,8 +89,18 @@ pub async fn start(config: Config) -> anyhow::Result<Runner> {
 /// [`start`], with the Enerflo client supplied instead of built from `config` (`None`: built).
 /// For load tests, which need a client without the 240 requests/minute limit real Enerflo keys get.
 pub async fn start_with_enerflo(
+    config: Config,
+    enerflo: Option<Arc<dyn EnerfloApi>>,
+) -> anyhow::Result<Runner> {
+    start_with_workers(config, enerflo, workers_per_stage()?).await
+}
+
+/// [`start_with_enerflo`] with `workers` messages per stage at once instead of
+/// `WORKERS_PER_STAGE`'s.
+pub async fn start_with_workers(
     mut config: Config,
     enerflo: Option<Arc<dyn EnerfloApi>>,
+    workers: usize,
 ) -> anyhow::Result<Runner> {
     // First: the database's lock is what keeps a second runner off this DATA_DIR, before it
     // binds a port or touches any file there.
@@ -335,7 +345,6 @@ pub async fn start_with_enerflo(
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let workers = workers_per_stage()?;
     for &stage in CONSUMER_STAGES {
         let consumer = runtime::consumer_for(stage, &config, &ports, enerflo.clone(), crm.clone())
             .ok_or_else(|| anyhow::anyhow!("no consumer for stage {stage}"))?;
