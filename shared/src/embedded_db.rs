@@ -120,6 +120,11 @@ impl GroupCommit {
         self.ended_async.send_modify(|n| *n += 1);
     }
 
+    /// Gives up a [`Turn::Sync`] before starting it.
+    fn not_syncing(&self) {
+        self.synced(None);
+    }
+
     fn committed(&self) -> u64 {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.committed += 1;
@@ -142,12 +147,19 @@ impl Db {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<R, E>,
     ) -> Result<R, E> {
-        let (out, seq) = self.commit_unsynced(f)?;
+        let (out, seq) = off_the_runtime(|| self.commit_unsynced(f))?;
         let mut ended = self.commits.ended_async.subscribe();
+        let mut yielded = false;
         loop {
             match self.commits.turn(seq) {
                 Turn::Done => return Ok(out),
-                Turn::Sync(upto) => self.sync(upto)?,
+                // Once, before leading: writers ready on this thread commit first and ride along.
+                Turn::Sync(_) if !yielded => {
+                    self.commits.not_syncing();
+                    yielded = true;
+                    tokio::task::yield_now().await;
+                }
+                Turn::Sync(upto) => off_the_runtime(|| self.sync(upto))?,
                 // A durable commit is under way: it may not cover `seq`; look again once it ends.
                 Turn::Wait => {
                     let _ = ended.changed().await;
@@ -223,6 +235,18 @@ impl Db {
             .and_then(|tx| tx.commit().map_err(|e| db_err("durable commit", e)));
         self.commits.synced(result.is_ok().then_some(upto));
         result
+    }
+}
+
+/// Runs `f`, which may block on the database's write lock or an fsync, without stalling the
+/// other tasks of a multi-threaded tokio runtime (their worker thread hands them on); on any
+/// other runtime, or none, simply runs it.
+fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

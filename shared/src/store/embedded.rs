@@ -88,6 +88,27 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// A claim's write: as [`Self::write`], except an entity lock's (`lock#...`, of
+    /// `shared/src/sync/lease.rs`), which does not wait for the disk: the runner drops every
+    /// entity lock at start-up ([`Self::clear_entity_locks`]), so no lock outlives a crash
+    /// whether it reached the disk or not.
+    async fn write_claim<R>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        if key.starts_with("lock#") {
+            self.db.write_unsynced(|tx| {
+                let mut kv = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
+                f(&mut kv)
+            })
+        } else {
+            self.write(|kv, _| f(kv)).await
+        }
+    }
+}
+
 fn get_json<T: for<'de> Deserialize<'de>>(
     table: &redb::Table<&str, &[u8]>,
     key: &str,
@@ -208,7 +229,7 @@ struct ClaimRecord {
 impl ClaimStore for EmbeddedStore {
     async fn claim(&self, key: &str, lease_secs: u64, ttl_secs: u64) -> Result<Claim, StoreError> {
         let k = format!("claim#{key}");
-        self.write(|kv, _| {
+        self.write_claim(key, |kv| {
             let now = now_unix();
             if let Some(existing) = get_json::<ClaimRecord>(kv, &k)?
                 && existing.expires_at >= now
@@ -248,7 +269,7 @@ impl ClaimStore for EmbeddedStore {
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
         let k = format!("claim#{key}");
-        self.write(|kv, _| {
+        self.write_claim(key, |kv| {
             kv.remove(k.as_str()).map_err(|e| db_err("remove", e))?;
             Ok(())
         }).await
