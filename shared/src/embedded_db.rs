@@ -181,7 +181,12 @@ impl Db {
                 Turn::Wait => {
                     let s = self.commits.state.lock().unwrap_or_else(|p| p.into_inner());
                     if s.syncing {
-                        drop(self.commits.ended.wait(s).unwrap_or_else(|p| p.into_inner()));
+                        drop(
+                            self.commits
+                                .ended
+                                .wait(s)
+                                .unwrap_or_else(|p| p.into_inner()),
+                        );
                     }
                 }
             }

@@ -96,20 +96,22 @@ fn runs() -> Vec<Run> {
         .unwrap_or_else(|_| "status@100,status@500,status@max,mix@100,mix@300".into());
     spec.split(',')
         .map(|r| {
-            let (mix, rate) = r.trim().split_once('@').unwrap_or_else(|| {
-                panic!("BENCH_RUNS entry `{r}` is not <status|mix>@<rate|max>")
-            });
+            let (mix, rate) = r
+                .trim()
+                .split_once('@')
+                .unwrap_or_else(|| panic!("BENCH_RUNS entry `{r}` is not <status|mix>@<rate|max>"));
             let mix = match mix {
                 "status" => Mix::Status,
                 "mix" => Mix::All,
                 other => panic!("BENCH_RUNS: unknown mix `{other}` (status or mix)"),
             };
-            let rate = match rate {
-                "max" => None,
-                n => Some(n.parse().unwrap_or_else(|_| {
-                    panic!("BENCH_RUNS: rate `{n}` is not a number or `max`")
-                })),
-            };
+            let rate =
+                match rate {
+                    "max" => None,
+                    n => Some(n.parse().unwrap_or_else(|_| {
+                        panic!("BENCH_RUNS: rate `{n}` is not a number or `max`")
+                    })),
+                };
             Run { mix, rate }
         })
         .collect()
@@ -159,7 +161,10 @@ impl RunnerProcess {
             .env("CRM_WEBHOOK_SECRET", CRM_SECRET)
             .env("ENERFLO_BASE_URL", enerflo.uri())
             .env("ENERFLO_API_KEY", ENERFLO_API_KEY)
-            .env("RUST_LOG", std::env::var("BENCH_RUST_LOG").unwrap_or("warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_RUST_LOG").unwrap_or("warn".into()),
+            )
             .stdout(Stdio::piped())
             .spawn()
             .expect("runner process starts");
@@ -186,6 +191,24 @@ impl RunnerProcess {
             port,
             data_dir,
         }
+    }
+
+    /// The CPU time the runner process used so far (user + system), from `/proc`.
+    fn cpu(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // After the parenthesised command: state is field 3, utime 14, stime 15 (clock ticks).
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+        let ticks = |i: usize| {
+            fields
+                .get(i - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // CLK_TCK is 100 on Linux.
+        Duration::from_millis((ticks(14) + ticks(15)) * 10)
     }
 
     fn stop(mut self) {
@@ -281,6 +304,7 @@ async fn measure(run: &Run, total: usize) {
     }
     // Anything written twice arrives soon after: settle before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu = runner.cpu();
     runner.stop();
 
     let all = arrivals.all();
@@ -298,7 +322,11 @@ async fn measure(run: &Run, total: usize) {
     let sent_at = sent_at.lock().unwrap();
     let mut latencies: Vec<Duration> = all
         .iter()
-        .filter_map(|(e, at)| sent_at.get(&key_of(e)).map(|s| at.saturating_duration_since(*s)))
+        .filter_map(|(e, at)| {
+            sent_at
+                .get(&key_of(e))
+                .map(|s| at.saturating_duration_since(*s))
+        })
         .collect();
     latencies.sort();
     let mut acks = acked_in.lock().unwrap().clone();
@@ -309,7 +337,8 @@ async fn measure(run: &Run, total: usize) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "bench-load: {:<6} {:>9}: {total} webhooks in {:.1} s ({:.0}/s sent), {} CRM writes (each event once) in {span:.1} s: {:.0} events/s; \
-         webhook -> CRM p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; webhook 202 p50 {:.1} ms, p99 {:.1} ms",
+         webhook -> CRM p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; webhook 202 p50 {:.1} ms, p99 {:.1} ms; \
+         runner CPU {:.1} s ({:.2} ms/event)",
         match run.mix {
             Mix::Status => "status",
             Mix::All => "mix",
@@ -324,5 +353,7 @@ async fn measure(run: &Run, total: usize) {
         ms(latencies.last().copied().unwrap_or_default()),
         ms(percentile(&acks, 0.50)),
         ms(percentile(&acks, 0.99)),
+        cpu.as_secs_f64(),
+        ms(cpu) / total as f64,
     );
 }

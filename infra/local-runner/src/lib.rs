@@ -607,7 +607,9 @@ pub async fn run_stage(
                     done: &mut Vec<String>| match result {
         Ok(Some(receipt)) => done.push(receipt),
         Ok(None) => {}
-        Err(e) => tracing::error!(error = %e, stage = stage.as_str(), "a worker failed; its message is redelivered after its visibility timeout"),
+        Err(e) => {
+            tracing::error!(error = %e, stage = stage.as_str(), "a worker failed; its message is redelivered after its visibility timeout")
+        }
     };
     loop {
         while let Some(result) = running.try_join_next() {

@@ -267,9 +267,16 @@ impl WebhookIngest {
         let span = tracing::info_span!("webhook", event = %event, stage = stage.as_str(), dedupe_key = %key, entity = %group, source);
         // Instrumented, not entered: an entered span's guard held across the store's awaits
         // would tag other tasks' lines on this thread, and lose this one's after a thread switch.
-        self.enqueue_in_span(event, stage, group, key, raw_body, (received_at, received_ms))
-            .instrument(span)
-            .await
+        self.enqueue_in_span(
+            event,
+            stage,
+            group,
+            key,
+            raw_body,
+            (received_at, received_ms),
+        )
+        .instrument(span)
+        .await
     }
 
     /// [`Self::enqueue`] inside its span.

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
-use tokio::sync::Notify;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use super::{DeadLetter, Delivery, EventQueue, MessageMeta, QueueError, QueueMessage};
 use crate::classify::Stage;
@@ -59,9 +59,7 @@ pub struct EmbeddedQueue {
 type Messages<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 
 fn open_messages(tx: &WriteTransaction) -> Result<Messages<'_>, QueueError> {
-    Ok(tx
-        .open_table(MESSAGES)
-        .map_err(|e| db_err("open queue", e))?)
+    tx.open_table(MESSAGES).map_err(|e| db_err("open queue", e))
 }
 
 fn msg_key(stage: Stage, seq: u64) -> String {
@@ -121,7 +119,7 @@ impl EmbeddedQueue {
 
     /// Makes every write so far durable (one fsync): for shutdown, after the last acks.
     pub fn flush(&self) -> Result<(), QueueError> {
-        Ok(self.db.flush()?)
+        self.db.flush()
     }
 
     /// Receives up to `max` visible messages, at most one in flight per group, oldest first, and

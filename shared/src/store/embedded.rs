@@ -191,7 +191,8 @@ impl XrefStore for EmbeddedStore {
             }
             put_json(kv, &entity_key(kind, &key), &link)?;
             Ok(link)
-        }).await
+        })
+        .await
     }
 
     async fn set_crm_id(
@@ -213,7 +214,8 @@ impl XrefStore for EmbeddedStore {
             link.crm_id = Some(crm_id.to_owned());
             put_json(kv, &entity_key(kind, key), &link)?;
             Ok(link)
-        }).await
+        })
+        .await
     }
 }
 
@@ -251,7 +253,8 @@ impl ClaimStore for EmbeddedStore {
             };
             put_json(kv, &k, &record)?;
             Ok(Claim::Acquired)
-        }).await
+        })
+        .await
     }
 
     async fn complete(&self, key: &str, outcome: &str, ttl_secs: u64) -> Result<(), StoreError> {
@@ -264,7 +267,8 @@ impl ClaimStore for EmbeddedStore {
                 outcome: Some(outcome.to_owned()),
             };
             put_json(kv, &k, &record)
-        }).await
+        })
+        .await
     }
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
@@ -272,7 +276,8 @@ impl ClaimStore for EmbeddedStore {
         self.write_claim(key, |kv| {
             kv.remove(k.as_str()).map_err(|e| db_err("remove", e))?;
             Ok(())
-        }).await
+        })
+        .await
     }
 }
 
@@ -395,7 +400,8 @@ impl EventLog for EmbeddedStore {
                     .map_err(|e| db_err("index", e))?;
             }
             Ok(())
-        }).await
+        })
+        .await
     }
 
     async fn set_outcome(
@@ -432,7 +438,8 @@ impl EventLog for EmbeddedStore {
                 existing.meta.attempts += 1;
             }
             put_json(kv, &k, &existing)
-        }).await
+        })
+        .await
     }
 
     async fn get(&self, dedupe_key: &str) -> Result<Option<EventRecord>, StoreError> {
@@ -512,7 +519,8 @@ impl EventLog for EmbeddedStore {
             };
             put_json(kv, &k, &count)?;
             Ok(attempts)
-        }).await
+        })
+        .await
     }
 }
 
@@ -538,7 +546,8 @@ impl super::EchoStore for EmbeddedStore {
                     expires_at: now_unix() + ttl_secs as i64,
                 },
             )
-        }).await
+        })
+        .await
     }
 
     async fn is_echo(&self, target: &str, hash: &str) -> Result<bool, StoreError> {

@@ -388,7 +388,11 @@ async fn sigterm_mid_load_then_restart_writes_every_accepted_event_exactly_once(
         done.unwrap();
     }
     let (status, lines) = first.wait_exit(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(0), "exit {status:?}; output: {lines:#?}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit {status:?}; output: {lines:#?}"
+    );
     assert!(
         written_at_term < accepted_at_term,
         "the SIGTERM came after the work was done ({written_at_term} of {accepted_at_term})"
@@ -420,7 +424,11 @@ async fn sigterm_mid_load_then_restart_writes_every_accepted_event_exactly_once(
         .status()
         .unwrap();
     let (status, lines) = second.wait_exit(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(0), "exit {status:?}; output: {lines:#?}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit {status:?}; output: {lines:#?}"
+    );
     {
         let db = enerflo_sync::store::embedded::open_database(Some(&dir)).unwrap();
         let queue = enerflo_sync::queue::embedded::EmbeddedQueue::new(
@@ -428,7 +436,11 @@ async fn sigterm_mid_load_then_restart_writes_every_accepted_event_exactly_once(
             enerflo_sync_local::CONSUMER_STAGES.iter().copied(),
         );
         for stage in enerflo_sync_local::CONSUMER_STAGES {
-            assert_eq!(queue.depth(*stage).unwrap(), 0, "{stage} still holds messages");
+            assert_eq!(
+                queue.depth(*stage).unwrap(),
+                0,
+                "{stage} still holds messages"
+            );
             assert!(queue.dead_letters(*stage).unwrap().is_empty(), "{stage}");
         }
     }
@@ -440,11 +452,19 @@ async fn sigterm_mid_load_then_restart_writes_every_accepted_event_exactly_once(
         .collect();
     let deals: std::collections::BTreeSet<String> = written
         .iter()
-        .map(|e| e["event"]["enerflo"]["deal_id"].as_str().unwrap().to_owned())
+        .map(|e| {
+            e["event"]["enerflo"]["deal_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(deals.len(), written.len(), "a deal was written twice");
     for deal in &accepted {
-        assert!(deals.contains(deal), "accepted {deal} never reached the CRM");
+        assert!(
+            deals.contains(deal),
+            "accepted {deal} never reached the CRM"
+        );
     }
     // A post cut off by the shutdown (one per poster at most) may have been queued without its
     // 202 reaching us.

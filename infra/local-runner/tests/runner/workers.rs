@@ -156,11 +156,9 @@ fn spans(steps: &[Step]) -> HashMap<String, Vec<(usize, usize, usize)>> {
             }
             Step::End(id) => {
                 let (group, n) = id.split_once('#').unwrap();
-                out.entry(group.to_owned()).or_default().push((
-                    n.parse().unwrap(),
-                    starts[id],
-                    i,
-                ));
+                out.entry(group.to_owned())
+                    .or_default()
+                    .push((n.parse().unwrap(), starts[id], i));
             }
             Step::Failed(_) => {}
         }
@@ -194,7 +192,11 @@ async fn parallel_workers_keep_the_order_within_each_group() {
     assert_eq!(spans.len(), 6);
     for (group, runs) in &spans {
         let order: Vec<usize> = runs.iter().map(|(n, _, _)| *n).collect();
-        assert_eq!(order, (0..8).collect::<Vec<_>>(), "group {group}: {steps:?}");
+        assert_eq!(
+            order,
+            (0..8).collect::<Vec<_>>(),
+            "group {group}: {steps:?}"
+        );
         for pair in runs.windows(2) {
             let ((_, _, ended), (n, started, _)) = (pair[0], pair[1]);
             assert!(
@@ -249,9 +251,16 @@ async fn two_groups_progress_while_a_failing_message_holds_back_its_own_group() 
     until("a done", || handler.ended("a#2")).await;
     let steps = handler.steps();
     let a = &spans(&steps)["a"];
-    assert_eq!(a.iter().map(|(n, _, _)| *n).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(
+        a.iter().map(|(n, _, _)| *n).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
     assert!(a[1].1 > a[0].2 && a[2].1 > a[1].2, "{steps:?}");
-    assert_eq!(s.queue.depth(STAGE).unwrap(), 0, "every message acknowledged");
+    assert_eq!(
+        s.queue.depth(STAGE).unwrap(),
+        0,
+        "every message acknowledged"
+    );
     let _ = s.stop.send(true);
     s.task.await.unwrap();
 }
