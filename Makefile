@@ -6,7 +6,7 @@ SHELL := bash
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: help run test lint fmt build check-sam-build bench bench-coldstart clean-local
+.PHONY: help run test lint fmt build check-sam-build bench bench-load bench-coldstart clean-local
 
 help:
 	@echo "make run          run the whole pipeline locally (embedded store and queue, no AWS)"
@@ -16,6 +16,7 @@ help:
 	@echo "make build        the Lambda binaries (ARCH=x86_64|arm64), glibc 2.34, checked"
 	@echo "make check-sam-build  check what sam build packaged (ARCH=x86_64|arm64)"
 	@echo "make bench        run the performance benchmarks"
+	@echo "make bench-load   the local runner under paced webhooks: events/s, webhook -> CRM p50/p99"
 	@echo "make bench-coldstart  cold start, size and memory of every function beside a hello-world floor"
 	@echo "make clean-local  delete the local runner's state (.local-data/)"
 
@@ -65,6 +66,12 @@ check-sam-build:
 
 bench:
 	$(CARGO) bench -p enerflo-sync
+
+# The local runner as its own (release) process, a fake CRM answering at once, paced webhooks over
+# HTTP into one stage, then all six (tests/benches/load.rs; BENCH_SECONDS, BENCH_RUNS,
+# WORKERS_PER_STAGE). Slow: not part of `make test`.
+bench-load:
+	$(CARGO) bench -p sync-tests --bench load
 
 # Release builds of the floor and every function, then the Lambda Runtime API emulator over each
 # (bench/coldstart/run.py; ROUNDS=11 for steadier medians). Slow: not part of `make test`.

@@ -16,6 +16,7 @@ pub mod crm;
 pub mod ddb_calls;
 pub mod enerflo;
 pub mod faulty;
+pub mod load;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -229,7 +230,13 @@ async fn launch(tag: &str, kind: EnerfloKind, extra: &[(&str, &str)]) -> Harness
             (config, Some(client))
         }
     };
-    let runner = enerflo_sync_local::start_with_enerflo(config, client)
+    // WORKERS_PER_STAGE among `extra`: the runner's workers per stage (else its default).
+    let workers = extra
+        .iter()
+        .find(|(k, _)| *k == "WORKERS_PER_STAGE")
+        .map(|(_, v)| v.parse().expect("WORKERS_PER_STAGE is a number"))
+        .unwrap_or(enerflo_sync_local::DEFAULT_WORKERS_PER_STAGE);
+    let runner = enerflo_sync_local::start_with_workers(config, client, workers)
         .await
         .expect("runner starts");
     assert_eq!(

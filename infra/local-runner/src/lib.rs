@@ -91,8 +91,18 @@ pub async fn start(config: Config) -> anyhow::Result<Runner> {
 /// [`start`], with the Enerflo client supplied instead of built from `config` (`None`: built).
 /// For load tests, which need a client without the 240 requests/minute limit real Enerflo keys get.
 pub async fn start_with_enerflo(
+    config: Config,
+    enerflo: Option<Arc<dyn EnerfloApi>>,
+) -> anyhow::Result<Runner> {
+    start_with_workers(config, enerflo, workers_per_stage()?).await
+}
+
+/// [`start_with_enerflo`] with `workers` messages per stage at once instead of
+/// `WORKERS_PER_STAGE`'s.
+pub async fn start_with_workers(
     mut config: Config,
     enerflo: Option<Arc<dyn EnerfloApi>>,
+    workers: usize,
 ) -> anyhow::Result<Runner> {
     // First: the database's lock is what keeps a second runner off this DATA_DIR, before it
     // binds a port or touches any file there.
@@ -348,10 +358,11 @@ pub async fn start_with_enerflo(
     for &stage in CONSUMER_STAGES {
         let consumer = runtime::consumer_for(stage, &config, &ports, enerflo.clone(), crm.clone())
             .ok_or_else(|| anyhow::anyhow!("no consumer for stage {stage}"))?;
-        tasks.push(tokio::spawn(worker(
+        tasks.push(tokio::spawn(run_stage(
             stage,
-            consumer,
+            Arc::new(consumer),
             queue.clone(),
+            workers,
             shutdown_rx.clone(),
         )));
     }
@@ -467,6 +478,25 @@ pub async fn start_with_enerflo(
     })
 }
 
+/// `WORKERS_PER_STAGE` when unset: messages of one stage processed at once (of as many groups).
+pub const DEFAULT_WORKERS_PER_STAGE: usize = 8;
+
+/// `WORKERS_PER_STAGE`: how many messages of one stage the runner processes at once, each of
+/// its own FIFO group (default [`DEFAULT_WORKERS_PER_STAGE`], at most 64).
+fn workers_per_stage() -> anyhow::Result<usize> {
+    match std::env::var("WORKERS_PER_STAGE") {
+        Err(_) => Ok(DEFAULT_WORKERS_PER_STAGE),
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .ok_or_else(|| {
+                anyhow::anyhow!("WORKERS_PER_STAGE must be a whole number from 1 to 64, not `{v}`")
+            }),
+    }
+}
+
 /// `SANDBOX_RECORDS`: how many fake installs and customers the sandbox seeds (default 300).
 fn sandbox_records() -> anyhow::Result<usize> {
     match std::env::var("SANDBOX_RECORDS") {
@@ -559,43 +589,105 @@ impl Runner {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
+        // The last acks were committed without waiting for the disk (shared/src/queue/embedded.rs):
+        // one durable commit, so a restart does not deliver those messages again.
+        if let Err(e) = self.queue.flush() {
+            tracing::warn!(error = %e, "final flush failed; a restart redelivers the last acknowledged messages, which are found done");
+        }
     }
 }
 
-/// Polls one stage's queue and runs its consumer, acknowledging what is done.
-async fn worker(
+/// How long a received message stays hidden from other receives while a worker has it.
+const VISIBILITY: Duration = Duration::from_secs(120);
+/// How often an idle stage looks for messages that became visible (a deferred retry's delay
+/// ran out). A sent message wakes it at once ([`EmbeddedQueue::sent`]).
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// Runs one stage's consumer on up to `workers` messages at once until shutdown, then lets those
+/// it started finish.
+///
+/// Order within a FIFO group is the queue's: a receive hands out only the oldest message of a
+/// group, and only while no message of that group is in flight or deferred
+/// (`shared/src/queue/embedded.rs`). So a group's next message is received only once its previous
+/// one was acknowledged (done or dead-lettered), and a failing message holds its group back
+/// (deferred, or in flight until its visibility timeout) while other groups go on, as on SQS
+/// FIFO. Messages of different groups run in parallel, one task each; finished ones are
+/// acknowledged together, in one commit, before the next receive.
+pub async fn run_stage(
     stage: Stage,
-    consumer: Consumer,
+    consumer: Arc<Consumer>,
     queue: Arc<EmbeddedQueue>,
+    workers: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        if *shutdown.borrow() {
-            return;
+    let workers = workers.max(1);
+    let mut running: tokio::task::JoinSet<Option<String>> = tokio::task::JoinSet::new();
+    let mut done: Vec<String> = Vec::new();
+    let finished = |result: Result<Option<String>, tokio::task::JoinError>,
+                    done: &mut Vec<String>| match result {
+        Ok(Some(receipt)) => done.push(receipt),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, stage = stage.as_str(), "a worker failed; its message is redelivered after its visibility timeout")
         }
-        let batch = match queue.receive(stage, 10, Duration::from_secs(120)) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, stage = stage.as_str(), "queue receive failed");
-                Vec::new()
+    };
+    loop {
+        while let Some(result) = running.try_join_next() {
+            finished(result, &mut done);
+        }
+        ack(&queue, stage, &mut done);
+        if *shutdown.borrow() {
+            break;
+        }
+        let free = workers - running.len();
+        let batch = if free == 0 {
+            Vec::new()
+        } else {
+            match queue.receive(stage, free, VISIBILITY) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, stage = stage.as_str(), "queue receive failed");
+                    Vec::new()
+                }
             }
         };
-        if batch.is_empty() {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                _ = shutdown.changed() => {}
-            }
+        let received = batch.len();
+        for delivery in batch {
+            let consumer = consumer.clone();
+            running.spawn(async move {
+                let disposition = consumer
+                    .process_batch(std::slice::from_ref(&delivery))
+                    .await;
+                // Retry: deferred (or left to its visibility timeout); it stays, holding its group.
+                (disposition.first() == Some(&Disposition::Done)).then_some(delivery.receipt)
+            });
+        }
+        if received > 0 && received == free {
+            // Every worker is busy: wait for one below. Otherwise more may be waiting now.
+        } else if received > 0 {
             continue;
         }
-        let dispositions = consumer.process_batch(&batch).await;
-        for (delivery, disposition) in batch.iter().zip(dispositions) {
-            if disposition == Disposition::Done
-                && let Err(e) = queue.ack(stage, &delivery.receipt)
-            {
-                tracing::error!(error = %e, "ack failed; the message will be redelivered and found unchanged");
-            }
+        tokio::select! {
+            Some(result) = running.join_next(), if !running.is_empty() => finished(result, &mut done),
+            _ = queue.sent(stage), if running.len() < workers => {}
+            _ = tokio::time::sleep(IDLE_POLL) => {}
+            _ = shutdown.changed() => {}
         }
     }
+    while let Some(result) = running.join_next().await {
+        finished(result, &mut done);
+    }
+    ack(&queue, stage, &mut done);
+}
+
+fn ack(queue: &EmbeddedQueue, stage: Stage, done: &mut Vec<String>) {
+    if done.is_empty() {
+        return;
+    }
+    if let Err(e) = queue.ack_all(stage, done.iter().map(String::as_str)) {
+        tracing::error!(error = %e, "ack failed; the messages will be redelivered and found unchanged");
+    }
+    done.clear();
 }
 
 /// Polls HubSpot for notes every `every` (`HUBSPOT_NOTES_POLL_SECS`) until shutdown.

@@ -263,13 +263,37 @@ impl WebhookIngest {
         raw_body: String,
         (received_at, received_ms): (String, i64),
     ) -> Result<Enqueued, NotEnqueued> {
-        metrics::count(stage.as_str(), Event::Received);
+        use tracing::Instrument;
         let group = entity
             .clone()
             .unwrap_or_else(|| format!("unidentified:{}", &key[key.len().saturating_sub(24)..]));
         let source = source.as_str();
         let span = tracing::info_span!("webhook", event = %event, stage = stage.as_str(), dedupe_key = %key, entity = %group, source);
-        let _enter = span.enter();
+        // Instrumented, not entered: an entered span's guard held across the store's awaits
+        // would tag other tasks' lines on this thread, and lose this one's after a thread switch.
+        self.enqueue_in_span(
+            event,
+            stage,
+            group,
+            key,
+            raw_body,
+            (received_at, received_ms),
+        )
+        .instrument(span)
+        .await
+    }
+
+    /// [`Self::enqueue`] inside its span.
+    async fn enqueue_in_span(
+        &self,
+        event: &str,
+        stage: Stage,
+        group: String,
+        key: String,
+        raw_body: String,
+        (received_at, received_ms): (String, i64),
+    ) -> Result<Enqueued, NotEnqueued> {
+        metrics::count(stage.as_str(), Event::Received);
         let meta = MessageMeta {
             stage,
             event: event.to_owned(),

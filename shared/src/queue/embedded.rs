@@ -2,18 +2,28 @@
 //! with a message in flight delivers nothing else), visibility timeouts, receive counts, dedupe
 //! ids within a window, and a dead-letter table. A message that got a 202 is committed to disk
 //! before the answer, so it survives `kill -9`.
+//!
+//! What waits for the disk ([`crate::embedded_db`]'s group commit): `send` (the webhook's 202
+//! means the event is durable), `dead_letter`, `remove_dead_letter` and start-up recovery. What
+//! does not: `receive`, `ack` and `defer`, the consumer's bookkeeping. A crash can lose those
+//! (until the next durable commit, any caller's, a few milliseconds away under load), and losing
+//! them is harmless: a lost `receive` or `defer` leaves a message that start-up recovery makes
+//! visible again, a lost `ack` a message delivered again, which the consumer finds done (the
+//! store's writes, made before the ack, did wait for the disk), exactly what SQS does after a
+//! crash between a CRM write and its `DeleteMessage`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use super::{DeadLetter, Delivery, EventQueue, MessageMeta, QueueError, QueueMessage};
 use crate::classify::Stage;
-use crate::embedded_db::{MESSAGES, db_err};
+use crate::embedded_db::{Db, MESSAGES, db_err};
 use crate::timefmt::{now_millis, now_rfc3339};
 
 // Keys of the `queue` table (`MESSAGES`): `q#{stage}#{seq:020}` for messages,
@@ -40,8 +50,16 @@ struct Stored {
 
 #[derive(Clone)]
 pub struct EmbeddedQueue {
-    db: Arc<Database>,
+    db: Arc<Db>,
     stages: HashSet<Stage>,
+    /// Per stage: woken when a message is sent, so a waiting worker need not poll for it.
+    sent: Arc<HashMap<Stage, Notify>>,
+}
+
+type Messages<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+
+fn open_messages(tx: &WriteTransaction) -> Result<Messages<'_>, QueueError> {
+    tx.open_table(MESSAGES).map_err(|e| db_err("open queue", e))
 }
 
 fn msg_key(stage: Stage, seq: u64) -> String {
@@ -55,29 +73,53 @@ fn parse_receipt(receipt: &str) -> Option<(u64, &str)> {
 
 impl EmbeddedQueue {
     /// A queue serving `stages` (all stages in the local runner).
-    pub fn new(db: Arc<Database>, stages: impl IntoIterator<Item = Stage>) -> Self {
+    pub fn new(db: Arc<Db>, stages: impl IntoIterator<Item = Stage>) -> Self {
+        let stages: HashSet<Stage> = stages.into_iter().collect();
+        let sent = stages.iter().map(|s| (*s, Notify::new())).collect();
         Self {
             db,
-            stages: stages.into_iter().collect(),
+            stages,
+            sent: Arc::new(sent),
         }
     }
 
-    fn with_table<R>(
+    /// Runs `f` on the queue table in one write transaction; returns once it is durable.
+    async fn with_table<R>(
         &self,
-        f: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<R, QueueError>,
+        f: impl FnOnce(&mut Messages<'_>) -> Result<R, QueueError>,
     ) -> Result<R, QueueError> {
-        let tx = self
-            .db
-            .begin_write()
-            .map_err(|e| db_err("begin write", e))?;
-        let out = {
-            let mut t = tx
-                .open_table(MESSAGES)
-                .map_err(|e| db_err("open queue", e))?;
-            f(&mut t)?
-        };
-        tx.commit().map_err(|e| db_err("commit", e))?;
-        Ok(out)
+        self.db.write(|tx| f(&mut open_messages(tx)?)).await
+    }
+
+    /// [`Self::with_table`] for blocking callers.
+    fn with_table_blocking<R>(
+        &self,
+        f: impl FnOnce(&mut Messages<'_>) -> Result<R, QueueError>,
+    ) -> Result<R, QueueError> {
+        self.db.write_blocking(|tx| f(&mut open_messages(tx)?))
+    }
+
+    /// Runs `f` on the queue table in one write transaction, and returns without waiting for the
+    /// disk (the module docs say which writes may).
+    fn with_table_unsynced<R>(
+        &self,
+        f: impl FnOnce(&mut Messages<'_>) -> Result<R, QueueError>,
+    ) -> Result<R, QueueError> {
+        self.db.write_unsynced(|tx| f(&mut open_messages(tx)?))
+    }
+
+    /// Resolves once a message was sent to `stage` since the last time it resolved (at once if
+    /// one was sent while nobody waited). A stage this queue does not serve never resolves.
+    pub async fn sent(&self, stage: Stage) {
+        match self.sent.get(&stage) {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Makes every write so far durable (one fsync): for shutdown, after the last acks.
+    pub fn flush(&self) -> Result<(), QueueError> {
+        self.db.flush()
     }
 
     /// Receives up to `max` visible messages, at most one in flight per group, oldest first, and
@@ -100,7 +142,7 @@ impl EmbeddedQueue {
                 return Ok(Vec::new());
             }
         }
-        self.with_table(|t| {
+        self.with_table_unsynced(|t| {
             let picked = Self::pick(t, stage, max, now)?;
             let mut out = Vec::with_capacity(picked.len());
             for mut stored in picked {
@@ -176,19 +218,38 @@ impl EmbeddedQueue {
 
     /// Deletes a received message; a stale receipt (the message was received again since) is a no-op.
     pub fn ack(&self, stage: Stage, receipt: &str) -> Result<(), QueueError> {
-        let Some((seq, _)) = parse_receipt(receipt) else {
-            return Err(QueueError::Invalid(format!(
-                "receipt {receipt} is malformed"
-            )));
-        };
-        self.with_table(|t| {
-            let key = msg_key(stage, seq);
-            let current: Option<Stored> = match t.get(key.as_str()).map_err(|e| db_err("get", e))? {
-                Some(v) => serde_json::from_slice(v.value()).ok(),
-                None => None,
-            };
-            if current.is_some_and(|s| s.receipt == receipt) {
-                t.remove(key.as_str()).map_err(|e| db_err("remove", e))?;
+        self.ack_all(stage, [receipt])
+    }
+
+    /// [`Self::ack`] for several messages, in one commit. A malformed receipt fails the call
+    /// before anything is deleted.
+    pub fn ack_all<'r>(
+        &self,
+        stage: Stage,
+        receipts: impl IntoIterator<Item = &'r str>,
+    ) -> Result<(), QueueError> {
+        let parsed = receipts
+            .into_iter()
+            .map(|receipt| {
+                parse_receipt(receipt)
+                    .map(|(seq, _)| (seq, receipt))
+                    .ok_or_else(|| QueueError::Invalid(format!("receipt {receipt} is malformed")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if parsed.is_empty() {
+            return Ok(());
+        }
+        self.with_table_unsynced(|t| {
+            for (seq, receipt) in parsed {
+                let key = msg_key(stage, seq);
+                let current: Option<Stored> =
+                    match t.get(key.as_str()).map_err(|e| db_err("get", e))? {
+                        Some(v) => serde_json::from_slice(v.value()).ok(),
+                        None => None,
+                    };
+                if current.is_some_and(|s| s.receipt == receipt) {
+                    t.remove(key.as_str()).map_err(|e| db_err("remove", e))?;
+                }
             }
             Ok(())
         })
@@ -197,7 +258,7 @@ impl EmbeddedQueue {
     /// Makes every message that was received but never acknowledged or deferred visible again.
     /// Only for start-up of a single-process runner, when no worker can hold one.
     pub fn recover_in_flight(&self) -> Result<usize, QueueError> {
-        self.with_table(|t| {
+        self.with_table_blocking(|t| {
             let mut fixed = Vec::new();
             for item in t.range("q#".."q$").map_err(|e| db_err("range", e))? {
                 let (k, v) = item.map_err(|e| db_err("range item", e))?;
@@ -259,7 +320,7 @@ impl EmbeddedQueue {
         Ok(range.count())
     }
 
-    fn next_seq(t: &mut redb::Table<&str, &[u8]>) -> Result<u64, QueueError> {
+    fn next_seq(t: &mut Messages<'_>) -> Result<u64, QueueError> {
         let current = match t.get("seq").map_err(|e| db_err("get seq", e))? {
             Some(v) => v.value().try_into().map(u64::from_be_bytes).unwrap_or(0),
             None => 0,
@@ -314,6 +375,11 @@ impl EventQueue for EmbeddedQueue {
                 .map_err(|e| db_err("insert", e))?;
             Ok(())
         })
+        .await?;
+        if let Some(sent) = self.sent.get(&stage) {
+            sent.notify_one();
+        }
+        Ok(())
     }
 
     fn has_stage(&self, stage: Stage) -> bool {
@@ -326,7 +392,7 @@ impl EventQueue for EmbeddedQueue {
                 "receipt {receipt} is malformed"
             )));
         };
-        self.with_table(|t| {
+        self.with_table_unsynced(|t| {
             let key = msg_key(stage, seq);
             let Some(mut stored) = (match t.get(key.as_str()).map_err(|e| db_err("get", e))? {
                 Some(v) => serde_json::from_slice::<Stored>(v.value()).ok(),
@@ -385,6 +451,7 @@ impl EventQueue for EmbeddedQueue {
             }
             Ok(())
         })
+        .await
     }
 }
 
@@ -444,5 +511,6 @@ impl super::DeadLetterAdmin for EmbeddedQueue {
             t.remove(handle).map_err(|e| db_err("remove", e))?;
             Ok(())
         })
+        .await
     }
 }

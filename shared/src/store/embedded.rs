@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -13,7 +13,7 @@ use super::{
     RECEIVED, StoreError, StoreWrite, SyncState, SyncStateStore, XrefStore, compress, counts_lane,
     decompress, hour_of, is_unsent,
 };
-use crate::embedded_db::{EVENTS_BY_ENTITY, KV, db_err};
+use crate::embedded_db::{Db, EVENTS_BY_ENTITY, KV, db_err};
 use crate::timefmt::{now_millis, now_rfc3339, now_unix};
 
 // Where the database is opened; kept at this path for the local runner and the ops tool.
@@ -22,11 +22,11 @@ pub use crate::embedded_db::{InUse, is_in_use, open_database};
 /// The embedded store: one redb database holding every port's records.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    db: Arc<Db>,
 }
 
 impl EmbeddedStore {
-    pub fn new(db: Arc<Database>) -> Self {
+    pub fn new(db: Arc<Db>) -> Self {
         Self { db }
     }
 
@@ -39,7 +39,8 @@ impl EmbeddedStore {
     /// one: a lock left by a killed process would otherwise block its entity for the rest of the
     /// lease (60 s), while that message's backoff grows.
     pub fn clear_entity_locks(&self) -> Result<usize, StoreError> {
-        self.write(|kv, _| {
+        self.db.write_blocking(|tx| {
+            let mut kv = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
             let mut keys = Vec::new();
             for item in kv
                 .range("claim#lock#".."claim#lock$")
@@ -66,27 +67,46 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Invalid(format!("record {key} does not parse: {e}")))
     }
 
-    /// Runs `f` on the kv table inside one serialisable write transaction.
-    fn write<R>(
+    /// Runs `f` on the kv table and the event index inside one serialisable write transaction,
+    /// and returns once that is durable: the group commit of `shared/src/embedded_db.rs`, which
+    /// shares one fsync among the writes that wait at the same time.
+    async fn write<R>(
         &self,
         f: impl FnOnce(
             &mut redb::Table<&str, &[u8]>,
             &mut redb::Table<&str, &str>,
         ) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let tx = self
-            .db
-            .begin_write()
-            .map_err(|e| db_err("begin write", e))?;
-        let out = {
-            let mut kv = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
-            let mut idx = tx
-                .open_table(EVENTS_BY_ENTITY)
-                .map_err(|e| db_err("open index", e))?;
-            f(&mut kv, &mut idx)?
-        };
-        tx.commit().map_err(|e| db_err("commit", e))?;
-        Ok(out)
+        self.db
+            .write(|tx| {
+                let mut kv = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
+                let mut idx = tx
+                    .open_table(EVENTS_BY_ENTITY)
+                    .map_err(|e| db_err("open index", e))?;
+                f(&mut kv, &mut idx)
+            })
+            .await
+    }
+}
+
+impl EmbeddedStore {
+    /// A claim's write: as [`Self::write`], except an entity lock's (`lock#...`, of
+    /// `shared/src/sync/lease.rs`), which does not wait for the disk: the runner drops every
+    /// entity lock at start-up ([`Self::clear_entity_locks`]), so no lock outlives a crash
+    /// whether it reached the disk or not.
+    async fn write_claim<R>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        if key.starts_with("lock#") {
+            self.db.write_unsynced(|tx| {
+                let mut kv = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
+                f(&mut kv)
+            })
+        } else {
+            self.write(|kv, _| f(kv)).await
+        }
     }
 }
 
@@ -173,6 +193,7 @@ impl XrefStore for EmbeddedStore {
             put_json(kv, &entity_key(kind, &key), &link)?;
             Ok(link)
         })
+        .await
     }
 
     async fn set_crm_id(
@@ -195,6 +216,7 @@ impl XrefStore for EmbeddedStore {
             put_json(kv, &entity_key(kind, key), &link)?;
             Ok(link)
         })
+        .await
     }
 }
 
@@ -210,7 +232,7 @@ struct ClaimRecord {
 impl ClaimStore for EmbeddedStore {
     async fn claim(&self, key: &str, lease_secs: u64, ttl_secs: u64) -> Result<Claim, StoreError> {
         let k = format!("claim#{key}");
-        self.write(|kv, _| {
+        self.write_claim(key, |kv| {
             let now = now_unix();
             if let Some(existing) = get_json::<ClaimRecord>(kv, &k)?
                 && existing.expires_at >= now
@@ -233,6 +255,7 @@ impl ClaimStore for EmbeddedStore {
             put_json(kv, &k, &record)?;
             Ok(Claim::Acquired)
         })
+        .await
     }
 
     async fn complete(&self, key: &str, outcome: &str, ttl_secs: u64) -> Result<(), StoreError> {
@@ -246,14 +269,16 @@ impl ClaimStore for EmbeddedStore {
             };
             put_json(kv, &k, &record)
         })
+        .await
     }
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
         let k = format!("claim#{key}");
-        self.write(|kv, _| {
+        self.write_claim(key, |kv| {
             kv.remove(k.as_str()).map_err(|e| db_err("remove", e))?;
             Ok(())
         })
+        .await
     }
 }
 
@@ -265,7 +290,7 @@ impl SyncStateStore for EmbeddedStore {
 
     async fn put_state(&self, scope: &str, state: &SyncState) -> Result<(), StoreError> {
         let k = format!("state#{scope}");
-        self.write(|kv, _| put_json(kv, &k, state))
+        self.write(|kv, _| put_json(kv, &k, state)).await
     }
 
     fn committer(&self) -> Option<&dyn CommitStore> {
@@ -431,6 +456,7 @@ impl EventLog for EmbeddedStore {
             }
             Ok(())
         })
+        .await
     }
 
     async fn accept(&self, event: &EventRecord, ttl_secs: u64) -> Result<Acceptance, StoreError> {
@@ -589,6 +615,7 @@ impl EventLog for EmbeddedStore {
             }
             put_json(kv, &k, &existing)
         })
+        .await
     }
 
     async fn get(&self, dedupe_key: &str) -> Result<Option<EventRecord>, StoreError> {
@@ -669,6 +696,7 @@ impl EventLog for EmbeddedStore {
             put_json(kv, &k, &count)?;
             Ok(attempts)
         })
+        .await
     }
 }
 
@@ -695,6 +723,7 @@ impl super::EchoStore for EmbeddedStore {
                 },
             )
         })
+        .await
     }
 
     async fn is_echo(&self, target: &str, hash: &str) -> Result<bool, StoreError> {

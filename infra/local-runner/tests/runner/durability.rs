@@ -309,3 +309,169 @@ async fn a_second_runner_on_the_same_data_dir_exits_non_zero_naming_the_director
     drop(first);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Posts `body` to the webhook route of the runner on `port`; `None` when no answer came (the
+/// runner stopped listening).
+async fn try_post_webhook(http: &reqwest::Client, port: u16, body: String) -> Option<u16> {
+    http.post(format!(
+        "http://127.0.0.1:{port}/enerflo/webhooks/local-webhook-token"
+    ))
+    .body(body)
+    .send()
+    .await
+    .ok()
+    .map(|r| r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_load_then_restart_writes_every_accepted_event_exactly_once() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = data_dir("sigterm-mid-load");
+    let port = free_port();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let sample = fixture("v2-deal.projectSubmitted.json");
+    let enerflo = slow_enerflo().await;
+
+    // GIVEN a runner taking project submissions (distinct deals) from 4 posters, faster than its
+    // workers get through them (Enerflo takes 100 ms per call)
+    let mut first = started_against(&dir, port, &enerflo);
+    let next = Arc::new(AtomicU64::new(1));
+    let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut posters = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (http, sample, next, accepted) =
+            (http.clone(), sample.clone(), next.clone(), accepted.clone());
+        posters.spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n > 2000 {
+                    return;
+                }
+                let body = sample
+                    .replace("00000000-0000-4000-8000-000000000010", &deal_id(n))
+                    .replace("abc123xyz", &format!("sc{n:010}"))
+                    .replace(
+                        "00000000-0000-4000-8000-000000000003",
+                        &format!("00000000-0000-4000-a000-{n:012}"),
+                    );
+                match try_post_webhook(&http, port, body).await {
+                    Some(202) => accepted.lock().unwrap().push(deal_id(n)),
+                    // Stopped listening: the runner is shutting down.
+                    None => return,
+                    Some(other) => panic!("webhook {n} answered {other}"),
+                }
+            }
+        });
+    }
+
+    // WHEN it is sent SIGTERM once some events reached the CRM, while posts keep coming
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (written_at_term, accepted_at_term) = loop {
+        let count = inbox(&http, port).await["count"].as_u64().unwrap_or(0);
+        if count >= 5 {
+            break (count as usize, accepted.lock().unwrap().len());
+        }
+        assert!(Instant::now() < deadline, "nothing reached the CRM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let kill = Command::new("kill")
+        .args(["-TERM", &first.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    while let Some(done) = posters.join_next().await {
+        done.unwrap();
+    }
+    let (status, lines) = first.wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit {status:?}; output: {lines:#?}"
+    );
+    assert!(
+        written_at_term < accepted_at_term,
+        "the SIGTERM came after the work was done ({written_at_term} of {accepted_at_term})"
+    );
+    let accepted: Vec<String> = accepted.lock().unwrap().clone();
+
+    // THEN a restarted runner writes the rest: every accepted event reaches the CRM, once
+    let mut second = started_against(&dir, port, &enerflo);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let seen = loop {
+        let now = inbox(&http, port).await;
+        if now["count"].as_u64().unwrap_or(0) as usize >= accepted.len() {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} accepted events reached the CRM",
+            now["count"],
+            accepted.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for e in seen["events"].as_array().unwrap() {
+        assert_eq!(e["deliveries"], 1, "delivered more than once: {e}");
+    }
+    // ... and once it stopped with nothing left queued, nothing more can come
+    Command::new("kill")
+        .args(["-TERM", &second.child.id().to_string()])
+        .status()
+        .unwrap();
+    let (status, lines) = second.wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit {status:?}; output: {lines:#?}"
+    );
+    {
+        let db = enerflo_sync::store::embedded::open_database(Some(&dir)).unwrap();
+        let queue = enerflo_sync::queue::embedded::EmbeddedQueue::new(
+            db,
+            enerflo_sync_local::CONSUMER_STAGES.iter().copied(),
+        );
+        for stage in enerflo_sync_local::CONSUMER_STAGES {
+            assert_eq!(
+                queue.depth(*stage).unwrap(),
+                0,
+                "{stage} still holds messages"
+            );
+            assert!(queue.dead_letters(*stage).unwrap().is_empty(), "{stage}");
+        }
+    }
+    let file = std::fs::read_to_string(dir.join("crm-inbox.jsonl")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let written: Vec<serde_json::Value> = file
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let deals: std::collections::BTreeSet<String> = written
+        .iter()
+        .map(|e| {
+            e["event"]["enerflo"]["deal_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(deals.len(), written.len(), "a deal was written twice");
+    for deal in &accepted {
+        assert!(
+            deals.contains(deal),
+            "accepted {deal} never reached the CRM"
+        );
+    }
+    // A post cut off by the shutdown (one per poster at most) may have been queued without its
+    // 202 reaching us.
+    assert!(
+        written.len() <= accepted.len() + 4,
+        "{} written, {} accepted",
+        written.len(),
+        accepted.len()
+    );
+}
