@@ -240,7 +240,7 @@ async fn measure(run: &Run, total: usize) {
         .iter()
         .filter_map(|w| w.key.clone().map(|k| (k, 1)))
         .collect();
-    let http = reqwest::Client::builder()
+    let http = enerflo_sync::wire::client_builder()
         .pool_max_idle_per_host(MAX_IN_FLIGHT)
         .build()
         .unwrap();

@@ -333,6 +333,7 @@ impl CommitStore for EmbeddedStore {
             }
             Ok(())
         })
+        .await
     }
 }
 
@@ -508,6 +509,7 @@ impl EventLog for EmbeddedStore {
             }
             Ok(Acceptance::New)
         })
+        .await
     }
 
     async fn tally(&self, event: &EventRecord, repeat: bool) -> Result<(), StoreError> {
@@ -531,6 +533,7 @@ impl EventLog for EmbeddedStore {
             }
             Ok(())
         })
+        .await
     }
 
     async fn unsent(

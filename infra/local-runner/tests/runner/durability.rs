@@ -330,7 +330,7 @@ async fn sigterm_mid_load_then_restart_writes_every_accepted_event_exactly_once(
 
     let dir = data_dir("sigterm-mid-load");
     let port = free_port();
-    let http = reqwest::Client::builder()
+    let http = enerflo_sync::wire::client_builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
