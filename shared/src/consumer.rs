@@ -7,7 +7,7 @@
 //! the queue's receive count: a message held back behind a failed one of its group, or handed
 //! back unstarted at the Lambda deadline, is received without being tried.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,7 +144,8 @@ impl Consumer {
     }
 
     async fn run_batch(&self, batch: &[Delivery]) -> Vec<Disposition> {
-        let mut failed_groups: HashSet<String> = HashSet::new();
+        // A failed group and how long its head was deferred, if it was.
+        let mut failed_groups: HashMap<String, Option<Duration>> = HashMap::new();
         let mut out = Vec::with_capacity(batch.len());
         for delivery in batch {
             if let Some(left) = deadline::remaining()
@@ -164,8 +165,18 @@ impl Consumer {
                 .as_ref()
                 .map(|m| m.group.clone())
                 .unwrap_or_default();
-            if !group.is_empty() && failed_groups.contains(&group) {
-                // FIFO: a later message of a failed group must not overtake it. Not a try.
+            if let Some(head_delay) = failed_groups.get(&group).filter(|_| !group.is_empty()) {
+                // FIFO: a later message of a failed group must not overtake it. Not a try. It
+                // is deferred as long as its head: SQS hands out none of a group while one of
+                // its messages is in flight, so left at the queue's visibility timeout it would
+                // hold the group for minutes after the head's short backoff.
+                if let (Some(delay), Ok(meta)) = (head_delay, &delivery.meta)
+                    && let Some(Err(e)) =
+                        before_deadline(self.queue.defer(meta.stage, &delivery.receipt, *delay))
+                            .await
+                {
+                    tracing::warn!(error = %e, message_id = %delivery.message_id, "could not defer a held-back message; the queue's visibility timeout applies");
+                }
                 out.push(Disposition::Retry);
                 continue;
             }
@@ -182,18 +193,24 @@ impl Consumer {
                 .meta
                 .as_ref()
                 .map_or(UNREADABLE, |m| m.stage.as_str());
-            let disposition = metrics::scope(stage, self.process_one(delivery))
+            let mut deferred = None;
+            let disposition = metrics::scope(stage, self.process_one(delivery, &mut deferred))
                 .instrument(span)
                 .await;
             if disposition == Disposition::Retry && !group.is_empty() {
-                failed_groups.insert(group);
+                failed_groups.insert(group, deferred);
             }
             out.push(disposition);
         }
         out
     }
 
-    async fn process_one(&self, delivery: &Delivery) -> Disposition {
+    /// One message's try; `deferred` gets the backoff it was deferred by, if it was.
+    async fn process_one(
+        &self,
+        delivery: &Delivery,
+        deferred: &mut Option<Duration>,
+    ) -> Disposition {
         let meta = match &delivery.meta {
             Ok(m) => m,
             Err(why) => {
@@ -260,8 +277,11 @@ impl Consumer {
                 // customer data we sent (the event log keeps the whole reason).
                 tracing::warn!(reason = %err.log_reason(), delay_secs = delay.as_secs(), "will retry");
                 metrics::count(meta.stage.as_str(), Event::Retried);
-                if let Err(e) = self.queue.defer(meta.stage, &delivery.receipt, delay).await {
-                    tracing::error!(error = %e, "could not defer; the queue's visibility timeout applies");
+                match self.queue.defer(meta.stage, &delivery.receipt, delay).await {
+                    Ok(()) => *deferred = Some(delay),
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not defer; the queue's visibility timeout applies")
+                    }
                 }
                 self.log_outcome(
                     meta,
@@ -405,6 +425,7 @@ mod tests {
     #[derive(Default)]
     struct RecordingQueue {
         deferred: Mutex<Vec<String>>,
+        delays: Mutex<Vec<(String, Duration)>>,
         dead: Mutex<Vec<(String, String, u32)>>,
     }
 
@@ -420,9 +441,13 @@ mod tests {
             &self,
             _stage: Stage,
             receipt: &str,
-            _delay: Duration,
+            delay: Duration,
         ) -> Result<(), QueueError> {
             self.deferred.lock().unwrap().push(receipt.to_owned());
+            self.delays
+                .lock()
+                .unwrap()
+                .push((receipt.to_owned(), delay));
             Ok(())
         }
         async fn dead_letter(
@@ -659,6 +684,39 @@ mod tests {
             "{}",
             dead[0].1
         );
+    }
+
+    #[tokio::test]
+    async fn a_message_held_back_behind_its_failing_group_head_waits_only_as_long_as_the_head() {
+        // GIVEN a batch whose group deal:1 has a head that fails once and a second message, and
+        // a message of another group
+        let handler = Arc::new(Scripted::failing(&[("head", 1)]));
+        let queue = Arc::new(RecordingQueue::default());
+        let consumer = consumer(handler.clone(), queue.clone(), 3);
+
+        // WHEN the batch is processed
+        let dispositions = consumer
+            .process_batch(&[
+                delivery("head", "deal:1", 1),
+                delivery("next", "deal:1", 1),
+                delivery("other", "deal:2", 1),
+            ])
+            .await;
+
+        // THEN the held-back message is handed back untried, deferred by the head's own backoff
+        // (not left in flight for the queue's visibility timeout, which would hold the group
+        // that long), and the other group went through
+        assert_eq!(
+            dispositions,
+            [Disposition::Retry, Disposition::Retry, Disposition::Done]
+        );
+        assert!(handler.tries_of("next").is_empty());
+        let delays = queue.delays.lock().unwrap().clone();
+        assert_eq!(delays.len(), 2, "{delays:?}");
+        assert_eq!(delays[0].0, "receipt-head-1");
+        assert_eq!(delays[1].0, "receipt-next-1");
+        assert_eq!(delays[0].1, delays[1].1, "the same backoff as the head");
+        assert!(delays[0].1 > Duration::ZERO);
     }
 
     #[tokio::test]
