@@ -1491,7 +1491,7 @@ async fn a_slow_answer_arrives_late_and_applied() {
 
 #[test]
 fn fault_patterns_match_one_segment_per_star_and_any_rest_for_a_final_double_star() {
-    use faults::pattern_matches as m;
+    use crate::fakes::faults::pattern_matches as m;
     assert!(m(
         "/crm/v3/objects/*/batch/upsert",
         "/crm/v3/objects/deals/batch/upsert"

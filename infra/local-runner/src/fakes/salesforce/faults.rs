@@ -39,96 +39,10 @@ pub enum FaultKind {
     },
 }
 
-/// One rule: `times` answers of `kind` for requests matching `method` (any: `None`) and `path`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fault {
-    pub method: Option<String>,
-    pub path: String,
-    pub times: u32,
-    pub kind: FaultKind,
-}
-
-impl Fault {
-    /// The next request (of any method) matching `path` gets `kind`.
-    pub fn new(path: &str, kind: FaultKind) -> Self {
-        Self {
-            method: None,
-            path: path.to_owned(),
-            times: 1,
-            kind,
-        }
-    }
-
-    pub fn times(mut self, n: u32) -> Self {
-        self.times = n;
-        self
-    }
-
-    pub fn method(mut self, m: &str) -> Self {
-        self.method = Some(m.to_ascii_uppercase());
-        self
-    }
-
-    fn matches(&self, method: &str, path: &str) -> bool {
-        self.method.as_deref().is_none_or(|m| m == method) && pattern_matches(&self.path, path)
-    }
-}
-
-/// Whether `path` fits `pattern` (`*` one segment, a final `**` any rest, including none).
-pub fn pattern_matches(pattern: &str, path: &str) -> bool {
-    let pat: Vec<&str> = pattern.trim_matches('/').split('/').collect();
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    for (i, p) in pat.iter().enumerate() {
-        if *p == "**" && i == pat.len() - 1 {
-            return true;
-        }
-        match segs.get(i) {
-            Some(s) if *p == "*" || p == s => {}
-            _ => return false,
-        }
-    }
-    pat.len() == segs.len()
-}
-
-/// The scripted rules.
-#[derive(Default, Debug)]
-pub struct Faults {
-    rules: Vec<Fault>,
-}
-
-impl Faults {
-    pub fn add(&mut self, f: Fault) {
-        self.rules.push(f);
-    }
-
-    pub fn clear(&mut self) {
-        self.rules.clear();
-    }
-
-    /// Uses up one answer of the first rule that matches and `accept`s its kind, if any.
-    pub fn take_if(
-        &mut self,
-        method: &str,
-        path: &str,
-        accept: impl Fn(&FaultKind) -> bool,
-    ) -> Option<FaultKind> {
-        let i = self
-            .rules
-            .iter()
-            .position(|r| r.times > 0 && r.matches(method, path) && accept(&r.kind))?;
-        self.rules[i].times -= 1;
-        let kind = self.rules[i].kind.clone();
-        if self.rules[i].times == 0 {
-            self.rules.remove(i);
-        }
-        Some(kind)
-    }
-
-    /// Rules with answers left.
-    pub fn pending(&self) -> Vec<Fault> {
-        self.rules.clone()
-    }
-}
+/// One rule of this fake's scripted faults (`crate::fakes::faults`).
+pub type Fault = crate::fakes::faults::Fault<FaultKind>;
+/// This fake's scripted rules.
+pub type Faults = crate::fakes::faults::Faults<FaultKind>;
 
 /// Salesforce's answer for a bare status.
 pub fn status_answer(code: u16) -> Resp {
@@ -154,7 +68,7 @@ pub fn status_answer(code: u16) -> Resp {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::fakes::faults::pattern_matches;
 
     #[test]
     fn patterns_match_segments_and_rests() {
