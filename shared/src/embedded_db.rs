@@ -3,29 +3,30 @@
 //! The embedded store ([`crate::store::embedded`]) and the embedded queue
 //! ([`crate::queue::embedded`]) both live in it; neither imports the other.
 //!
-//! ## Commits: group commit
+//! ## Commits: shared write transactions
 //!
-//! A redb commit with [`Durability::Immediate`] fsyncs, and while it does, it holds the
-//! database's one write lock: with a commit per store or queue call, every event paid several
-//! fsyncs in a row, and the runner's stages queued behind each other's. So every write here
-//! commits with [`Durability::None`] (no fsync; redb keeps it in this process's memory), and the
-//! call then waits ([`Db::write`]) until an `Immediate` commit that began after it returned has
-//! finished: redb makes every earlier commit durable with that one. One of the waiting callers
-//! makes that commit (an empty one) for all who wait at that moment, so concurrent writers share
-//! one fsync. A call that returned has therefore reached the disk, exactly as before: the
-//! webhook's 202 still means the event is durable, and a crash (even `kill -9`) loses nothing a
-//! caller was told is written, only commits whose call had not returned yet, as a crash mid-commit
-//! always could.
+//! A redb commit with [`redb::Durability::Immediate`] fsyncs, and while it does, it holds the
+//! database's one write lock; every commit also pays a fixed cost (copy-on-write pages, their
+//! checksums, the allocator's state). A transaction per store or queue call made every event pay
+//! about a dozen of both, one after the other: the runner was bound by that one lock, not by its
+//! CPU. So the writers of one moment share one transaction ([`Db::write`]): a writer runs its
+//! writes in the transaction that is open (or begins one), and a task started with the
+//! transaction commits it, durably, for all its members, once every task that was ready has run
+//! (so theirs join it). Each writer's call returns only once the transaction holding its writes
+//! is on disk: the webhook's 202 still means the event is durable, and a crash (even `kill -9`) loses
+//! nothing a caller was told is written.
 //!
-//! [`Db::write_unsynced`] skips the wait, for the queue's consumer-side bookkeeping whose loss
-//! in a crash only means redelivery (see `shared/src/queue/embedded.rs`); the next durable commit
-//! (any caller's, or [`Db::flush`] at shutdown) persists it.
+//! A writer whose writes fail ends the shared transaction without committing it: nothing of it
+//! is written, its own error is returned, and the other members run their writes again in the
+//! next one (so a writer's closure is `Fn`: it may run twice). The order of the writes of one
+//! transaction is the order their writers ran, as if each had committed alone.
 
 use std::ops::Deref;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
-use redb::{Database, Durability, TableDefinition, WriteTransaction};
+use redb::{Database, TableDefinition, WriteTransaction};
+use tokio::sync::watch;
 
 use crate::error::StoreError;
 
@@ -53,11 +54,11 @@ pub fn is_in_use(e: &StoreError) -> bool {
     matches!(e, StoreError::Unavailable { source, .. } if source.is::<InUse>())
 }
 
-/// The database and its group commit ([the module docs](self)). Derefs to the redb
+/// The database and its shared write transaction ([the module docs](self)). Derefs to the redb
 /// [`Database`] for reads.
 pub struct Db {
     db: Database,
-    commits: GroupCommit,
+    open: tokio::sync::Mutex<Shared>,
 }
 
 impl Deref for Db {
@@ -68,67 +69,70 @@ impl Deref for Db {
     }
 }
 
-#[derive(Default)]
-struct GroupCommit {
-    state: Mutex<CommitState>,
-    /// Wakes blocking waiters when a durable commit ends.
-    ended: Condvar,
-    /// Wakes async waiters when a durable commit ends (its value: how many have ended).
-    ended_async: tokio::sync::watch::Sender<u64>,
+/// The write transaction writers share, while one is open.
+struct Shared {
+    tx: Option<WriteTransaction>,
+    /// Numbers the transactions, so a committer knows whether the one it was started for is
+    /// still open.
+    number: u64,
+    /// A committer task is started for the open transaction.
+    committing: bool,
+    /// How the open transaction ends, for its members; replaced when it ends.
+    ended: watch::Sender<Option<Ended>>,
+    /// Shared transactions committed so far.
+    commits: u64,
 }
 
-#[derive(Default)]
-struct CommitState {
-    /// Non-durable commits that have returned, numbered from 1.
-    committed: u64,
-    /// Every commit up to this number is durable.
-    durable: u64,
-    /// A caller is making a durable commit for everyone.
-    syncing: bool,
-}
-
-/// What a waiting writer does next.
-enum Turn {
-    Done,
-    /// Make the durable commit: it covers every commit up to this number.
-    Sync(u64),
-    Wait,
-}
-
-impl GroupCommit {
-    fn turn(&self, seq: u64) -> Turn {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.durable >= seq {
-            Turn::Done
-        } else if s.syncing {
-            Turn::Wait
-        } else {
-            s.syncing = true;
-            Turn::Sync(s.committed)
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            tx: None,
+            number: 0,
+            committing: false,
+            ended: watch::channel(None).0,
+            commits: 0,
         }
     }
+}
 
-    fn synced(&self, covered: Option<u64>) {
-        {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            s.syncing = false;
-            if let Some(c) = covered {
-                s.durable = s.durable.max(c);
+/// How a shared transaction ended.
+#[derive(Clone, Debug)]
+enum Ended {
+    /// On disk.
+    Committed,
+    /// A member's writes failed: nothing was written; the others run theirs again.
+    Aborted,
+    /// The commit failed (its error): nothing was written.
+    Failed(String),
+}
+
+/// A failed commit, as each of its members reports it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct CommitFailed(String);
+
+impl Shared {
+    /// Ends the open transaction: commits it when `commit`, else drops it (nothing written),
+    /// and tells its members.
+    fn end(&mut self, commit: bool) -> Option<Ended> {
+        let tx = self.tx.take()?;
+        let ended = if commit {
+            match off_the_runtime(|| tx.commit()) {
+                Ok(()) => {
+                    self.commits += 1;
+                    Ended::Committed
+                }
+                Err(e) => Ended::Failed(e.to_string()),
             }
-        }
-        self.ended.notify_all();
-        self.ended_async.send_modify(|n| *n += 1);
-    }
-
-    /// Gives up a [`Turn::Sync`] before starting it.
-    fn not_syncing(&self) {
-        self.synced(None);
-    }
-
-    fn committed(&self) -> u64 {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.committed += 1;
-        s.committed
+        } else {
+            drop(tx);
+            Ended::Aborted
+        };
+        self.number += 1;
+        self.committing = false;
+        std::mem::replace(&mut self.ended, watch::channel(None).0)
+            .send_replace(Some(ended.clone()));
+        Some(ended)
     }
 }
 
@@ -136,110 +140,106 @@ impl Db {
     fn new(db: Database) -> Self {
         Self {
             db,
-            commits: GroupCommit::default(),
+            open: tokio::sync::Mutex::new(Shared::default()),
         }
     }
 
-    /// Runs `f` in one write transaction, commits it, and returns once it is durable (see
-    /// [the module docs](self)). An error from `f` aborts the transaction: nothing of it is
-    /// written.
+    /// Runs `f` in the shared write transaction and returns once that is committed to disk
+    /// (see [the module docs](self)). An error from `f` ends the transaction uncommitted:
+    /// nothing of it is written. `f` may run more than once (when another writer's error ended
+    /// the transaction it ran in); only its last run's writes are kept. A caller that stops
+    /// waiting (its future dropped) after `f` ran still has its writes committed.
     pub(crate) async fn write<R, E: From<StoreError>>(
-        &self,
-        f: impl FnOnce(&WriteTransaction) -> Result<R, E>,
+        self: &Arc<Self>,
+        f: impl Fn(&WriteTransaction) -> Result<R, E>,
     ) -> Result<R, E> {
-        let (out, seq) = off_the_runtime(|| self.commit_unsynced(f))?;
-        let mut ended = self.commits.ended_async.subscribe();
-        let mut yielded = false;
         loop {
-            match self.commits.turn(seq) {
-                Turn::Done => return Ok(out),
-                // Once, before leading: writers ready on this thread commit first and ride along.
-                Turn::Sync(_) if !yielded => {
-                    self.commits.not_syncing();
-                    yielded = true;
-                    tokio::task::yield_now().await;
+            let (out, mut ended) = {
+                let mut shared = self.open.lock().await;
+                if shared.tx.is_none() {
+                    shared.tx = Some(
+                        self.db
+                            .begin_write()
+                            .map_err(|e| db_err("begin write", e))?,
+                    );
                 }
-                Turn::Sync(upto) => off_the_runtime(|| self.sync(upto))?,
-                // A durable commit is under way: it may not cover `seq`; look again once it ends.
-                Turn::Wait => {
-                    let _ = ended.changed().await;
+                let Some(tx) = shared.tx.as_ref() else {
+                    unreachable!("begun above")
+                };
+                let out = match f(tx) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        shared.end(false);
+                        return Err(e);
+                    }
+                };
+                if !shared.committing {
+                    shared.committing = true;
+                    tokio::spawn(Arc::clone(self).commit_soon(shared.number));
+                }
+                (out, shared.ended.subscribe())
+            };
+            let ended = ended
+                .wait_for(Option::is_some)
+                .await
+                .map(|e| e.clone())
+                .unwrap_or_default();
+            match ended {
+                Some(Ended::Committed) => return Ok(out),
+                Some(Ended::Aborted) => continue,
+                Some(Ended::Failed(e)) => {
+                    return Err(StoreError::unavailable("durable commit", CommitFailed(e)).into());
+                }
+                None => {
+                    return Err(StoreError::unavailable(
+                        "durable commit",
+                        CommitFailed("the commit was never made (the runtime stopped)".into()),
+                    )
+                    .into());
                 }
             }
         }
     }
 
-    /// [`Db::write`] for callers that cannot await (start-up, the queue's blocking calls).
+    /// The committer of shared transaction `number`: once every task ready now has run (their
+    /// writes join it), commits it, unless it ended already.
+    async fn commit_soon(self: Arc<Self>, number: u64) {
+        tokio::task::yield_now().await;
+        let mut shared = self.open.lock().await;
+        if shared.number == number {
+            shared.end(true);
+        }
+    }
+
+    /// Runs `f` in a write transaction of its own and commits it durably, blocking. Only for
+    /// start-up, before any [`Db::write`] runs (it would wait for an open shared transaction).
     pub(crate) fn write_blocking<R, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<R, E>,
     ) -> Result<R, E> {
-        let (out, seq) = self.commit_unsynced(f)?;
-        loop {
-            match self.commits.turn(seq) {
-                Turn::Done => return Ok(out),
-                Turn::Sync(upto) => self.sync(upto)?,
-                Turn::Wait => {
-                    let s = self.commits.state.lock().unwrap_or_else(|p| p.into_inner());
-                    if s.syncing {
-                        drop(
-                            self.commits
-                                .ended
-                                .wait(s)
-                                .unwrap_or_else(|p| p.into_inner()),
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    /// Runs `f` in one write transaction and commits it without waiting for it to be durable:
-    /// a crash may lose it until the next durable commit. Only for writes whose loss is harmless.
-    pub(crate) fn write_unsynced<R, E: From<StoreError>>(
-        &self,
-        f: impl FnOnce(&WriteTransaction) -> Result<R, E>,
-    ) -> Result<R, E> {
-        self.commit_unsynced(f).map(|(out, _)| out)
-    }
-
-    /// Makes every commit so far durable (one fsync). For shutdown, after the last writes.
-    pub fn flush(&self) -> Result<(), StoreError> {
-        let upto = self.commits.state.lock().map(|s| s.committed).unwrap_or(0);
         let tx = self
             .db
             .begin_write()
             .map_err(|e| db_err("begin write", e))?;
-        tx.commit().map_err(|e| db_err("commit", e))?;
-        let mut s = self.commits.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.durable = s.durable.max(upto);
-        Ok(())
-    }
-
-    fn commit_unsynced<R, E: From<StoreError>>(
-        &self,
-        f: impl FnOnce(&WriteTransaction) -> Result<R, E>,
-    ) -> Result<(R, u64), E> {
-        let mut tx = self
-            .db
-            .begin_write()
-            .map_err(|e| db_err("begin write", e))?;
-        tx.set_durability(Durability::None)
-            .map_err(|e| db_err("set durability", e))?;
         let out = f(&tx)?;
         tx.commit().map_err(|e| db_err("commit", e))?;
-        // Numbered after it returned: a durable commit that reads this number begins after it.
-        Ok((out, self.commits.committed()))
+        Ok(out)
     }
 
-    /// The durable commit that covers every commit up to `upto` (numbered before it began).
-    fn sync(&self, upto: u64) -> Result<(), StoreError> {
-        let result = self
-            .db
-            .begin_write()
-            .map_err(|e| db_err("begin write", e))
-            .and_then(|tx| tx.commit().map_err(|e| db_err("durable commit", e)));
-        self.commits.synced(result.is_ok().then_some(upto));
-        result
+    /// How many shared transactions were committed since the database was opened.
+    pub async fn commits(&self) -> u64 {
+        self.open.lock().await.commits
+    }
+
+    /// Commits the shared transaction if one is open (its committer has not run yet): for
+    /// shutdown, after the last writes.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        match self.open.lock().await.end(true) {
+            Some(Ended::Failed(e)) => {
+                Err(StoreError::unavailable("durable commit", CommitFailed(e)))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -286,4 +286,143 @@ pub fn open_database(dir: Option<&Path>) -> Result<Arc<Db>, StoreError> {
         .map_err(|e| db_err("open queue", e))?;
     tx.commit().map_err(|e| db_err("commit", e))?;
     Ok(Arc::new(Db::new(db)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use redb::ReadableDatabase;
+
+    use super::*;
+
+    async fn put(db: &Arc<Db>, key: &str) -> Result<(), StoreError> {
+        db.write(|tx| {
+            tx.open_table(KV)
+                .map_err(|e| db_err("open", e))?
+                .insert(key, b"v".as_slice())
+                .map_err(|e| db_err("insert", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn has(db: &Db, key: &str) -> bool {
+        let tx = db.begin_read().unwrap();
+        tx.open_table(KV).unwrap().get(key).unwrap().is_some()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_share_commits_and_each_returns_once_its_write_is_committed() {
+        let dir = std::env::temp_dir().join(format!("edb-share-{}", fastrand::u64(..)));
+        let db = open_database(Some(&dir)).unwrap();
+        let writers: Vec<_> = (0..64)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let key = format!("k{i}");
+                    put(&db, &key).await.unwrap();
+                    // Returned: committed, so a new read transaction sees it.
+                    assert!(has(&db, &key), "{key} returned before it was committed");
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        let commits = db.commits().await;
+        assert!(
+            commits < 64,
+            "64 concurrent writes made {commits} commits: none was shared"
+        );
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_failing_writer_writes_nothing_and_the_others_of_its_transaction_run_again() {
+        let db = open_database(None).unwrap();
+        let runs = Arc::new(AtomicUsize::new(0));
+        // Both join one transaction: spawned together, they run before its committer.
+        let ok = tokio::spawn({
+            let (db, runs) = (db.clone(), runs.clone());
+            async move {
+                db.write(|tx| {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tx.open_table(KV)
+                        .map_err(|e| db_err("open", e))?
+                        .insert("kept", b"v".as_slice())
+                        .map_err(|e| db_err("insert", e))?;
+                    Ok::<_, StoreError>(())
+                })
+                .await
+            }
+        });
+        let failing = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(|tx| {
+                    tx.open_table(KV)
+                        .map_err(|e| db_err("open", e))?
+                        .insert("half-written", b"v".as_slice())
+                        .map_err(|e| db_err("insert", e))?;
+                    Err::<(), _>(StoreError::Invalid("refused after a write".into()))
+                })
+                .await
+            }
+        });
+        ok.await.unwrap().unwrap();
+        let err = failing.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("refused after a write"), "{err}");
+        assert!(has(&db, "kept"));
+        assert!(
+            !has(&db, "half-written"),
+            "a failed writer's write was kept"
+        );
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            2,
+            "the other member ran its writes again after the abort"
+        );
+    }
+
+    /// Polls a write once (it joins a transaction and waits for the commit), then drops it: a
+    /// caller that gave up waiting.
+    async fn abandon(db: &Arc<Db>, key: &str) {
+        let write = std::pin::pin!(put(db, key));
+        let mut write = Some(write);
+        std::future::poll_fn(|cx| {
+            if let Some(w) = write.as_mut() {
+                assert!(
+                    w.as_mut().poll(cx).is_pending(),
+                    "the write returned before its commit"
+                );
+            }
+            write = None;
+            std::task::Poll::Ready(())
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_stops_waiting_still_has_its_write_committed() {
+        let db = open_database(None).unwrap();
+        abandon(&db, "abandoned").await;
+        tokio::task::yield_now().await;
+        put(&db, "later").await.unwrap();
+        assert!(has(&db, "abandoned"), "the abandoned write was lost");
+        assert!(has(&db, "later"));
+    }
+
+    #[tokio::test]
+    async fn flush_commits_what_an_abandoned_writer_left_open() {
+        let db = open_database(None).unwrap();
+        abandon(&db, "abandoned").await;
+        // Its committer has not run yet (this task did not yield since).
+        assert!(!has(&db, "abandoned"));
+        db.flush().await.unwrap();
+        assert!(has(&db, "abandoned"));
+    }
 }

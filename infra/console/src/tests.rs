@@ -84,13 +84,14 @@ async fn seed_dead_letter(f: &Fixture) -> String {
     let d = f
         .queue
         .receive(Stage::Project, 1, Duration::from_secs(60))
+        .await
         .unwrap()
         .remove(0);
     f.queue
         .dead_letter(Stage::Project, &d, "CRM answered 400")
         .await
         .unwrap();
-    f.queue.ack(Stage::Project, &d.receipt).unwrap();
+    f.queue.ack(Stage::Project, &d.receipt).await.unwrap();
     f.queue.dead_letters(Stage::Project).unwrap()[0]
         .message_id
         .clone()
@@ -393,6 +394,7 @@ async fn a_replay_from_another_site_or_without_this_sessions_csrf_token_is_refus
     let back = f
         .queue
         .receive(Stage::Project, 10, Duration::from_secs(60))
+        .await
         .unwrap();
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].meta.as_ref().unwrap().log_key(), "k-dead");

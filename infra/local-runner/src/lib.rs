@@ -589,9 +589,9 @@ impl Runner {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
-        // The last acks were committed without waiting for the disk (shared/src/queue/embedded.rs):
-        // one durable commit, so a restart does not deliver those messages again.
-        if let Err(e) = self.queue.flush() {
+        // A write whose caller stopped waiting (a task cut off above) may sit in the open shared
+        // transaction (shared/src/embedded_db.rs): committed now, so a restart finds it.
+        if let Err(e) = self.queue.flush().await {
             tracing::warn!(error = %e, "final flush failed; a restart redelivers the last acknowledged messages, which are found done");
         }
     }
@@ -635,7 +635,7 @@ pub async fn run_stage(
         while let Some(result) = running.try_join_next() {
             finished(result, &mut done);
         }
-        ack(&queue, stage, &mut done);
+        ack(&queue, stage, &mut done).await;
         if *shutdown.borrow() {
             break;
         }
@@ -643,7 +643,7 @@ pub async fn run_stage(
         let batch = if free == 0 {
             Vec::new()
         } else {
-            match queue.receive(stage, free, VISIBILITY) {
+            match queue.receive(stage, free, VISIBILITY).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, stage = stage.as_str(), "queue receive failed");
@@ -677,14 +677,14 @@ pub async fn run_stage(
     while let Some(result) = running.join_next().await {
         finished(result, &mut done);
     }
-    ack(&queue, stage, &mut done);
+    ack(&queue, stage, &mut done).await;
 }
 
-fn ack(queue: &EmbeddedQueue, stage: Stage, done: &mut Vec<String>) {
+async fn ack(queue: &EmbeddedQueue, stage: Stage, done: &mut Vec<String>) {
     if done.is_empty() {
         return;
     }
-    if let Err(e) = queue.ack_all(stage, done.iter().map(String::as_str)) {
+    if let Err(e) = queue.ack_all(stage, done.iter().map(String::as_str)).await {
         tracing::error!(error = %e, "ack failed; the messages will be redelivered and found unchanged");
     }
     done.clear();

@@ -210,18 +210,20 @@ async fn dlq_list_replay_entity_and_rerun_work_on_the_local_runner_state() {
         queue.as_ref(),
         async move || {
             q.receive(Stage::Project, 10, std::time::Duration::from_secs(60))
+                .await
                 .unwrap()
         },
-        async move |r: String| qa.ack(Stage::Project, &r).unwrap(),
+        async move |r: String| qa.ack(Stage::Project, &r).await.unwrap(),
     )
     .await;
     let q2 = queue.clone();
     contract(&backend, async move || {
         let got = q2
             .receive(Stage::Project, 10, std::time::Duration::from_secs(60))
+            .await
             .unwrap();
         for d in &got {
-            q2.ack(Stage::Project, &d.receipt).unwrap();
+            q2.ack(Stage::Project, &d.receipt).await.unwrap();
         }
         got
     })

@@ -156,6 +156,7 @@ impl World {
             let batch = self
                 .queue
                 .receive(Stage::ChangeOrder, 10, Duration::from_secs(30))
+                .await
                 .expect("receive");
             if batch.is_empty() {
                 return taken;
@@ -164,6 +165,7 @@ impl World {
                 assert_eq!(done, Disposition::Done);
                 self.queue
                     .ack(Stage::ChangeOrder, &delivery.receipt)
+                    .await
                     .expect("ack");
                 taken += 1;
             }

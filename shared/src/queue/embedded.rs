@@ -3,14 +3,9 @@
 //! ids within a window, and a dead-letter table. A message that got a 202 is committed to disk
 //! before the answer, so it survives `kill -9`.
 //!
-//! What waits for the disk ([`crate::embedded_db`]'s group commit): `send` (the webhook's 202
-//! means the event is durable), `dead_letter`, `remove_dead_letter` and start-up recovery. What
-//! does not: `receive`, `ack` and `defer`, the consumer's bookkeeping. A crash can lose those
-//! (until the next durable commit, any caller's, a few milliseconds away under load), and losing
-//! them is harmless: a lost `receive` or `defer` leaves a message that start-up recovery makes
-//! visible again, a lost `ack` a message delivered again, which the consumer finds done (the
-//! store's writes, made before the ack, did wait for the disk), exactly what SQS does after a
-//! crash between a CRM write and its `DeleteMessage`.
+//! Every write waits for the disk: it joins the shared write transaction of
+//! [`crate::embedded_db`], committed durably for all the writes of the same moment, so a receive
+//! or an ack costs no fsync of its own. A crash loses only writes whose call had not returned.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -86,7 +81,7 @@ impl EmbeddedQueue {
     /// Runs `f` on the queue table in one write transaction; returns once it is durable.
     async fn with_table<R>(
         &self,
-        f: impl FnOnce(&mut Messages<'_>) -> Result<R, QueueError>,
+        f: impl Fn(&mut Messages<'_>) -> Result<R, QueueError>,
     ) -> Result<R, QueueError> {
         self.db.write(|tx| f(&mut open_messages(tx)?)).await
     }
@@ -99,15 +94,6 @@ impl EmbeddedQueue {
         self.db.write_blocking(|tx| f(&mut open_messages(tx)?))
     }
 
-    /// Runs `f` on the queue table in one write transaction, and returns without waiting for the
-    /// disk (the module docs say which writes may).
-    fn with_table_unsynced<R>(
-        &self,
-        f: impl FnOnce(&mut Messages<'_>) -> Result<R, QueueError>,
-    ) -> Result<R, QueueError> {
-        self.db.write_unsynced(|tx| f(&mut open_messages(tx)?))
-    }
-
     /// Resolves once a message was sent to `stage` since the last time it resolved (at once if
     /// one was sent while nobody waited). A stage this queue does not serve never resolves.
     pub async fn sent(&self, stage: Stage) {
@@ -118,13 +104,13 @@ impl EmbeddedQueue {
     }
 
     /// Makes every write so far durable (one fsync): for shutdown, after the last acks.
-    pub fn flush(&self) -> Result<(), QueueError> {
-        self.db.flush()
+    pub async fn flush(&self) -> Result<(), QueueError> {
+        self.db.flush().await
     }
 
     /// Receives up to `max` visible messages, at most one in flight per group, oldest first, and
     /// hides them for `visibility`.
-    pub fn receive(
+    pub async fn receive(
         &self,
         stage: Stage,
         max: usize,
@@ -142,7 +128,7 @@ impl EmbeddedQueue {
                 return Ok(Vec::new());
             }
         }
-        self.with_table_unsynced(|t| {
+        self.with_table(|t| {
             let picked = Self::pick(t, stage, max, now)?;
             let mut out = Vec::with_capacity(picked.len());
             for mut stored in picked {
@@ -178,6 +164,7 @@ impl EmbeddedQueue {
             }
             Ok(out)
         })
+        .await
     }
 
     /// The messages a receive at `now` hands out: oldest first, the first message of each group
@@ -217,13 +204,13 @@ impl EmbeddedQueue {
     }
 
     /// Deletes a received message; a stale receipt (the message was received again since) is a no-op.
-    pub fn ack(&self, stage: Stage, receipt: &str) -> Result<(), QueueError> {
-        self.ack_all(stage, [receipt])
+    pub async fn ack(&self, stage: Stage, receipt: &str) -> Result<(), QueueError> {
+        self.ack_all(stage, [receipt]).await
     }
 
     /// [`Self::ack`] for several messages, in one commit. A malformed receipt fails the call
     /// before anything is deleted.
-    pub fn ack_all<'r>(
+    pub async fn ack_all<'r>(
         &self,
         stage: Stage,
         receipts: impl IntoIterator<Item = &'r str>,
@@ -239,8 +226,8 @@ impl EmbeddedQueue {
         if parsed.is_empty() {
             return Ok(());
         }
-        self.with_table_unsynced(|t| {
-            for (seq, receipt) in parsed {
+        self.with_table(|t| {
+            for &(seq, receipt) in &parsed {
                 let key = msg_key(stage, seq);
                 let current: Option<Stored> =
                     match t.get(key.as_str()).map_err(|e| db_err("get", e))? {
@@ -253,6 +240,7 @@ impl EmbeddedQueue {
             }
             Ok(())
         })
+        .await
     }
 
     /// Makes every message that was received but never acknowledged or deferred visible again.
@@ -361,7 +349,7 @@ impl EventQueue for EmbeddedQueue {
                 seq,
                 message: QueueMessage {
                     meta: msg.meta.clone(),
-                    body: body.into_owned(),
+                    body: body.clone().into_owned(),
                 },
                 visible_at_ms: 0,
                 receive_count: 0,
@@ -392,7 +380,7 @@ impl EventQueue for EmbeddedQueue {
                 "receipt {receipt} is malformed"
             )));
         };
-        self.with_table_unsynced(|t| {
+        self.with_table(|t| {
             let key = msg_key(stage, seq);
             let Some(mut stored) = (match t.get(key.as_str()).map_err(|e| db_err("get", e))? {
                 Some(v) => serde_json::from_slice::<Stored>(v.value()).ok(),
@@ -411,6 +399,7 @@ impl EventQueue for EmbeddedQueue {
                 .map_err(|e| db_err("insert", e))?;
             Ok(())
         })
+        .await
     }
 
     async fn dead_letter(

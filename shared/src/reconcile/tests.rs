@@ -244,10 +244,11 @@ impl World {
 
     /// Every message on a stage queue (the first of each FIFO group; read once per test): (event,
     /// group, dedupe key, body).
-    fn queued(&self, stage: Stage) -> Vec<(String, String, String, Value)> {
+    async fn queued(&self, stage: Stage) -> Vec<(String, String, String, Value)> {
         let got = self
             .queue
             .receive(stage, 1000, Duration::from_secs(1))
+            .await
             .unwrap();
         got.into_iter()
             .map(|d| {
@@ -332,7 +333,7 @@ async fn every_difference_and_entity_never_synced_is_enqueued_as_the_webhook_its
     );
     assert_eq!(report.enqueued, 5);
     // ... and enqueued the webhook each stage reads, in its entity's FIFO group, keyed `reconcile:`
-    let status = w.queued(Stage::Status);
+    let status = w.queued(Stage::Status).await;
     let groups: Vec<&str> = status.iter().map(|(_, g, _, _)| g.as_str()).collect();
     assert_eq!(groups, ["install:1", "install:2"]);
     for (event, _, key, body) in &status {
@@ -347,7 +348,7 @@ async fn every_difference_and_entity_never_synced_is_enqueued_as_the_webhook_its
         assert!(ev.status_id.is_some() && ev.status_name.is_some(), "{body}");
     }
     assert_eq!(status[0].3["status"]["id"], 4);
-    let milestones = w.queued(Stage::Milestone);
+    let milestones = w.queued(Stage::Milestone).await;
     let read: Vec<(u64, u64, Option<Option<String>>)> = milestones
         .iter()
         .map(|(_, _, _, body)| {
@@ -372,7 +373,7 @@ async fn every_difference_and_entity_never_synced_is_enqueued_as_the_webhook_its
             (2, 3900, Some(Some("2025-01-05".into())))
         ]
     );
-    let leads = w.queued(Stage::Leads);
+    let leads = w.queued(Stage::Leads).await;
     assert_eq!(leads.len(), 1);
     assert_eq!(
         (leads[0].0.as_str(), leads[0].1.as_str()),
@@ -404,7 +405,7 @@ async fn a_second_sweep_before_the_stages_ran_enqueues_nothing_new() {
         (0, 2, 2)
     );
     assert_eq!(
-        w.queued(Stage::Status).len() + w.queued(Stage::Milestone).len(),
+        w.queued(Stage::Status).await.len() + w.queued(Stage::Milestone).await.len(),
         2
     );
 }
@@ -431,7 +432,7 @@ async fn a_sweep_over_synced_entities_enqueues_nothing() {
         (0, 0, 0)
     );
     for stage in SWEEPABLE {
-        assert!(w.queued(stage).is_empty(), "{stage}");
+        assert!(w.queued(stage).await.is_empty(), "{stage}");
     }
 }
 
@@ -454,7 +455,7 @@ async fn a_changed_customer_field_is_an_update_naming_the_field_not_its_value() 
         (ex.subject.as_str(), ex.what.as_str()),
         ("customer:9", "email")
     );
-    let queued = w.queued(Stage::Leads);
+    let queued = w.queued(Stage::Leads).await;
     assert_eq!(queued[0].0, "update_customer");
     assert!(
         report.installs == 0
@@ -549,7 +550,7 @@ async fn a_sweep_stops_before_its_deadline_and_the_next_run_continues_where_it_s
     let enqueued: u64 = runs.iter().map(|r| r.enqueued).sum();
     let duplicates: u64 = runs.iter().map(|r| r.duplicates).sum();
     assert_eq!((enqueued, duplicates), (20, 0));
-    assert_eq!(w.queued(Stage::Status).len(), 20);
+    assert_eq!(w.queued(Stage::Status).await.len(), 20);
 }
 
 #[tokio::test]
@@ -588,7 +589,7 @@ async fn a_run_killed_mid_pass_resumes_from_the_page_its_cursor_saved() {
             .collect::<Vec<_>>()
     );
     assert_eq!((report.enqueued, report.duplicates), (10, 0));
-    assert_eq!(w.queued(Stage::Status).len(), 20);
+    assert_eq!(w.queued(Stage::Status).await.len(), 20);
     assert_eq!(
         report.pass[&Stage::Status].created,
         20,
@@ -662,7 +663,7 @@ async fn a_dry_run_enqueues_nothing_and_keeps_no_cursor() {
     assert_eq!(report.examples[&Stage::Status][0].subject, "install:1");
     assert_eq!((report.enqueued, report.duplicates), (0, 0));
     for stage in Stage::ALL {
-        assert!(w.queued(stage).is_empty(), "{stage}");
+        assert!(w.queued(stage).await.is_empty(), "{stage}");
     }
     assert!(w.cursor("backfill").await.is_none());
     assert!(
@@ -697,7 +698,7 @@ async fn an_api_that_ignores_the_page_parameter_stops_the_pass_naming_the_parame
         "{why}"
     );
     assert_eq!(
-        w.queued(Stage::Status).len(),
+        w.queued(Stage::Status).await.len(),
         5,
         "the first page was enqueued once"
     );

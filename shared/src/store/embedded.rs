@@ -68,14 +68,11 @@ impl EmbeddedStore {
     }
 
     /// Runs `f` on the kv table and the event index inside one serialisable write transaction,
-    /// and returns once that is durable: the group commit of `shared/src/embedded_db.rs`, which
-    /// shares one fsync among the writes that wait at the same time.
+    /// and returns once that is durable: the shared transaction of `shared/src/embedded_db.rs`,
+    /// one commit (and one fsync) for the writes of the same moment. `f` may run twice.
     async fn write<R>(
         &self,
-        f: impl FnOnce(
-            &mut redb::Table<&str, &[u8]>,
-            &mut redb::Table<&str, &str>,
-        ) -> Result<R, StoreError>,
+        f: impl Fn(&mut redb::Table<&str, &[u8]>, &mut redb::Table<&str, &str>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         self.db
             .write(|tx| {
@@ -86,27 +83,6 @@ impl EmbeddedStore {
                 f(&mut kv, &mut idx)
             })
             .await
-    }
-}
-
-impl EmbeddedStore {
-    /// A claim's write: as [`Self::write`], except an entity lock's (`lock#...`, of
-    /// `shared/src/sync/lease.rs`), which does not wait for the disk: the runner drops every
-    /// entity lock at start-up ([`Self::clear_entity_locks`]), so no lock outlives a crash
-    /// whether it reached the disk or not.
-    async fn write_claim<R>(
-        &self,
-        key: &str,
-        f: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
-        if key.starts_with("lock#") {
-            self.db.write_unsynced(|tx| {
-                let mut kv = tx.open_table(KV).map_err(|e| db_err("open kv", e))?;
-                f(&mut kv)
-            })
-        } else {
-            self.write(|kv, _| f(kv)).await
-        }
     }
 }
 
@@ -232,7 +208,7 @@ struct ClaimRecord {
 impl ClaimStore for EmbeddedStore {
     async fn claim(&self, key: &str, lease_secs: u64, ttl_secs: u64) -> Result<Claim, StoreError> {
         let k = format!("claim#{key}");
-        self.write_claim(key, |kv| {
+        self.write(|kv, _| {
             let now = now_unix();
             if let Some(existing) = get_json::<ClaimRecord>(kv, &k)?
                 && existing.expires_at >= now
@@ -274,7 +250,7 @@ impl ClaimStore for EmbeddedStore {
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
         let k = format!("claim#{key}");
-        self.write_claim(key, |kv| {
+        self.write(|kv, _| {
             kv.remove(k.as_str()).map_err(|e| db_err("remove", e))?;
             Ok(())
         })

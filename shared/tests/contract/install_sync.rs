@@ -708,6 +708,7 @@ async fn an_unparseable_milestone_event_is_dead_lettered_with_the_reason() {
     };
     let batch = queue
         .receive(Stage::Milestone, 10, Duration::from_secs(30))
+        .await
         .unwrap();
     consumer.process_batch(&batch).await;
     let dead = queue.dead_letters(Stage::Milestone).unwrap();

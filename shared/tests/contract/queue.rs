@@ -35,11 +35,13 @@ trait TestQueue: EventQueue {
 #[async_trait]
 impl TestQueue for EmbeddedQueue {
     async fn receive(&self, max: usize, visibility: Duration) -> Vec<Delivery> {
-        EmbeddedQueue::receive(self, STAGE, max, visibility).expect("receive")
+        EmbeddedQueue::receive(self, STAGE, max, visibility)
+            .await
+            .expect("receive")
     }
 
     async fn ack(&self, receipt: &str) {
-        EmbeddedQueue::ack(self, STAGE, receipt).expect("ack");
+        EmbeddedQueue::ack(self, STAGE, receipt).await.expect("ack");
     }
 
     async fn dead_letters(&self) -> Vec<DeadLetter> {
