@@ -427,11 +427,12 @@ impl Config {
 
         let url = |k: &str, problems: &mut Vec<String>| {
             let v = var(k)?;
-            if v.starts_with("http://") || v.starts_with("https://") {
-                Some(v.trim_end_matches('/').to_owned())
-            } else {
-                problems.push(format!("{k} must be an http(s) URL"));
-                None
+            match http_url(&v) {
+                Ok(()) => Some(v.trim_end_matches('/').to_owned()),
+                Err(why) => {
+                    problems.push(format!("{k} {why}"));
+                    None
+                }
             }
         };
         let number =
@@ -1115,6 +1116,28 @@ impl Problems {
 // `crate::runtime` take these types, so none can be called without what it needs and none
 // checks again.
 
+/// Whether `v` is an absolute http(s) URL with a host, parsed as every HTTP client here parses
+/// it, so a URL no request could use is refused at start, naming its variable, rather than
+/// failing every event later. Host names are ASCII only: the URL parser is built without Unicode
+/// (IDNA) tables (`idna_adapter` 1.0, for the functions' size), so an international domain name
+/// is given in its `xn--` (punycode) form.
+fn http_url(v: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(v).map_err(|e| {
+        if v.is_ascii() {
+            format!("is not a valid URL ({e})")
+        } else {
+            format!(
+                "is not a valid URL ({e}); a host name that is not ASCII must be given in its \
+                 punycode form (xn--...)"
+            )
+        }
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err("must be an http(s) URL".into());
+    }
+    Ok(())
+}
+
 /// `ENERFLO_BASE_URL` (default `https://enerflo.io`), `ENERFLO_API_KEY`, `ENERFLO_TIMEOUT_SECS`.
 #[derive(Clone, Debug)]
 pub struct EnerfloAccess {
@@ -1465,6 +1488,37 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} not named in: {text}");
         }
+    }
+
+    #[test]
+    fn a_url_no_request_could_use_is_refused_at_start_naming_its_variable() {
+        let err = load(&[
+            ("ENERFLO_BASE_URL", "https://"),
+            ("CRM_WEBHOOK_URL", "https://b\u{fc}cher.example/events"),
+            ("HUBSPOT_BASE_URL", "https://api.hub spot.example"),
+            ("AWS_ENDPOINT_URL", "ftp://127.0.0.1:5000"),
+        ])
+        .expect_err("rejects");
+        let text = err.to_string();
+        for name in [
+            "ENERFLO_BASE_URL is not a valid URL",
+            "CRM_WEBHOOK_URL is not a valid URL",
+            "HUBSPOT_BASE_URL is not a valid URL",
+            "AWS_ENDPOINT_URL must be an http(s) URL",
+        ] {
+            assert!(text.contains(name), "`{name}` not in: {text}");
+        }
+        assert!(
+            text.contains("punycode"),
+            "no hint for the Unicode host: {text}"
+        );
+        // The punycode form of the same host is accepted.
+        let c =
+            load(&[("CRM_WEBHOOK_URL", "https://xn--bcher-kva.example/events/")]).expect("loads");
+        assert_eq!(
+            c.crm_webhook_url.as_deref(),
+            Some("https://xn--bcher-kva.example/events")
+        );
     }
 
     #[test]
