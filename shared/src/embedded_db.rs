@@ -57,8 +57,9 @@ pub fn is_in_use(e: &StoreError) -> bool {
 /// The database and its shared write transaction ([the module docs](self)). Derefs to the redb
 /// [`Database`] for reads.
 pub struct Db {
-    db: Database,
+    // Declared first, so an open transaction is dropped (aborted) before the database closes.
     open: tokio::sync::Mutex<Shared>,
+    db: Database,
 }
 
 impl Deref for Db {
@@ -139,8 +140,8 @@ impl Shared {
 impl Db {
     fn new(db: Database) -> Self {
         Self {
-            db,
             open: tokio::sync::Mutex::new(Shared::default()),
+            db,
         }
     }
 
@@ -173,11 +174,21 @@ impl Db {
                         return Err(e);
                     }
                 };
+                // Subscribed first: ending the transaction replaces its channel.
+                let ended = shared.ended.subscribe();
                 if !shared.committing {
-                    shared.committing = true;
-                    tokio::spawn(Arc::clone(self).commit_soon(shared.number));
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(runtime) => {
+                            shared.committing = true;
+                            runtime.spawn(Arc::clone(self).commit_soon(shared.number));
+                        }
+                        // Not on a tokio runtime (another executor): nobody to commit later.
+                        Err(_) => {
+                            shared.end(true);
+                        }
+                    }
                 }
-                (out, shared.ended.subscribe())
+                (out, ended)
             };
             let ended = ended
                 .wait_for(Option::is_some)
@@ -414,6 +425,18 @@ mod tests {
         put(&db, "later").await.unwrap();
         assert!(has(&db, "abandoned"), "the abandoned write was lost");
         assert!(has(&db, "later"));
+    }
+
+    #[test]
+    fn a_write_outside_a_tokio_runtime_commits_at_once() {
+        let db = open_database(None).unwrap();
+        let mut write = std::pin::pin!(put(&db, "elsewhere"));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match write.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(done) => done.unwrap(),
+            std::task::Poll::Pending => panic!("a write outside a runtime waited for a committer"),
+        }
+        assert!(has(&db, "elsewhere"));
     }
 
     #[tokio::test]
