@@ -16,6 +16,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
 
 use crate::canonical::{CrmEvent, CrmEventType};
+use crate::crm::CrmError;
 use crate::enerflo::lenient::{value_to_f64, value_to_string};
 
 /// Every event type a native connector writes; a profile maps each one.
@@ -857,6 +858,31 @@ pub struct Applied {
     pub on_create: BTreeMap<String, FieldValue>,
 }
 
+impl Applied {
+    /// The error of an update whose project record is not in the CRM yet: `record` names it
+    /// ("HubSpot deals", "Monday.com item on board 7"), and the keys it was looked up by are
+    /// listed. Transient (404): the project event that creates the record comes first in its
+    /// group, so a retry finds it once that is delivered.
+    pub fn not_created_yet(&self, record: &str) -> CrmError {
+        let looked_up_by = if self.keys.is_empty() {
+            "nothing: the event carries none of the keys".to_owned()
+        } else {
+            self.keys
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        CrmError::Unavailable {
+            status: Some(404),
+            detail: format!(
+                "no {record} for this project yet (looked up by {looked_up_by}): the project event that creates it has not been delivered"
+            ),
+            retry_after: None,
+        }
+    }
+}
+
 impl EventMap {
     /// Converts `event` through this mapping. Absent fields are left out (never invented, never
     /// cleared); a value that cannot be converted is left out too.
@@ -1007,6 +1033,40 @@ mod tests {
     use super::*;
     use crate::canonical::EnerfloRefs;
     use serde_json::json;
+
+    #[test]
+    fn a_record_not_created_yet_is_a_transient_404_naming_the_keys_looked_up() {
+        let applied = Applied {
+            keys: vec![
+                ("enerflo_deal_id".into(), "deal-uuid-1".into()),
+                ("enerflo_install_id".into(), "700001".into()),
+            ],
+            properties: BTreeMap::new(),
+            on_create: BTreeMap::new(),
+        };
+        match applied.not_created_yet("HubSpot deals") {
+            CrmError::Unavailable { status, detail, .. } => {
+                assert_eq!(status, Some(404));
+                assert!(
+                    detail.starts_with("no HubSpot deals for this project yet (looked up by enerflo_deal_id=deal-uuid-1, enerflo_install_id=700001)"),
+                    "{detail}"
+                );
+            }
+            other => panic!("not transient: {other:?}"),
+        }
+        let none = Applied {
+            keys: vec![],
+            ..applied
+        };
+        let CrmError::Unavailable { detail, .. } = none.not_created_yet("Salesforce Opportunity")
+        else {
+            panic!("not transient")
+        };
+        assert!(
+            detail.contains("looked up by nothing: the event carries none of the keys"),
+            "{detail}"
+        );
+    }
 
     fn event(t: CrmEventType, data: Value) -> CrmEvent {
         CrmEvent {

@@ -316,24 +316,7 @@ impl HubSpotConnector {
                 Err(e) => return Err(e.into_crm(&format!("finding the deal by {property}"))),
             }
         }
-        Err(CrmError::Unavailable {
-            status: Some(404),
-            detail: format!(
-                "no HubSpot {} for this project yet (looked up by {}): the project event that creates it has not been delivered",
-                map.object,
-                if applied.keys.is_empty() {
-                    "nothing: the event carries none of the keys".to_owned()
-                } else {
-                    applied
-                        .keys
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            ),
-            retry_after: None,
-        })
+        Err(applied.not_created_yet(&format!("HubSpot {}", map.object)))
     }
 
     async fn update_deal(

@@ -616,23 +616,7 @@ impl MondayConnector {
                 return Ok((board, item));
             }
         }
-        Err(CrmError::Unavailable {
-            status: Some(404),
-            detail: format!(
-                "no Monday.com item on board {board} for this project yet (looked up by {}): the project event that creates it has not been delivered",
-                if applied.keys.is_empty() {
-                    "nothing: the event carries none of the keys".to_owned()
-                } else {
-                    applied
-                        .keys
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            ),
-            retry_after: None,
-        })
+        Err(applied.not_created_yet(&format!("Monday.com item on board {board}")))
     }
 
     async fn update_item(

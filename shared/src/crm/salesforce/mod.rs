@@ -313,24 +313,7 @@ impl SalesforceConnector {
                 return Ok(id);
             }
         }
-        Err(CrmError::Unavailable {
-            status: Some(404),
-            detail: format!(
-                "no Salesforce {} for this project yet (looked up by {}): the project event that creates it has not been delivered",
-                map.object,
-                if applied.keys.is_empty() {
-                    "nothing: the event carries none of the keys".to_owned()
-                } else {
-                    applied
-                        .keys
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            ),
-            retry_after: None,
-        })
+        Err(applied.not_created_yet(&format!("Salesforce {}", map.object)))
     }
 
     async fn update_deal(
