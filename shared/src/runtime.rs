@@ -35,6 +35,22 @@ pub struct Ports {
 }
 
 impl Ports {
+    /// Every store port on one store (the embedded store, or DynamoDB's one table) beside
+    /// `queue`.
+    pub fn one_store<S>(store: Arc<S>, queue: Arc<dyn EventQueue>) -> Self
+    where
+        S: XrefStore + ClaimStore + SyncStateStore + EventLog + EchoStore + 'static,
+    {
+        Self {
+            xref: store.clone(),
+            claims: store.clone(),
+            state: store.clone(),
+            log: store.clone(),
+            echo: store,
+            queue,
+        }
+    }
+
     /// The sync kit the stage pipelines and inbound routes share.
     pub fn kit(&self, crm: Arc<dyn CrmConnector>, config: &Config) -> Kit {
         Kit::new(
@@ -141,14 +157,7 @@ pub fn aws_ports(aws: &LambdaAws) -> Ports {
         })
         .collect();
     let queue = Arc::new(SqsEventQueue::new(aws_sdk_sqs::Client::new(&sdk), queues));
-    Ports {
-        xref: store.clone(),
-        claims: store.clone(),
-        state: store.clone(),
-        log: store.clone(),
-        echo: store,
-        queue,
-    }
+    Ports::one_store(store, queue)
 }
 
 /// The Enerflo client, at [`ENERFLO_REQUESTS_PER_MINUTE`].

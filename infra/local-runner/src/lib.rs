@@ -239,14 +239,7 @@ pub async fn start_with_workers(
     store
         .clear_entity_locks()
         .map_err(|e| anyhow::anyhow!("lock recovery: {e}"))?;
-    let ports = Ports {
-        xref: store.clone(),
-        claims: store.clone(),
-        state: store.clone(),
-        log: store.clone(),
-        echo: store.clone(),
-        queue: queue.clone(),
-    };
+    let ports = Ports::one_store(store.clone(), queue.clone());
     // On the running runner's own store and queue (the CLI needs it stopped; the console not).
     let console = Arc::new(Console::new(
         enerflo_sync::ops::Backend {

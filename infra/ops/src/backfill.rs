@@ -66,14 +66,10 @@ pub async fn reconciler(config: &Config, data_dir: Option<&Path>) -> anyhow::Res
                 )
             })?;
             let store = Arc::new(EmbeddedStore::new(db.clone()));
-            Ports {
-                xref: store.clone(),
-                claims: store.clone(),
-                state: store.clone(),
-                log: store.clone(),
-                echo: store,
-                queue: Arc::new(EmbeddedQueue::new(db, CONSUMER_STAGES.iter().copied())),
-            }
+            Ports::one_store(
+                store,
+                Arc::new(EmbeddedQueue::new(db, CONSUMER_STAGES.iter().copied())),
+            )
         }
         None => {
             let aws = config

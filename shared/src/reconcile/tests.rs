@@ -172,14 +172,7 @@ impl World {
         let db = open_database(None).unwrap();
         let store = Arc::new(EmbeddedStore::new(db.clone()));
         let queue = Arc::new(EmbeddedQueue::new(db, Stage::ALL));
-        let ports = Ports {
-            xref: store.clone(),
-            claims: store.clone(),
-            state: store.clone(),
-            log: store.clone(),
-            echo: store.clone(),
-            queue: queue.clone(),
-        };
+        let ports = Ports::one_store(store.clone(), queue.clone());
         Self {
             enerflo: Arc::new(enerflo),
             store,

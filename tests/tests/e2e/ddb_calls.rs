@@ -84,14 +84,7 @@ impl Lambda {
         let queues = create_queues(&sqs, &name).await.expect("create queues");
         let store = Arc::new(DynamoStore::new(dynamo, name));
         let queue = Arc::new(SqsEventQueue::new(sqs, BTreeMap::from([(stage, queues)])));
-        let ports = enerflo_sync::runtime::Ports {
-            xref: store.clone(),
-            claims: store.clone(),
-            state: store.clone(),
-            log: store.clone(),
-            echo: store,
-            queue: queue.clone(),
-        };
+        let ports = enerflo_sync::runtime::Ports::one_store(store, queue.clone());
         let ingest = enerflo_sync::runtime::webhook_ingest(&config, &ports);
         let consumer = enerflo_sync::runtime::consumer_for(
             stage,

@@ -657,14 +657,7 @@ async fn moto_ports(
         sqs,
         BTreeMap::from([(Stage::Project, queues)]),
     ));
-    let ports = enerflo_sync::runtime::Ports {
-        xref: store.clone(),
-        claims: store.clone(),
-        state: store.clone(),
-        log: store.clone(),
-        echo: store,
-        queue: queue.clone(),
-    };
+    let ports = enerflo_sync::runtime::Ports::one_store(store, queue.clone());
     (ports, queue)
 }
 

@@ -77,14 +77,10 @@ async fn kit_with(extra: &[(&str, &str)]) -> Kit {
     let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("config");
     let _ = std::fs::remove_file(&profile);
     let store = Arc::new(EmbeddedStore::in_memory().unwrap());
-    let ports = Ports {
-        xref: store.clone(),
-        claims: store.clone(),
-        state: store.clone(),
-        log: store.clone(),
-        echo: store.clone(),
-        queue: Arc::new(EmbeddedQueue::new(open_database(None).unwrap(), [])),
-    };
+    let ports = Ports::one_store(
+        store.clone(),
+        Arc::new(EmbeddedQueue::new(open_database(None).unwrap(), [])),
+    );
     let client: Arc<dyn EnerfloApi> = Arc::new(
         HttpEnerfloClient::new(
             &uri,
