@@ -423,6 +423,24 @@ impl EnerfloApi for HttpEnerfloClient {
     }
 }
 
+/// The tests' client.
+#[cfg(test)]
+impl HttpEnerfloClient {
+    /// A client of `base_url` (a fake Enerflo) as the route tests use it: a fake key, 2 s per
+    /// call, Enerflo's 240 requests a minute.
+    pub(crate) fn for_tests(base_url: &str) -> std::sync::Arc<dyn EnerfloApi> {
+        std::sync::Arc::new(
+            Self::new(
+                base_url,
+                Secret::new("fake-enerflo-key"),
+                Duration::from_secs(2),
+                240,
+            )
+            .expect("a client for the fake Enerflo"),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -587,13 +587,11 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::crm::hubspot::signature;
-    use crate::enerflo::EnerfloApi;
     use crate::enerflo::client::HttpEnerfloClient;
     use crate::http::Router;
     use crate::queue::embedded::EmbeddedQueue;
     use crate::registry::Route;
     use crate::runtime::{self, Ports};
-    use crate::secret::Secret;
     use crate::store::embedded::{EmbeddedStore, open_database};
     use crate::store::{EntityKind, IdForm, IdRef};
     use crate::sync::fingerprints::status_fingerprint;
@@ -654,15 +652,7 @@ mod tests {
             store.clone(),
             Arc::new(EmbeddedQueue::new(open_database(None).unwrap(), [])),
         );
-        let client: Arc<dyn EnerfloApi> = Arc::new(
-            HttpEnerfloClient::new(
-                &uri,
-                Secret::new("fake-enerflo-key"),
-                Duration::from_secs(2),
-                240,
-            )
-            .unwrap(),
-        );
+        let client = HttpEnerfloClient::for_tests(&uri);
         let mut router = Router {
             crm_tokens: config.crm_inbound_tokens.clone(),
             max_body_bytes: Some(config.max_body_bytes),

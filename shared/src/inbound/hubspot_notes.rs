@@ -569,11 +569,9 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::enerflo::EnerfloApi;
     use crate::enerflo::client::HttpEnerfloClient;
     use crate::queue::embedded::EmbeddedQueue;
     use crate::runtime::{self, Ports};
-    use crate::secret::Secret;
     use crate::store::embedded::{EmbeddedStore, open_database};
     use std::sync::atomic::{AtomicU64, Ordering};
     use wiremock::matchers::{body_partial_json, method, path};
@@ -608,15 +606,7 @@ mod tests {
             store.clone(),
             Arc::new(EmbeddedQueue::new(open_database(None).unwrap(), [])),
         );
-        let client: Arc<dyn EnerfloApi> = Arc::new(
-            HttpEnerfloClient::new(
-                &enerflo.uri(),
-                Secret::new("fake-enerflo-key"),
-                Duration::from_secs(2),
-                240,
-            )
-            .unwrap(),
-        );
+        let client = HttpEnerfloClient::for_tests(&enerflo.uri());
         let api = runtime::hubspot_api(&config.hubspot_crm().unwrap().api).unwrap();
         let poll = runtime::hubspot_notes_poll(&config, &ports, client, api);
         store

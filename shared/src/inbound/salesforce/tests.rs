@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use http::Method;
 use serde_json::{Value, json};
@@ -15,13 +14,11 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::soap::{envelope, fault_string, is_ack};
 use crate::config::Config;
-use crate::enerflo::EnerfloApi;
 use crate::enerflo::client::HttpEnerfloClient;
 use crate::http::{HttpRequest, HttpResponse, Router};
 use crate::queue::embedded::EmbeddedQueue;
 use crate::registry::Route;
 use crate::runtime::{self, Ports};
-use crate::secret::Secret;
 use crate::store::embedded::{EmbeddedStore, open_database};
 use crate::store::{EntityKind, IdForm, IdRef, XrefStore};
 use crate::sync::fingerprints::{status_fingerprint, status_name_fingerprint};
@@ -81,15 +78,7 @@ async fn kit_with(extra: &[(&str, &str)]) -> Kit {
         store.clone(),
         Arc::new(EmbeddedQueue::new(open_database(None).unwrap(), [])),
     );
-    let client: Arc<dyn EnerfloApi> = Arc::new(
-        HttpEnerfloClient::new(
-            &uri,
-            Secret::new("fake-enerflo-key"),
-            Duration::from_secs(2),
-            240,
-        )
-        .unwrap(),
-    );
+    let client = HttpEnerfloClient::for_tests(&uri);
     let mut router = Router {
         crm_tokens: config.crm_inbound_tokens.clone(),
         max_body_bytes: Some(config.max_body_bytes),
