@@ -103,7 +103,8 @@ impl EmbeddedQueue {
         }
     }
 
-    /// Makes every write so far durable (one fsync): for shutdown, after the last acks.
+    /// Commits the open shared transaction, if a write whose caller stopped waiting left one:
+    /// for shutdown, after the last acks.
     pub async fn flush(&self) -> Result<(), QueueError> {
         self.db.flush().await
     }
